@@ -1,0 +1,3 @@
+from specdiff_catalog.cli import main
+
+raise SystemExit(main())

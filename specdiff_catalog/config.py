@@ -1,0 +1,65 @@
+"""Configuration as data: find and load TOML/JSON presets and user files into dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A preset or configuration file that cannot be used; the message names it."""
+
+
+def available_presets(kind: str) -> list[str]:
+    """Names of the bundled presets of one kind (``bands`` or ``models``)."""
+    return sorted(p.stem for p in (PRESET_DIR / kind).glob("*.toml"))
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or JSON file into a dict; a bad file raises ConfigError naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read configuration file {path}: {err.strerror}") from err
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        return tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'TOML'}: {err}") from err
+
+
+def load_preset(kind: str, name_or_path: str | Path) -> dict[str, Any]:
+    """Load ``presets/<kind>/<name>.toml``, or a user TOML/JSON file when given a path.
+
+    A value containing a path separator or ending in .toml/.json is a file; anything
+    else is a preset name.
+    """
+    text = str(name_or_path)
+    if "/" in text or text.endswith((".toml", ".json")):
+        return load_config_file(text)
+    path = PRESET_DIR / kind / f"{text}.toml"
+    if not path.exists():
+        known = ", ".join(available_presets(kind))
+        raise ConfigError(f"unknown {kind} preset {text!r}; bundled presets: {known}")
+    return load_config_file(path)
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "configuration") -> T:
+    """Build dataclass ``cls`` from ``data``, refusing unknown keys by name."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(names)}")
+    try:
+        return cls(**data)
+    except TypeError as err:
+        raise ConfigError(f"{source}: {err}") from err

@@ -1,0 +1,210 @@
+"""The on-disk training set: written by ``prepare``, streamed by the training jobs.
+
+Layout of a training-set directory::
+
+    TRAIN/spectra.zarr      Zarr v3 group: wave (P,) observed-frame Angstrom;
+                            flux, ivar (N, P) float32, row-chunked; flux in
+                            1e-17 erg/s/cm^2/A
+    TRAIN/objects.parquet   one row per spectrum, ROW = its row in spectra.zarr:
+                            TARGETID, Z, ZERR, SPLIT ('train' | 'val'),
+                            the band set's photometry columns, FLAGS, SOURCE_FILE
+    TRAIN/trainset.json     summary: counts, z range, selection, band set, sources
+
+A plain Parquet file with photometry and Z (no spectra) opens as a training set too:
+the photo-z-only mode trains on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from specdiff_catalog.hashing import validation_mask
+
+SPECTRA = "spectra.zarr"
+OBJECTS = "objects.parquet"
+SUMMARY = "trainset.json"
+FLUX_UNIT = "1e-17 erg / (s cm2 Angstrom)"
+VALIDATION_FRACTION = 0.1
+
+
+@dataclass
+class Batch:
+    """A batch of training objects.
+
+    rows: (n,) row numbers in the training set; objects: their ``objects`` rows.
+    flux, ivar: (n, P) float32 observed-frame spectra (None for a photometry-only set).
+    """
+
+    rows: np.ndarray
+    objects: pd.DataFrame
+    flux: np.ndarray | None
+    ivar: np.ndarray | None
+
+
+class TrainingSetWriter:
+    """Append spectra and their object rows chunk by chunk; nothing is held beyond a chunk.
+
+    wave: (P,) observed-frame wavelength grid in Angstrom shared by every spectrum.
+    """
+
+    def __init__(self, path: str | Path, wave: np.ndarray, *, chunk_rows: int = 256, overwrite: bool = False):
+        self.path = Path(path)
+        if self.path.exists() and any(self.path.iterdir()) and not overwrite:
+            raise FileExistsError(f"{self.path} exists and is not empty (use overwrite)")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.chunk_rows = chunk_rows
+        group = zarr.open_group(self.path / SPECTRA, mode="w")
+        group.attrs.update({"flux_unit": FLUX_UNIT, "wave_unit": "Angstrom"})
+        wave = np.asarray(wave, dtype=np.float64)
+        group.create_array("wave", data=wave, dimension_names=("pixel",))
+        self._arrays = {
+            name: group.create_array(
+                name, shape=(0, wave.size), chunks=(chunk_rows, wave.size), dtype="float32",
+                dimension_names=("object", "pixel"),
+            )
+            for name in ("flux", "ivar")
+        }
+        self._objects: list[pd.DataFrame] = []
+        self.n = 0
+
+    def append(self, flux: np.ndarray, ivar: np.ndarray, objects: pd.DataFrame) -> None:
+        """Add n spectra: flux, ivar (n, P); objects: n rows with at least TARGETID and Z."""
+        if not {"TARGETID", "Z"} <= set(objects.columns):
+            raise ValueError("training objects need TARGETID and Z columns")
+        n = len(objects)
+        if flux.shape[0] != n or ivar.shape != flux.shape:
+            raise ValueError(f"flux {flux.shape}, ivar {ivar.shape} and {n} objects disagree")
+        for name, data in (("flux", flux), ("ivar", ivar)):
+            array = self._arrays[name]
+            array.resize((self.n + n, array.shape[1]))
+            array[self.n : self.n + n] = data.astype(np.float32)
+        self._objects.append(objects.reset_index(drop=True).assign(ROW=np.arange(self.n, self.n + n)))
+        self.n += n
+
+    def close(self, summary: dict[str, Any] | None = None) -> TrainingSet:
+        """Assign the stable split, write objects.parquet and trainset.json; return the set."""
+        objects = pd.concat(self._objects, ignore_index=True) if self._objects else pd.DataFrame(
+            {"TARGETID": np.zeros(0, np.int64), "Z": np.zeros(0), "ROW": np.zeros(0, np.int64)}
+        )
+        write_objects(self.path, objects, summary or {})
+        return TrainingSet.open(self.path)
+
+    def __enter__(self) -> TrainingSetWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def write_objects(path: Path, objects: pd.DataFrame, summary: dict[str, Any]) -> None:
+    """Write objects.parquet with its SPLIT column and trainset.json with the counts."""
+    val = validation_mask(objects["TARGETID"].to_numpy(), VALIDATION_FRACTION)
+    objects = objects.assign(SPLIT=np.where(val, "val", "train"))
+    objects.to_parquet(path / OBJECTS, index=False)
+    z = objects["Z"].to_numpy()
+    counts = {
+        "n_objects": len(objects),
+        "n_train": int((~val).sum()),
+        "n_val": int(val.sum()),
+        "z_min": float(z.min()) if len(z) else None,
+        "z_max": float(z.max()) if len(z) else None,
+        "validation_fraction": VALIDATION_FRACTION,
+    }
+    (path / SUMMARY).write_text(json.dumps({**summary, **counts}, indent=2, default=str))
+
+
+class TrainingSet:
+    """A training set on disk, read in batches (see the module docstring for the layout)."""
+
+    def __init__(self, path: Path, objects: pd.DataFrame, summary: dict[str, Any], spectra: zarr.Group | None):
+        self.path = path
+        self.objects = objects
+        self.summary = summary
+        self._spectra = spectra
+
+    @classmethod
+    def open(cls, path: str | Path) -> TrainingSet:
+        """Open a training-set directory, or a photometry + Z Parquet file (no spectra)."""
+        path = Path(path)
+        if path.is_file():
+            objects = pd.read_parquet(path)
+            objects.columns = [c.upper() for c in objects.columns]
+            if "SPLIT" not in objects:
+                val = validation_mask(objects["TARGETID"].to_numpy(), VALIDATION_FRACTION)
+                objects["SPLIT"] = np.where(val, "val", "train")
+            return cls(path, objects, {"source": str(path)}, None)
+        if not (path / OBJECTS).exists():
+            raise FileNotFoundError(f"{path} is not a training set (no {OBJECTS}); make one with `specdiff-catalog prepare`")
+        summary = json.loads((path / SUMMARY).read_text()) if (path / SUMMARY).exists() else {}
+        spectra = zarr.open_group(path / SPECTRA, mode="r") if (path / SPECTRA).exists() else None
+        return cls(path, pd.read_parquet(path / OBJECTS), summary, spectra)
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    @property
+    def has_spectra(self) -> bool:
+        return self._spectra is not None
+
+    @property
+    def wave(self) -> np.ndarray:
+        """(P,) observed-frame wavelength grid, Angstrom."""
+        return np.asarray(self._spectra["wave"][:])
+
+    @property
+    def chunk_rows(self) -> int:
+        return self._spectra["flux"].chunks[0] if self.has_spectra else len(self)
+
+    def rows(self, split: str | None = None) -> np.ndarray:
+        """Row numbers of one split ('train' or 'val'), or of every object."""
+        objects = self.objects if split is None else self.objects[self.objects["SPLIT"] == split]
+        return objects["ROW"].to_numpy() if "ROW" in objects else objects.index.to_numpy()
+
+    def read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """flux, ivar (n, P) float32 of the given rows; only their chunks are read."""
+        selection = (np.asarray(rows), slice(None))
+        return tuple(self._spectra[name].get_orthogonal_selection(selection) for name in ("flux", "ivar"))  # type: ignore[return-value]
+
+    def batches(
+        self, split: str | None, batch_size: int, *, shuffle: bool = False, seed: int = 0, buffer_chunks: int = 8
+    ) -> Iterator[Batch]:
+        """Stream batches of one split.
+
+        Memory stays at ``buffer_chunks`` storage chunks: with ``shuffle``, the chunk
+        order is permuted and rows are shuffled within a window of chunks
+        (a windowed shuffle, as in WebDataset); the last batch may be smaller.
+        """
+        rng = np.random.default_rng(seed)
+        n, step = len(self), self.chunk_rows
+        wanted = np.zeros(n, dtype=bool)
+        wanted[self.rows(split)] = True
+        by_row = self.objects.set_index("ROW", drop=False) if "ROW" in self.objects else self.objects
+        starts = np.arange(0, n, step)
+        if shuffle:
+            starts = rng.permutation(starts)
+        for window in np.array_split(starts, max(1, -(-starts.size // buffer_chunks))):
+            slabs = [slice(int(s), min(int(s) + step, n)) for s in window]
+            buffer_rows = np.concatenate([np.arange(sl.start, sl.stop) for sl in slabs])
+            positions = np.flatnonzero(wanted[buffer_rows])
+            if shuffle:
+                positions = rng.permutation(positions)
+            spectra = None
+            if self.has_spectra and positions.size:
+                spectra = [np.concatenate([self._spectra[name][sl] for sl in slabs]) for name in ("flux", "ivar")]
+            for i in range(0, positions.size, batch_size):
+                pos = positions[i : i + batch_size]
+                rows = buffer_rows[pos]
+                yield Batch(
+                    rows=rows,
+                    objects=by_row.loc[rows].reset_index(drop=True),
+                    flux=None if spectra is None else spectra[0][pos],
+                    ivar=None if spectra is None else spectra[1][pos],
+                )
