@@ -184,9 +184,11 @@ class _Precision:
         return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
 
 
-def _accumulate(totals: dict[str, list[torch.Tensor]], metrics: Metrics) -> None:
+def _accumulate(totals: dict[str, list[torch.Tensor]], metrics: Metrics, device: torch.device) -> None:
+    """Add a batch's (sum, weight) pairs on ``device``: no host sync per step."""
     for name, (num, den) in metrics.items():
-        num, den = torch.as_tensor(num).detach().double().cpu(), torch.as_tensor(den).detach().double().cpu()
+        num = torch.as_tensor(num).detach().to(device, torch.float64)
+        den = torch.as_tensor(den).detach().to(device, torch.float64)
         if name in totals:
             totals[name][0] += num
             totals[name][1] += den
@@ -270,6 +272,7 @@ class Run:
             div_factor=config.div_factor, final_div_factor=config.final_div_factor,
         )
         self.precision = _Precision(self.device, config.amp)
+        self.last_lr = config.lr / config.div_factor
         self.epoch = 0  # the next epoch to run
         self.best_metric = math.inf
         self.best_epoch = -1
@@ -340,10 +343,11 @@ class Run:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             self.precision.scaler.step(self.optimizer)
             self.precision.scaler.update()
+            self.last_lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
             self.scheduler.step()
-            _accumulate(totals, {"loss": (result.loss.detach(), 1.0)} | result.metrics)
+            _accumulate(totals, {"loss": (result.loss.detach(), 1.0)} | result.metrics, self.device)
             if step % 10 == 0 or step == self.steps - 1:
-                bar.set_postfix(loss=f"{_averages(totals)['loss']:.4g}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                bar.set_postfix(loss=f"{_averages(totals)['loss']:.4g}", lr=f"{self.last_lr:.2e}")
         return _averages(totals)
 
     @torch.no_grad()
@@ -353,7 +357,7 @@ class Run:
         for batch in prefetch(self.task.val_batches(self.config.batch_size)):
             with self.precision.autocast():
                 result = self.task.loss(self.model, batch, self.device, False)
-            _accumulate(totals, {"loss": (result.loss.detach(), 1.0)} | result.metrics)
+            _accumulate(totals, {"loss": (result.loss.detach(), 1.0)} | result.metrics, self.device)
         return _averages(totals)
 
 
@@ -403,7 +407,7 @@ def fit(
         if improved:
             run.best_metric, run.best_epoch = metric, run.epoch
             run.save_best()
-        record = {"epoch": run.epoch, "train": train_metrics, "val": val_metrics, "lr": run.scheduler.get_last_lr()[0],
+        record = {"epoch": run.epoch, "train": train_metrics, "val": val_metrics, "lr": run.last_lr,
                   "seconds": time.perf_counter() - start, "best": improved}
         run.history.append(record)
         run.epoch += 1
