@@ -21,11 +21,16 @@ DN4000_RED = (4000.0, 4100.0)
 
 
 class SpectrumFlag(enum.IntFlag):
-    """Per-spectrum bits of the normalisation step (uint8)."""
+    """Per-spectrum bits of the preprocessing (uint8). SKIP: the bits training skips."""
 
     NORM_FALLBACK = 1 << 0  # fewer than min_pixels valid pixels in the window, or median <= 0:
     #                         normalised by the median of all valid pixels instead
     UNUSABLE = 1 << 1  # no valid pixel or no positive median at all: norm = 1, not usable
+    NO_EXTINCTION = 1 << 2  # E(B-V) missing or not finite: not de-reddened (E(B-V) = 0 used)
+
+    @classmethod
+    def skip(cls) -> int:
+        return cls.NORM_FALLBACK | cls.UNUSABLE
 
 
 def clean(flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +67,32 @@ def rebin(
     return wave_b, flux_b.astype(np.float32), ivar_b.astype(np.float32)
 
 
+def mw_transmission(wave: np.ndarray, ebv: np.ndarray) -> np.ndarray:
+    """(N, P) Milky Way transmission at observed wave (P,) Angstrom for SFD E(B-V) ebv (N,).
+
+    DESI's curve (``desiutil.dust.dust_transmission``: Fitzpatrick 1999, R_V = 3.1, with the
+    Schlafly & Finkbeiner 2011 SFD recalibration), the one the DESI pipeline uses.
+    """
+    from desiutil.dust import dust_transmission
+
+    a_per_ebv = -2.5 * np.log10(dust_transmission(np.asarray(wave, dtype=np.float64), 1.0))
+    return 10.0 ** (-0.4 * np.outer(np.asarray(ebv, dtype=np.float64), a_per_ebv))
+
+
+def deredden(
+    wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, ebv: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """flux / T and ivar * T^2 with T = mw_transmission(wave, ebv); flux, ivar (N, P), ebv (N,).
+
+    A non-finite E(B-V) is taken as 0; returns also (N,) uint8 flags (NO_EXTINCTION there).
+    """
+    ebv = np.asarray(ebv, dtype=np.float64)
+    bad = ~np.isfinite(ebv)
+    transmission = mw_transmission(wave, np.where(bad, 0.0, ebv)).astype(np.float32)
+    flags = np.where(bad, SpectrumFlag.NO_EXTINCTION, 0).astype(np.uint8)
+    return flux / transmission, ivar * transmission**2, flags
+
+
 @dataclass
 class Normalisation:
     """norm: (N,) flux divided out (in the input flux unit); flags: (N,) uint8 ``SpectrumFlag``."""
@@ -72,7 +103,7 @@ class Normalisation:
     @property
     def usable(self) -> np.ndarray:
         """(N,) bool: normalised in the rest-frame window as intended."""
-        return self.flags == 0
+        return (self.flags & SpectrumFlag.skip()) == 0
 
 
 def _row_median(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

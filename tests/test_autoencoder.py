@@ -133,3 +133,15 @@ def test_redshift_input_is_an_option():
     assert not torch.allclose(a[0], a[1])  # same spectrum, different z
     with pytest.raises(ValueError, match="even"):
         AutoencoderConfig.from_dict({"conv_filters": [4, 8, 9]})
+
+
+def test_a_dereddening_model_needs_ebv():
+    config = AutoencoderConfig.from_dict({**TINY.to_dict(), "deredden": True})
+    wave = np.linspace(3600.0, 9824.0, 1558)
+    flux = np.full((2, wave.size), 3.0, np.float32)
+    with pytest.raises(ValueError, match="E\\(B-V\\) per spectrum is needed"):
+        prepare_spectra(config, None, wave, flux, np.ones_like(flux), [0.1, 0.2])
+    prepared = prepare_spectra(config, None, wave, flux, np.ones_like(flux), [0.1, 0.2], np.array([0.0, np.nan]))
+    assert np.allclose(prepared.flux, 1.0) and list(prepared.flags) == [0, SpectrumFlag.NO_EXTINCTION]
+    faded = prepare_spectra(config, None, wave, flux, np.ones_like(flux), [0.1, 0.1], np.array([0.0, 0.2]))
+    assert faded.flux[1, 0] > 1.0 > faded.flux[1, -1]  # de-reddening tilts the normalised spectrum blue-ward

@@ -70,3 +70,17 @@ def test_band_mean_of_a_line_uses_exact_edges():
     flux = np.array([[0.0, 10.0, 20.0]])  # f(x) = x
     assert band_mean(wave, flux, (2.5, 17.5))[0] == pytest.approx(10.0)
     assert np.isnan(band_mean(wave, flux, (15.0, 40.0))[0])  # 5 of 25 A covered
+
+
+def test_deredden_divides_by_the_desi_milky_way_transmission():
+    from desiutil.dust import dust_transmission
+
+    from specdiff_catalog.spectral import deredden
+
+    wave = np.linspace(3600, 9824, 50)
+    flux, ivar = np.ones((2, 50), np.float32), np.full((2, 50), 4.0, np.float32)
+    out, out_ivar, flags = deredden(wave, flux, ivar, np.array([0.1, np.nan]))
+    transmission = dust_transmission(wave, 0.1)
+    assert np.allclose(out[0], 1 / transmission, rtol=1e-6) and np.allclose(out_ivar[0], 4 * transmission**2, rtol=1e-6)
+    assert out[0, 0] > out[0, -1] > 1  # more extinction in the blue
+    assert np.array_equal(out[1], flux[1]) and list(flags) == [0, SpectrumFlag.NO_EXTINCTION]

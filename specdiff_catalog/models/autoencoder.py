@@ -35,6 +35,8 @@ class AutoencoderConfig:
     encoder_hidden, decoder_hidden: MLP widths (SPENDER: (128, 64, 32), (64, 256, 1024)).
     redshift_input: give z to the encoder's MLP (SPENDER paper I); off as in paper II,
         so the latent has no direct handle on z.
+    deredden: divide spectra by the Milky Way transmission at their E(B-V) (needs EBV),
+        so the decoder learns intrinsic rest-frame spectra.
     rebin: observed grid = instrument grid rebinned by this factor (ivar-weighted).
     rest_step: rest-frame grid spacing in Angstrom.
     norm_window, norm_min_pixels: see ``spectral.median_norm``.
@@ -51,6 +53,7 @@ class AutoencoderConfig:
     encoder_hidden: tuple[int, ...] = (128, 64, 32)
     decoder_hidden: tuple[int, ...] = (64, 256, 1024)
     redshift_input: bool = False
+    deredden: bool = False
     rebin: int = 1
     rest_step: float = 0.8
     norm_window: tuple[float, float] = spectral.NORM_WINDOW
@@ -180,8 +183,8 @@ class PreparedSpectra:
     """Spectra on the model's observed grid, normalised.
 
     flux, ivar: (N, P) float32 (flux / norm, ivar * norm^2; ivar 0 where masked);
-    z: (N,) float32; norm: (N,) float32 in the input flux unit; flags: (N,) uint8
-    ``spectral.SpectrumFlag`` (0 = normalised in the window as intended).
+    z: (N,) float32; norm: (N,) float32 in the input flux unit (de-reddened when the model
+    de-reddens); flags: (N,) uint8 ``spectral.SpectrumFlag``.
     """
 
     flux: np.ndarray
@@ -250,20 +253,23 @@ class SpectrumAutoencoder(nn.Module):
         return latent, rest, model, inside
 
     # --- numpy in, numpy out (notebooks, evaluation) --------------------------------------
-    def prepare(self, wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: np.ndarray) -> PreparedSpectra:
+    def prepare(self, wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: np.ndarray,
+                ebv: np.ndarray | None = None) -> PreparedSpectra:
         """Instrument-grid spectra -> the model's grid, normalised (what ``encode`` expects).
 
         wave: (P_instr,) Angstrom, the instrument grid the model was trained on (for DESI
-        the 7781-pixel merged grid); flux, ivar: (N, P_instr); z: (N,).
+        the 7781-pixel merged grid); flux, ivar: (N, P_instr); z: (N,); ebv: (N,) SFD
+        E(B-V), required when the model de-reddens (``config.deredden``).
         """
-        return prepare_spectra(self.config, self.wave_obs.cpu().numpy(), wave, flux, ivar, z)
+        return prepare_spectra(self.config, self.wave_obs.cpu().numpy(), wave, flux, ivar, z, ebv)
 
     @torch.no_grad()
     def encode_spectra(
-        self, wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: np.ndarray, batch_size: int = 1024
+        self, wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: np.ndarray, ebv: np.ndarray | None = None,
+        batch_size: int = 1024,
     ) -> EncodedSpectra:
-        """Latents of instrument-grid spectra: wave (P_instr,) A, flux/ivar (N, P_instr), z (N,)."""
-        prepared = self.prepare(wave, flux, ivar, z)
+        """Latents of instrument-grid spectra: wave (P_instr,) A, flux/ivar (N, P_instr), z, ebv (N,)."""
+        prepared = self.prepare(wave, flux, ivar, z, ebv)
         device = self.wave_obs.device
         self.eval()
         latent = np.concatenate([
@@ -306,13 +312,19 @@ def redshift_spectra(wave_rest: np.ndarray, flux_rest: np.ndarray, z: np.ndarray
 
 def prepare_spectra(
     config: AutoencoderConfig, model_wave: np.ndarray | None, wave: np.ndarray, flux: np.ndarray,
-    ivar: np.ndarray, z: np.ndarray,
+    ivar: np.ndarray, z: np.ndarray, ebv: np.ndarray | None = None,
 ) -> PreparedSpectra:
-    """Clean, rebin by config.rebin and normalise instrument-grid spectra (N, P_instr).
+    """Clean, rebin by config.rebin, de-redden (config.deredden) and normalise spectra (N, P_instr).
 
     model_wave: the model's (P,) grid to check the rebinned grid against (None: no check).
+    ebv: (N,) SFD E(B-V), required with config.deredden.
     """
     wave_b, flux_b, ivar_b = spectral.rebin(wave, flux, ivar, config.rebin)
+    flags = np.zeros(len(flux_b), dtype=np.uint8)
+    if config.deredden:
+        if ebv is None:
+            raise ValueError("this autoencoder de-reddens spectra (deredden = true): E(B-V) per spectrum is needed")
+        flux_b, ivar_b, flags = spectral.deredden(wave_b, flux_b, ivar_b, ebv)
     if model_wave is not None and (wave_b.shape != model_wave.shape or not np.allclose(wave_b, model_wave, atol=0.01)):
         raise ValueError(
             f"spectra on a {len(wave)}-pixel grid {wave[0]:.1f}-{wave[-1]:.1f} A do not match the model's "
@@ -322,7 +334,7 @@ def prepare_spectra(
     z = np.asarray(z, dtype=np.float32)
     norm = spectral.median_norm(wave_b, flux_b, ivar_b, z, config.norm_window, config.norm_min_pixels)
     flux_n, ivar_n = spectral.normalise(flux_b, ivar_b, norm.norm)
-    return PreparedSpectra(flux=flux_n, ivar=ivar_n, z=z, norm=norm.norm, flags=norm.flags)
+    return PreparedSpectra(flux=flux_n, ivar=ivar_n, z=z, norm=norm.norm, flags=norm.flags | flags)
 
 
 def chi2(data: torch.Tensor, ivar: torch.Tensor, model: torch.Tensor, inside: torch.Tensor):

@@ -4,7 +4,7 @@ Spectra stream from the on-disk training set; each batch is rebinned and normali
 on the fly (``models.autoencoder.prepare_spectra``) in the loop's prefetch thread.
 The loss is the ivar-weighted chi^2 per valid pixel of the batch, plus SPENDER-II's
 redshift-augmentation consistency loss when the preset turns it on. Spectra whose
-normalisation fell back (``spectral.SpectrumFlag``) are skipped: their ivar is zeroed.
+normalisation fell back (``spectral.SpectrumFlag.skip()``) are skipped: their ivar is zeroed.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from specdiff_catalog.models.autoencoder import (
     rest_grid,
     shift_redshift,
 )
-from specdiff_catalog.spectral import rebin
+from specdiff_catalog.spectral import SpectrumFlag, rebin
 from specdiff_catalog.training.loop import FitResult, StepResult, TrainConfig, fit
 
 FILENAME = "autoencoder.safetensors"
@@ -66,6 +66,9 @@ class AutoencoderTask:
     val_metric = "chi2_per_pixel"
 
     def __init__(self, trainset: TrainingSet, config: AutoencoderConfig):
+        if config.deredden and "EBV" not in trainset.objects.columns:
+            raise ValueError(f"{trainset.path}: no EBV column to de-redden the spectra with; "
+                             "set deredden = false in the preset's [model] table")
         self.trainset = trainset
         self.config = config
         self.wave = trainset.wave
@@ -74,8 +77,10 @@ class AutoencoderTask:
         return math.ceil(len(self.trainset.rows("train")) / batch_size)
 
     def _prepare(self, batch) -> SpectraBatch:
-        prepared = prepare_spectra(self.config, None, self.wave, batch.flux, batch.ivar, batch.objects["Z"].to_numpy())
-        skipped = prepared.flags != 0
+        ebv = batch.objects["EBV"].to_numpy() if self.config.deredden else None
+        prepared = prepare_spectra(self.config, None, self.wave, batch.flux, batch.ivar,
+                                   batch.objects["Z"].to_numpy(), ebv)
+        skipped = (prepared.flags & SpectrumFlag.skip()) != 0
         return SpectraBatch(prepared.flux, np.where(skipped[:, None], 0.0, prepared.ivar).astype(np.float32),
                             prepared.z, skipped)
 
