@@ -18,6 +18,13 @@ import numpy as np
 NORM_WINDOW = (5300.0, 5850.0)  # rest-frame Angstrom (SPENDER's DESI/SDSS window)
 DN4000_BLUE = (3850.0, 3950.0)  # rest-frame Angstrom (Balogh et al. 1999)
 DN4000_RED = (4000.0, 4100.0)
+# emission-line bands and their continuum side bands, rest-frame Angstrom (vacuum)
+LINE_BANDS = {
+    "OII_3727": ((3716.0, 3740.0), (3680.0, 3710.0), (3750.0, 3780.0)),
+    "Hbeta": ((4852.0, 4872.0), (4800.0, 4840.0), (4880.0, 4920.0)),
+    "OIII_5007": ((4997.0, 5017.0), (4970.0, 4990.0), (5025.0, 5055.0)),
+    "Halpha_NII": ((6540.0, 6595.0), (6480.0, 6530.0), (6610.0, 6660.0)),
+}
 
 
 class SpectrumFlag(enum.IntFlag):
@@ -204,3 +211,25 @@ def dn4000(
     blue = band_mean(wave_rest, f_nu, DN4000_BLUE, valid, min_coverage)
     with np.errstate(invalid="ignore", divide="ignore"):
         return red / blue
+
+
+def line_flux(
+    wave_rest: np.ndarray, flux: np.ndarray, band: tuple[float, float], blue: tuple[float, float],
+    red: tuple[float, float], ivar: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) line flux above a linear continuum and (N,) rest-frame equivalent width (Angstrom).
+
+    wave_rest: (P,) or (N, P) Angstrom; flux: (N, P) F_lambda. The continuum is the line
+    through the side-band means at the side-band centres; its mean over ``band`` is its
+    value at the band centre. Line flux = (mean(band) - continuum) x band width, in flux x A;
+    EW = line flux / continuum (positive for emission). NaN where a band is not covered.
+    """
+    flux = np.atleast_2d(np.asarray(flux, dtype=np.float64))
+    valid = None if ivar is None else np.atleast_2d(np.asarray(ivar)) > 0
+    means = [band_mean(wave_rest, flux, b, valid) for b in (band, blue, red)]
+    centres = [0.5 * (b[0] + b[1]) for b in (band, blue, red)]
+    slope = (means[2] - means[1]) / (centres[2] - centres[1]) if centres[2] != centres[1] else 0.0
+    continuum = means[1] + slope * (centres[0] - centres[1])
+    flux_line = (means[0] - continuum) * (band[1] - band[0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return flux_line, flux_line / continuum

@@ -84,3 +84,14 @@ def test_deredden_divides_by_the_desi_milky_way_transmission():
     assert np.allclose(out[0], 1 / transmission, rtol=1e-6) and np.allclose(out_ivar[0], 4 * transmission**2, rtol=1e-6)
     assert out[0, 0] > out[0, -1] > 1  # more extinction in the blue
     assert np.array_equal(out[1], flux[1]) and list(flags) == [0, SpectrumFlag.NO_EXTINCTION]
+
+
+def test_line_flux_of_a_gaussian_on_a_sloped_continuum():
+    from specdiff_catalog.spectral import LINE_BANDS, line_flux
+
+    wave = np.arange(6300.0, 6800.0, 0.5)
+    continuum = 2.0 + 0.001 * (wave - 6563.0)
+    gauss = 30.0 * np.exp(-0.5 * ((wave - 6563.0) / 4.0) ** 2) / (np.sqrt(2 * np.pi) * 4.0)  # flux 30
+    flux, ew = line_flux(wave, (continuum + gauss)[None], *LINE_BANDS["Halpha_NII"])
+    assert flux[0] == pytest.approx(30.0, rel=1e-3) and ew[0] == pytest.approx(30.0 / (2.0 + 0.001 * 4.5), rel=1e-3)  # continuum at the band centre
+    assert np.isnan(line_flux(wave, (continuum + gauss)[None], *LINE_BANDS["OII_3727"])[0][0])
