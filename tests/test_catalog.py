@@ -267,3 +267,25 @@ def test_not_a_catalog(tmp_path):
         open_catalog(tmp_path)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         open_catalog(tmp_path / "nowhere")
+
+
+def test_hats_collection_opens_its_primary_catalog(hats_dir, tmp_path):
+    """data.lsdb.io serves collections: collection.properties names the primary catalog."""
+    collection = tmp_path / "ls_dr10_collection"
+    shutil.copytree(hats_dir, collection / "ls_dr10")
+    (collection / "collection.properties").write_text(
+        "obs_collection=ls_dr10_collection\nhats_primary_table_url=ls_dr10\n"
+    )
+    cat = open_catalog(collection)
+    assert cat.root == collection / "ls_dr10" and cat.kind == "hats" and cat.n_rows == N_ROWS
+
+
+def test_read_partition_keeps_dtypes(hats_dir):
+    frame = read_partition(open_catalog(hats_dir).partitions[0], ["objid", "type", "flux_r"])
+    want = pq.read_table(open_catalog(hats_dir).partitions[0].path, columns=["OBJID", "TYPE", "FLUX_R"]).to_pandas()
+    assert list(frame.dtypes) == list(want.dtypes)
+
+
+def test_write_hats_refuses_an_empty_table(tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        write_hats(_table(0), tmp_path / "c", order=0, catalog_name="x")

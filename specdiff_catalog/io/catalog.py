@@ -31,6 +31,7 @@ from specdiff_catalog.bands import require_columns, resolve_columns
 
 SPATIAL_INDEX = "_healpix_29"
 PROPERTIES_FILES = ("hats.properties", "properties")
+COLLECTION_FILE = "collection.properties"
 _PIXEL_FILE = re.compile(r"Norder=(\d+)/Dir=\d+/Npix=(\d+)\.parquet$")
 
 
@@ -73,7 +74,9 @@ class Catalog:
 
 
 def open_catalog(path: str | Path) -> Catalog:
-    """Discover a HATS catalog, a directory of Parquet files or a single Parquet file.
+    """Discover a HATS catalog (or collection), a directory of Parquet files or one Parquet file.
+
+    A HATS collection (``collection.properties``) opens its primary catalog.
 
     No data pages are read: row counts come from ``dataset/_metadata`` when present,
     otherwise from each file's footer. HATS partitions are in nested HEALPix order
@@ -82,6 +85,8 @@ def open_catalog(path: str | Path) -> Catalog:
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such catalog")
+    if (root / COLLECTION_FILE).is_file():
+        root = _primary_catalog(root)
     if root.is_file():
         return _plain_catalog(root, [root])
     if any((root / name).is_file() for name in PROPERTIES_FILES):
@@ -113,8 +118,9 @@ def read_partition(partition: Partition, columns: Sequence[str], *, optional: Se
             f"{partition.path}: {table.num_rows} rows, but the catalog metadata says {partition.n_rows}"
             " (stale dataset/_metadata?)"
         )
-    frame = table.to_pandas()
-    return pd.DataFrame({wanted: frame[actual].to_numpy() for wanted, actual in found.items()})
+    frame = table.to_pandas().loc[:, list(found.values())]
+    frame.columns = list(found)
+    return frame
 
 
 def write_hats(
@@ -142,6 +148,8 @@ def write_hats(
     from hats.pixel_math import HealpixPixel
     from hats.pixel_math.spatial_index import compute_spatial_index, spatial_index_to_healpix
 
+    if len(table) == 0:
+        raise ValueError("write_hats: the table is empty; a HATS catalog needs at least one row")
     root = _prepare_output_dir(Path(path), overwrite)
     cols = require_columns(table.columns, [ra_column, dec_column], where="write_hats table")
     ra = table[cols[ra_column]].to_numpy(dtype=np.float64)
@@ -207,7 +215,7 @@ def _prepare_output_dir(root: Path, overwrite: bool) -> Path:
 
 
 def _hats_catalog(root: Path) -> Catalog:
-    properties = _read_properties(root)
+    properties = _read_properties(next(root / name for name in PROPERTIES_FILES if (root / name).is_file()))
     suffix = properties.get("hats_npix_suffix", ".parquet")
     if suffix != ".parquet":
         raise CatalogError(f"{root}: hats_npix_suffix={suffix!r} is not supported (only .parquet files)")
@@ -222,17 +230,23 @@ def _hats_catalog(root: Path) -> Catalog:
     return Catalog(root, "hats", properties, partitions, _data_columns(schema))
 
 
+def _primary_catalog(collection: Path) -> Path:
+    primary = _read_properties(collection / COLLECTION_FILE).get("hats_primary_table_url")
+    if not primary:
+        raise CatalogError(f"{collection / COLLECTION_FILE}: no hats_primary_table_url")
+    return collection / primary
+
+
 def _plain_catalog(root: Path, files: list[Path]) -> Catalog:
     counts = _row_counts(files, None)
     partitions = [Partition(f, None, None, counts[f], i) for i, f in enumerate(files)]
     return Catalog(root, "parquet", {}, partitions, _data_columns(_read_schema(files[0])))
 
 
-def _read_properties(root: Path) -> dict[str, str]:
-    """The java-style properties file as strings (hats.properties, else legacy properties)."""
+def _read_properties(file: Path) -> dict[str, str]:
+    """A java-style properties file (as hats writes them) as strings."""
     from jproperties import Properties
 
-    file = next(root / name for name in PROPERTIES_FILES if (root / name).is_file())
     props = Properties()
     with file.open("rb") as fh:
         props.load(fh, "utf-8")
