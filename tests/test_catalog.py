@@ -182,7 +182,11 @@ def test_row_counts_from_footers_when_metadata_absent(hats_copy, monkeypatch):
     (hats_copy / "dataset" / "_metadata").unlink()
     opened: list[str] = []
     real = pq.read_metadata
-    monkeypatch.setattr(catalog_module.pq, "read_metadata", lambda f, *a, **k: opened.append(Path(f).name) or real(f, *a, **k))
+    def spy(where, *args, **kwargs):
+        opened.append(Path(where).name)
+        return real(where, *args, **kwargs)
+
+    monkeypatch.setattr(catalog_module.pq, "read_metadata", spy)
     monkeypatch.setattr(catalog_module.pq, "read_table", lambda *a, **k: pytest.fail("data read"))
     cat = open_catalog(hats_copy)
     assert len(opened) == 48 and all(name.startswith("Npix=") for name in opened)

@@ -21,7 +21,9 @@ from specdiff_catalog.io.store import (
     regions,
 )
 
-LAYOUT = StoreLayout(quantiles=(0.05, 0.16, 0.5, 0.84, 0.95), latent_size=6, n_samples_saved=4, shard_rows=32, chunk_rows=8)
+LAYOUT = StoreLayout(
+    quantiles=(0.05, 0.16, 0.5, 0.84, 0.95), latent_size=6, n_samples_saved=4, shard_rows=32, chunk_rows=8
+)
 # (norder, npix, n_rows): a full shard, a partial one, an empty pixel, a multi-shard one, a plain file.
 PARTITIONS = [(3, 100, 32), (3, 101, 5), (3, 102, 0), (4, 900, 70), (None, None, 1)]
 ATTRS = {
@@ -49,7 +51,8 @@ def _columns(n: int, seed: int, layout: StoreLayout = LAYOUT) -> dict[str, np.nd
         "dec": rng.uniform(-90, 90, n),
         "flags": rng.choice([0, int(Flag.MISSING_BAND), int(Flag.OUTSIDE_TRAINING_DOMAIN)], n).astype(np.uint16),
         "z_quantiles": q,
-        "z_median": q[:, q.shape[1] // 2], "z_mode": q[:, q.shape[1] // 2] + 0.01, "z_mean": q.mean(axis=1), "z_std": q.std(axis=1),
+        "z_median": q[:, q.shape[1] // 2], "z_mode": q[:, q.shape[1] // 2] + 0.01,
+        "z_mean": q.mean(axis=1), "z_std": q.std(axis=1),
         "latent": rng.normal(size=(n, layout.latent_size)),
         "latent_std": rng.uniform(size=(n, layout.latent_size)),
         "z_samples": rng.uniform(0, 2, (n, layout.n_samples_saved)),

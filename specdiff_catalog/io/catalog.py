@@ -164,7 +164,7 @@ def write_hats(
     arrow = pa.Table.from_pandas(frame, preserve_index=False)
 
     pixels = spatial_index_to_healpix(frame[SPATIAL_INDEX].to_numpy(), target_order=order)
-    starts = np.flatnonzero(np.r_[True, pixels[1:] != pixels[:-1]]) if len(pixels) else np.array([], int)
+    starts = np.flatnonzero(np.r_[True, pixels[1:] != pixels[:-1]])
     counts = np.diff(np.r_[starts, len(pixels)])
     write_kwargs = hats.io.file_io.get_parquet_write_table_kwargs(arrow.schema)
     healpix = []
@@ -186,9 +186,9 @@ def write_hats(
         dec_column=cols[dec_column],
         healpix_column=SPATIAL_INDEX,
         healpix_order=29,
-        hats_max_rows=int(counts.max()) if len(counts) else 0,
-        moc_sky_fraction=float(partition_info.calculate_fractional_coverage()) if healpix else 0.0,
-        **{"hats_order": order},
+        hats_max_rows=int(counts.max()),
+        moc_sky_fraction=float(partition_info.calculate_fractional_coverage()),
+        hats_order=order,
         **TableProperties.new_provenance_dict(root, builder=_builder()),
         **(extra_properties or {}),
     )
@@ -266,7 +266,8 @@ def _hats_pixels(root: Path) -> list[tuple[int, int]]:
         except (KeyError, ValueError, pd.errors.ParserError) as err:
             raise CatalogError(f"{info}: not a partition_info.csv with Norder,Npix columns ({err})") from err
     else:
-        found = (_PIXEL_FILE.search(p.relative_to(root).as_posix()) for p in root.glob("dataset/Norder=*/Dir=*/Npix=*.parquet"))
+        files = root.glob("dataset/Norder=*/Dir=*/Npix=*.parquet")
+        found = (_PIXEL_FILE.search(p.relative_to(root).as_posix()) for p in files)
         pixels = sorted({(int(m[1]), int(m[2])) for m in found if m})
     argsort = get_pixel_argsort([HealpixPixel(k, n) for k, n in pixels])
     return [(int(pixels[i][0]), int(pixels[i][1])) for i in argsort]

@@ -131,6 +131,7 @@ def create_store(
     """
     path = Path(path)
     table = _partition_table(partitions)
+    user_attrs = json.loads(_to_json(attrs, "store attributes"))
     if (path / "zarr.json").is_file() and not overwrite:
         store = open_store(path)
         store._check_same(table, layout)
@@ -138,7 +139,6 @@ def create_store(
         return store
     if path.exists():
         _remove_store(path)
-    user_attrs = json.loads(_to_json(attrs, "store attributes"))
     start, stop = regions(table["n_rows"], layout.shard_rows)
     group = zarr.open_group(path, mode="w-", attributes={
         "software_version": __version__,
@@ -148,7 +148,14 @@ def create_store(
         "format_version": FORMAT_VERSION,
         "layout": layout.to_dict(),
     })
-    n_objects = int(stop[-1]) if len(stop) else 0
+    _create_object_arrays(group, layout, int(stop[-1]) if len(stop) else 0)
+    _create_partition_table(group, table, start, stop)
+    _consolidate(path)
+    return open_store(path)
+
+
+def _create_object_arrays(group: zarr.Group, layout: StoreLayout, n_objects: int) -> None:
+    """The per-object arrays, sharded along ``object``, and the ``quantile`` coordinate."""
     for name, (dtype, width, dim, pad) in layout.arrays().items():
         shape, chunks, shards = (n_objects,), (layout.chunk_rows,), (layout.shard_rows,)
         dims: tuple[str, ...] = ("object",)
@@ -160,6 +167,10 @@ def create_store(
                            fill_value=fill, dimension_names=dims)
     group.create_array("quantile", data=np.asarray(layout.quantiles, dtype=np.float64),
                        dimension_names=("quantile",), attributes={"long_name": "PDF quantile level"})
+
+
+def _create_partition_table(group: zarr.Group, table: pd.DataFrame, start: np.ndarray, stop: np.ndarray) -> None:
+    """``partitions/``: norder, npix, start, stop, n_rows (fixed) and status, error (per-partition chunks)."""
     parts = group.create_group(PARTITIONS)
     columns = {"norder": table["norder"], "npix": table["npix"], "start": start, "stop": stop,
                "n_rows": table["n_rows"]}
@@ -171,8 +182,6 @@ def create_store(
                        attributes={"flag_values": list(STATUS), "flag_meanings": " ".join(STATUS.values())})
     parts.create_array("error", shape=(len(table),), dtype=str, chunks=(1,), fill_value="",
                        dimension_names=("partition",))
-    _consolidate(path)
-    return open_store(path)
 
 
 def open_store(path: str | Path) -> OutputStore:
@@ -276,7 +285,9 @@ class OutputStore:
 
     def _check_same(self, table: pd.DataFrame, layout: StoreLayout) -> None:
         if layout != self.layout:
-            raise StoreMismatchError(f"{self.path} has layout {self.layout}, not {layout}; use another output path or overwrite")
+            raise StoreMismatchError(
+                f"{self.path} has layout {self.layout}, not {layout}; use another output path or overwrite"
+            )
         mine = self.partitions()[["norder", "npix", "n_rows"]].reset_index(drop=True)
         if not mine.equals(table.reset_index(drop=True)):
             raise StoreMismatchError(
