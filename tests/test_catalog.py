@@ -293,3 +293,27 @@ def test_read_partition_keeps_dtypes(hats_dir):
 def test_write_hats_refuses_an_empty_table(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         write_hats(_table(0), tmp_path / "c", order=0, catalog_name="x")
+
+
+def test_object_ids_from_column_or_ls_id_packing():
+    from specdiff_catalog.io.catalog import object_ids
+
+    ls = pd.DataFrame({"release": [10000, 9010], "BRICKID": [662174, 1], "OBJID": [5, 65535]})
+    ids = object_ids(ls)
+    assert ids[0] == (10000 << 40) + (662174 << 16) + 5
+    assert ids[1] >> 40 == 9010 and (ids[1] >> 16) & 0xFFFFFF == 1 and ids[1] & 0xFFFF == 65535
+    assert list(object_ids(ls.assign(object_id=[7, 8]))) == [7, 8]
+    assert list(object_ids(ls.assign(MYID=[3, 4]), "myid")) == [3, 4]
+    with pytest.raises(MissingColumnError, match="part.parquet.*OBJID"):
+        object_ids(ls.drop(columns="OBJID"), where="part.parquet")
+
+
+def test_spatial_index_matches_hats_and_marks_bad_coordinates():
+    from hats.pixel_math.spatial_index import compute_spatial_index
+
+    from specdiff_catalog.io.catalog import spatial_index
+
+    ra, dec = np.array([10.0, np.nan, 200.0]), np.array([-5.0, 1.0, 60.0])
+    index = spatial_index(ra, dec)
+    assert index[1] == -1
+    assert list(index[[0, 2]]) == list(compute_spatial_index(ra[[0, 2]], dec[[0, 2]]))

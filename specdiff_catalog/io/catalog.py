@@ -313,3 +313,30 @@ def _read_schema(file: Path) -> pa.Schema:
 def _data_columns(schema: pa.Schema) -> list[str]:
     """Column names without pandas' stored index columns (``__index_level_0__``)."""
     return [name for name in schema.names if not name.startswith("__index_level_")]
+
+
+def object_ids(table: pd.DataFrame, id_column: str | None = None, *, where: str = "table") -> np.ndarray:
+    """(N,) int64 object ids of a partition's rows.
+
+    ``id_column`` when given; else an OBJECT_ID column; else the Legacy Surveys
+    ``ls_id`` packing RELEASE << 40 | BRICKID << 16 | OBJID. Raises MissingColumnError
+    (naming ``where``) when none of these is present.
+    """
+    columns = list(table.columns)
+    if id_column is None and not resolve_columns(columns, ["OBJECT_ID"]):
+        packed = require_columns(columns, ["RELEASE", "BRICKID", "OBJID"], f"{where} (no OBJECT_ID column)")
+        release, brick, obj = (table[packed[c]].to_numpy().astype(np.int64) for c in ("RELEASE", "BRICKID", "OBJID"))
+        return (release << 40) | (brick << 16) | obj
+    name = require_columns(columns, [id_column or "OBJECT_ID"], where)[id_column or "OBJECT_ID"]
+    return table[name].to_numpy().astype(np.int64)
+
+
+def spatial_index(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """(N,) int64 ``_healpix_29`` of ra, dec in degrees (-1 where a coordinate is not finite)."""
+    from hats.pixel_math.spatial_index import compute_spatial_index
+
+    ra, dec = np.asarray(ra, dtype=np.float64), np.asarray(dec, dtype=np.float64)
+    good = np.isfinite(ra) & np.isfinite(dec)
+    index = np.full(ra.shape, -1, dtype=np.int64)
+    index[good] = compute_spatial_index(ra[good], dec[good]).astype(np.int64)
+    return index
