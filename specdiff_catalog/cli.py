@@ -12,9 +12,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from specdiff_catalog import __version__
-from specdiff_catalog.pipeline.run import RunOptions
-
-RUN_DEFAULTS = RunOptions()
 
 
 
@@ -65,8 +62,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("what to compute")
     g.add_argument("--n-samples", type=int, default=100, help="diffusion samples per object (default 100)")
     g.add_argument("--save-samples", type=int, default=0, metavar="K", help="store K raw z samples per object")
-    g.add_argument("--quantiles", type=_floats, default=RUN_DEFAULTS.quantiles,
-                   help="comma-separated PDF quantile levels inside (0, 1)")
+    g.add_argument("--quantiles", type=_floats,
+                   help="comma-separated PDF quantile levels inside (0, 1) (default 0.025,0.05,0.16,0.25,0.5,0.75,0.84,0.95,0.975)")
     g.add_argument("--sampler", choices=("dpmpp2m", "ddim", "ddpm"), default="dpmpp2m", help="default dpmpp2m")
     g.add_argument("--steps", type=int, default=12, help="sampler steps (default 12; ddpm uses all)")
     g.add_argument("--seed", type=int, default=0, help="noise seed; an object's noise is keyed by (seed, object id)")
@@ -110,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
     from specdiff_catalog.pipeline.run import RunOptions, run_catalog
 
     options = RunOptions(n_samples=args.n_samples, seed=args.seed, sampler=args.sampler, steps=args.steps,
-                         quantiles=args.quantiles, save_samples=args.save_samples,
+                         quantiles=args.quantiles or RunOptions.quantiles, save_samples=args.save_samples,
                          batch_size=args.batch_size, id_column=args.id_column)
     slurm = SlurmOptions(queue=args.slurm_queue, account=args.slurm_account, walltime=args.slurm_walltime,
                          jobs=args.slurm_jobs, cores=args.slurm_cores, memory=args.slurm_memory,
