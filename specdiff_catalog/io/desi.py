@@ -337,11 +337,15 @@ def write_redrock(
 
 @contextmanager
 def _open_fits(path: Path) -> Iterator[fits.HDUList]:
-    """Open a FITS file for reading; truncation, bad headers or checksums raise OSError naming it."""
+    """Open a FITS file, memory-mapped; truncation or bad headers raise OSError naming it.
+
+    Only the HDUs a reader touches are read (and their DATASUM checked, ``_hdu_data``),
+    so a coadd's RESOLUTION HDUs cost nothing.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", AstropyUserWarning)
-            with fits.open(path, memmap=False, checksum=True, lazy_load_hdus=False) as hdul:
+            with fits.open(path, memmap=True, lazy_load_hdus=False) as hdul:
                 yield hdul
     except AstropyUserWarning as warning:
         raise OSError(f"{path}: corrupt or truncated FITS file ({str(warning).splitlines()[0]})") from None
@@ -356,23 +360,28 @@ def _open_fits(path: Path) -> Iterator[fits.HDUList]:
 def _hdu_data(hdul: fits.HDUList, name: str, path: Path) -> Any:
     if name not in hdul:
         raise ValueError(f"{path}: missing HDU {name}")
+    hdu = hdul[name]
     try:
-        data = hdul[name].data
+        data = hdu.data
+        intact = hdu.verify_datasum() != 0  # 2 = no DATASUM keyword to check
     except (OSError, ValueError, TypeError, IndexError) as err:
         raise OSError(f"{path}: HDU {name} cannot be read ({err})") from None
+    if not intact:
+        raise OSError(f"{path}: HDU {name} fails its DATASUM checksum (corrupt file)")
     if data is None:
         raise ValueError(f"{path}: HDU {name} holds no data")
     return data
 
 
 def _native(array: np.ndarray) -> np.ndarray:
-    """The array in native byte order (FITS data is big-endian)."""
+    """A copy in native byte order (FITS data is big-endian), detached from the file."""
     array = np.asarray(array)
-    return array.astype(array.dtype.newbyteorder("=")) if array.dtype.byteorder not in "=|" else array
+    return array.astype(array.dtype.newbyteorder("="), copy=True)
 
 
 def _read_image(hdul: fits.HDUList, name: str, path: Path, ndim: int) -> np.ndarray:
-    data = _native(_hdu_data(hdul, name, path))
+    """An image HDU as the file's (memory-mapped, big-endian) array: use it before the file closes."""
+    data = np.asarray(_hdu_data(hdul, name, path))
     if data.ndim != ndim:
         raise ValueError(f"{path}: HDU {name} has {data.ndim} dimensions, expected {ndim}")
     return data
@@ -428,7 +437,7 @@ def _arm_offset(wave: np.ndarray, hdu: str, path: Path) -> int:
 
 
 def merge_arms(
-    arms: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, int]], n: int, *, block: int = 1024
+    arms: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, int]], n: int, *, block: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
     """Merge arm spectra onto ``WAVE`` by inverse-variance weighting.
 
@@ -447,7 +456,7 @@ def merge_arms(
             f, iv = flux[rows].astype(np.float64), ivar[rows].astype(np.float64)
             good = np.isfinite(f) & np.isfinite(iv) & (iv > 0)
             if mask is not None:
-                good &= mask[rows] == 0
+                good &= np.asarray(mask[rows]) == 0
             iv = np.where(good, iv, 0.0)
             pixels = slice(offset, offset + f.shape[1])
             num[:, pixels] += np.where(good, f, 0.0) * iv
@@ -476,7 +485,7 @@ def read_coadd(path: str | Path) -> Coadd:
         n = len(fibermap)
         arms = []
         for arm in _arm_names(hdul):
-            wave = _read_image(hdul, f"{arm}_WAVELENGTH", path, 1)
+            wave = _native(_read_image(hdul, f"{arm}_WAVELENGTH", path, 1))
             flux = _read_image(hdul, f"{arm}_FLUX", path, 2)
             ivar = _read_image(hdul, f"{arm}_IVAR", path, 2)
             mask = _read_image(hdul, f"{arm}_MASK", path, 2) if f"{arm}_MASK" in hdul else None
@@ -485,7 +494,7 @@ def read_coadd(path: str | Path) -> Coadd:
                     raise ValueError(f"{path}: HDU {hdu} has shape {array.shape}, expected {(n, wave.size)} "
                                      f"({n} FIBERMAP rows, {wave.size} pixels in {arm}_WAVELENGTH)")
             arms.append((flux, ivar, mask, _arm_offset(wave, f"{arm}_WAVELENGTH", path)))
-    flux, ivar = merge_arms(arms, n)
+        flux, ivar = merge_arms(arms, n)  # reads the mapped arrays block by block
     targetid = fibermap["TARGETID"].to_numpy().astype(np.int64)
     return Coadd(path=path, targetid=targetid, fibermap=fibermap, wave=WAVE.copy(), flux=flux, ivar=ivar)
 
