@@ -294,7 +294,10 @@ def test_off_grid_wavelengths_are_refused(tmp_path):
         read_coadd(tmp_path / "coadd-shift.fits")
 
 
-def test_redrock_path_for():
+def test_redrock_path_for(tmp_path):
     assert redrock_path_for("/a/b/coadd-main-dark-123.fits").as_posix() == "/a/b/redrock-main-dark-123.fits"
+    assert redrock_path_for(tmp_path / "coadd-x.fits.gz") == tmp_path / "redrock-x.fits.gz"
+    (tmp_path / "redrock-x.fits").touch()
+    assert redrock_path_for(tmp_path / "coadd-x.fits.gz") == tmp_path / "redrock-x.fits"
     with pytest.raises(ValueError, match="starts with 'coadd-'"):
         redrock_path_for("/a/spectra-1.fits")

@@ -512,11 +512,14 @@ def read_redrock(path: str | Path) -> pd.DataFrame:
 
 
 def redrock_path_for(coadd_path: str | Path) -> Path:
-    """coadd-X.fits -> redrock-X.fits in the same directory."""
+    """coadd-X.fits -> redrock-X.fits in the same directory (redrock-X.fits.gz if only that exists)."""
     coadd_path = Path(coadd_path)
     if not coadd_path.name.startswith("coadd-"):
         raise ValueError(f"{coadd_path}: a coadd file name starts with 'coadd-'")
-    return coadd_path.with_name("redrock-" + coadd_path.name[len("coadd-"):])
+    rest = coadd_path.name[len("coadd-"):]
+    path = coadd_path.with_name("redrock-" + rest)
+    other = coadd_path.with_name("redrock-" + (rest.removesuffix(".gz") if rest.endswith(".gz") else rest + ".gz"))
+    return other if other.exists() and not path.exists() else path
 
 
 # --------------------------------------------------------------------------- selection
