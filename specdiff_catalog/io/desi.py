@@ -399,7 +399,7 @@ def _read_table(hdul: fits.HDUList, name: str, path: Path, required: tuple[str, 
     for column in names:
         values = _native(data[column])
         if values.dtype.kind in "SU":
-            values = np.char.strip(np.char.decode(values, "ascii") if values.dtype.kind == "S" else values)
+            values = np.char.strip(np.char.decode(values, "ascii", errors="replace") if values.dtype.kind == "S" else values)
             values = values.astype(object)
         elif values.ndim > 1:
             values = list(values)
