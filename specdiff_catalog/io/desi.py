@@ -399,8 +399,9 @@ def _read_table(hdul: fits.HDUList, name: str, path: Path, required: tuple[str, 
     for column in names:
         values = _native(data[column])
         if values.dtype.kind in "SU":
-            values = np.char.strip(np.char.decode(values, "ascii", errors="replace") if values.dtype.kind == "S" else values)
-            values = values.astype(object)
+            if values.dtype.kind == "S":
+                values = np.char.decode(values, "ascii", errors="replace")
+            values = np.char.strip(values).astype(object)
         elif values.ndim > 1:
             values = list(values)
         columns[column] = values
