@@ -95,7 +95,8 @@ def test_real_mask_sets_ivar_to_zero(real_desi_dir, tmp_path):
     only_b, overlap = 4500.0, 5780.0
     with fits.open(path, mode="update") as hdul:
         hdul["B_MASK"].data[0, [_arm_index("b", only_b), _arm_index("b", overlap)]] = 1
-        r_flux, r_ivar = hdul["R_FLUX"].data[0, _arm_index("r", overlap)], hdul["R_IVAR"].data[0, _arm_index("r", overlap)]
+        r_flux = hdul["R_FLUX"].data[0, _arm_index("r", overlap)]
+        r_ivar = hdul["R_IVAR"].data[0, _arm_index("r", overlap)]
         hdul.flush(output_verify="fix")
     coadd = read_coadd(path)
     assert coadd.ivar[0, _merged_index(only_b)] == 0 and coadd.flux[0, _merged_index(only_b)] == 0
