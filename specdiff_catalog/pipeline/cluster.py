@@ -107,30 +107,35 @@ def _cuda_cluster(config: ClusterConfig):
     )
 
 
-def _slurm_cluster(config: ClusterConfig):
-    try:
-        from dask_jobqueue import SLURMCluster
-    except ImportError as err:
-        raise RuntimeError("--cluster slurm needs dask-jobqueue: pip install 'specdiff-catalog[hpc]'") from err
+def slurm_cluster_options(config: ClusterConfig) -> dict:
+    """Keyword arguments of dask_jobqueue.SLURMCluster for ``config`` (one worker process per job)."""
     opts = config.slurm or SlurmOptions()
     directives = list(opts.job_extra_directives)
     worker_args: list[str] = []
     if opts.gpus_per_job:
         directives.append(f"--gpus={opts.gpus_per_job}")
         worker_args = ["--resources", f"GPU={opts.gpus_per_job}"]
-    cluster = SLURMCluster(
-        queue=opts.queue,
-        account=opts.account,
-        walltime=opts.walltime,
-        cores=opts.cores,
-        memory=opts.memory,
-        processes=1,
-        local_directory=opts.local_directory,
-        job_extra_directives=directives,
-        worker_extra_args=worker_args,
-        scheduler_options={"dashboard_address": config.dashboard_address},
-    )
-    cluster.scale(jobs=opts.jobs)
+    return {
+        "queue": opts.queue,
+        "account": opts.account,
+        "walltime": opts.walltime,
+        "cores": opts.cores,
+        "memory": opts.memory,
+        "processes": 1,
+        "local_directory": opts.local_directory,
+        "job_extra_directives": directives,
+        "worker_extra_args": worker_args,
+        "scheduler_options": {"dashboard_address": config.dashboard_address},
+    }
+
+
+def _slurm_cluster(config: ClusterConfig):
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError as err:
+        raise RuntimeError("--cluster slurm needs dask-jobqueue: pip install 'specdiff-catalog[hpc]'") from err
+    cluster = SLURMCluster(**slurm_cluster_options(config))
+    cluster.scale(jobs=(config.slurm or SlurmOptions()).jobs)
     return cluster
 
 
