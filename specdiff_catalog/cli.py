@@ -46,7 +46,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 def _prepare(args: argparse.Namespace) -> int:
     from specdiff_catalog.io.desi import Selection
-    from specdiff_catalog.io.prepare import prepare_training_set
+    from specdiff_catalog.training.prepare import prepare_training_set
 
     report = prepare_training_set(args.desi, args.out, bands=args.bands,
                                   selection=Selection(z_min=args.z_min, z_max=args.z_max),
