@@ -11,6 +11,7 @@ an id: bits 0-10 the running index in the brick, bit 11 the set, bits 12-21 the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -51,11 +52,16 @@ def draw_positions(n: int, patch: SkyPatch, rng: np.random.Generator) -> tuple[n
     return np.degrees(ra0 + dra) % 360.0, np.degrees(dec)
 
 
-def brick_ids(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    """(N,) int32 Legacy Surveys BRICKID of each position."""
+@cache
+def _bricks():
     from desiutil.brick import Bricks
 
-    return np.asarray(Bricks(0.25).brickid(ra, dec), dtype=np.int32)
+    return Bricks(0.25)
+
+
+def brick_ids(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """(N,) int32 Legacy Surveys BRICKID of each position."""
+    return np.asarray(_bricks().brickid(ra, dec), dtype=np.int32)
 
 
 def _index_in_brick(brickid: np.ndarray) -> np.ndarray:

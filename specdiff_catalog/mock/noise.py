@@ -7,8 +7,8 @@ point-source depths with object-to-object scatter.
 Spectra: photon counts of object + sky through the fibre plus read noise, per 0.8 A
 pixel, for an effective exposure time. IVAR is that variance, as DESI's pipeline
 propagates it. The noise actually drawn adds a sky-subtraction residual, a fraction of
-the sky counts that IVAR does not know about, so chi^2 rises at the sky lines as in
-real DESI coadds. Calibration against a real DESI coadd: docs/mock.md.
+the sky-line flux that IVAR does not know about (line-spread-function and wavelength
+mismatches of the sky model), so chi^2 rises at the sky lines as in real DESI coadds. Calibration against a real DESI coadd: docs/mock.md.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from specdiff_catalog.mock.skymodel import SkyModel, continuum, sky_spectrum
+from specdiff_catalog.mock.skymodel import SkyModel, continuum, line_emission, sky_spectrum
 
 _HC = 1.98644586e-8  # erg A
 
@@ -70,7 +70,7 @@ class SpectroNoise:
 
     area: Mayall collecting area (cm^2). fibre_area: 1.52 arcsec fibre (arcsec^2).
     read_pixels: CCD pixels read per 0.8 A extracted pixel. sky_residual: fraction of the
-    sky counts left as unmodelled sky-subtraction noise.
+    sky-line flux left as unmodelled sky-subtraction noise.
     """
 
     exptime: float = 1000.0
@@ -78,7 +78,7 @@ class SpectroNoise:
     area: float = 8.678e4
     fibre_area: float = 1.815
     read_pixels: float = 5.0
-    sky_residual: float = 0.01
+    sky_residual: float = 0.03
     pixel: float = 0.8
     sky: SkyModel = SkyModel()
     throughput: dict[str, ArmThroughput] = field(default_factory=lambda: dict(DESI_ARM_THROUGHPUT))
@@ -111,6 +111,6 @@ class SpectroNoise:
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(noisy flux (N, P) float32, ivar (N, P) float32) for noiseless ``flux`` (N, P)."""
         var = self.variance(arm, wave, flux)
-        residual = self.sky_residual * self.sky_electrons(arm, wave) / self.electrons_per_unit(arm, wave)
+        residual = self.sky_residual * self.fibre_area * line_emission(wave, self.sky)
         noise = np.sqrt(var) * rng.standard_normal(flux.shape) + residual * rng.standard_normal(flux.shape)
         return (flux + noise).astype(np.float32), (1.0 / var).astype(np.float32)
