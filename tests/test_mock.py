@@ -108,8 +108,8 @@ def test_imaging_depths_give_five_sigma_at_the_depth():
     np.testing.assert_allclose(snr, 5.0, atol=0.25)
 
 
-def test_catalog_bad_row_fractions():
-    _, t = _catalog(20000, seed=2)
+def test_catalog_bad_row_fractions_and_flux_errors():
+    galaxies, t = _catalog(20000, seed=2)
     fluxes = [b.flux for b in BANDS.bands]
     ivars = [b.ivar for b in BANDS.bands]
     values = t[fluxes + ivars].to_numpy()
@@ -121,6 +121,11 @@ def test_catalog_bad_row_fractions():
     assert 0.0008 < has_nan.mean() < 0.004
     good = ~(all_zero | missing_one | has_nan)
     assert (t.loc[good, ivars].to_numpy() > 0).all()
+    # catalog fluxes scatter around truth x MW transmission by exactly their stated errors
+    truth = galaxies.flux[good.to_numpy()] * t.loc[good, [b.mw_transmission for b in BANDS.bands]].to_numpy()
+    pull = (t.loc[good, fluxes].to_numpy() - truth) * np.sqrt(t.loc[good, ivars].to_numpy())
+    np.testing.assert_allclose(pull.std(axis=0), 1.0, atol=0.03)
+    np.testing.assert_allclose(pull.mean(axis=0), 0.0, atol=0.03)
 
 
 def test_reddening_is_a_property_of_the_sky():

@@ -1,6 +1,7 @@
-"""Noiseless galaxy spectra: kcorrect mixtures, redshifted onto the DESI arms, through a fibre.
+"""Noiseless galaxy spectra and synthetic photometry: kcorrect mixtures, redshifted, through a fibre.
 
-Flux densities are in DESI's unit, 1e-17 erg/s/cm^2/A, on vacuum wavelengths. The
+Flux densities are in DESI's unit, 1e-17 erg/s/cm^2/A, on vacuum wavelengths (the DESI
+arm grids are ``io.desi.ARM_WAVE``). The
 kcorrect templates are sampled at d(ln lambda) = 8.6e-4 (R ~ 1200 per pixel, 1.7-8.6 A
 over 2000-9824 A rest), coarser than DESI's resolution (R ~ 2000-5500) everywhere on the
 DESI range, so they are interpolated, not smoothed; their emission lines are broader
@@ -16,14 +17,6 @@ import numpy as np
 from astropy.cosmology import FLRW, Planck18
 
 DESI_UNIT = 1e-17  # erg/s/cm^2/A of one unit of DESI flux
-DESI_ARMS: dict[str, tuple[float, float]] = {"b": (3600.0, 5800.0), "r": (5760.0, 7620.0), "z": (7520.0, 9824.0)}
-DESI_PIXEL = 0.8  # A
-
-
-def arm_wavelength(arm: str) -> np.ndarray:
-    """(P,) float64 vacuum wavelengths (A) of a DESI arm: 2751, 2326, 2881 pixels for b, r, z."""
-    lo, hi = DESI_ARMS[arm]
-    return lo + DESI_PIXEL * np.arange(int(round((hi - lo) / DESI_PIXEL)) + 1)
 
 
 def rest_wavelength(lo: float = 2000.0, hi: float = 9824.0, step: float = 2.0) -> np.ndarray:

@@ -98,7 +98,7 @@ def _cosmic_mask(n: int, npix: int, rate: float, rng: np.random.Generator) -> np
 
 
 def _write_spectra_file(index: int, rows: np.ndarray, galaxies: Galaxies, table: pd.DataFrame,
-                        aperture: np.ndarray, config: MockConfig, out: Path) -> pd.DataFrame:
+                        aperture: np.ndarray, ebv_column: str, config: MockConfig, out: Path) -> pd.DataFrame:
     """Make, write and return the redrock rows of one coadd/redrock file pair."""
     from specdiff_catalog.io.desi import ARM_WAVE, write_coadd, write_redrock
 
@@ -106,7 +106,7 @@ def _write_spectra_file(index: int, rows: np.ndarray, galaxies: Galaxies, table:
     g = galaxies.take(rows)
     fiberstatus = np.where(rng.uniform(size=len(rows)) < config.bad_fiber_fraction, BADPOSITION, 0).astype(np.int32)
     light = aperture[rows] * np.where(fiberstatus != 0, rng.uniform(0.1, 0.7, len(rows)), 1.0)
-    ebv = np.nan_to_num(table[BandSet.load(config.bands).ebv_column].to_numpy()[rows], nan=0.0)
+    ebv = np.nan_to_num(table[ebv_column].to_numpy()[rows], nan=0.0)
     flux, ivar, mask, noiseless, variance = {}, {}, {}, {}, {}
     for arm, wave in ARM_WAVE.items():
         clean = observed_flux(g.coefficients, g.stellar_mass, g.redshift, wave)
@@ -175,7 +175,7 @@ def make_mock_survey(out: str | Path, config: MockConfig = MockConfig(), *, over
     spec, spec_table = _draw_set(config, config.n_spec, SPECTROSCOPIC, bandset)
     aperture = config.fibre.aperture(spec.half_light_radius)
     redrock = [_write_spectra_file(i, np.arange(start, min(start + config.targets_per_file, len(spec))),
-                                   spec, spec_table, aperture, config, out)
+                                   spec, spec_table, aperture, bandset.ebv_column, config, out)
                for i, start in enumerate(range(0, len(spec), config.targets_per_file))]
     fits = pd.concat(redrock, ignore_index=True)
     truth = _truth(spec, spec_table, "TARGETID", bandset, aperture)
