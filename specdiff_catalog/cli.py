@@ -20,7 +20,10 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--n-spec", type=int, default=2000, help="galaxies with DESI-format spectra (default 2000)")
     p.add_argument("--n-phot", type=int, default=20000, help="galaxies in the HATS photometric catalog (default 20000)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed 0..1023; seeds never share object ids (default 0)")
+    p.add_argument("--r-max", type=float, default=22.5, help="r-band AB magnitude limit of both sets (default 22.5)")
+    p.add_argument("--order", type=int, default=4, help="HEALPix order of the catalog partitions (default 4)")
+    p.add_argument("--n-rest", type=int, default=500, help="noiseless rest-frame spectra kept as truth (default 500)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.set_defaults(handler=_mock)
 
@@ -28,8 +31,10 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
 def _mock(args: argparse.Namespace) -> None:
     from specdiff_catalog.mock import MockConfig, make_mock_survey
 
-    make_mock_survey(args.out, MockConfig(n_spec=args.n_spec, n_phot=args.n_phot, seed=args.seed),
-                     overwrite=args.overwrite)
+    config = MockConfig(n_spec=args.n_spec, n_phot=args.n_phot, seed=args.seed, r_max=args.r_max,
+                        order=args.order, n_rest_spectra=args.n_rest)
+    summary = make_mock_survey(args.out, config, overwrite=args.overwrite)
+    print(f"mock survey in {args.out}: {summary['counts']} ({summary['seconds']} s)")
 
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
