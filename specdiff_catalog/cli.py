@@ -13,7 +13,6 @@ from pathlib import Path
 
 from specdiff_catalog import __version__
 
-Handler = Callable[[argparse.Namespace], int | None]
 
 
 def _add_mock(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +20,10 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--n-spec", type=int, default=2000, help="galaxies with DESI-format spectra (default 2000)")
     p.add_argument("--n-phot", type=int, default=20000, help="galaxies in the HATS photometric catalog (default 20000)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed 0..1023; seeds never share object ids (default 0)")
+    p.add_argument("--r-max", type=float, default=22.5, help="r-band AB magnitude limit of both sets (default 22.5)")
+    p.add_argument("--order", type=int, default=4, help="HEALPix order of the catalog partitions (default 4)")
+    p.add_argument("--n-rest", type=int, default=500, help="noiseless rest-frame spectra kept as truth (default 500)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.set_defaults(handler=_mock)
 
@@ -29,8 +31,10 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
 def _mock(args: argparse.Namespace) -> None:
     from specdiff_catalog.mock import MockConfig, make_mock_survey
 
-    make_mock_survey(args.out, MockConfig(n_spec=args.n_spec, n_phot=args.n_phot, seed=args.seed),
-                     overwrite=args.overwrite)
+    config = MockConfig(n_spec=args.n_spec, n_phot=args.n_phot, seed=args.seed, r_max=args.r_max,
+                        order=args.order, n_rest_spectra=args.n_rest)
+    summary = make_mock_survey(args.out, config, overwrite=args.overwrite)
+    print(f"mock survey in {args.out}: {summary['counts']} ({summary['seconds']} s)")
 
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +50,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 def _prepare(args: argparse.Namespace) -> int:
     from specdiff_catalog.io.desi import Selection
-    from specdiff_catalog.io.prepare import prepare_training_set
+    from specdiff_catalog.training.prepare import prepare_training_set
 
     report = prepare_training_set(args.desi, args.out, bands=args.bands,
                                   selection=Selection(z_min=args.z_min, z_max=args.z_max),
@@ -97,6 +101,75 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         add(jobs)
 
 
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="photo-z PDFs and spectral latents for every object of a catalog, on Dask")
+    p.add_argument("--input", type=Path, help="HATS catalog or directory of Parquet files (default: the bundled demo catalog)")
+    p.add_argument("--out", required=True, type=Path, help="output Zarr store (re-running resumes it)")
+    p.add_argument("--model", type=Path, help="model directory (default: the bundled model, trained on simulations)")
+    g = p.add_argument_group("what to compute")
+    g.add_argument("--n-samples", type=int, default=100, help="diffusion samples per object (default 100)")
+    g.add_argument("--save-samples", type=int, default=0, metavar="K", help="store K raw z samples per object")
+    g.add_argument("--quantiles", type=_floats,
+                   help="comma-separated PDF quantile levels inside (0, 1) (default 0.025,0.05,0.16,0.25,0.5,0.75,0.84,0.95,0.975)")
+    g.add_argument("--sampler", choices=("dpmpp2m", "ddim", "ddpm"), default="dpmpp2m", help="default dpmpp2m")
+    g.add_argument("--steps", type=int, default=12, help="sampler steps (default 12; ddpm uses all)")
+    g.add_argument("--seed", type=int, default=0, help="noise seed; an object's noise is keyed by (seed, object id)")
+    g.add_argument("--id-column", help="object id column (default OBJECT_ID, else RELEASE/BRICKID/OBJID packed)")
+    g.add_argument("--batch-size", type=int, default=2048, help="objects per sampler call on a worker")
+    g = p.add_argument_group("execution")
+    g.add_argument("--cluster", choices=("auto", "local", "cuda", "slurm"), default="auto",
+                   help="auto: one worker per GPU when there are GPUs and dask-cuda, else local processes")
+    g.add_argument("--scheduler-address", help="connect to a running Dask scheduler (tcp://host:port)")
+    g.add_argument("--scheduler-file", type=Path, help="connect through a scheduler file (the HPC pattern)")
+    g.add_argument("--n-workers", type=int, help="local workers (default: one per core / GPU)")
+    g.add_argument("--threads-per-worker", type=int, help="threads per local worker (default 1)")
+    g.add_argument("--memory-limit", default="auto", help="memory per local worker, e.g. 4GiB (default auto)")
+    g.add_argument("--dashboard-address", default=":8787", help="dashboard address (default :8787; :0 any port)")
+    g.add_argument("--max-in-flight", type=int, help="partitions queued at once (default 2 x worker threads)")
+    g.add_argument("--retries", type=int, default=2, help="retries of a failed partition task (default 2)")
+    g.add_argument("--shard-rows", type=int, help="rows per Zarr shard (default from the partition sizes)")
+    g.add_argument("--overwrite", action="store_true", help="start the store over instead of resuming")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("SLURM through dask-jobqueue (--cluster slurm)")
+    g.add_argument("--slurm-queue", help="partition/queue")
+    g.add_argument("--slurm-account", help="account to charge")
+    g.add_argument("--slurm-walltime", default="02:00:00", help="per job (default 02:00:00)")
+    g.add_argument("--slurm-jobs", type=int, default=1, help="worker jobs to submit (default 1)")
+    g.add_argument("--slurm-cores", type=int, default=8, help="cores per job (default 8)")
+    g.add_argument("--slurm-memory", default="32GiB", help="memory per job (default 32GiB)")
+    g.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job (default 0)")
+    g.add_argument("--slurm-local-directory", help="node-local scratch for worker spill files")
+    p.set_defaults(handler=_run)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from err
+
+
+def _run(args: argparse.Namespace) -> int:
+    from specdiff_catalog.pipeline.cluster import ClusterConfig, SlurmOptions
+    from specdiff_catalog.pipeline.run import RunOptions, run_catalog
+
+    options = RunOptions(n_samples=args.n_samples, seed=args.seed, sampler=args.sampler, steps=args.steps,
+                         quantiles=args.quantiles or RunOptions.quantiles, save_samples=args.save_samples,
+                         batch_size=args.batch_size, id_column=args.id_column)
+    slurm = SlurmOptions(queue=args.slurm_queue, account=args.slurm_account, walltime=args.slurm_walltime,
+                         jobs=args.slurm_jobs, cores=args.slurm_cores, memory=args.slurm_memory,
+                         gpus_per_job=args.slurm_gpus, local_directory=args.slurm_local_directory)
+    cluster = ClusterConfig(kind=args.cluster, scheduler_address=args.scheduler_address,
+                            scheduler_file=args.scheduler_file, n_workers=args.n_workers,
+                            threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
+                            dashboard_address=args.dashboard_address, slurm=slurm)
+    report = run_catalog(args.input, args.out, args.model, options, cluster, overwrite=args.overwrite,
+                         max_in_flight=args.max_in_flight, retries=args.retries, shard_rows=args.shard_rows,
+                         progress=not args.no_progress)
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to render docs/cli.md)."""
     parser = argparse.ArgumentParser(
@@ -112,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_mock, _add_prepare, _add_train]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_mock, _add_prepare, _add_train]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DESI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "desi"
+ROOT = Path(__file__).resolve().parents[1]
+# ../shared of the checkout, or of a folder above it (a git worktree under work/wt/NAME)
+SHARED_DESI = next((p / "shared" / "data" / "desi" for p in ROOT.parents if (p / "shared" / "data" / "desi").is_dir()),
+                   ROOT.parent / "shared" / "data" / "desi")
 
 
 @pytest.fixture

@@ -1,0 +1,348 @@
+"""The Zarr v3 output store of ``run``: shard-aligned partition regions, status, resume, provenance.
+
+One group, one row per input object in catalog order (see docs/formats.md)::
+
+    OUT.zarr/   attrs: format, layout, software_version, created, model, config, input, ...
+      object_id, _healpix_29 (object,) int64      ra, dec (object,) float64
+      valid (object,) uint8 (0 = padding)         flags (object,) uint16 (Flag bits)
+      quantile (quantile,) float64                z_quantiles (object, quantile) float32
+      z_median, z_mode, z_mean, z_std (object,) float32
+      latent, latent_std (object, latent_dim) float32
+      z_samples (object, sample) float16
+      partitions/  norder, npix, start, stop, n_rows, status, error   (partition,)
+
+The latent dimension is named ``latent_dim``: xarray takes a variable named like one
+of its dimensions for that dimension's coordinate.
+
+Partition i owns the rows ``start:stop`` (whole shards); its objects are the first
+``n_rows`` of them, the rest is padding (valid = 0, flags = PADDING). No two
+partitions share a chunk or a shard, so processes may write different partitions at
+once. ``write_partition`` writes the arrays, then the status: a writer killed in
+between leaves the partition pending, and a resumed run writes it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from specdiff_catalog import __version__
+from specdiff_catalog.flags import Flag
+
+FORMAT = "specdiff-catalog output"
+FORMAT_VERSION = 1
+PARTITIONS = "partitions"
+STATUS = {0: "pending", 1: "done", 2: "failed"}
+PENDING, DONE, FAILED = 0, 1, 2
+COMPATIBILITY_KEYS = ("model", "config")
+"""Attributes that must match for ``run`` to resume into an existing store."""
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """What the store holds and how it is cut.
+
+    quantiles: PDF quantile levels, strictly increasing, strictly inside (0, 1).
+    latent_size: width of ``latent`` / ``latent_std`` (0: no latent arrays).
+    n_samples_saved: width of ``z_samples`` (0: not stored).
+    shard_rows: rows per shard, the unit a partition owns (regions start at multiples of it).
+    chunk_rows: rows per chunk inside a shard, a divisor of shard_rows (None: = shard_rows).
+    """
+
+    quantiles: tuple[float, ...]
+    latent_size: int
+    n_samples_saved: int = 0
+    shard_rows: int = 4096
+    chunk_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        q = np.asarray(self.quantiles, dtype=np.float64)
+        if q.ndim != 1 or q.size == 0 or not np.all((q > 0) & (q < 1)) or np.any(np.diff(q) <= 0):
+            raise ValueError(f"quantile levels must be strictly increasing and inside (0, 1), got {list(q)}")
+        object.__setattr__(self, "quantiles", tuple(float(v) for v in q))
+        if self.latent_size < 0 or self.n_samples_saved < 0:
+            raise ValueError("latent_size and n_samples_saved must be >= 0")
+        if self.shard_rows < 1:
+            raise ValueError(f"shard_rows must be >= 1, got {self.shard_rows}")
+        if self.chunk_rows is None:
+            object.__setattr__(self, "chunk_rows", self.shard_rows)
+        if self.chunk_rows < 1 or self.shard_rows % self.chunk_rows:
+            raise ValueError(f"chunk_rows ({self.chunk_rows}) must divide shard_rows ({self.shard_rows})")
+
+    def arrays(self) -> dict[str, tuple[str, int | None, str | None, Any]]:
+        """Per-object arrays: name -> (dtype, width or None for 1-D, second dimension, padding value)."""
+        spec: dict[str, tuple[str, int | None, str | None, Any]] = {
+            "object_id": ("int64", None, None, -1),
+            "_healpix_29": ("int64", None, None, -1),
+            "ra": ("float64", None, None, np.nan),
+            "dec": ("float64", None, None, np.nan),
+            "valid": ("uint8", None, None, 0),
+            "flags": ("uint16", None, None, int(Flag.PADDING)),
+            "z_quantiles": ("float32", len(self.quantiles), "quantile", np.nan),
+        }
+        spec |= {name: ("float32", None, None, np.nan) for name in ("z_median", "z_mode", "z_mean", "z_std")}
+        if self.latent_size:
+            spec |= {name: ("float32", self.latent_size, "latent_dim", np.nan) for name in ("latent", "latent_std")}
+        if self.n_samples_saved:
+            spec["z_samples"] = ("float16", self.n_samples_saved, "sample", np.nan)
+        return spec
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"quantiles": list(self.quantiles)}
+
+
+class StoreMismatchError(ValueError):
+    """An existing store was made for another catalog, layout, model or configuration."""
+
+
+def regions(n_rows: Sequence[int], shard_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(start, stop) of each partition's rows: consecutive, each a whole number of shards."""
+    sizes = -(-np.asarray(n_rows, dtype=np.int64) // shard_rows) * shard_rows
+    stop = np.cumsum(sizes, dtype=np.int64)
+    return stop - sizes, stop
+
+
+def create_store(
+    path: str | Path,
+    partitions: Sequence[tuple[int | None, int | None, int]],
+    layout: StoreLayout,
+    attrs: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+) -> OutputStore:
+    """Create the store for ``partitions`` ((norder, npix, n_rows) in catalog order).
+
+    ``attrs`` (JSON-serialisable) become the group attributes: model (id, sha256), config,
+    input (path, HATS properties), command line...; ``software_version`` and ``created``
+    (UTC ISO 8601) are filled in when absent. An existing store is returned as it is when
+    its partitions, layout, model and config match (resume), refused otherwise;
+    ``overwrite=True`` replaces it (only a store or an empty directory is ever removed).
+    """
+    path = Path(path)
+    table = _partition_table(partitions)
+    user_attrs = json.loads(_to_json(attrs, "store attributes"))
+    if (path / "zarr.json").is_file() and not overwrite:
+        store = open_store(path)
+        store._check_same(table, layout)
+        store.check_compatible(attrs)
+        return store
+    if path.exists():
+        _remove_store(path)
+    start, stop = regions(table["n_rows"], layout.shard_rows)
+    group = zarr.open_group(path, mode="w-", attributes={
+        "software_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **user_attrs,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "layout": layout.to_dict(),
+    })
+    _create_object_arrays(group, layout, int(stop[-1]) if len(stop) else 0)
+    _create_partition_table(group, table, start, stop)
+    _consolidate(path)
+    return open_store(path)
+
+
+def _create_object_arrays(group: zarr.Group, layout: StoreLayout, n_objects: int) -> None:
+    """The per-object arrays, sharded along ``object``, and the ``quantile`` coordinate."""
+    for name, (dtype, width, dim, pad) in layout.arrays().items():
+        shape, chunks, shards = (n_objects,), (layout.chunk_rows,), (layout.shard_rows,)
+        dims: tuple[str, ...] = ("object",)
+        if width is not None:
+            shape, chunks, shards, dims = shape + (width,), chunks + (width,), shards + (width,), dims + (dim,)
+        # Unwritten rows read as "no result": NaN / -1, valid = 0, no flags.
+        fill = 0 if name == "flags" else pad
+        group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
+                           fill_value=fill, dimension_names=dims)
+    group.create_array("quantile", data=np.asarray(layout.quantiles, dtype=np.float64),
+                       dimension_names=("quantile",), attributes={"long_name": "PDF quantile level"})
+
+
+def _create_partition_table(group: zarr.Group, table: pd.DataFrame, start: np.ndarray, stop: np.ndarray) -> None:
+    """``partitions/``: norder, npix, start, stop, n_rows (fixed) and status, error (per-partition chunks)."""
+    parts = group.create_group(PARTITIONS)
+    columns = {"norder": table["norder"], "npix": table["npix"], "start": start, "stop": stop,
+               "n_rows": table["n_rows"]}
+    for name, values in columns.items():
+        parts.create_array(name, data=np.asarray(values, dtype=np.int64), dimension_names=("partition",))
+    # One chunk per partition: writers of different partitions never touch the same file.
+    parts.create_array("status", shape=(len(table),), dtype="uint8", chunks=(1,), fill_value=PENDING,
+                       dimension_names=("partition",),
+                       attributes={"flag_values": list(STATUS), "flag_meanings": " ".join(STATUS.values())})
+    parts.create_array("error", shape=(len(table),), dtype=str, chunks=(1,), fill_value="",
+                       dimension_names=("partition",))
+
+
+def open_store(path: str | Path) -> OutputStore:
+    """Open an existing output store for reading and writing partitions."""
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise FileNotFoundError(f"{path}: no output store here (no zarr.json)")
+    group = zarr.open_group(path, mode="r+")
+    if group.attrs.get("format") != FORMAT:
+        raise StoreMismatchError(f"{path}: a Zarr group, but not a {FORMAT} store")
+    return OutputStore(path, group)
+
+
+class OutputStore:
+    """An open output store: partition table, region writes, status and resume."""
+
+    def __init__(self, path: Path, group: zarr.Group):
+        self.path = path
+        self.group = group
+        self.layout = StoreLayout(**{**group.attrs["layout"], "quantiles": tuple(group.attrs["layout"]["quantiles"])})
+        parts = group[PARTITIONS]
+        self._start = parts["start"][:]
+        self._stop = parts["stop"][:]
+        self._n_rows = parts["n_rows"][:]
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.group.attrs)
+
+    def __len__(self) -> int:
+        """Number of partitions."""
+        return len(self._start)
+
+    def partitions(self) -> pd.DataFrame:
+        """One row per partition (index = partition index): norder, npix (-1 when not HEALPix),
+        start, stop (its rows, shard-aligned), n_rows (objects; the rest is padding),
+        status ('pending' | 'done' | 'failed'), error (message of a failed partition)."""
+        parts = self.group[PARTITIONS]
+        frame = pd.DataFrame({name: parts[name][:] for name in ("norder", "npix", "start", "stop", "n_rows")})
+        frame["status"] = pd.Series(parts["status"][:]).map(STATUS)
+        frame["error"] = np.asarray(parts["error"][:], dtype=object)
+        frame.index.name = "partition"
+        return frame
+
+    def pending(self) -> list[int]:
+        """Indices of the partitions not done (pending or failed), in catalog order."""
+        return [int(i) for i in np.flatnonzero(self.group[PARTITIONS]["status"][:] != DONE)]
+
+    def region(self, index: int) -> slice:
+        """The rows partition ``index`` owns (whole shards, padding included)."""
+        return slice(int(self._start[index]), int(self._stop[index]))
+
+    def write_partition(self, index: int, columns: Mapping[str, np.ndarray]) -> None:
+        """Write partition ``index``'s results, then mark it done.
+
+        columns: every per-object array of the layout except ``valid``, each with
+        n_rows rows ((n_rows,) or (n_rows, width)); they are padded to the region
+        (valid = 0, flags = PADDING, NaN / -1 elsewhere) and written whole shards at a time.
+        """
+        region, n = self.region(index), int(self._n_rows[index])
+        spec = self.layout.arrays()
+        expected = set(spec) - {"valid"}
+        if set(columns) != expected:
+            missing, extra = sorted(expected - set(columns)), sorted(set(columns) - expected)
+            raise ValueError(f"{self.path} partition {index}: missing arrays {missing}, unexpected {extra}")
+        data = {**columns, "valid": np.ones(n, dtype=np.uint8)}
+        for name, (dtype, width, _, pad) in spec.items():
+            values = np.asarray(data[name])
+            want = (n,) if width is None else (n, width)
+            if values.shape != want:
+                raise ValueError(f"{self.path} partition {index}: {name} has shape {values.shape}, expected {want}")
+            padded = np.full((region.stop - region.start,) + want[1:], pad, dtype=dtype)
+            padded[:n] = values
+            self.group[name][region] = padded
+        self._set_status(index, DONE, "")
+
+    def mark_failed(self, index: int, message: str) -> None:
+        """Record that partition ``index`` failed (it stays in pending() for the next run)."""
+        self._set_status(index, FAILED, message)
+
+    def check_compatible(self, attrs: Mapping[str, Any]) -> None:
+        """Refuse to resume with another model (sha256) or configuration than the store's."""
+        given = json.loads(_to_json(attrs, "store attributes"))
+        for key in COMPATIBILITY_KEYS:
+            stored = self.group.attrs.get(key)
+            if given.get(key) != stored:
+                raise StoreMismatchError(
+                    f"{self.path} was written with a different {key} ({_difference(stored, given.get(key))});"
+                    " use another output path or overwrite"
+                )
+
+    def set_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Add or replace store attributes (e.g. a run summary) and refresh the consolidated metadata."""
+        self.group.attrs.update(json.loads(_to_json(attrs, "store attributes")))
+        _consolidate(self.path)
+
+    def _set_status(self, index: int, code: int, message: str) -> None:
+        parts = self.group[PARTITIONS]
+        parts["error"][index] = message
+        parts["status"][index] = code
+
+    def _check_same(self, table: pd.DataFrame, layout: StoreLayout) -> None:
+        if layout != self.layout:
+            raise StoreMismatchError(
+                f"{self.path} has layout {self.layout}, not {layout}; use another output path or overwrite"
+            )
+        mine = self.partitions()[["norder", "npix", "n_rows"]].reset_index(drop=True)
+        if not mine.equals(table.reset_index(drop=True)):
+            raise StoreMismatchError(
+                f"{self.path} was made for other partitions ({len(mine)} partitions, {int(mine['n_rows'].sum())} rows;"
+                f" now {len(table)}, {int(table['n_rows'].sum())}); use another output path or overwrite"
+            )
+
+
+def _partition_table(partitions: Sequence[tuple[int | None, int | None, int]]) -> pd.DataFrame:
+    rows = [(-1 if k is None else int(k), -1 if n is None else int(n), int(r)) for k, n, r in partitions]
+    table = pd.DataFrame(rows, columns=["norder", "npix", "n_rows"], dtype=np.int64)
+    if (table["n_rows"] < 0).any():
+        raise ValueError("partition row counts must be >= 0")
+    return table
+
+
+def _remove_store(path: Path) -> None:
+    """Remove an existing store (or empty directory); refuse anything else."""
+    if path.is_dir() and ((path / "zarr.json").is_file() or not any(path.iterdir())):
+        shutil.rmtree(path)
+    else:
+        raise FileExistsError(f"{path} exists and is not a Zarr store; refusing to overwrite it")
+
+
+def _consolidate(path: Path) -> None:
+    """Write consolidated metadata so ``xarray.open_zarr(path)`` opens the store in one read.
+
+    Array metadata never changes after creation (status lives in array data), so it
+    stays valid; attribute changes go through ``OutputStore.set_attrs``.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(path)
+
+
+def _to_json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, allow_nan=False, default=_json_default)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what} must be JSON-serialisable: {err}") from err
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.ndarray, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _difference(stored: Any, given: Any) -> str:
+    """Which keys differ between two attribute values (dicts), or both values."""
+    if isinstance(stored, dict) and isinstance(given, dict):
+        keys = sorted(k for k in stored.keys() | given.keys() if stored.get(k) != given.get(k))
+        return "differs in " + ", ".join(f"{k}: {stored.get(k)!r} != {given.get(k)!r}" for k in keys)[:300]
+    return f"{stored!r} != {given!r}"[:300]

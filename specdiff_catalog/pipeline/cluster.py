@@ -1,0 +1,165 @@
+"""Dask cluster set-up: local processes, local GPUs, a running scheduler, or SLURM jobs.
+
+Every choice gives a real ``distributed.Client``; the caller owns no cluster details.
+dask-cuda and dask-jobqueue are optional extras, imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distributed import Client, LocalCluster
+
+KINDS = ("auto", "local", "cuda", "slurm")
+
+
+@dataclass
+class ClusterConfig:
+    """How to get Dask workers.
+
+    kind: auto (LocalCUDACluster when GPUs and dask-cuda are present, else processes),
+    local, cuda, or slurm (dask-jobqueue). scheduler_address / scheduler_file connect
+    to a running scheduler instead (the HPC pattern) and override kind.
+    memory_limit: per worker, e.g. "4GiB" or "auto". dashboard_address: ":8787", or
+    ":0" for any free port.
+    """
+
+    kind: str = "auto"
+    scheduler_address: str | None = None
+    scheduler_file: Path | None = None
+    n_workers: int | None = None
+    threads_per_worker: int | None = None
+    memory_limit: str = "auto"
+    dashboard_address: str = ":8787"
+    slurm: SlurmOptions | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown cluster kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+
+
+@dataclass
+class SlurmOptions:
+    """dask-jobqueue SLURMCluster options for ``--cluster slurm`` (one worker per job)."""
+
+    queue: str | None = None
+    account: str | None = None
+    walltime: str = "02:00:00"
+    jobs: int = 1
+    cores: int = 8
+    memory: str = "32GiB"
+    gpus_per_job: int = 0
+    local_directory: str | None = None
+    job_extra_directives: list[str] = field(default_factory=list)
+
+
+def gpu_count() -> int:
+    """Number of CUDA devices this process can see (0 without a CUDA build of torch)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _has_dask_cuda() -> bool:
+    try:
+        import dask_cuda  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_kind(config: ClusterConfig) -> str:
+    """The concrete kind ``auto`` stands for on this machine."""
+    if config.kind != "auto":
+        return config.kind
+    return "cuda" if gpu_count() > 0 and _has_dask_cuda() else "local"
+
+
+def _local_cluster(config: ClusterConfig) -> LocalCluster:
+    cores = os.cpu_count() or 1
+    threads = config.threads_per_worker or 1
+    workers = config.n_workers or max(1, cores // threads)
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=threads,
+        processes=True,
+        memory_limit=config.memory_limit,
+        dashboard_address=config.dashboard_address,
+    )
+
+
+def _cuda_cluster(config: ClusterConfig):
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError as err:
+        raise RuntimeError("--cluster cuda needs dask-cuda: pip install 'specdiff-catalog[gpu]'") from err
+    kwargs = {"n_workers": config.n_workers} if config.n_workers else {}
+    return LocalCUDACluster(
+        threads_per_worker=config.threads_per_worker or 1,
+        memory_limit=config.memory_limit,
+        dashboard_address=config.dashboard_address,
+        resources={"GPU": 1},
+        **kwargs,
+    )
+
+
+def slurm_cluster_options(config: ClusterConfig) -> dict:
+    """Keyword arguments of dask_jobqueue.SLURMCluster for ``config`` (one worker process per job)."""
+    opts = config.slurm or SlurmOptions()
+    directives = list(opts.job_extra_directives)
+    worker_args: list[str] = []
+    if opts.gpus_per_job:
+        directives.append(f"--gpus={opts.gpus_per_job}")
+        worker_args = ["--resources", f"GPU={opts.gpus_per_job}"]
+    return {
+        "queue": opts.queue,
+        "account": opts.account,
+        "walltime": opts.walltime,
+        "cores": opts.cores,
+        "memory": opts.memory,
+        "processes": 1,
+        "local_directory": opts.local_directory,
+        "job_extra_directives": directives,
+        "worker_extra_args": worker_args,
+        "scheduler_options": {"dashboard_address": config.dashboard_address},
+    }
+
+
+def _slurm_cluster(config: ClusterConfig):
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError as err:
+        raise RuntimeError("--cluster slurm needs dask-jobqueue: pip install 'specdiff-catalog[hpc]'") from err
+    cluster = SLURMCluster(**slurm_cluster_options(config))
+    cluster.scale(jobs=(config.slurm or SlurmOptions()).jobs)
+    return cluster
+
+
+_FACTORIES = {"local": _local_cluster, "cuda": _cuda_cluster, "slurm": _slurm_cluster}
+
+
+@contextmanager
+def connect(config: ClusterConfig) -> Iterator[Client]:
+    """A Client for ``config``; a cluster started here is closed on exit."""
+    if config.scheduler_file is not None:
+        with Client(scheduler_file=str(config.scheduler_file)) as client:
+            yield client
+        return
+    if config.scheduler_address is not None:
+        with Client(config.scheduler_address) as client:
+            yield client
+        return
+    with _FACTORIES[resolve_kind(config)](config) as cluster, Client(cluster) as client:
+        yield client
+
+
+def dashboard_link(client: Client) -> str | None:
+    """The dashboard URL of the client's scheduler (None when it has none)."""
+    try:
+        return client.dashboard_link
+    except (AttributeError, KeyError):
+        return None

@@ -1,0 +1,256 @@
+"""The main job: every partition of a catalog -> ``inference.predict`` -> its region of the store.
+
+One Dask task per partition, a bounded number in flight, retries; each worker loads
+the model once (cached by its sha256) and writes its own shard-aligned region of the
+Zarr store, so no data flows back through the scheduler. A partition that cannot be
+read is marked failed with a message naming the file; the others finish.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from distributed import Client, as_completed, get_worker
+from tqdm.auto import tqdm
+
+from specdiff_catalog import __version__
+from specdiff_catalog.io.catalog import Catalog, Partition, object_ids, open_catalog, read_partition, spatial_index
+from specdiff_catalog.io.store import OutputStore, StoreLayout, create_store
+from specdiff_catalog.pipeline.cluster import ClusterConfig, connect, dashboard_link
+
+_MODELS: dict[str, Any] = {}  # per worker process: model sha256 -> loaded SpecdiffModel
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a run computes; stored in the output's attributes and checked on resume.
+
+    quantiles: PDF quantile levels inside (0, 1). save_samples: raw z samples kept per
+    object (0: none). batch_size: objects per sampler call on a worker.
+    """
+
+    n_samples: int = 100
+    seed: int = 0
+    sampler: str = "dpmpp2m"
+    steps: int = 12
+    quantiles: tuple[float, ...] = (0.025, 0.05, 0.16, 0.25, 0.5, 0.75, 0.84, 0.95, 0.975)
+    save_samples: int = 0
+    batch_size: int = 2048
+    id_column: str | None = None
+
+    def provenance(self) -> dict[str, Any]:
+        """The options that change results (batch_size does not)."""
+        return {k: v for k, v in asdict(self).items() if k != "batch_size"}
+
+
+@dataclass
+class PartitionOutcome:
+    index: int
+    n_rows: int
+    seconds: float
+    error: str = ""
+
+
+@dataclass
+class RunReport:
+    """What a run did: partitions done now, skipped (done before), failed (with messages)."""
+
+    store: Path
+    n_partitions: int
+    done: int = 0
+    skipped: int = 0
+    failed: dict[int, str] = field(default_factory=dict)
+    n_objects: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        rate = self.n_objects / self.seconds if self.seconds else 0.0
+        lines = [
+            f"{self.store}: {self.done} partitions written, {self.skipped} already done, "
+            f"{len(self.failed)} failed of {self.n_partitions}; {self.n_objects} objects in "
+            f"{self.seconds:.1f} s ({rate:.0f} objects/s)"
+        ]
+        lines += [f"  failed partition {i}: {msg}" for i, msg in sorted(self.failed.items())]
+        return "\n".join(lines)
+
+
+def shard_rows_for(catalog: Catalog) -> int:
+    """Rows per store shard: a power of two near the median partition size (1024-65536)."""
+    sizes = [p.n_rows for p in catalog.partitions if p.n_rows] or [1]
+    return int(np.clip(2 ** int(np.ceil(np.log2(max(1.0, float(np.median(sizes)))))), 1024, 65536))
+
+
+def _worker_model(model_dir: str, sha: str):
+    """The model, loaded once per worker process (onto its GPU when it has one)."""
+    if sha not in _MODELS:
+        import torch
+
+        from specdiff_catalog.models import load_model
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            torch.set_num_threads(max(1, get_worker().state.nthreads))
+        _MODELS.clear()
+        _MODELS[sha] = load_model(model_dir, device=device)
+    return _MODELS[sha]
+
+
+def process_partition(partition: Partition, store_path: str, model_dir: str, sha: str, options: RunOptions) -> PartitionOutcome:
+    """Read one partition, predict every row, write its region; runs on a worker."""
+    from specdiff_catalog.inference import predict
+    from specdiff_catalog.io.store import open_store
+
+    start = time.perf_counter()
+    store = open_store(store_path)
+    model = _worker_model(model_dir, sha)
+    bands = model.bands
+    id_columns = [options.id_column] if options.id_column else []
+    try:
+        table = read_partition(
+            partition,
+            [c for b in bands.bands for c in (b.flux, b.ivar)] + id_columns,
+            optional=[b.mw_transmission for b in bands.bands]
+            + [bands.ebv_column, "RA", "DEC", "_healpix_29", "OBJECT_ID", "RELEASE", "BRICKID", "OBJID"],
+        )
+        ids = object_ids(table, options.id_column, where=str(partition.path))
+    except (OSError, ValueError) as err:
+        message = str(err).splitlines()[0]
+        store.mark_failed(partition.index, message)
+        return PartitionOutcome(partition.index, 0, time.perf_counter() - start, message)
+    result = predict(
+        model, table, ids, n_samples=options.n_samples, seed=options.seed, sampler=options.sampler,
+        steps=options.steps, quantiles=options.quantiles, save_samples=options.save_samples,
+        batch_size=options.batch_size,
+    )
+    columns = {**_position_columns(table), "object_id": ids, **result}
+    store.write_partition(partition.index, columns)
+    return PartitionOutcome(partition.index, len(table), time.perf_counter() - start)
+
+
+def _position_columns(table) -> dict[str, np.ndarray]:
+    """ra, dec (NaN when absent) and _healpix_29 (from the catalog, else computed from ra/dec)."""
+    n = len(table)
+    ra = table["RA"].to_numpy(np.float64) if "RA" in table else np.full(n, np.nan)
+    dec = table["DEC"].to_numpy(np.float64) if "DEC" in table else np.full(n, np.nan)
+    healpix = table["_healpix_29"].to_numpy(np.int64) if "_healpix_29" in table else spatial_index(ra, dec)
+    return {"ra": ra, "dec": dec, "_healpix_29": healpix}
+
+
+def _store_attrs(catalog: Catalog, model_dir: Path, sha: str, options: RunOptions) -> dict[str, Any]:
+    from specdiff_catalog.models.store import read_config
+
+    config = read_config(model_dir)
+    return {
+        "software_version": __version__,
+        "model": sha,
+        "model_path": str(model_dir),
+        "model_trained_on": config.get("training_data", "unknown"),
+        "config": options.provenance(),
+        "quantile_levels": list(options.quantiles),
+        "input": str(catalog.root),
+        "input_kind": catalog.kind,
+        "input_properties": catalog.properties,
+        "command_line": shlex.join(sys.argv),
+    }
+
+
+def _gpu_resources(client: Client) -> dict[str, int] | None:
+    """{'GPU': 1} when every worker advertises a GPU resource, else None (CPU workers)."""
+    workers = client.scheduler_info()["workers"].values()
+    return {"GPU": 1} if workers and all("GPU" in w.get("resources", {}) for w in workers) else None
+
+
+def run_catalog(
+    input_path: str | Path,
+    out: str | Path,
+    model_dir: str | Path,
+    options: RunOptions = RunOptions(),
+    cluster: ClusterConfig = ClusterConfig(),
+    *,
+    overwrite: bool = False,
+    max_in_flight: int | None = None,
+    retries: int = 2,
+    shard_rows: int | None = None,
+    progress: bool = True,
+) -> RunReport:
+    """Photo-z PDF summaries and latents for every object of ``input_path`` into ``out``.
+
+    Re-running on an existing store resumes: finished partitions are skipped; a store
+    made with another model or options is refused (``overwrite`` starts over).
+    """
+    from specdiff_catalog.models.store import model_id
+
+    model_dir = Path(model_dir)
+    catalog = open_catalog(input_path)
+    sha = model_id(model_dir)
+    latent_size = _latent_size(model_dir)
+    layout = StoreLayout(
+        quantiles=options.quantiles, latent_size=latent_size, n_samples_saved=options.save_samples,
+        shard_rows=shard_rows or shard_rows_for(catalog),
+    )
+    attrs = _store_attrs(catalog, model_dir, sha, options)
+    parts = [(p.order, p.pixel, p.n_rows) for p in catalog.partitions]
+    store = create_store(out, parts, layout, attrs, overwrite=overwrite)
+    store.check_compatible(attrs)
+    todo = store.pending()
+    report = RunReport(store=Path(out), n_partitions=len(catalog.partitions), skipped=len(catalog.partitions) - len(todo))
+    start = time.perf_counter()
+    with connect(cluster) as client:
+        link = dashboard_link(client)
+        print(f"Dask dashboard: {link}" if link else "Dask dashboard: not available", file=sys.stderr, flush=True)
+        _submit_all(client, catalog, todo, store, str(model_dir), sha, options, report,
+                    max_in_flight=max_in_flight, retries=retries, progress=progress)
+    report.seconds = time.perf_counter() - start
+    store.set_attrs({"last_run": {"seconds": report.seconds, "objects": report.n_objects,
+                                  "failed": {str(k): v for k, v in report.failed.items()}}})
+    return report
+
+
+def _latent_size(model_dir: Path) -> int:
+    from specdiff_catalog.models.store import read_config
+
+    return int(read_config(model_dir).get("autoencoder", {}).get("latent_size", 0))
+
+
+def _submit_all(client: Client, catalog: Catalog, todo: list[int], store: OutputStore, model_dir: str, sha: str,
+                options: RunOptions, report: RunReport, *, max_in_flight: int | None, retries: int,
+                progress: bool) -> None:
+    """Keep at most ``max_in_flight`` partition tasks queued; record each outcome as it lands."""
+    threads = sum(client.nthreads().values()) or 1
+    limit = max_in_flight or 2 * threads
+    resources = _gpu_resources(client)
+    queue = [catalog.partitions[i] for i in todo]
+    total = sum(p.n_rows for p in queue)
+    bar = tqdm(total=total, unit="obj", unit_scale=True, disable=not progress, desc="objects", smoothing=0.1)
+
+    def submit(partition: Partition):
+        return client.submit(process_partition, partition, str(store.path), model_dir, sha, options,
+                             key=f"partition-{partition.index}-{sha[:8]}", retries=retries, pure=False,
+                             resources=resources)
+
+    pending = as_completed([submit(p) for p in queue[:limit]], with_results=False)
+    queued = min(limit, len(queue))
+    for future in pending:
+        partition = catalog.partitions[int(future.key.split("-")[1])]
+        try:
+            outcome = future.result()
+        except Exception as err:  # a task that failed every retry: record it, finish the rest
+            outcome = PartitionOutcome(partition.index, 0, 0.0, f"{type(err).__name__}: {err}".splitlines()[0])
+            store.mark_failed(partition.index, outcome.error)
+        if outcome.error:
+            report.failed[outcome.index] = f"{partition.path}: {outcome.error}" if str(partition.path) not in outcome.error else outcome.error
+        else:
+            report.done += 1
+            report.n_objects += outcome.n_rows
+        bar.update(partition.n_rows)
+        bar.set_postfix(partitions=f"{report.done + len(report.failed)}/{len(queue)}", failed=len(report.failed))
+        if queued < len(queue):
+            pending.add(submit(queue[queued]))
+            queued += 1
+    bar.close()
