@@ -60,7 +60,7 @@ class AutoencoderConfig:
     norm_min_pixels: int = 10
     consistency: bool = False
     consistency_weight: float = 1.0
-    consistency_tol: float = 0.1
+    consistency_tol: float = 0.3
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "autoencoder config") -> AutoencoderConfig:
