@@ -6,7 +6,8 @@
 
 For each model, on the training set's validation split (or --split):
 - chi^2 per valid pixel of the model, and of the noiseless truth with a best-fit amplitude
-  (the floor: the mock's sky-subtraction residuals are not in IVAR);
+  (the floor: the mock's sky-subtraction residuals are not in IVAR), on the model's
+  rebinned grid and on the instrument's full 0.8 A grid;
 - decoded rest-frame spectra vs the noiseless truth: the kcorrect template mixture of
   truth/spectroscopic.parquet (COEFF_0..4; truth/rest_spectra.zarr is that mixture
   scaled and sampled at 2 A, which the script checks), both normalised by their median
@@ -97,7 +98,8 @@ def evaluate(model_dir: Path, ts: TrainingSet, truth: pd.DataFrame, t_wave, t_fl
     ae = load_model(model_dir).autoencoder
     rest_wave = ae.rest_wave()
     out: dict[str, list] = {k: [] for k in ("targetid", "z", "z_true", "latent", "chi2", "n", "floor", "flags",
-                                          "snr", "rest", "data_flux", "data_ivar", "resid")}
+                                          "snr", "rest", "data_flux", "data_ivar", "resid", "chi2_full", "n_full",
+                                          "floor_full")}
     for batch in ts.batches(split, 512):
         ids = batch.objects["TARGETID"].to_numpy()
         z = batch.objects["Z"].to_numpy()
@@ -114,6 +116,17 @@ def evaluate(model_dir: Path, ts: TrainingSet, truth: pd.DataFrame, t_wave, t_fl
         w = prep.ivar * inside.numpy() * (t_obs != 0)
         amp = (w * prep.flux * t_obs).sum(1) / (w * t_obs**2).sum(1)
         floor = (w * (prep.flux - amp[:, None] * t_obs) ** 2).sum(1)
+        # the same at the instrument's full resolution (0.8 A): what rebinning by k gave up
+        flux_f, ivar_f = spectral.clean(batch.flux, batch.ivar)
+        if ae.config.deredden:
+            flux_f, ivar_f, _ = spectral.deredden(ts.wave, flux_f, ivar_f, ebv)
+        flux_f, ivar_f = spectral.normalise(flux_f, ivar_f, prep.norm)
+        model_f = redshift_spectra(rest_wave, rest.numpy().astype(np.float64), z, ts.wave)
+        w_f = np.where(np.isfinite(model_f) & np.isfinite(full), ivar_f, 0.0)
+        chi2_full = (w_f * (flux_f - np.nan_to_num(model_f)) ** 2).sum(1)
+        t_full = np.nan_to_num(full)
+        amp_f = (w_f * flux_f * t_full).sum(1) / (w_f * t_full**2).sum(1)
+        floor_full = (w_f * (flux_f - amp_f[:, None] * t_full) ** 2).sum(1)
         # decoded vs true rest-frame shape over the rest range this spectrum observed
         rest_np = rest.numpy().astype(np.float64)
         t_rest = normalise_rest(rest_wave, np.stack([np.interp(rest_wave, t_wave, m) for m in mixture]))
@@ -125,7 +138,8 @@ def evaluate(model_dir: Path, ts: TrainingSet, truth: pd.DataFrame, t_wave, t_fl
         for key, value in (("targetid", ids), ("z", z), ("z_true", z_true), ("latent", latent.numpy()),
                            ("chi2", c.numpy()), ("n", n.numpy()), ("floor", floor), ("flags", prep.flags),
                            ("snr", snr), ("rest", rest_np.astype(np.float32)), ("data_flux", prep.flux),
-                           ("data_ivar", prep.ivar), ("resid", resid)):
+                           ("data_ivar", prep.ivar), ("resid", resid), ("chi2_full", chi2_full),
+                           ("n_full", (w_f > 0).sum(1)), ("floor_full", floor_full)):
             out[key].append(value)
     result = {k: np.concatenate(v) for k, v in out.items()}
     result["rest_wave"], result["wave_obs"] = rest_wave, ae.wave_obs.numpy().astype(np.float64)
@@ -157,6 +171,8 @@ def figures(r: dict, truth: pd.DataFrame, t_wave, t_flux) -> dict:
         "chi2_per_pixel": float(r["chi2"][ok].sum() / r["n"][ok].sum()),
         "chi2_per_pixel_truth_floor": float(r["floor"][ok].sum() / r["n"][ok].sum()),
         "chi2_per_pixel_median_object": float(np.median(r["chi2"][ok] / r["n"][ok])),
+        "chi2_per_pixel_full_resolution": float(r["chi2_full"][ok].sum() / r["n_full"][ok].sum()),
+        "chi2_per_pixel_full_resolution_truth_floor": float(r["floor_full"][ok].sum() / r["n_full"][ok].sum()),
         "rest_rms_fractional_residual": robust(r["resid"][ok]),
         "rest_rms_fractional_residual_high_snr": robust(r["resid"][ok & high]),
         "snr_per_pixel_3850_4100": robust(r["snr"][ok]),

@@ -99,9 +99,10 @@ class AutoencoderTask:
         n = torch.tensor(float(len(z)))
         metrics = {"chi2_per_pixel": (chi2_sum.sum(), n_valid.sum()), "skipped": (float(batch.skipped.sum()), n)}
         if self.config.consistency:
-            penalty = self._consistency(model, flux, ivar, z, latent, train)
-            loss = loss + self.config.consistency_weight * penalty.mean()
-            metrics["consistency"] = (penalty.sum(), n)
+            used = torch.as_tensor(~batch.skipped, device=device)
+            penalty = self._consistency(model, flux, ivar, z, latent, train) * used
+            loss = loss + self.config.consistency_weight * penalty.sum() / used.sum().clamp_min(1)
+            metrics["consistency"] = (penalty.sum(), used.sum())
         return StepResult(loss=loss, metrics=metrics)
 
     def _consistency(self, model, flux, ivar, z, latent, train: bool) -> torch.Tensor:
