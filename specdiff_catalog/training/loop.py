@@ -330,7 +330,7 @@ class Run:
         totals: dict[str, list[torch.Tensor]] = {}
         batches = prefetch(self.task.train_batches(self.config.batch_size, self.epoch, self.config.seed))
         bar = tqdm(batches, total=self.steps, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
-                   disable=not progress, leave=False, dynamic_ncols=True)
+                   disable=not progress, leave=False, dynamic_ncols=True, position=1)
         for step, batch in enumerate(bar):
             if step >= self.steps:
                 raise RuntimeError(f"the task yielded more than its {self.steps} steps per epoch")
@@ -379,7 +379,8 @@ def fit(
     metric); the run's configs (``config`` and ``extra``) must equal the checkpoint's.
     Without resume an existing checkpoint is an error (never silently overwritten).
     extra: JSON-able job configuration stored with the checkpoint (e.g. the model preset).
-    progress: a tqdm bar per epoch; verbose: one summary line per epoch on stdout.
+    progress: tqdm bars over epochs (train/val/best loss) and over each epoch's batches
+    (running loss, lr); verbose: one summary line per epoch on stdout.
     stop_after: called with each epoch's record; returning True ends training there,
     as an interruption would (the checkpoint is written first).
     After the last epoch the model holds the *best* epoch's weights.
@@ -398,6 +399,10 @@ def fit(
         )
     run.log({"event": "resume" if resume else "start", "epoch": run.epoch, "device": str(run.device),
              "threads": torch.get_num_threads(), "steps_per_epoch": run.steps, "time": time.time()})
+    from tqdm.auto import tqdm
+
+    epochs_bar = tqdm(total=config.epochs, initial=run.epoch, desc="epochs", unit="epoch", disable=not progress,
+                      dynamic_ncols=True, position=0)
     while run.epoch < config.epochs:
         start = time.perf_counter()
         train_metrics = run.train_epoch(progress)
@@ -413,12 +418,16 @@ def fit(
         run.epoch += 1
         run.save()
         run.log(record)
+        epochs_bar.update(1)
+        epochs_bar.set_postfix(train=f"{train_metrics['loss']:.4g}", val=f"{val_metrics['loss']:.4g}",
+                               best=f"{run.best_metric:.4g}")
         if verbose:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in val_metrics.items())
-            print(f"epoch {record['epoch'] + 1}/{config.epochs}: train loss {train_metrics['loss']:.4g}; "
-                  f"val {shown}{' (best)' if improved else ''} [{record['seconds']:.0f} s]", flush=True)
+            tqdm.write(f"epoch {record['epoch'] + 1}/{config.epochs}: train loss {train_metrics['loss']:.4g}; "
+                       f"val {shown}{' (best)' if improved else ''} [{record['seconds']:.0f} s]")
         if stop_after is not None and stop_after(record):
             break
+    epochs_bar.close()
     if run.best_epoch >= 0:
         run.model.load_state_dict(model_state(workdir / "best.safetensors"))
     run.log({"event": "end", "epoch": run.epoch, "best_epoch": run.best_epoch, "best_metric": run.best_metric})
