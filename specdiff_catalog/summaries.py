@@ -29,7 +29,7 @@ def check_levels(levels: Sequence[float] | np.ndarray, *, closed: bool = False, 
     bad = ~((levels >= 0) & (levels <= 1)) if closed else ~((levels > 0) & (levels < 1))
     if bad.any():
         interval = "[0, 1]" if closed else "strictly inside (0, 1)"
-        raise ValueError(f"quantile level {levels[bad][0]!r} is not {interval}")
+        raise ValueError(f"quantile level {float(levels[bad][0])!r} is not {interval}")
     if increasing and (np.diff(levels) <= 0).any():
         raise ValueError(f"quantile levels must be strictly increasing, got {levels.tolist()}")
     return levels
