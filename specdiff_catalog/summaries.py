@@ -190,6 +190,22 @@ def conditional_latent(
     return mean, np.sqrt(var)
 
 
+def _summarize_rows(z: np.ndarray, latent: np.ndarray | None, levels: np.ndarray) -> dict[str, np.ndarray]:
+    h = kde_bandwidth(z)
+    mode = kde_mode(z, h)
+    mean, std = _mean_std(z)
+    out = {
+        "z_quantiles": sample_quantiles(z, levels),
+        "z_median": sample_quantiles(z, [0.5])[:, 0],
+        "z_mode": mode,
+        "z_mean": mean,
+        "z_std": std,
+    }
+    if latent is not None:
+        out["latent"], out["latent_std"] = conditional_latent(z, latent, mode, h)
+    return {name: value.astype(np.float32) for name, value in out.items()}
+
+
 def summarize(
     z_samples: np.ndarray, latent_samples: np.ndarray | None, quantiles: Sequence[float] | np.ndarray
 ) -> dict[str, np.ndarray]:
@@ -202,24 +218,17 @@ def summarize(
     (ddof=1) (N,), and with latents ``latent``, ``latent_std`` (N, S): the latent mean and
     spread among the samples whose z is within about one KDE bandwidth of z_mode
     (``conditional_latent``). Non-finite samples are ignored per row; rows with none
-    give NaN.
+    give NaN. Rows are processed in chunks of MODE_CHUNK_ROWS, so memory stays at a few
+    float64 copies of one chunk's samples.
     """
     levels = check_levels(quantiles)
-    z = _finite(z_samples)
+    z = np.asarray(z_samples)
     if z.ndim != 2:
         raise ValueError(f"z_samples must be (N, K), got shape {z.shape}")
-    h = kde_bandwidth(z)
-    mode = kde_mode(z, h)
-    mean, std = _mean_std(z)
-    out = {
-        "z_quantiles": sample_quantiles(z, levels),
-        "z_median": sample_quantiles(z, [0.5])[:, 0],
-        "z_mode": mode,
-        "z_mean": mean,
-        "z_std": std,
-    }
-    if latent_samples is not None:
-        if latent_samples.ndim != 3 or latent_samples.shape[:2] != z.shape:
-            raise ValueError(f"latent_samples must be (N, K, S) with (N, K) = {z.shape}, got {latent_samples.shape}")
-        out["latent"], out["latent_std"] = conditional_latent(z, latent_samples, mode, h)
-    return {name: value.astype(np.float32) for name, value in out.items()}
+    if latent_samples is not None and (latent_samples.ndim != 3 or latent_samples.shape[:2] != z.shape):
+        raise ValueError(f"latent_samples must be (N, K, S) with (N, K) = {z.shape}, got {latent_samples.shape}")
+    parts = [
+        _summarize_rows(_finite(z[rows]), None if latent_samples is None else latent_samples[rows], levels)
+        for rows in (slice(i, i + MODE_CHUNK_ROWS) for i in range(0, max(len(z), 1), MODE_CHUNK_ROWS))
+    ]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
