@@ -24,6 +24,15 @@ B, S = 5, 6
 F = 3 * B - 1
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small batches: one intra-op thread is faster on a shared machine (and bitwise reproducible)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def standardisation(z_transform="log1p"):
     rng = np.random.default_rng(0)
     return Standardisation(

@@ -12,8 +12,10 @@ samples are bitwise the same whatever else shares its batch (docs/diffusion.md).
 - ``dpmpp2m``: DPM-Solver++(2M) (Lu et al. 2022, algorithm 2), multistep second order
   in the data prediction, first order at the first and the final step.
 
-Steps are uniform in t from T to 0; a sampler with ``steps`` = n evaluates the network n
-times. The samplers only need x0 predictions, so they serve v- and eps-models alike.
+A sampler with ``steps`` = n evaluates the network n times: at T, at n - 1 times uniform
+in log-SNR, and the last x0 prediction is the sample (``sample_times``); ``ddpm`` with
+all T steps uses every integer t. The samplers only need x0 predictions, so they serve
+v- and eps-models alike.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch
 from specdiff_catalog.hashing import counter_normals_torch
 from specdiff_catalog.models.diffusion import CosineSchedule
 
-DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpmpp2m": 12}  # None: all T steps
+DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpmpp2m": 20}  # None: all T steps (docs/diffusion.md)
 
 
 class SamplerModel(Protocol):
@@ -146,7 +148,7 @@ def sample(
 
     features: (N, F) raw ``photometric_features`` values (NaN for missing); missing:
     (N, B) bool; object_ids: (N,) int64, the noise keys. sampler: ddpm, ddim or dpmpp2m;
-    steps: network evaluations (default: all T for ddpm, 50 for ddim, 12 for dpmpp2m);
+    steps: network evaluations (default: all T for ddpm, 50 for ddim, 20 for dpmpp2m);
     eta: DDIM stochasticity. batch_size: rows (galaxies x samples) per chunk; chunks
     hold whole galaxies and never change the result. ``model`` must be in eval mode.
     """
