@@ -146,7 +146,7 @@ def test_sample_times():
         assert len(times) == steps + 1 and times[0] == 1000 and times[-1] == 0
         assert np.all(np.diff(times) < 0)
     lambdas = [sched.log_snr(t) for t in sample_times(sched, 12)[1:-1]]
-    np.testing.assert_allclose(lambdas, np.linspace(-2.5, 5.0, 11), atol=1e-9)
+    np.testing.assert_allclose(lambdas, np.linspace(-2.0, 5.0, 11), atol=1e-9)
     assert sample_times(sched, 1000) == list(range(1000, -1, -1))
 
 
@@ -239,10 +239,11 @@ def test_counter_noise_keys():
 def test_samplers_reproduce_an_exact_gaussian_mixture(scales):
     """Exact denoiser, 3 conditions x 4000 samples, KS distance D to the true marginals.
 
-    Sampling noise alone: D_99 = 0.026 at n = 4000. Discretisation bias measured at
-    n = 16000 (docs/diffusion.md): DDPM(1000) none, DPM-Solver++(2M) 20 steps <= 0.014,
-    DDIM(50) <= 0.022, DPM-Solver++(2M) 12 steps <= 0.052. Tolerances: noise + bias.
-    Mixture weights within 4 binomial standard errors (8 for 12 steps).
+    Sampling noise alone: D_99 = 0.026 at n = 4000. Worst D at n = 16000
+    (benchmarks/sampler_accuracy.py, docs/diffusion.md): DDPM(1000) 0.013 (noise),
+    DPM-Solver++(2M) 20 steps 0.012, DDIM(50) 0.023, DPM-Solver++(2M) 12 steps 0.040.
+    Tolerances: noise + bias. Mixture weights within 4 binomial standard errors (5 for
+    12 steps).
     """
     gmm = ConditionalGMM(scales)
     ddpm = draw_samples(gmm, "ddpm", None, seed=1)
@@ -250,7 +251,7 @@ def test_samplers_reproduce_an_exact_gaussian_mixture(scales):
     check_against_truth(gmm, ddpm, max_ks=0.026)
     check_against_truth(gmm, dpm20, max_ks=0.035)
     check_against_truth(gmm, draw_samples(gmm, "ddim", 50, seed=3), max_ks=0.045)
-    check_against_truth(gmm, draw_samples(gmm, "dpmpp2m", 12, seed=4), max_ks=0.07, weight_se=8.0)
+    check_against_truth(gmm, draw_samples(gmm, "dpmpp2m", 12, seed=4), max_ks=0.06, weight_se=5.0)
     # the samplers agree with each other and with exact draws in 2-D (joint structure)
     rng = np.random.default_rng(0)
     for i, c in enumerate(CONDITIONS):
@@ -261,8 +262,8 @@ def test_samplers_reproduce_an_exact_gaussian_mixture(scales):
 def test_too_few_steps_fail_the_same_checks():
     """The checks above have power: 6 DPM-Solver++ steps visibly distort the mixture."""
     gmm = ConditionalGMM((0.05, 0.1))
-    with pytest.raises(AssertionError, match="KstestResult"):
-        check_against_truth(gmm, draw_samples(gmm, "dpmpp2m", 6, seed=4), max_ks=0.07, weight_se=8.0)
+    with pytest.raises(AssertionError):
+        check_against_truth(gmm, draw_samples(gmm, "dpmpp2m", 6, seed=4), max_ks=0.06, weight_se=5.0)
 
 
 @pytest.mark.slow

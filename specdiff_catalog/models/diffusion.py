@@ -370,13 +370,14 @@ class DiffusionModel(nn.Module):
         return self.feature_mean.device
 
     def condition_input(self, features: Any, missing: Any) -> torch.Tensor:
-        """(N, F + B) network input from raw features (N, F) (NaN allowed) and missing (N, B).
+        """(N, F + B) network input from raw features (N, F) (NaN allowed) and missing (N, B)
+        (numpy arrays or tensors).
 
         Features standardised; those using a missing band, and any non-finite value, -> 0;
         the mask appended as 0/1.
         """
-        values = torch.as_tensor(np.asarray(features), dtype=torch.float32, device=self.device)
-        missing = torch.as_tensor(np.asarray(missing), dtype=torch.bool, device=self.device)
+        values = torch.as_tensor(features, dtype=torch.float32, device=self.device)
+        missing = torch.as_tensor(missing, dtype=torch.bool, device=self.device)
         values = (values - self.feature_mean) / self.feature_std
         unusable = (missing.float() @ self.feature_bands > 0) | ~torch.isfinite(values)
         return torch.cat([values.masked_fill(unusable, 0.0), missing.float()], dim=-1)
@@ -409,7 +410,7 @@ class DiffusionModel(nn.Module):
         """
         x0 = x0.to(self.device)
         n = x0.shape[0]
-        missing = torch.as_tensor(np.asarray(missing), dtype=torch.bool, device=self.device)
+        missing = torch.as_tensor(missing, dtype=torch.bool, device=self.device)
         if self.training:
             missing = drop_bands(missing, self.config.band_dropout, generator)
         cond_emb = self.net.embed(self.condition_input(features, missing))

@@ -59,7 +59,7 @@ class CounterNoise:
         return counter_normals_torch(self.seed, self.ids, self.samples, step, self.data_dim).float()
 
 
-LOG_SNR_RANGE = (-2.5, 5.0)
+LOG_SNR_RANGE = (-2.0, 5.0)
 
 
 def sample_times(
@@ -68,7 +68,7 @@ def sample_times(
     """steps + 1 times from T down to 0: T, then steps - 1 times uniform in log-SNR
     lambda over ``log_snr_range``, then 0 (the last network call returns x0).
 
-    lambda(T) = -9.9, but nothing is resolved below lambda ~ -3 in unit-variance data, and
+    lambda(T) = -9.9, but little is resolved below lambda ~ -2 in unit-variance data, and
     above lambda = 5 the noise (sigma/alpha < 0.007) is below the sharpest scale we
     resolve; docs/diffusion.md has the measurements behind the defaults.
     """
