@@ -124,7 +124,10 @@ def dpmpp_2m(
     return x
 
 
-def _ddpm(model: SamplerModel, cond: torch.Tensor, noise: CounterNoise, times: list[float], eta: float = 0.0):
+def _ddpm(
+    model: SamplerModel, cond: torch.Tensor, noise: CounterNoise, times: list[float], eta: float = 0.0
+) -> torch.Tensor:
+    """Ancestral DDPM: DDIM with eta = 1 (the posterior variance of q(x_s | x_t, x0))."""
     return ddim(model, cond, noise, times, eta=1.0)
 
 
