@@ -70,7 +70,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--quantiles", type=_floats,
                    help="comma-separated PDF quantile levels inside (0, 1) (default 0.025,0.05,0.16,0.25,0.5,0.75,0.84,0.95,0.975)")
     g.add_argument("--sampler", choices=("dpmpp2m", "ddim", "ddpm"), default="dpmpp2m", help="default dpmpp2m")
-    g.add_argument("--steps", type=int, default=12, help="sampler steps (default 12; ddpm uses all)")
+    g.add_argument("--steps", type=int, help="sampler steps (default: 20 for dpmpp2m, 50 for ddim, all for ddpm)")
     g.add_argument("--seed", type=int, default=0, help="noise seed; an object's noise is keyed by (seed, object id)")
     g.add_argument("--id-column", help="object id column (default OBJECT_ID, else RELEASE/BRICKID/OBJID packed)")
     g.add_argument("--batch-size", type=int, default=2048, help="objects per sampler call on a worker")

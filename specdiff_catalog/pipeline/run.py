@@ -20,6 +20,7 @@ from distributed import Client, as_completed, get_worker
 from tqdm.auto import tqdm
 
 from specdiff_catalog import __version__
+from specdiff_catalog.inference import DEFAULT_QUANTILES
 from specdiff_catalog.io.catalog import Catalog, Partition, object_ids, open_catalog, read_partition, spatial_index
 from specdiff_catalog.io.store import OutputStore, StoreLayout, create_store
 from specdiff_catalog.pipeline.cluster import ClusterConfig, connect, dashboard_link
@@ -32,14 +33,15 @@ class RunOptions:
     """What a run computes; stored in the output's attributes and checked on resume.
 
     quantiles: PDF quantile levels inside (0, 1). save_samples: raw z samples kept per
-    object (0: none). batch_size: objects per sampler call on a worker.
+    object (0: none). steps: sampler steps (None: the sampler's default, 20 for
+    dpmpp2m). batch_size: objects per sampler call on a worker.
     """
 
     n_samples: int = 100
     seed: int = 0
     sampler: str = "dpmpp2m"
-    steps: int = 12
-    quantiles: tuple[float, ...] = (0.025, 0.05, 0.16, 0.25, 0.5, 0.75, 0.84, 0.95, 0.975)
+    steps: int | None = None
+    quantiles: tuple[float, ...] = DEFAULT_QUANTILES
     save_samples: int = 0
     batch_size: int = 2048
     id_column: str | None = None
@@ -103,7 +105,7 @@ def _worker_model(model_dir: str, sha: str):
 
 def process_partition(partition: Partition, store_path: str, model_dir: str, sha: str, options: RunOptions) -> PartitionOutcome:
     """Read one partition, predict every row, write its region; runs on a worker."""
-    from specdiff_catalog.inference import predict
+    from specdiff_catalog.inference import predict_columns
     from specdiff_catalog.io.store import open_store
 
     start = time.perf_counter()
@@ -123,10 +125,10 @@ def process_partition(partition: Partition, store_path: str, model_dir: str, sha
         message = str(err).splitlines()[0]
         store.mark_failed(partition.index, message)
         return PartitionOutcome(partition.index, 0, time.perf_counter() - start, message)
-    result = predict(
-        model, table, ids, n_samples=options.n_samples, seed=options.seed, sampler=options.sampler,
-        steps=options.steps, quantiles=options.quantiles, save_samples=options.save_samples,
-        batch_size=options.batch_size,
+    result = predict_columns(
+        model, table, ids, batch_size=options.batch_size, save_samples=options.save_samples,
+        n_samples=options.n_samples, seed=options.seed, sampler=options.sampler, steps=options.steps,
+        quantiles=options.quantiles,
     )
     columns = {**_position_columns(table), "object_id": ids, **result}
     store.write_partition(partition.index, columns)
