@@ -158,7 +158,7 @@ def _store_attrs(catalog: Catalog, model_dir: Path, sha: str, options: RunOption
         "input": str(catalog.root),
         "input_kind": catalog.kind,
         "input_properties": catalog.properties,
-        "command_line": shlex.join(sys.argv),
+        "command_line": shlex.join(["specdiff-catalog", *sys.argv[1:]]),
     }
 
 
