@@ -170,6 +170,38 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="print an output store's provenance, counts, flag counts and quantile levels")
+    p.add_argument("store", type=Path, help="output Zarr store written by `run`")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=_info)
+
+
+def _info(args: argparse.Namespace) -> None:
+    import json
+
+    from specdiff_catalog.report.info import format_info, store_info
+
+    info = store_info(args.store)
+    print(json.dumps(info, indent=1) if args.json else format_info(info))
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write the PDFs in another format (qp for RAIL)")
+    formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    q = formats.add_parser("qp", help="a qp quant ensemble (.hdf5, .fits or .pq) readable by qp.read")
+    q.add_argument("--pz", required=True, type=Path, help="output Zarr store written by `run`")
+    q.add_argument("--out", required=True, type=Path, help="file to write (.hdf5: RAIL's format, written in blocks)")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    q.set_defaults(handler=_export_qp)
+
+
+def _export_qp(args: argparse.Namespace) -> None:
+    from specdiff_catalog.report.qp_export import export_qp
+
+    print(export_qp(args.pz, args.out, overwrite=args.overwrite).summary())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to render docs/cli.md)."""
     parser = argparse.ArgumentParser(
@@ -185,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_mock, _add_prepare, _add_train]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_mock, _add_prepare, _add_train,
+                                                                 _add_info, _add_export]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""What users read and what their other tools open: evaluation, plots, the HTML report, exports."""
