@@ -170,6 +170,34 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _add_spectra(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("spectra", help="decode stored latents of selected objects into spectra, with Dn4000")
+    p.add_argument("--pz", required=True, type=Path, help="output Zarr store written by `run`")
+    p.add_argument("--select", required=True,
+                   help="ids=ID,ID,... | ids=@FILE (one id per line) | rows=START:STOP | random=N")
+    p.add_argument("--seed", type=int, default=0, help="seed of a random selection (default 0)")
+    p.add_argument("--out", required=True, type=Path, help="file to write: .fits or .zarr")
+    p.add_argument("--model", type=Path, help="model directory (default: the store's; its sha256 must match)")
+    p.add_argument("--observed", nargs="?", const="desi", choices=("desi", "model"),
+                   help="also redshift the spectra onto an observed grid (default grid: desi)")
+    p.add_argument("--redshift", choices=("median", "mode"), default="median",
+                   help="the z of the observed-frame spectra (default median)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.set_defaults(handler=_spectra)
+
+
+def _spectra(args: argparse.Namespace) -> None:
+    from specdiff_catalog.io.spectra_file import write_spectra
+    from specdiff_catalog.reconstruct import Selection, reconstruct_spectra
+
+    spectra = reconstruct_spectra(args.pz, Selection.parse(args.select, args.seed), model_dir=args.model,
+                                  redshift=args.redshift, observed=args.observed)
+    write_spectra(spectra, args.out, overwrite=args.overwrite)
+    print(f"{args.out}: {len(spectra)} objects ({int(spectra.has_latent.sum())} with a latent), "
+          f"rest frame {spectra.wave_rest[0]:.0f}-{spectra.wave_rest[-1]:.0f} A"
+          + (f", observed frame at z_{spectra.redshift}" if spectra.wave_obs is not None else ""))
+
+
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="print an output store's provenance, counts, flag counts and quantile levels")
     p.add_argument("store", type=Path, help="output Zarr store written by `run`")
@@ -218,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_mock, _add_prepare, _add_train,
-                                                                 _add_info, _add_export]
+                                                                 _add_spectra, _add_info, _add_export]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
