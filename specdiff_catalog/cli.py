@@ -59,6 +59,48 @@ def _prepare(args: argparse.Namespace) -> int:
     return 1 if report.failed_files else 0
 
 
+def _training_options(p: argparse.ArgumentParser, preset: str) -> None:
+    """Options every `train JOB` shares."""
+    p.add_argument("--data", required=True, type=Path, help="training set directory (written by `prepare`)")
+    p.add_argument("--out", required=True, type=Path, help="model directory to write into (created if absent)")
+    p.add_argument("--preset", default=preset, help=f"preset name or TOML/JSON file (default {preset})")
+    p.add_argument("--epochs", type=int, help="number of epochs (default: the preset's)")
+    p.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
+    p.add_argument("--device", help="auto | cpu | cuda[:N] (default: the preset's, normally auto)")
+    p.add_argument("--seed", type=int, help="random seed (default: the preset's)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in MODEL/training/")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def _add_train_autoencoder(jobs: argparse._SubParsersAction) -> None:
+    p = jobs.add_parser("autoencoder", help="train the SPENDER spectrum autoencoder on a training set's spectra")
+    _training_options(p, "small")
+    p.add_argument("--consistency", action=argparse.BooleanOptionalAction, default=None,
+                   help="redshift-augmentation consistency loss (default: the preset's)")
+    p.set_defaults(handler=_train_autoencoder)
+
+
+def _train_autoencoder(args: argparse.Namespace) -> int:
+    from specdiff_catalog.training.autoencoder import train_autoencoder
+
+    result = train_autoencoder(args.data, args.out, preset=args.preset, epochs=args.epochs,
+                               batch_size=args.batch_size, device=args.device, seed=args.seed,
+                               consistency=args.consistency, resume=args.resume, progress=args.progress)
+    print(f"autoencoder: best validation chi2/pixel {result.best_metric:.4g} at epoch {result.best_epoch + 1}; "
+          f"{'written to ' + str(args.out) if result.finished else 'stopped early, resume with --resume'}")
+    return 0 if result.finished else 1
+
+
+TRAIN_JOBS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train_autoencoder]
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model component (autoencoder, ...) into a model directory")
+    jobs = p.add_subparsers(dest="job", metavar="JOB", required=True)
+    for add in TRAIN_JOBS:
+        add(jobs)
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="photo-z PDFs and spectral latents for every object of a catalog, on Dask")
     p.add_argument("--input", type=Path, help="HATS catalog or directory of Parquet files (default: the bundled demo catalog)")
@@ -143,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_mock, _add_prepare]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_mock, _add_prepare, _add_train]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
