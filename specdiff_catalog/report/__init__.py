@@ -1,0 +1,1 @@
+"""Validation and reporting on top of a run's output store (``evaluate``)."""
