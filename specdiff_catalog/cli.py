@@ -62,7 +62,8 @@ def _prepare(args: argparse.Namespace) -> int:
 def _training_options(p: argparse.ArgumentParser, preset: str) -> None:
     """Options every `train JOB` shares."""
     p.add_argument("--data", required=True, type=Path, help="training set directory (written by `prepare`)")
-    p.add_argument("--out", required=True, type=Path, help="model directory to write into (created if absent)")
+    p.add_argument("--model", "--out", dest="out", metavar="MODEL", required=True, type=Path,
+                   help="model directory to write into (created if absent)")
     p.add_argument("--preset", default=preset, help=f"preset name or TOML/JSON file (default {preset})")
     p.add_argument("--epochs", type=int, help="number of epochs (default: the preset's)")
     p.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
@@ -91,7 +92,51 @@ def _train_autoencoder(args: argparse.Namespace) -> int:
     return 0 if result.finished else 1
 
 
-TRAIN_JOBS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train_autoencoder]
+def _add_train_diffusion(jobs: argparse._SubParsersAction) -> None:
+    p = jobs.add_parser("diffusion", help="train the conditional diffusion model p(latent, z | photometry)")
+    _training_options(p, "small")
+    p.add_argument("--no-spectra", action="store_true",
+                   help="photo-z-only mode: learn p(z | photometry); DATA may be a Parquet file of photometry + Z")
+    p.add_argument("--flux-noise", type=float, default=0.0, metavar="SCALE",
+                   help="add SCALE x the quoted flux errors of extra noise to training fluxes (default 0: off)")
+    p.set_defaults(handler=_train_diffusion)
+
+
+def _train_diffusion(args: argparse.Namespace) -> int:
+    from specdiff_catalog.training.diffusion import train_diffusion
+
+    result = train_diffusion(args.data, args.out, preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
+                             device=args.device, seed=args.seed, no_spectra=args.no_spectra,
+                             flux_noise=args.flux_noise, resume=args.resume, progress=args.progress)
+    print(f"diffusion: best validation loss {result.best_metric:.4g} at epoch {result.best_epoch + 1}; "
+          f"{'written to ' + str(args.out) if result.finished else 'stopped early, resume with --resume'}")
+    return 0 if result.finished else 1
+
+
+def _add_train_baseline(jobs: argparse._SubParsersAction) -> None:
+    p = jobs.add_parser("baseline", help="train the CatBoost tree baseline (photo-z quantiles) on the same photometry")
+    p.add_argument("--data", required=True, type=Path, help="training set directory or photometry + Z Parquet file")
+    p.add_argument("--model", "--out", dest="out", metavar="MODEL", required=True, type=Path,
+                   help="model directory to write into (created if absent)")
+    p.add_argument("--preset", default="small", help="preset name or TOML/JSON file (default small)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--threads", type=int, default=-1, help="CPU threads (default: all)")
+    p.set_defaults(handler=_train_baseline)
+
+
+def _train_baseline(args: argparse.Namespace) -> None:
+    from specdiff_catalog.training.baseline import train_baseline
+
+    summary = train_baseline(args.data, args.out, preset=args.preset, seed=args.seed, threads=args.threads)
+    point, pdf = summary["validation"]["point"], summary["validation"]["pdf"]
+    print(f"baseline: {summary['n_train']} train / {summary['n_val']} val objects "
+          f"({summary['n_skipped_no_photometry']} without photometry skipped), {summary['best_iteration']} trees, "
+          f"{summary['train_seconds']} s; validation sigma_NMAD {point['sigma_nmad']:.4f}, "
+          f"eta_0.15 {point['eta_015']:.4f}, CRPS {pdf['crps']:.4f}; written to {args.out}")
+
+
+TRAIN_JOBS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_train_autoencoder, _add_train_diffusion, _add_train_baseline]
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -170,6 +215,26 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="photo-z metrics of a run's store against true redshifts, diffusion vs baseline")
+    p.add_argument("--pz", required=True, type=Path, metavar="STORE", help="output store written by `run`")
+    p.add_argument("--truth", required=True, type=Path, help="Parquet file with OBJECT_ID and Z (true redshift)")
+    p.add_argument("--model", type=Path, help="model directory whose baseline to compare with (default: the store's model)")
+    p.add_argument("--json", type=Path, metavar="OUT", help="write every metric (all objects and per bin) as JSON")
+    p.add_argument("--seed", type=int, default=0, help="seed of the baseline's samples and PIT ties (default 0)")
+    p.set_defaults(handler=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from specdiff_catalog.report.evaluate import evaluate_store
+
+    result = evaluate_store(args.pz, args.truth, args.model, seed=args.seed)
+    print(result.format())
+    if args.json:
+        result.write_json(args.json)
+        print(f"metrics written to {args.json}")
+
+
 def _add_spectra(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("spectra", help="decode stored latents of selected objects into spectra, with Dn4000")
     p.add_argument("--pz", required=True, type=Path, help="output Zarr store written by `run`")
@@ -246,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_mock, _add_prepare, _add_train,
-                                                                 _add_spectra, _add_info, _add_export]
+                                                                 _add_evaluate, _add_spectra, _add_info, _add_export]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
