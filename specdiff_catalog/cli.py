@@ -222,13 +222,29 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, help="model directory whose baseline to compare with (default: the store's model)")
     p.add_argument("--json", type=Path, metavar="OUT", help="write every metric (all objects and per bin) as JSON")
     p.add_argument("--seed", type=int, default=0, help="seed of the baseline's samples and PIT ties (default 0)")
+    g = p.add_argument_group("validation report")
+    g.add_argument("--report", type=Path, metavar="DIR", help="write report.html (self-contained), PNGs and metrics.json")
+    g.add_argument("--spectra", type=Path, metavar="DESI_DIR",
+                   help="DESI coadd + redrock files: add spectra predicted from their photometry vs observed")
+    g.add_argument("--spectra-truth", type=Path, metavar="DIR",
+                   help="mock truth directory for the spectra (default: the --truth file's directory if it has one)")
+    g.add_argument("--max-spectra", type=int, help="compare at most this many spectra (default: all)")
     p.set_defaults(handler=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from specdiff_catalog.report.evaluate import evaluate_store
+    from specdiff_catalog.report.html import evaluation_report
 
-    result = evaluate_store(args.pz, args.truth, args.model, seed=args.seed)
+    if args.spectra and not args.report:
+        raise ValueError("--spectra adds a section to the report: give --report DIR too")
+    if args.report:
+        result, report = evaluation_report(args.pz, args.truth, args.report, model=args.model, desi=args.spectra,
+                                           spectra_truth=args.spectra_truth, max_spectra=args.max_spectra,
+                                           seed=args.seed)
+        print(f"report written to {report.html} ({len(report.figures)} figures, metrics in {report.metrics})")
+    else:
+        result = evaluate_store(args.pz, args.truth, args.model, seed=args.seed)
     print(result.format())
     if args.json:
         result.write_json(args.json)

@@ -1,0 +1,88 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from specdiff_catalog.cli import main
+from specdiff_catalog.report.html import CHROMIUM_NAMES, chromium_screenshot
+from specdiff_catalog.report.spectral_validation import fit_amplitude, median_snr, validate_spectra
+
+FIGURES = ("zphot_vs_ztrue", "dz_vs_magnitude", "dz_vs_redshift", "metrics_by_mag_r", "metrics_by_z_phot",
+           "pit_histogram", "coverage", "example_pdfs", "spectra_examples", "dn4000", "chi2_vs_snr", "residual_stack")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(trained_tiny, tmp_path_factory):
+    """`run` of the tiny model over the tiny mock's catalog, 64 samples kept per object."""
+    out = tmp_path_factory.mktemp("report_run") / "pz.zarr"
+    assert main(["run", "--input", str(trained_tiny.catalog), "--out", str(out), "--model", str(trained_tiny.model),
+                 "--n-samples", "64", "--save-samples", "64", "--n-workers", "1", "--threads-per-worker", "1",
+                 "--dashboard-address", ":0", "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def report_dir(trained_tiny, tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    assert main(["evaluate", "--pz", str(tiny_run), "--truth", str(trained_tiny.truth), "--report", str(out),
+                 "--spectra", str(trained_tiny.mock / "spectra"), "--max-spectra", "120"]) == 0
+    return out
+
+
+def test_fit_amplitude_is_the_weighted_least_squares_scale():
+    rng = np.random.default_rng(1)
+    model = 1.0 + 0.5 * np.sin(np.linspace(0, 20, 4000))[None, :].repeat(3, axis=0)
+    sigma = np.array([[0.1], [0.5], [2.0]])
+    flux = 3.0 * model + sigma * rng.standard_normal(model.shape)
+    ivar = np.broadcast_to(1 / sigma**2, model.shape).copy()
+    ivar[:, :100] = 0  # masked pixels do not count
+    model[0, 200:300] = np.nan  # nor pixels outside the model's range
+    amp, chi2, n = fit_amplitude(flux, ivar, model)
+    assert list(n) == [3800, 3900, 3900]
+    assert np.allclose(amp, 3.0, atol=5 * sigma.ravel() / np.sqrt(n * 1.1))  # 5 standard errors
+    assert np.allclose(chi2 / (n - 1), 1.0, atol=5 * np.sqrt(2 / n))
+    assert np.allclose(median_snr(flux, ivar), 3.0 / sigma.ravel(), rtol=0.05)
+
+
+def test_spectral_validation_against_the_mock_truth(trained_tiny):
+    result = validate_spectra(trained_tiny.mock / "spectra", trained_tiny.model, truth=trained_tiny.mock / "truth",
+                              max_objects=80, n_samples=32)
+    obj = result.objects
+    assert len(obj) == 80 and obj["targetid"].is_unique
+    # the noiseless truth is the floor: chi^2/pixel ~1.1 (sky-line residuals are not in the ivar; docs/mock.md)
+    assert obj["chi2_pix_truth"].between(0.95, 1.4).all()
+    assert (obj["chi2_pix"] >= obj["chi2_pix_truth"] - 0.02).mean() > 0.95
+    # Dn4000 of the truth is what the observed spectrum measures, at high S/N
+    high = obj[obj["snr_4000"] >= 1]
+    assert len(high) >= 5 and np.median(np.abs(high["dn4000_obs"] - high["dn4000_true"])) < 0.1
+    summary = result.summary()
+    assert summary["n_objects"] == 80 and summary["chi2_by_snr"][0]["n"] > 0
+    assert 0.9 < summary["stack_chi2_pix"] < 3
+    assert result.examples is not None and result.examples.flux.shape == (12, 7781)
+
+
+def test_report_has_every_figure_and_the_metrics(report_dir):
+    html = (report_dir / "report.html").read_text()
+    for name in FIGURES:
+        assert (report_dir / f"{name}.png").stat().st_size > 10_000, name
+        assert f'<figure id="{name}"><img' in html and "data:image/png;base64," in html
+    assert "src=\"http" not in html and "<script" not in html  # self-contained, opens offline
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    methods = {row["method"] for row in metrics["photoz"]["metrics"]}
+    assert methods == {"diffusion", "baseline"}
+    spectra = metrics["spectra"]
+    assert spectra["n_objects"] == 120 and spectra["chi2_pix_mean"] > 0.9
+    assert spectra["dn4000_high_snr"]["n"] >= 1
+
+
+@pytest.mark.skipif(not any(shutil.which(n) for n in CHROMIUM_NAMES), reason="no Chromium binary on PATH")
+def test_report_renders_in_headless_chromium(report_dir, tmp_path):
+    from PIL import Image
+
+    png = chromium_screenshot(report_dir / "report.html", tmp_path / "shot.png", width=1400, height=9000)
+    image = np.asarray(Image.open(png).convert("L"), dtype=np.float64)
+    assert image.shape == (9000, 1400)
+    # the figures are drawn: most 500-pixel bands of the page hold dark (plotted) pixels
+    bands = [(image[i:i + 500] < 128).mean() for i in range(0, 9000, 500)]
+    assert sum(b > 0.005 for b in bands) >= 14, bands
