@@ -75,3 +75,15 @@ def trained_tiny(tmp_path_factory) -> TrainedTiny:
     finally:
         torch.set_num_threads(threads)
     return TrainedTiny(mock, trainset, model, time.perf_counter() - start)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(trained_tiny, tmp_path_factory) -> Path:
+    """`run` of the tiny model over the tiny mock's catalog (400 objects), 64 samples kept per object."""
+    from specdiff_catalog.cli import main
+
+    out = tmp_path_factory.mktemp("tiny_run") / "pz.zarr"
+    assert main(["run", "--input", str(trained_tiny.catalog), "--out", str(out), "--model", str(trained_tiny.model),
+                 "--n-samples", "64", "--save-samples", "64", "--n-workers", "1", "--threads-per-worker", "1",
+                 "--dashboard-address", ":0", "--no-progress"]) == 0
+    return out

@@ -13,16 +13,6 @@ FIGURES = ("zphot_vs_ztrue", "dz_vs_magnitude", "dz_vs_redshift", "metrics_by_ma
 
 
 @pytest.fixture(scope="module")
-def tiny_run(trained_tiny, tmp_path_factory):
-    """`run` of the tiny model over the tiny mock's catalog, 64 samples kept per object."""
-    out = tmp_path_factory.mktemp("report_run") / "pz.zarr"
-    assert main(["run", "--input", str(trained_tiny.catalog), "--out", str(out), "--model", str(trained_tiny.model),
-                 "--n-samples", "64", "--save-samples", "64", "--n-workers", "1", "--threads-per-worker", "1",
-                 "--dashboard-address", ":0", "--no-progress"]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
 def report_dir(trained_tiny, tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     assert main(["evaluate", "--pz", str(tiny_run), "--truth", str(trained_tiny.truth), "--report", str(out),
