@@ -6,7 +6,8 @@ import pytest
 
 from specdiff_catalog.cli import main
 from specdiff_catalog.report.html import CHROMIUM_NAMES, chromium_screenshot
-from specdiff_catalog.report.spectral_validation import fit_amplitude, median_snr, validate_spectra
+from specdiff_catalog import spectral
+from specdiff_catalog.report.spectral_validation import dn4000_error, fit_amplitude, median_snr, validate_spectra
 
 FIGURES = ("zphot_vs_ztrue", "dz_vs_magnitude", "dz_vs_redshift", "metrics_by_mag_r", "metrics_by_z_phot",
            "pit_histogram", "coverage", "example_pdfs", "spectra_examples", "dn4000", "chi2_vs_snr", "residual_stack")
@@ -35,6 +36,19 @@ def test_fit_amplitude_is_the_weighted_least_squares_scale():
     assert np.allclose(median_snr(flux, ivar), 3.0 / sigma.ravel(), rtol=0.05)
 
 
+def test_dn4000_error_is_the_scatter_of_noisy_measurements():
+    rng = np.random.default_rng(2)
+    wave = np.arange(3600.0, 4400.0, 0.8)[None, :].repeat(2000, axis=0)
+    clean = 1.0 + 0.6 / (1 + np.exp(-(wave - 3975) / 15))  # a 4000 A break, Dn4000 ~1.7
+    sigma = 0.5
+    noisy = clean + sigma * rng.standard_normal(clean.shape)
+    ivar = np.full(clean.shape, 1 / sigma**2)
+    measured = spectral.dn4000(wave, noisy, ivar)
+    predicted = dn4000_error(wave, noisy, ivar)
+    # 2000 realisations: the std is known to ~1.6%; the error formula is first order
+    assert np.std(measured) == pytest.approx(np.median(predicted), rel=0.06)
+
+
 def test_spectral_validation_against_the_mock_truth(trained_tiny):
     result = validate_spectra(trained_tiny.mock / "spectra", trained_tiny.model, truth=trained_tiny.mock / "truth",
                               max_objects=80, n_samples=32)
@@ -49,6 +63,8 @@ def test_spectral_validation_against_the_mock_truth(trained_tiny):
     summary = result.summary()
     assert summary["n_objects"] == 80 and summary["chi2_by_snr"][0]["n"] > 0
     assert 0.9 < summary["stack_chi2_pix"] < 3
+    floor = result.stack.loc[result.stack["n"] > 1000, "chi2_pix_truth"]
+    assert floor.between(0.9, 2.5).all() and abs(floor.iloc[:20].median() - 1) < 0.1  # blue end: noise only
     assert result.examples is not None and result.examples.flux.shape == (12, 7781)
 
 

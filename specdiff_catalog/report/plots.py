@@ -299,7 +299,11 @@ def residual_stack(stack: pd.DataFrame) -> Figure:
     ax.set(ylabel="(observed - A model) / A", title="stacked residuals in the rest frame (units of the normalised spectrum)")
     ax.legend(fontsize=8, loc="upper right")
     ax = axes[1, 0]
-    ax.step(centre, stack["chi2_pix"], where="mid", color="k", lw=1, label="mean chi^2 per pixel")
+    ax.step(centre, stack["chi2_pix"], where="mid", color=COLORS["reconstructed"], lw=1,
+            label="from photometry: mean chi^2 per pixel")
+    if "chi2_pix_truth" in stack:
+        ax.step(centre, stack["chi2_pix_truth"], where="mid", color=COLORS["truth"], lw=1,
+                label="noiseless truth (floor: noise + sky residuals)")
     ax.axhline(1, color="0.5", ls="--", lw=0.8, label="noise level (chi^2 = 1)")
     ax.set(xlabel="rest-frame wavelength [Angstrom]", ylabel="chi^2 per pixel", ylim=(0.5, None))
     ax.legend(fontsize=8, loc="upper left")

@@ -72,9 +72,11 @@ class SpectralValidation:
         flags (photometric ``Flag`` bits), snr (median per-pixel S/N), snr_4000 (the same
         over rest 3850-4100 A), n_pix, amplitude, chi2_pix (reconstruction at z_spec),
         chi2_pix_zphot (at z_median), chi2_pix_truth (the noiseless truth: the floor),
-        dn4000_obs, dn4000_rec, dn4000_true, rms_frac_true (rms of rec / truth - 1).
+        dn4000_obs, dn4000_obs_err (its noise from the ivar, ``dn4000_error``), dn4000_rec,
+        dn4000_true, rms_frac_true (rms of rec / truth - 1).
     stack: one row per rest-frame bin: wave_lo, wave_hi, n (pixels), mean_residual,
-        rms_residual, rms_noise (all in units of the normalised spectrum), chi2_pix.
+        rms_residual, rms_noise (all in units of the normalised spectrum), chi2_pix, and
+        with truth chi2_pix_truth (the noiseless truth's chi^2 per pixel in the bin: the floor).
     """
 
     objects: pd.DataFrame
@@ -139,7 +141,8 @@ def _agreement(rows: pd.DataFrame) -> dict[str, Any]:
     d = (rows["dn4000_rec"] - rows["dn4000_obs"]).to_numpy()
     d = d[np.isfinite(d)]
     out = {"n": int(d.size), "median_diff": _float(np.median(d)) if d.size else None,
-           "nmad": _float(_nmad(d)), "std": _float(np.std(d)) if d.size else None}
+           "nmad": _float(_nmad(d)), "std": _float(np.std(d)) if d.size else None,
+           "median_obs_err": _float(rows["dn4000_obs_err"].median()) if len(rows) else None}
     for name, other in (("rec_true", "dn4000_rec"), ("obs_true", "dn4000_obs")):
         t = (rows[other] - rows["dn4000_true"]).to_numpy()
         t = t[np.isfinite(t)]
@@ -172,6 +175,25 @@ def fit_amplitude(flux: np.ndarray, ivar: np.ndarray, model: np.ndarray) -> tupl
 def _chi2_pix(chi2: np.ndarray, n: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 1, chi2 / (n - 1), np.nan)
+
+
+def dn4000_error(wave_rest: np.ndarray, flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+    """(N,) 1-sigma noise of Dn4000 from the pixel ivar: the two band means of F_nu = lambda^2 F_lambda
+    taken as plain averages of their valid pixels, errors propagated to the ratio (first order).
+
+    wave_rest: (N, P) rest-frame Angstrom; flux, ivar: (N, P). NaN where a band has no valid pixel.
+    """
+    f_nu = flux * wave_rest**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var_nu = np.where(ivar > 0, wave_rest**4 / ivar, 0.0)
+        parts = []
+        for lo, hi in (spectral.DN4000_RED, spectral.DN4000_BLUE):
+            use = (ivar > 0) & (wave_rest >= lo) & (wave_rest <= hi)
+            n = use.sum(axis=1)
+            mean = np.where(use, f_nu, 0.0).sum(axis=1) / n
+            parts.append((mean, np.sqrt(np.where(use, var_nu, 0.0).sum(axis=1)) / n))
+        (red, s_red), (blue, s_blue) = parts
+        return np.abs(red / blue) * np.sqrt((s_red / red) ** 2 + (s_blue / blue) ** 2)
 
 
 def median_snr(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -237,7 +259,7 @@ class _Truth:
         return flux, rows["Z"].to_numpy(dtype=np.float64)
 
 
-def _compare_file(path: Path, model: Any, truth: _Truth | None, stack: _Stack, options: dict[str, Any]):
+def _compare_file(path: Path, model: Any, truth: _Truth | None, stacks: dict[str, _Stack], options: dict[str, Any]):
     """Per-object rows (DataFrame) and the arrays kept for examples, for one coadd file."""
     from specdiff_catalog.inference import predict
     from specdiff_catalog.models.autoencoder import redshift_spectra
@@ -266,14 +288,15 @@ def _compare_file(path: Path, model: Any, truth: _Truth | None, stack: _Stack, o
     amp, chi2, n_pix = fit_amplitude(flux, ivar, model_spec)
     _, chi2_z, n_z = fit_amplitude(flux, ivar, redshift_spectra(wave_rest, rest, np.nan_to_num(z_median), wave))
     rest_obs = wave[None, :] / (1.0 + z_spec[:, None])
-    stack.add(rest_obs, flux, ivar, model_spec, amp)
+    stacks["model"].add(rest_obs, flux, ivar, model_spec, amp)
     rows = pd.DataFrame({
         "targetid": targetid, "file": path.name, "z_spec": z_spec, "z_median": z_median,
         "z_mode": pred.summaries["z_mode"], "flags": pred.flags, "snr": median_snr(flux, ivar),
         "snr_4000": median_snr(flux, ivar, (rest_obs >= DN4000_WINDOW[0]) & (rest_obs <= DN4000_WINDOW[1])),
         "n_pix": n_pix, "amplitude": amp, "chi2_pix": _chi2_pix(chi2, n_pix),
         "chi2_pix_zphot": np.where(np.isfinite(z_median), _chi2_pix(chi2_z, n_z), np.nan),
-        "dn4000_obs": spectral.dn4000(rest_obs, flux, ivar), "dn4000_rec": spectral.dn4000(wave_rest, rest),
+        "dn4000_obs": spectral.dn4000(rest_obs, flux, ivar),
+        "dn4000_obs_err": dn4000_error(rest_obs, flux, ivar), "dn4000_rec": spectral.dn4000(wave_rest, rest),
     })
     truth_obs = np.full_like(model_spec, np.nan)
     rows["chi2_pix_truth"] = rows["dn4000_true"] = rows["rms_frac_true"] = np.nan
@@ -283,6 +306,7 @@ def _compare_file(path: Path, model: Any, truth: _Truth | None, stack: _Stack, o
         if not autoencoder.config.deredden:
             truth_obs = truth_obs * spectral.mw_transmission(wave, table[model.bands.ebv_column].to_numpy(np.float64))
         t_amp, t_chi2, t_n = fit_amplitude(flux, ivar, truth_obs)
+        stacks["truth"].add(rest_obs, flux, ivar, truth_obs, t_amp)
         truth_obs = truth_obs * t_amp[:, None]
         rows["chi2_pix_truth"] = _chi2_pix(t_chi2, t_n)
         rows["dn4000_true"] = spectral.dn4000(wave_rest, true_rest)
@@ -341,7 +365,8 @@ def validate_spectra(
         raise ValueError(f"{model.path}: spectral validation needs a model with an autoencoder and a diffusion model")
     z_lo, z_hi = (float(v) for v in model.autoencoder.z_range.tolist())
     wave_rest = model.autoencoder.rest_wave()
-    stack = _Stack(float(np.floor(wave_rest[0] / STACK_STEP) * STACK_STEP), float(wave_rest[-1]), STACK_STEP)
+    lo = float(np.floor(wave_rest[0] / STACK_STEP) * STACK_STEP)
+    stacks = {name: _Stack(lo, float(wave_rest[-1]), STACK_STEP) for name in ("model", "truth")}
     truth_table = _Truth.open(truth) if truth is not None else None
     options = {"selection": Selection(z_min=z_lo, z_max=z_hi), "n_samples": n_samples, "seed": seed,
                "max_per_file": None}
@@ -352,7 +377,7 @@ def validate_spectra(
             options["max_per_file"] = max_objects - sum(len(p) for p in parts)
             if options["max_per_file"] <= 0:
                 break
-        rows, arrays = _compare_file(path, model, truth_table, stack, options)
+        rows, arrays = _compare_file(path, model, truth_table, stacks, options)
         if rows is not None:
             parts.append(rows)
             kept.append(_pick_examples(rows, arrays, n_examples))
@@ -361,8 +386,10 @@ def validate_spectra(
     objects = pd.concat(parts, ignore_index=True)
     info = {"files": len(files), "model": str(model.path), "truth": str(truth) if truth else None,
             "n_samples": n_samples, "seed": seed, "seconds": round(time.perf_counter() - start, 1)}
-    return SpectralValidation(objects=objects, stack=stack.table(), examples=_merge_examples(kept, n_examples),
-                              info=info)
+    stack = stacks["model"].table()
+    if truth_table is not None:
+        stack["chi2_pix_truth"] = stacks["truth"].table()["chi2_pix"]
+    return SpectralValidation(objects=objects, stack=stack, examples=_merge_examples(kept, n_examples), info=info)
 
 
 def _pick_examples(rows: pd.DataFrame, arrays, n: int):
