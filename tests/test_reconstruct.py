@@ -8,33 +8,25 @@ from specdiff_catalog.cli import main
 from specdiff_catalog.io.desi import WAVE
 from specdiff_catalog.io.spectra_file import write_spectra
 from specdiff_catalog.io.store import open_store
-from specdiff_catalog.io.trainset import TrainingSet
 from specdiff_catalog.models import load_autoencoder
 from specdiff_catalog.models.store import model_id
 from specdiff_catalog.reconstruct import Selection, reconstruct_spectra, select_rows
-from specdiff_catalog.training.autoencoder import train_autoencoder
 from _stores import write_store
-from synthetic_spectra import write_trainset
 
 
 @pytest.fixture(scope="module")
-def model_and_store(tmp_path_factory):
-    """A tiny trained autoencoder and a store whose latents are encodings of real spectra."""
-    root = tmp_path_factory.mktemp("reconstruct")
-    ts = write_trainset(root / "train", n=300)
-    train_autoencoder(ts.path, root / "model", preset="tiny", epochs=3, progress=False)
-    store = write_store(root / "out.zarr", sizes=(120, 60), latent_size=4, failed=None,
-                        attrs={"model": model_id(root / "model"), "model_path": str(root / "model")})
-    flux, ivar = TrainingSet.open(ts.path).read(np.arange(180))
-    z = TrainingSet.open(ts.path).objects["Z"].to_numpy()[:180]
-    latent = load_autoencoder(root / "model").encode_spectra(ts.wave, flux, ivar, z).latent
-    group = open_store(store).group
-    valid = np.flatnonzero(group["valid"][:] == 1)
-    stored = group["latent"][:]
-    keep = np.isfinite(stored[valid]).all(axis=1)  # objects without photometry keep NaN latents
-    stored[valid[keep]] = latent[keep]
-    group["latent"][:] = stored
-    return root / "model", store
+def model_and_store(trained_tiny, tmp_path_factory):
+    """The tiny trained model and a store of its id whose latents scatter around the training
+    latents' mean by half their std (two objects per partition without photometry: NaN)."""
+    from specdiff_catalog.models.store import read_config
+
+    path = write_store(tmp_path_factory.mktemp("reconstruct") / "out.zarr", sizes=(120, 60), latent_size=4,
+                       failed=None, attrs={"model": model_id(trained_tiny.model), "model_path": str(trained_tiny.model)})
+    standard = read_config(trained_tiny.model)["diffusion"]["standardisation"]
+    mean, std = (np.asarray(standard[k], np.float32) for k in ("latent_mean", "latent_std"))
+    group = open_store(path).group
+    group["latent"][:] = mean + 0.5 * std * group["latent"][:]  # NaN rows stay NaN, padding rows stay NaN
+    return trained_tiny.model, path
 
 
 def test_selections(model_and_store):
