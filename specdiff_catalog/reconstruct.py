@@ -87,12 +87,26 @@ def select_rows(store: OutputStore, selection: Selection) -> np.ndarray:
             raise ValueError(f"{store.path}: {missing.size} object id(s) not in the store: "
                              f"{', '.join(map(str, missing[:10]))}{' ...' if missing.size > 10 else ''}")
         return found
-    valid = np.concatenate([rows.start + np.flatnonzero(b["valid"] == 1) for rows, b in store.blocks(["valid"])]
-                           or [np.zeros(0, np.int64)])
     if selection.rows is not None:
-        return valid[selection.rows[0]:selection.rows[1]]
+        return _written_rows(store, np.arange(*selection.rows))
+    n_written = sum(int((b["valid"] == 1).sum()) for _, b in store.blocks(["valid"]))
     rng = np.random.default_rng(selection.seed)
-    return np.sort(rng.choice(valid, size=min(selection.random, valid.size), replace=False))
+    return _written_rows(store, np.sort(rng.choice(n_written, size=min(selection.random, n_written), replace=False)))
+
+
+def _written_rows(store: OutputStore, positions: np.ndarray) -> np.ndarray:
+    """Store rows of the written objects number ``positions`` (sorted, 0-based, in store order,
+    padding not counted); positions past the last object are dropped. Reads ``valid`` block by block."""
+    out = np.empty(positions.size, dtype=np.int64)
+    seen = done = 0
+    for rows, block in store.blocks(["valid"]):
+        written = np.flatnonzero(block["valid"] == 1)
+        upto = int(np.searchsorted(positions, seen + written.size))
+        out[done:upto] = rows.start + written[positions[done:upto] - seen]
+        done, seen = upto, seen + written.size
+        if done == positions.size:
+            break
+    return out[:done]
 
 
 @dataclass

@@ -49,6 +49,18 @@ def test_selections(model_and_store):
         Selection.parse("first=3")
 
 
+def test_selections_do_not_depend_on_the_read_block_size(model_and_store, monkeypatch):
+    from specdiff_catalog.io.store import OutputStore
+
+    _, path = model_and_store
+    store = open_store(path, mode="r")
+    choices = [Selection(ids=(1150, 1000, 1121, 1179)), Selection(rows=(100, 150)), Selection(random=60, seed=5)]
+    whole = [select_rows(store, c) for c in choices]
+    blocks = OutputStore.blocks
+    monkeypatch.setattr(OutputStore, "blocks", lambda self, names, block_rows=None: blocks(self, names, 128))
+    assert all(np.array_equal(a, select_rows(store, c)) for a, c in zip(whole, choices))  # 128-row blocks: 5 reads
+
+
 def test_decoded_spectra_are_the_decoder_output_with_dn4000(model_and_store):
     model_dir, path = model_and_store
     spectra = reconstruct_spectra(path, Selection(rows=(0, 40)), redshift="mode", observed="desi")
