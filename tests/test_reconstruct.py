@@ -58,7 +58,7 @@ def test_selections_do_not_depend_on_the_read_block_size(model_and_store, monkey
     whole = [select_rows(store, c) for c in choices]
     blocks = OutputStore.blocks
     monkeypatch.setattr(OutputStore, "blocks", lambda self, names, block_rows=None: blocks(self, names, 128))
-    assert all(np.array_equal(a, select_rows(store, c)) for a, c in zip(whole, choices))  # 128-row blocks: 5 reads
+    assert all(np.array_equal(a, select_rows(store, c)) for a, c in zip(whole, choices))  # two 128-row blocks
 
 
 def test_decoded_spectra_are_the_decoder_output_with_dn4000(model_and_store):
