@@ -94,7 +94,8 @@ def test_fits_and_zarr_files(model_and_store, tmp_path):
     spectra = reconstruct_spectra(path, Selection(ids=(1001, 1005, 1130)), observed="model")
     write_spectra(spectra, tmp_path / "s.fits")
     with fits.open(tmp_path / "s.fits", checksum=True) as hdul:
-        assert hdul["WAVELENGTH"].header["BUNIT"] == "Angstrom"
+        assert hdul["WAVELENGTH"].header["BUNIT"] == "Angstrom" and hdul["FLUX"].header["BUNIT"] == ""
+        assert hdul["FLUX"].header.comments["BUNIT"] == "F_lambda / its median, rest 5300-5850 A"
         assert "5300-5850 A" in hdul[0].header["FLUXNORM"] and hdul[0].header["ZTYPE"] == "z_median"
         assert hdul["OBS_FLUX"].data.shape == (3, spectra.wave_obs.size)
         table = hdul["OBJECTS"].data

@@ -37,6 +37,12 @@ def _flux_note(spectra: ReconstructedSpectra) -> str:
     return f"F_lambda / median F_lambda over {lo:g}-{hi:g} A (rest frame)"
 
 
+def _bunit_note(spectra: ReconstructedSpectra) -> str:
+    """The BUNIT comment (<= 47 characters): dimensionless, and divided by what."""
+    lo, hi = spectra.norm_window
+    return f"F_lambda / its median, rest {lo:g}-{hi:g} A"
+
+
 def _header_cards(spectra: ReconstructedSpectra) -> list[tuple[str, Any, str]]:
     p = spectra.provenance
     simulated = p.get("simulated")
@@ -70,10 +76,10 @@ def write_fits(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bo
         primary.header[key] = (value, comment if len(str(value)) + len(comment) < 62 else "")
     hdus = [primary,
             _image(spectra.wave_rest.astype(np.float64), "WAVELENGTH", WAVE_UNIT, "rest-frame vacuum wavelength"),
-            _image(spectra.flux_rest.astype(np.float32), "FLUX", FLUX_UNIT, _flux_note(spectra)[:47])]
+            _image(spectra.flux_rest.astype(np.float32), "FLUX", FLUX_UNIT, _bunit_note(spectra))]
     if spectra.wave_obs is not None:
         hdus += [_image(spectra.wave_obs.astype(np.float64), "OBS_WAVELENGTH", WAVE_UNIT, "observed vacuum wavelength"),
-                 _image(spectra.flux_obs.astype(np.float32), "OBS_FLUX", FLUX_UNIT, _flux_note(spectra)[:47])]
+                 _image(spectra.flux_obs.astype(np.float32), "OBS_FLUX", FLUX_UNIT, _bunit_note(spectra))]
         hdus[-1].header["ZTYPE"] = (f"z_{spectra.redshift}", "redshift each spectrum is placed at")
     table = spectra.table()
     columns = [fits.Column(name=name.upper(), array=table[name].to_numpy(), format=fmt,
