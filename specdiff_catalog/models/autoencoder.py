@@ -92,12 +92,11 @@ def interp_linear(
     """
     n_src = x_src.shape[-1]
     x_src = x_src.contiguous()
+    idx = torch.searchsorted(x_src, x_new.contiguous()).clamp(1, n_src - 1)
     if x_src.dim() == 1:
-        idx = torch.searchsorted(x_src, x_new.contiguous()).clamp(1, n_src - 1)
         x0, x1 = x_src[idx - 1], x_src[idx]
         lo, hi = x_src[0], x_src[-1]
     else:
-        idx = torch.searchsorted(x_src, x_new.contiguous()).clamp(1, n_src - 1)
         x0, x1 = x_src.gather(1, idx - 1), x_src.gather(1, idx)
         lo, hi = x_src[:, :1], x_src[:, -1:]
     t = (x_new - x0) / (x1 - x0)

@@ -97,7 +97,9 @@ class AutoencoderTask:
         chi2_sum, n_valid = chi2(flux, ivar, observed, inside)
         loss = chi2_sum.sum() / n_valid.sum().clamp_min(1)
         n = torch.tensor(float(len(z)))
-        metrics = {"chi2_per_pixel": (chi2_sum.sum(), n_valid.sum()), "skipped": (float(batch.skipped.sum()), n)}
+        spread = latent.detach().float().std(dim=0, correction=0).mean()  # collapse shows as spread -> 0
+        metrics = {"chi2_per_pixel": (chi2_sum.sum(), n_valid.sum()), "skipped": (float(batch.skipped.sum()), n),
+                   "latent_std": (spread * n, n)}
         if self.config.consistency:
             used = torch.as_tensor(~batch.skipped, device=device)
             penalty = self._consistency(model, flux, ivar, z, latent, train) * used
