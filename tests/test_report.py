@@ -36,6 +36,23 @@ def test_fit_amplitude_is_the_weighted_least_squares_scale():
     assert np.allclose(median_snr(flux, ivar), 3.0 / sigma.ravel(), rtol=0.05)
 
 
+def test_rank_pit_is_uniform_for_calibrated_samples():
+    from scipy import stats
+
+    from specdiff_catalog.metrics import pit
+    from specdiff_catalog.report.plots import rank_pit
+
+    rng = np.random.default_rng(4)
+    samples = rng.normal(size=(20000, 100))
+    truth = rng.normal(size=20000)  # drawn from the same distribution: calibrated
+    raw = pit(samples, truth)
+    counts = np.histogram(raw, bins=20, range=(0, 1))[0]
+    assert counts.max() / counts.min() > 1.12  # the comb: bins hold 5 or 6 of the 101 values (expected ratio 1.2)
+    smooth = rank_pit(raw, np.full(20000, 100))
+    counts = np.histogram(smooth, bins=20, range=(0, 1))[0]
+    assert stats.chisquare(counts).pvalue > 0.001 and stats.kstest(smooth, "uniform").pvalue > 0.001
+
+
 def test_dn4000_error_is_the_scatter_of_noisy_measurements():
     rng = np.random.default_rng(2)
     wave = np.arange(3600.0, 4400.0, 0.8)[None, :].repeat(2000, axis=0)

@@ -140,9 +140,11 @@ def _photoz_section(page: _Page, evaluation: Any) -> None:
             page.table(evaluation.summary(binning), caption=f"Per {label}")
             page.figure(f"metrics_by_{binning}", plots.metric_by_bin(evaluation.table, binning, label),
                         f"Metrics per {label}, diffusion vs baseline.")
-    page.figure("pit_histogram", plots.pit_histogram({m: objects[f"pit_{m}"].to_numpy() for m in methods}),
-                "Probability integral transform: flat for calibrated PDFs; a U shape means PDFs too narrow, "
-                "a hump too wide.")
+    pits = {m: plots.rank_pit(objects[f"pit_{m}"].to_numpy(), np.isfinite(samples[m]).sum(axis=1)) for m in methods}
+    page.figure("pit_histogram", plots.pit_histogram(pits),
+                "Probability integral transform, as the randomised rank (rank + U)/(K + 1) of z_true among the K "
+                "samples (uniform for calibrated PDFs, without the comb of the K + 1 discrete PIT values): flat = "
+                "calibrated; a U shape means PDFs too narrow, a hump too wide.")
     page.figure("coverage", plots.coverage(samples, z_true),
                 "Empirical coverage of central credible intervals against the nominal level "
                 f"({len(plots.COVERAGE_LEVELS)} widths from 5% to 99%); on the diagonal = calibrated.")
