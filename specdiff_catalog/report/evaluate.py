@@ -58,9 +58,10 @@ class EvaluationResult:
         rows = self.table[self.table["binning"] == binning]
         if binning == "all":
             return rows.set_index("method")[list(SUMMARY_METRICS)].T
-        wide = rows.pivot(index="bin", columns="method", values=list(SUMMARY_METRICS[:7]))
+        metrics, methods = list(SUMMARY_METRICS[:7]), list(dict.fromkeys(rows["method"]))
+        wide = rows.pivot(index="bin", columns="method", values=metrics)
         order = rows.drop_duplicates("bin").sort_values("bin_lo")["bin"]
-        return wide.loc[order]
+        return wide.loc[order, pd.MultiIndex.from_product([metrics, methods])]
 
     def format(self) -> str:
         """The text report ``evaluate`` prints."""
