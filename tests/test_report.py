@@ -85,6 +85,12 @@ def test_spectral_validation_against_the_mock_truth(trained_tiny):
     assert result.examples is not None and result.examples.flux.shape == (12, 7781)
 
 
+def test_spectra_without_a_report_is_refused(trained_tiny, tiny_run, capsys):
+    assert main(["evaluate", "--pz", str(tiny_run), "--truth", str(trained_tiny.truth),
+                 "--spectra", str(trained_tiny.mock / "spectra")]) == 2
+    assert "give --report DIR too" in capsys.readouterr().err
+
+
 def test_report_has_every_figure_and_the_metrics(report_dir):
     html = (report_dir / "report.html").read_text()
     for name in FIGURES:
