@@ -57,3 +57,10 @@ def test_photometry_parquet_opens_as_a_spectrum_free_training_set(tmp_path):
 def test_not_a_training_set(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a training set"):
         TrainingSet.open(tmp_path)
+
+
+def test_every_batch_but_the_last_is_full(trainset):
+    # windows of 2 chunks x 16 rows hold ~29 training rows each; leftovers carry over
+    sizes = [len(b.rows) for b in trainset.batches("train", 10, shuffle=True, seed=5, buffer_chunks=2)]
+    n = len(trainset.rows("train"))
+    assert sizes == [10] * (n // 10) + ([n % 10] if n % 10 else [])

@@ -180,7 +180,9 @@ class TrainingSet:
 
         Memory stays at ``buffer_chunks`` storage chunks: with ``shuffle``, the chunk
         order is permuted and rows are shuffled within a window of chunks
-        (a windowed shuffle, as in WebDataset); the last batch may be smaller.
+        (a windowed shuffle, as in WebDataset). Rows left over at the end of a window
+        are carried into the next, so every batch but the last has ``batch_size`` rows
+        and an epoch has exactly ceil(len(rows(split)) / batch_size) batches.
         """
         rng = np.random.default_rng(seed)
         n, step = len(self), self.chunk_rows
@@ -190,21 +192,25 @@ class TrainingSet:
         starts = np.arange(0, n, step)
         if shuffle:
             starts = rng.permutation(starts)
-        for window in np.array_split(starts, max(1, -(-starts.size // buffer_chunks))):
+        windows = np.array_split(starts, max(1, -(-starts.size // buffer_chunks)))
+        rows, spectra = np.zeros(0, dtype=np.int64), None  # carried over: fewer than batch_size rows
+        for k, window in enumerate(windows):
             slabs = [slice(int(s), min(int(s) + step, n)) for s in window]
             buffer_rows = np.concatenate([np.arange(sl.start, sl.stop) for sl in slabs])
             positions = np.flatnonzero(wanted[buffer_rows])
             if shuffle:
                 positions = rng.permutation(positions)
-            spectra = None
             if self.has_spectra and positions.size:
-                spectra = [np.concatenate([self._spectra[name][sl] for sl in slabs]) for name in ("flux", "ivar")]
-            for i in range(0, positions.size, batch_size):
-                pos = positions[i : i + batch_size]
-                rows = buffer_rows[pos]
+                new = [np.concatenate([self._spectra[name][sl] for sl in slabs])[positions] for name in ("flux", "ivar")]
+                spectra = new if spectra is None else [np.concatenate([a, b]) for a, b in zip(spectra, new)]
+            rows = np.concatenate([rows, buffer_rows[positions]])
+            end = rows.size if k == len(windows) - 1 else rows.size // batch_size * batch_size
+            for i in range(0, end, batch_size):
                 yield Batch(
-                    rows=rows,
-                    objects=by_row.loc[rows].reset_index(drop=True),
-                    flux=None if spectra is None else spectra[0][pos],
-                    ivar=None if spectra is None else spectra[1][pos],
+                    rows=rows[i : i + batch_size],
+                    objects=by_row.loc[rows[i : i + batch_size]].reset_index(drop=True),
+                    flux=None if spectra is None else spectra[0][i : i + batch_size],
+                    ivar=None if spectra is None else spectra[1][i : i + batch_size],
                 )
+            rows = rows[end:]
+            spectra = None if spectra is None else [a[end:] for a in spectra]

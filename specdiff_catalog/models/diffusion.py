@@ -18,6 +18,7 @@ Samplers (``models/sampling.py``) need only ``embed_condition`` (once per galaxy
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -86,8 +87,11 @@ class DiffusionConfig:
 
     @classmethod
     def load(cls, name_or_path: str | Path = "small") -> DiffusionConfig:
-        """A bundled preset (tiny, small, paper) or a user TOML/JSON file."""
-        return from_dict(cls, load_preset("diffusion", name_or_path), source=f"diffusion preset {name_or_path}")
+        """A bundled preset (tiny, small, paper) or a user TOML/JSON file (its [training]
+        table is the training job's, ``training.diffusion.load_diffusion_preset``)."""
+        data = load_preset("diffusion", name_or_path)
+        data.pop("training", None)
+        return from_dict(cls, data, source=f"diffusion preset {name_or_path}")
 
 
 # --- noise schedule ----------------------------------------------------------------------
@@ -459,38 +463,40 @@ def drop_bands(missing: torch.Tensor, p: float, generator: torch.Generator | Non
     return missing | (torch.rand(missing.shape, generator=generator, device=missing.device) < p)
 
 
-class EMA:
+class EMA(nn.Module):
     """Exponential moving average of a module's parameters, for sampling with smoother weights.
 
     After update n: shadow <- d shadow + (1 - d) param, d = min(decay, (1 + n) / (10 + n))
     (the warm-up keeps early averages from remembering the random initialisation).
+    The averages live in ``average``, a frozen copy of the module, and the count in the
+    ``updates`` buffer: an EMA inside the trained module is checkpointed and resumed with
+    it, and ``average`` can be used (or saved) like the module itself.
     """
 
     def __init__(self, module: nn.Module, decay: float) -> None:
-        self.decay, self.updates = decay, 0
-        self.shadow = {name: p.detach().clone() for name, p in module.named_parameters()}
+        super().__init__()
+        self.decay = decay
+        self.average = copy.deepcopy(module).requires_grad_(False).eval()
+        self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
+
+    @property
+    def shadow(self) -> dict[str, torch.Tensor]:
+        """name -> averaged parameter (the same names as the module's parameters)."""
+        return dict(self.average.named_parameters())
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
         self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for name, p in module.named_parameters():
-            self.shadow[name].lerp_(p.detach(), 1 - decay)
+        n = int(self.updates)
+        decay = min(self.decay, (1 + n) / (10 + n))
+        for (_, avg), p in zip(self.average.named_parameters(), module.parameters()):
+            avg.lerp_(p.detach(), 1 - decay)
 
     @torch.no_grad()
     def copy_to(self, module: nn.Module) -> None:
         """Overwrite ``module``'s parameters with the averages."""
-        for name, p in module.named_parameters():
-            p.copy_(self.shadow[name])
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Tensors for a safetensors checkpoint (the update count as a 0-d tensor)."""
-        return {f"shadow.{k}": v for k, v in self.shadow.items()} | {"updates": torch.tensor(self.updates)}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.updates = int(state["updates"])
-        for name in self.shadow:
-            self.shadow[name].copy_(state[f"shadow.{name}"])
+        for avg, p in zip(self.average.parameters(), module.parameters()):
+            p.copy_(avg)
 
 
 def perturb_fluxes(flux: np.ndarray, ivar: np.ndarray, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:

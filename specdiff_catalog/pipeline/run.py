@@ -21,7 +21,15 @@ from tqdm.auto import tqdm
 
 from specdiff_catalog import __version__
 from specdiff_catalog.inference import DEFAULT_QUANTILES
-from specdiff_catalog.io.catalog import Catalog, Partition, object_ids, open_catalog, read_partition, spatial_index
+from specdiff_catalog.io.catalog import (
+    Catalog,
+    Partition,
+    demo_catalog_dir,
+    object_ids,
+    open_catalog,
+    read_partition,
+    spatial_index,
+)
 from specdiff_catalog.io.store import OutputStore, StoreLayout, create_store
 from specdiff_catalog.pipeline.cluster import ClusterConfig, connect, dashboard_link
 
@@ -152,7 +160,7 @@ def _store_attrs(catalog: Catalog, model_dir: Path, sha: str, options: RunOption
         "software_version": __version__,
         "model": sha,
         "model_path": str(model_dir),
-        "model_trained_on": config.get("training_data", "unknown"),
+        "model_trained_on": config.get("training_data") or config.get("diffusion", {}).get("training_data", "unknown"),
         "config": options.provenance(),
         "quantile_levels": list(options.quantiles),
         "input": str(catalog.root),
@@ -169,9 +177,9 @@ def _gpu_resources(client: Client) -> dict[str, int] | None:
 
 
 def run_catalog(
-    input_path: str | Path,
+    input_path: str | Path | None,
     out: str | Path,
-    model_dir: str | Path,
+    model_dir: str | Path | None,
     options: RunOptions = RunOptions(),
     cluster: ClusterConfig = ClusterConfig(),
     *,
@@ -183,13 +191,20 @@ def run_catalog(
 ) -> RunReport:
     """Photo-z PDF summaries and latents for every object of ``input_path`` into ``out``.
 
+    input_path None: the bundled demo catalog; model_dir None: the bundled default model
+    (trained on simulations, which is printed to stderr).
+
     Re-running on an existing store resumes: finished partitions are skipped; a store
     made with another model or options is refused (``overwrite`` starts over).
     """
-    from specdiff_catalog.models.store import model_id
+    from specdiff_catalog.models import simulation_notice
+    from specdiff_catalog.models.store import default_model_dir, model_id, read_config
 
-    model_dir = Path(model_dir)
-    catalog = open_catalog(input_path)
+    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    notice = simulation_notice(read_config(model_dir), model_dir)
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
+    catalog = open_catalog(input_path if input_path is not None else demo_catalog_dir())
     sha = model_id(model_dir)
     latent_size = _latent_size(model_dir)
     layout = StoreLayout(
@@ -215,9 +230,13 @@ def run_catalog(
 
 
 def _latent_size(model_dir: Path) -> int:
-    from specdiff_catalog.models.store import read_config
+    """Width of the latents the diffusion model samples (0 for a photo-z-only model)."""
+    from specdiff_catalog.models.store import ModelDirectoryError, read_config
 
-    return int(read_config(model_dir).get("autoencoder", {}).get("latent_size", 0))
+    section = read_config(model_dir).get("diffusion")
+    if section is None:
+        raise ModelDirectoryError(f"{model_dir}: the model has no diffusion component (train diffusion first)")
+    return len(section["standardisation"]["latent_mean"])
 
 
 def _submit_all(client: Client, catalog: Catalog, todo: list[int], store: OutputStore, model_dir: str, sha: str,

@@ -32,7 +32,7 @@ def trainset_bandset(trainset: TrainingSet) -> BandSet:
     return BandSet.load(bands)
 
 
-def _check_model_bands(model_dir: Path, bandset: BandSet) -> None:
+def check_model_bands(model_dir: Path, bandset: BandSet) -> None:
     """Refuse a model directory whose other components use another band set."""
     if not (model_dir / CONFIG).exists():
         return
@@ -66,7 +66,7 @@ def train_baseline(
     trainset = data if isinstance(data, TrainingSet) else TrainingSet.open(data)
     model_dir = Path(model_dir)
     bandset = trainset_bandset(trainset)
-    _check_model_bands(model_dir, bandset)
+    check_model_bands(model_dir, bandset)
     config = BaselineConfig.load(preset)
     objects = trainset.objects
     features = photometric_features(objects, bandset)

@@ -1,0 +1,210 @@
+"""The autoencoder training job: training set in, MODEL/autoencoder.safetensors out.
+
+Spectra stream from the on-disk training set; each batch is rebinned and normalised
+on the fly (``models.autoencoder.prepare_spectra``) in the loop's prefetch thread.
+The loss is the ivar-weighted chi^2 per valid pixel of the batch, plus SPENDER-II's
+redshift-augmentation consistency loss when the preset turns it on. Spectra whose
+normalisation fell back (``spectral.SpectrumFlag.skip()``) are skipped: their ivar is zeroed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from specdiff_catalog.bands import BandSet
+from specdiff_catalog.config import ConfigError, load_preset
+from specdiff_catalog.io.trainset import TrainingSet
+from specdiff_catalog.models import store
+from specdiff_catalog.models.autoencoder import (
+    AutoencoderConfig,
+    SpectrumAutoencoder,
+    chi2,
+    consistency_loss,
+    prepare_spectra,
+    rest_grid,
+    shift_redshift,
+)
+from specdiff_catalog.spectral import SpectrumFlag, rebin
+from specdiff_catalog.training.loop import FitResult, StepResult, TrainConfig, fit
+
+FILENAME = "autoencoder.safetensors"
+WORKDIR = Path("training") / "autoencoder"  # inside MODEL: checkpoints and log.jsonl
+
+
+@dataclass
+class SpectraBatch:
+    """A prepared batch: flux, ivar (n, P) normalised (ivar 0 for skipped spectra), z (n,), skipped (n,)."""
+
+    flux: np.ndarray
+    ivar: np.ndarray
+    z: np.ndarray
+    skipped: np.ndarray
+
+
+def load_autoencoder_preset(name_or_path: str | Path) -> tuple[AutoencoderConfig, TrainConfig]:
+    """A bundled preset (tiny, small, paper) or a TOML/JSON file with [model] and [training] tables."""
+    data = load_preset("autoencoder", name_or_path)
+    unknown = set(data) - {"model", "training"}
+    if unknown:
+        raise ConfigError(f"autoencoder preset {name_or_path}: unknown table(s) {sorted(unknown)}; use [model], [training]")
+    source = f"autoencoder preset {name_or_path}"
+    return (AutoencoderConfig.from_dict(data.get("model", {}), source=f"{source} [model]"),
+            TrainConfig.from_dict(data.get("training", {}), source=f"{source} [training]"))
+
+
+class AutoencoderTask:
+    """The loop's view of autoencoder training (see ``training.loop.TrainingTask``)."""
+
+    val_metric = "chi2_per_pixel"
+
+    def __init__(self, trainset: TrainingSet, config: AutoencoderConfig):
+        if config.deredden and "EBV" not in trainset.objects.columns:
+            raise ValueError(f"{trainset.path}: no EBV column to de-redden the spectra with; "
+                             "set deredden = false in the preset's [model] table")
+        self.trainset = trainset
+        self.config = config
+        self.wave = trainset.wave
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return math.ceil(len(self.trainset.rows("train")) / batch_size)
+
+    def _prepare(self, batch) -> SpectraBatch:
+        ebv = batch.objects["EBV"].to_numpy() if self.config.deredden else None
+        prepared = prepare_spectra(self.config, None, self.wave, batch.flux, batch.ivar,
+                                   batch.objects["Z"].to_numpy(), ebv)
+        skipped = (prepared.flags & SpectrumFlag.skip()) != 0
+        return SpectraBatch(prepared.flux, np.where(skipped[:, None], 0.0, prepared.ivar).astype(np.float32),
+                            prepared.z, skipped)
+
+    def train_batches(self, batch_size: int, epoch: int, seed: int):
+        epoch_seed = np.random.SeedSequence([seed, epoch]).generate_state(1)[0]
+        return (self._prepare(b) for b in self.trainset.batches("train", batch_size, shuffle=True, seed=int(epoch_seed)))
+
+    def val_batches(self, batch_size: int):
+        return (self._prepare(b) for b in self.trainset.batches("val", batch_size))
+
+    def loss(self, model: nn.Module, batch: SpectraBatch, device: torch.device, train: bool) -> StepResult:
+        flux, ivar, z = (torch.as_tensor(a, device=device) for a in (batch.flux, batch.ivar, batch.z))
+        latent, _, observed, inside = model(flux, ivar, z)
+        chi2_sum, n_valid = chi2(flux, ivar, observed, inside)
+        loss = chi2_sum.sum() / n_valid.sum().clamp_min(1)
+        n = torch.tensor(float(len(z)))
+        spread = latent.detach().float().std(dim=0, correction=0).mean()  # collapse shows as spread -> 0
+        metrics = {"chi2_per_pixel": (chi2_sum.sum(), n_valid.sum()), "skipped": (float(batch.skipped.sum()), n),
+                   "latent_std": (spread * n, n)}
+        if self.config.consistency:
+            used = torch.as_tensor(~batch.skipped, device=device)
+            penalty = self._consistency(model, flux, ivar, z, latent, train) * used
+            loss = loss + self.config.consistency_weight * penalty.sum() / used.sum().clamp_min(1)
+            metrics["consistency"] = (penalty.sum(), used.sum())
+        return StepResult(loss=loss, metrics=metrics)
+
+    def _consistency(self, model, flux, ivar, z, latent, train: bool) -> torch.Tensor:
+        """SPENDER-II: encode the same spectra moved to random redshifts in the training range."""
+        generator = None if train else torch.Generator(device=z.device).manual_seed(0)  # fixed for validation
+        lo, hi = model.z_range.tolist()
+        z_new = lo + (hi - lo) * torch.rand(z.shape, device=z.device, generator=generator)
+        flux_new, valid_new = shift_redshift(model.wave_obs, flux, ivar > 0, z, z_new)
+        latent_new = model.encode(flux_new, valid_new.to(flux.dtype), z_new)
+        return consistency_loss(latent, latent_new, self.config.consistency_tol)
+
+
+def _bands_section(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The training set's band set (a preset name or a band-set dict in trainset.json), as a dict."""
+    bands = summary.get("bands") or summary.get("band_set")
+    if bands is None:
+        return None
+    return (BandSet.load(bands) if isinstance(bands, str) else BandSet.from_dict(bands)).to_dict()
+
+
+def build_autoencoder(trainset: TrainingSet, config: AutoencoderConfig) -> SpectrumAutoencoder:
+    """A fresh model whose grids follow the training set: its rebinned grid and z range."""
+    z = trainset.objects["Z"].to_numpy()
+    z_range = (float(z.min()), float(z.max()))
+    wave_obs = rebin(trainset.wave, np.zeros((1, trainset.wave.size)), np.zeros((1, trainset.wave.size)),
+                     config.rebin)[0]
+    return SpectrumAutoencoder(config, wave_obs, rest_grid(wave_obs, *z_range, config.rest_step), z_range)
+
+
+def autoencoder_section(model: SpectrumAutoencoder, trainset: TrainingSet, result: FitResult,
+                        train_config: TrainConfig, preset: str) -> dict[str, Any]:
+    """The ``autoencoder`` section of config.json: architecture, grids, normalisation, data, metrics."""
+    wave_obs, wave_rest = model.wave_obs.cpu().numpy(), model.wave_rest.cpu().numpy()
+    best = result.history[result.best_epoch]
+    return {
+        "file": FILENAME,
+        "architecture": model.config.to_dict(),
+        "n_parameters": model.n_parameters,
+        "latent_size": model.config.latent_size,
+        "observed_grid": {"min": float(wave_obs[0]), "max": float(wave_obs[-1]), "n": int(wave_obs.size),
+                          "rebin": model.config.rebin, "instrument_pixels": int(trainset.wave.size)},
+        "rest_grid": {"min": float(wave_rest[0]), "max": float(wave_rest[-1]), "n": int(wave_rest.size),
+                      "step": float(wave_rest[1] - wave_rest[0])},
+        "normalisation": {"window": list(model.config.norm_window), "statistic": "median", "frame": "rest",
+                          "min_pixels": model.config.norm_min_pixels,
+                          "fallback": "median of all valid pixels (flag NORM_FALLBACK); norm 1 if not positive "
+                                      "(flag UNUSABLE); flagged spectra are skipped in training"},
+        "z_range": model.z_range.tolist(),
+        "training_data": {"path": str(trainset.path), "n_train": int(len(trainset.rows("train"))),
+                          "n_val": int(len(trainset.rows("val"))), "summary": trainset.summary},
+        "training": {"preset": preset, **dataclasses.asdict(train_config), "epochs_run": len(result.history),
+                     "best_epoch": result.best_epoch,
+                     "seconds": float(sum(r["seconds"] for r in result.history))},
+        "validation": {"best": best["val"], "last": result.history[-1]["val"]},
+    }
+
+
+def train_autoencoder(
+    data: str | Path,
+    out: str | Path,
+    *,
+    preset: str | Path = "small",
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    consistency: bool | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after=None,
+) -> FitResult:
+    """Train the autoencoder on training set ``data``; write it into model directory ``out``.
+
+    The preset gives the architecture and training defaults; epochs, batch_size, device,
+    seed and consistency override them. Checkpoints and log.jsonl go to out/training/autoencoder/;
+    ``resume`` continues from there. When all epochs ran, the best epoch's weights are
+    written to out/autoencoder.safetensors and config.json gets the ``autoencoder`` and
+    ``bands`` sections. Returns the loop's FitResult.
+    """
+    model_config, train_config = load_autoencoder_preset(preset)
+    overrides = {"epochs": epochs, "batch_size": batch_size, "device": device, "seed": seed}
+    train_config = dataclasses.replace(train_config, **{k: v for k, v in overrides.items() if v is not None})
+    if consistency is not None:
+        model_config = dataclasses.replace(model_config, consistency=consistency)
+    trainset = TrainingSet.open(data)
+    if not trainset.has_spectra:
+        raise ValueError(f"{data}: this training set has no spectra; the autoencoder needs them")
+    torch.manual_seed(train_config.seed)
+    model = build_autoencoder(trainset, model_config)
+    job = {"model": model_config.to_dict(), "data": str(Path(data).resolve())}
+    result = fit(model, AutoencoderTask(trainset, model_config), train_config, Path(out) / WORKDIR,
+                 resume=resume, extra=job, progress=progress, stop_after=stop_after)
+    if result.finished:
+        model = model.cpu()
+        store.save_tensors(out, FILENAME, model.state_dict())
+        sections = {"autoencoder": autoencoder_section(model, trainset, result, train_config, str(preset))}
+        bands = _bands_section(trainset.summary)
+        if bands is not None:
+            sections["bands"] = bands
+        if "simulated" in trainset.summary:
+            sections["simulated"] = bool(trainset.summary["simulated"])
+        store.update_config(out, **sections)
+    return result
