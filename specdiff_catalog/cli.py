@@ -62,7 +62,8 @@ def _prepare(args: argparse.Namespace) -> int:
 def _training_options(p: argparse.ArgumentParser, preset: str) -> None:
     """Options every `train JOB` shares."""
     p.add_argument("--data", required=True, type=Path, help="training set directory (written by `prepare`)")
-    p.add_argument("--out", required=True, type=Path, help="model directory to write into (created if absent)")
+    p.add_argument("--model", "--out", dest="out", metavar="MODEL", required=True, type=Path,
+                   help="model directory to write into (created if absent)")
     p.add_argument("--preset", default=preset, help=f"preset name or TOML/JSON file (default {preset})")
     p.add_argument("--epochs", type=int, help="number of epochs (default: the preset's)")
     p.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
@@ -91,7 +92,51 @@ def _train_autoencoder(args: argparse.Namespace) -> int:
     return 0 if result.finished else 1
 
 
-TRAIN_JOBS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train_autoencoder]
+def _add_train_diffusion(jobs: argparse._SubParsersAction) -> None:
+    p = jobs.add_parser("diffusion", help="train the conditional diffusion model p(latent, z | photometry)")
+    _training_options(p, "small")
+    p.add_argument("--no-spectra", action="store_true",
+                   help="photo-z-only mode: learn p(z | photometry); DATA may be a Parquet file of photometry + Z")
+    p.add_argument("--flux-noise", type=float, default=0.0, metavar="SCALE",
+                   help="add SCALE x the quoted flux errors of extra noise to training fluxes (default 0: off)")
+    p.set_defaults(handler=_train_diffusion)
+
+
+def _train_diffusion(args: argparse.Namespace) -> int:
+    from specdiff_catalog.training.diffusion import train_diffusion
+
+    result = train_diffusion(args.data, args.out, preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
+                             device=args.device, seed=args.seed, no_spectra=args.no_spectra,
+                             flux_noise=args.flux_noise, resume=args.resume, progress=args.progress)
+    print(f"diffusion: best validation loss {result.best_metric:.4g} at epoch {result.best_epoch + 1}; "
+          f"{'written to ' + str(args.out) if result.finished else 'stopped early, resume with --resume'}")
+    return 0 if result.finished else 1
+
+
+def _add_train_baseline(jobs: argparse._SubParsersAction) -> None:
+    p = jobs.add_parser("baseline", help="train the CatBoost tree baseline (photo-z quantiles) on the same photometry")
+    p.add_argument("--data", required=True, type=Path, help="training set directory or photometry + Z Parquet file")
+    p.add_argument("--model", "--out", dest="out", metavar="MODEL", required=True, type=Path,
+                   help="model directory to write into (created if absent)")
+    p.add_argument("--preset", default="small", help="preset name or TOML/JSON file (default small)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--threads", type=int, default=-1, help="CPU threads (default: all)")
+    p.set_defaults(handler=_train_baseline)
+
+
+def _train_baseline(args: argparse.Namespace) -> None:
+    from specdiff_catalog.training.baseline import train_baseline
+
+    summary = train_baseline(args.data, args.out, preset=args.preset, seed=args.seed, threads=args.threads)
+    point, pdf = summary["validation"]["point"], summary["validation"]["pdf"]
+    print(f"baseline: {summary['n_train']} train / {summary['n_val']} val objects "
+          f"({summary['n_skipped_no_photometry']} without photometry skipped), {summary['best_iteration']} trees, "
+          f"{summary['train_seconds']} s; validation sigma_NMAD {point['sigma_nmad']:.4f}, "
+          f"eta_0.15 {point['eta_015']:.4f}, CRPS {pdf['crps']:.4f}; written to {args.out}")
+
+
+TRAIN_JOBS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_train_autoencoder, _add_train_diffusion, _add_train_baseline]
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -112,7 +157,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--quantiles", type=_floats,
                    help="comma-separated PDF quantile levels inside (0, 1) (default 0.025,0.05,0.16,0.25,0.5,0.75,0.84,0.95,0.975)")
     g.add_argument("--sampler", choices=("dpmpp2m", "ddim", "ddpm"), default="dpmpp2m", help="default dpmpp2m")
-    g.add_argument("--steps", type=int, default=12, help="sampler steps (default 12; ddpm uses all)")
+    g.add_argument("--steps", type=int, help="sampler steps (default: 20 for dpmpp2m, 50 for ddim, all for ddpm)")
     g.add_argument("--seed", type=int, default=0, help="noise seed; an object's noise is keyed by (seed, object id)")
     g.add_argument("--id-column", help="object id column (default OBJECT_ID, else RELEASE/BRICKID/OBJID packed)")
     g.add_argument("--batch-size", type=int, default=2048, help="objects per sampler call on a worker")
@@ -170,6 +215,102 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="photo-z metrics of a run's store against true redshifts, diffusion vs baseline")
+    p.add_argument("--pz", required=True, type=Path, metavar="STORE", help="output store written by `run`")
+    p.add_argument("--truth", required=True, type=Path, help="Parquet file with OBJECT_ID and Z (true redshift)")
+    p.add_argument("--model", type=Path, help="model directory whose baseline to compare with (default: the store's model)")
+    p.add_argument("--json", type=Path, metavar="OUT", help="write every metric (all objects and per bin) as JSON")
+    p.add_argument("--seed", type=int, default=0, help="seed of the baseline's samples and PIT ties (default 0)")
+    g = p.add_argument_group("validation report")
+    g.add_argument("--report", type=Path, metavar="DIR", help="write report.html (self-contained), PNGs and metrics.json")
+    g.add_argument("--spectra", type=Path, metavar="DESI_DIR",
+                   help="DESI coadd + redrock files: add spectra predicted from their photometry vs observed")
+    g.add_argument("--spectra-truth", type=Path, metavar="DIR",
+                   help="mock truth directory for the spectra (default: the --truth file's directory if it has one)")
+    g.add_argument("--max-spectra", type=int, help="compare at most this many spectra (default: all)")
+    p.set_defaults(handler=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from specdiff_catalog.report.evaluate import evaluate_store
+    from specdiff_catalog.report.html import evaluation_report
+
+    if args.spectra and not args.report:
+        raise ValueError("--spectra adds a section to the report: give --report DIR too")
+    if args.report:
+        result, report = evaluation_report(args.pz, args.truth, args.report, model=args.model, desi=args.spectra,
+                                           spectra_truth=args.spectra_truth, max_spectra=args.max_spectra,
+                                           seed=args.seed)
+        print(f"report written to {report.html} ({len(report.figures)} figures, metrics in {report.metrics})")
+    else:
+        result = evaluate_store(args.pz, args.truth, args.model, seed=args.seed)
+    print(result.format())
+    if args.json:
+        result.write_json(args.json)
+        print(f"metrics written to {args.json}")
+
+
+def _add_spectra(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("spectra", help="decode stored latents of selected objects into spectra, with Dn4000")
+    p.add_argument("--pz", required=True, type=Path, help="output Zarr store written by `run`")
+    p.add_argument("--select", required=True,
+                   help="ids=ID,ID,... | ids=@FILE (one id per line) | rows=START:STOP | random=N")
+    p.add_argument("--seed", type=int, default=0, help="seed of a random selection (default 0)")
+    p.add_argument("--out", required=True, type=Path, help="file to write: .fits or .zarr")
+    p.add_argument("--model", type=Path, help="model directory (default: the store's; its sha256 must match)")
+    p.add_argument("--observed", nargs="?", const="desi", choices=("desi", "model"),
+                   help="also redshift the spectra onto an observed grid (default grid: desi)")
+    p.add_argument("--redshift", choices=("median", "mode"), default="median",
+                   help="the z of the observed-frame spectra (default median)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.set_defaults(handler=_spectra)
+
+
+def _spectra(args: argparse.Namespace) -> None:
+    from specdiff_catalog.io.spectra_file import write_spectra
+    from specdiff_catalog.reconstruct import Selection, reconstruct_spectra
+
+    spectra = reconstruct_spectra(args.pz, Selection.parse(args.select, args.seed), model_dir=args.model,
+                                  redshift=args.redshift, observed=args.observed)
+    write_spectra(spectra, args.out, overwrite=args.overwrite)
+    print(f"{args.out}: {len(spectra)} objects ({int(spectra.has_latent.sum())} with a latent), "
+          f"rest frame {spectra.wave_rest[0]:.0f}-{spectra.wave_rest[-1]:.0f} A"
+          + (f", observed frame at z_{spectra.redshift}" if spectra.wave_obs is not None else ""))
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="print an output store's provenance, counts, flag counts and quantile levels")
+    p.add_argument("store", type=Path, help="output Zarr store written by `run`")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=_info)
+
+
+def _info(args: argparse.Namespace) -> None:
+    import json
+
+    from specdiff_catalog.report.info import format_info, store_info
+
+    info = store_info(args.store)
+    print(json.dumps(info, indent=1) if args.json else format_info(info))
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write the PDFs in another format (qp for RAIL)")
+    formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    q = formats.add_parser("qp", help="a qp quant ensemble (.hdf5, .fits or .pq) readable by qp.read")
+    q.add_argument("--pz", required=True, type=Path, help="output Zarr store written by `run`")
+    q.add_argument("--out", required=True, type=Path, help="file to write (.hdf5: RAIL's format, written in blocks)")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    q.set_defaults(handler=_export_qp)
+
+
+def _export_qp(args: argparse.Namespace) -> None:
+    from specdiff_catalog.report.qp_export import export_qp
+
+    print(export_qp(args.pz, args.out, overwrite=args.overwrite).summary())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to render docs/cli.md)."""
     parser = argparse.ArgumentParser(
@@ -185,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_mock, _add_prepare, _add_train]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_mock, _add_prepare, _add_train,
+                                                                 _add_evaluate, _add_spectra, _add_info, _add_export]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

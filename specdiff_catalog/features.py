@@ -138,3 +138,15 @@ def photometric_features(table: Any, bandset: BandSet) -> Features:
     )
     values = np.concatenate([mags, colours, snr], axis=1).astype(np.float32)
     return Features(values=values, names=names, missing=phot.missing, flags=phot.flags)
+
+
+def feature_bands(n_bands: int) -> np.ndarray:
+    """(3B-1, B) bool: which bands each ``photometric_features`` column uses.
+
+    Row order is the feature order: B magnitudes, B-1 adjacent colours, B asinh(S/N).
+    A feature is NaN exactly when one of its bands is missing; models use this map to
+    drop a band (band dropout) the same way a catalog loses one.
+    """
+    eye = np.eye(n_bands, dtype=bool)
+    colours = eye[:-1] | eye[1:]
+    return np.concatenate([eye, colours, eye], axis=0)

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from specdiff_catalog.bands import BandSet, MissingColumnError
-from specdiff_catalog.features import asinh_magnitude, deredden, photometric_features
+from specdiff_catalog.features import asinh_magnitude, deredden, feature_bands, photometric_features
 from specdiff_catalog.flags import Flag
 
 BANDS = BandSet.load("ls-grzw1w2")
@@ -97,3 +97,13 @@ def test_pyarrow_tables_and_dicts_are_accepted():
     ref = photometric_features(t, BANDS).values
     np.testing.assert_array_equal(photometric_features(pa.Table.from_pandas(t), BANDS).values, ref)
     np.testing.assert_array_equal(photometric_features({k: t[k].to_numpy() for k in t}, BANDS).values, ref)
+
+
+def test_feature_bands_says_which_features_a_missing_band_makes_nan():
+    uses = feature_bands(len(BANDS.bands))
+    for j, band in enumerate(BANDS.bands):
+        flux = [1.0, 2.0, 3.0]
+        flux[1] = np.nan  # row 1 loses band j
+        feats = photometric_features(table(**{band.flux: flux}), BANDS)
+        assert np.array_equal(np.isnan(feats.values[1]), uses[:, j])
+        assert np.isfinite(feats.values[[0, 2]]).all()

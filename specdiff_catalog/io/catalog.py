@@ -73,6 +73,14 @@ class Catalog:
         return sum(p.n_rows for p in self.partitions)
 
 
+def demo_catalog_dir() -> Path:
+    """The small HATS catalog bundled with the package (a simulated survey; its truth
+    is ``truth.parquet`` beside it): what ``run`` reads when no ``--input`` is given."""
+    from importlib import resources
+
+    return Path(str(resources.files("specdiff_catalog") / "data" / "demo_catalog" / "catalog"))
+
+
 def open_catalog(path: str | Path) -> Catalog:
     """Discover a HATS catalog (or collection), a directory of Parquet files or one Parquet file.
 

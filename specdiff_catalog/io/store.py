@@ -27,7 +27,7 @@ import dataclasses
 import json
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -184,12 +184,12 @@ def _create_partition_table(group: zarr.Group, table: pd.DataFrame, start: np.nd
                        dimension_names=("partition",))
 
 
-def open_store(path: str | Path) -> OutputStore:
-    """Open an existing output store for reading and writing partitions."""
+def open_store(path: str | Path, mode: str = "r+") -> OutputStore:
+    """Open an existing output store for reading and writing partitions (mode "r": reading only)."""
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise FileNotFoundError(f"{path}: no output store here (no zarr.json)")
-    group = zarr.open_group(path, mode="r+")
+    group = zarr.open_group(path, mode=mode)
     if group.attrs.get("format") != FORMAT:
         raise StoreMismatchError(f"{path}: a Zarr group, but not a {FORMAT} store")
     return OutputStore(path, group)
@@ -277,6 +277,22 @@ class OutputStore:
         """Add or replace store attributes (e.g. a run summary) and refresh the consolidated metadata."""
         self.group.attrs.update(json.loads(_to_json(attrs, "store attributes")))
         _consolidate(self.path)
+
+    def n_rows(self) -> int:
+        """Rows of the per-object arrays, padding included."""
+        return int(self.group["valid"].shape[0])
+
+    def blocks(self, names: Sequence[str], block_rows: int | None = None) -> Iterator[tuple[slice, dict[str, np.ndarray]]]:
+        """Walk the store in row blocks: yields (rows, {name: array[rows]}) for the arrays ``names``.
+
+        block_rows: a multiple of the shard size (default: the largest multiple <= 2**20
+        rows), so every read decodes whole shards and memory stays at one block.
+        """
+        shard = self.layout.shard_rows
+        step = max(1, (block_rows or max(shard, (1 << 20) // shard * shard)) // shard) * shard
+        for start in range(0, self.n_rows(), step):
+            rows = slice(start, min(start + step, self.n_rows()))
+            yield rows, {name: self.group[name][rows] for name in names}
 
     def _set_status(self, index: int, code: int, message: str) -> None:
         parts = self.group[PARTITIONS]

@@ -7,6 +7,14 @@ noise (instruments), imaging (catalog rows), redrock (redshift-fit emulation), s
 (assembly and writing). See docs/mock.md.
 """
 
+import warnings
+
+from astropy.utils.exceptions import AstropyDeprecationWarning
+
+with warnings.catch_warnings():  # skypy's package init imports astropy's deprecated test runner
+    warnings.simplefilter("ignore", AstropyDeprecationWarning)
+    import skypy  # noqa: F401
+
 from specdiff_catalog.mock.config import MockConfig
 from specdiff_catalog.mock.survey import make_mock_survey
 

@@ -6,6 +6,7 @@ loads (``models.store``) and rebuilds each trained component; nothing is unpickl
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import torch
 from specdiff_catalog.bands import BandSet
 from specdiff_catalog.models import store
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class SpecdiffModel:
@@ -23,7 +26,8 @@ class SpecdiffModel:
     path: the directory; config: its config.json; bands: the band set the photometric
     components were trained with (None if the directory has no ``bands`` section);
     autoencoder: the spectrum autoencoder (``models.autoencoder.SpectrumAutoencoder``);
-    diffusion, baseline: the other components, None until trained.
+    diffusion: the conditional diffusion model (``models.diffusion.DiffusionModel``, eval mode);
+    baseline: the tree baseline (``models.baseline.BaselineModel``); each None until trained.
     """
 
     path: Path
@@ -44,6 +48,16 @@ class SpecdiffModel:
         return bool(self.config.get("simulated", False))
 
 
+def simulation_notice(config: dict[str, Any], path: str | Path) -> str | None:
+    """The one-line statement every user of a model trained on simulations must see, or None."""
+    if not config.get("simulated", False):
+        return None
+    bundled = Path(path).resolve() == store.default_model_dir().resolve()
+    what = "the bundled default model" if bundled else f"model {path}"
+    return (f"NOTE: {what} was trained on SIMULATED galaxies (a specdiff-catalog mock survey), "
+            "not on real spectra; its photo-z and spectra are a demonstration, not science-grade for real data.")
+
+
 def load_autoencoder(model_dir: str | Path, device: str | torch.device = "cpu"):
     """The verified spectrum autoencoder of a model directory, in eval mode on ``device``."""
     from specdiff_catalog.models.autoencoder import AutoencoderConfig, SpectrumAutoencoder
@@ -60,10 +74,24 @@ def load_model(model_dir: str | Path | None = None, device: str | torch.device =
     """Load a model directory (default: the bundled model) with every component it has.
 
     Each weight file's sha256 must match config.json, or ``store.ModelDirectoryError``
-    says which file was altered. Components without a section stay None.
+    says which file was altered. Components without a section stay None. A model trained
+    on simulations logs ``simulation_notice`` as a warning.
     """
     path = Path(model_dir) if model_dir is not None else store.default_model_dir()
     config = store.read_config(path)
+    notice = simulation_notice(config, path)
+    if notice:
+        log.warning(notice)
     bands = BandSet.from_dict(config["bands"], source=f"{path}/config.json bands") if "bands" in config else None
     autoencoder = load_autoencoder(path, device) if "autoencoder" in config else None
-    return SpecdiffModel(path=path, config=config, bands=bands, autoencoder=autoencoder)
+    diffusion = baseline = None
+    if "diffusion" in config:
+        from specdiff_catalog.models.diffusion import DiffusionModel
+
+        diffusion = DiffusionModel.from_model_dir(path, device)
+    if "baseline" in config:
+        from specdiff_catalog.models.baseline import BaselineModel
+
+        baseline = BaselineModel.from_model_dir(path)
+    return SpecdiffModel(path=path, config=config, bands=bands, autoencoder=autoencoder,
+                         diffusion=diffusion, baseline=baseline)

@@ -6,7 +6,7 @@ Layout (docs/formats.md)::
                                     "bands", "files": {filename: sha256}, <component>: {...}}
     MODEL/autoencoder.safetensors  tensors of the spectrum autoencoder
     MODEL/diffusion.safetensors    tensors of the conditional diffusion model
-    MODEL/baseline.json            the gradient-boosted baseline (LightGBM text models in JSON)
+    MODEL/baseline.cbm             the gradient-boosted baseline (CatBoost's FlatBuffers format)
 
 Every component writes its own section of config.json. Reading verifies each file's
 sha256 before anything is parsed, and nothing is ever unpickled.

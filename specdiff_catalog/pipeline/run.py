@@ -20,7 +20,16 @@ from distributed import Client, as_completed, get_worker
 from tqdm.auto import tqdm
 
 from specdiff_catalog import __version__
-from specdiff_catalog.io.catalog import Catalog, Partition, object_ids, open_catalog, read_partition, spatial_index
+from specdiff_catalog.inference import DEFAULT_QUANTILES
+from specdiff_catalog.io.catalog import (
+    Catalog,
+    Partition,
+    demo_catalog_dir,
+    object_ids,
+    open_catalog,
+    read_partition,
+    spatial_index,
+)
 from specdiff_catalog.io.store import OutputStore, StoreLayout, create_store
 from specdiff_catalog.pipeline.cluster import ClusterConfig, connect, dashboard_link
 
@@ -32,14 +41,15 @@ class RunOptions:
     """What a run computes; stored in the output's attributes and checked on resume.
 
     quantiles: PDF quantile levels inside (0, 1). save_samples: raw z samples kept per
-    object (0: none). batch_size: objects per sampler call on a worker.
+    object (0: none). steps: sampler steps (None: the sampler's default, 20 for
+    dpmpp2m). batch_size: objects per sampler call on a worker.
     """
 
     n_samples: int = 100
     seed: int = 0
     sampler: str = "dpmpp2m"
-    steps: int = 12
-    quantiles: tuple[float, ...] = (0.025, 0.05, 0.16, 0.25, 0.5, 0.75, 0.84, 0.95, 0.975)
+    steps: int | None = None
+    quantiles: tuple[float, ...] = DEFAULT_QUANTILES
     save_samples: int = 0
     batch_size: int = 2048
     id_column: str | None = None
@@ -103,7 +113,7 @@ def _worker_model(model_dir: str, sha: str):
 
 def process_partition(partition: Partition, store_path: str, model_dir: str, sha: str, options: RunOptions) -> PartitionOutcome:
     """Read one partition, predict every row, write its region; runs on a worker."""
-    from specdiff_catalog.inference import predict
+    from specdiff_catalog.inference import predict_columns
     from specdiff_catalog.io.store import open_store
 
     start = time.perf_counter()
@@ -123,10 +133,10 @@ def process_partition(partition: Partition, store_path: str, model_dir: str, sha
         message = str(err).splitlines()[0]
         store.mark_failed(partition.index, message)
         return PartitionOutcome(partition.index, 0, time.perf_counter() - start, message)
-    result = predict(
-        model, table, ids, n_samples=options.n_samples, seed=options.seed, sampler=options.sampler,
-        steps=options.steps, quantiles=options.quantiles, save_samples=options.save_samples,
-        batch_size=options.batch_size,
+    result = predict_columns(
+        model, table, ids, batch_size=options.batch_size, save_samples=options.save_samples,
+        n_samples=options.n_samples, seed=options.seed, sampler=options.sampler, steps=options.steps,
+        quantiles=options.quantiles,
     )
     columns = {**_position_columns(table), "object_id": ids, **result}
     store.write_partition(partition.index, columns)
@@ -150,13 +160,13 @@ def _store_attrs(catalog: Catalog, model_dir: Path, sha: str, options: RunOption
         "software_version": __version__,
         "model": sha,
         "model_path": str(model_dir),
-        "model_trained_on": config.get("training_data", "unknown"),
+        "model_trained_on": config.get("training_data") or config.get("diffusion", {}).get("training_data", "unknown"),
         "config": options.provenance(),
         "quantile_levels": list(options.quantiles),
         "input": str(catalog.root),
         "input_kind": catalog.kind,
         "input_properties": catalog.properties,
-        "command_line": shlex.join(sys.argv),
+        "command_line": shlex.join(["specdiff-catalog", *sys.argv[1:]]),
     }
 
 
@@ -167,9 +177,9 @@ def _gpu_resources(client: Client) -> dict[str, int] | None:
 
 
 def run_catalog(
-    input_path: str | Path,
+    input_path: str | Path | None,
     out: str | Path,
-    model_dir: str | Path,
+    model_dir: str | Path | None,
     options: RunOptions = RunOptions(),
     cluster: ClusterConfig = ClusterConfig(),
     *,
@@ -181,13 +191,20 @@ def run_catalog(
 ) -> RunReport:
     """Photo-z PDF summaries and latents for every object of ``input_path`` into ``out``.
 
+    input_path None: the bundled demo catalog; model_dir None: the bundled default model
+    (trained on simulations, which is printed to stderr).
+
     Re-running on an existing store resumes: finished partitions are skipped; a store
     made with another model or options is refused (``overwrite`` starts over).
     """
-    from specdiff_catalog.models.store import model_id
+    from specdiff_catalog.models import simulation_notice
+    from specdiff_catalog.models.store import default_model_dir, model_id, read_config
 
-    model_dir = Path(model_dir)
-    catalog = open_catalog(input_path)
+    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+    notice = simulation_notice(read_config(model_dir), model_dir)
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
+    catalog = open_catalog(input_path if input_path is not None else demo_catalog_dir())
     sha = model_id(model_dir)
     latent_size = _latent_size(model_dir)
     layout = StoreLayout(
@@ -213,9 +230,13 @@ def run_catalog(
 
 
 def _latent_size(model_dir: Path) -> int:
-    from specdiff_catalog.models.store import read_config
+    """Width of the latents the diffusion model samples (0 for a photo-z-only model)."""
+    from specdiff_catalog.models.store import ModelDirectoryError, read_config
 
-    return int(read_config(model_dir).get("autoencoder", {}).get("latent_size", 0))
+    section = read_config(model_dir).get("diffusion")
+    if section is None:
+        raise ModelDirectoryError(f"{model_dir}: the model has no diffusion component (train diffusion first)")
+    return len(section["standardisation"]["latent_mean"])
 
 
 def _submit_all(client: Client, catalog: Catalog, todo: list[int], store: OutputStore, model_dir: str, sha: str,

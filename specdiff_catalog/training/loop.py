@@ -100,6 +100,10 @@ class TrainingTask(Protocol):
     def loss(self, model: nn.Module, batch: Any, device: torch.device, train: bool) -> StepResult:
         """Move the batch to ``device``, run the model, return the loss and metric sums."""
 
+    # Optional: ``after_step(model)``, called after every optimiser step (e.g. to update
+    # an exponential moving average of the weights kept inside the model, so that it is
+    # checkpointed and resumed with it).
+
 
 @dataclass
 class FitResult:
@@ -264,6 +268,7 @@ class Run:
         self.workdir = workdir
         self.extra = extra  # job configuration recorded in the checkpoint (must match on resume)
         self.steps = task.steps_per_epoch(config.batch_size)
+        self._after_step = getattr(task, "after_step", None)
         if self.steps < 1:
             raise ValueError("the training split is empty: nothing to train on")
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -345,6 +350,8 @@ class Run:
             self.precision.scaler.update()
             self.last_lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
             self.scheduler.step()
+            if self._after_step is not None:
+                self._after_step(self.model)
             _accumulate(totals, {"loss": (result.loss.detach(), 1.0)} | result.metrics, self.device)
             if step % 10 == 0 or step == self.steps - 1:
                 bar.set_postfix(loss=f"{_averages(totals)['loss']:.4g}", lr=f"{self.last_lr:.2e}")

@@ -1,0 +1,127 @@
+"""Files of reconstructed spectra (``specdiff-catalog spectra --out``): FITS or Zarr.
+
+FITS (astropy), laid out like a DESI spectra file::
+
+    PRIMARY          header: provenance, ZTYPE (which redshift), FLUXNORM (the flux unit)
+    WAVELENGTH       (L,) float64 rest-frame vacuum wavelength, BUNIT = Angstrom
+    FLUX             (n, L) float32 rest-frame F_lambda / median over NORMLO-NORMHI A
+    OBS_WAVELENGTH   (P,) observed-frame grid, BUNIT = Angstrom   (only with --observed)
+    OBS_FLUX         (n, P) float32, the same normalisation       (only with --observed)
+    OBJECTS          table: OBJECT_ID, ROW, Z, Z_MEDIAN, Z_MODE, FLAGS, DN4000, HAS_LATENT
+
+Zarr v3: the same arrays (``wavelength``, ``flux``, ``obs_wavelength``, ``obs_flux``
+and the table's columns in lower case) with ``dimension_names`` and units in the
+attributes, so ``xarray.open_zarr`` reads it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from astropy.io import fits
+
+from specdiff_catalog.reconstruct import ReconstructedSpectra
+
+WAVE_UNIT = "Angstrom"
+FLUX_UNIT = ""  # dimensionless: F_lambda divided by its median in the normalisation window
+TABLE_UNITS = {"Z": "", "Z_MEDIAN": "", "Z_MODE": "", "DN4000": ""}
+FITS_SUFFIXES = (".fits", ".fit", ".fits.gz")
+
+
+def _flux_note(spectra: ReconstructedSpectra) -> str:
+    lo, hi = spectra.norm_window
+    return f"F_lambda / median F_lambda over {lo:g}-{hi:g} A (rest frame)"
+
+
+def _bunit_note(spectra: ReconstructedSpectra) -> str:
+    """The BUNIT comment (<= 47 characters): dimensionless, and divided by what."""
+    lo, hi = spectra.norm_window
+    return f"F_lambda / its median, rest {lo:g}-{hi:g} A"
+
+
+def _header_cards(spectra: ReconstructedSpectra) -> list[tuple[str, Any, str]]:
+    p = spectra.provenance
+    simulated = p.get("simulated")
+    return [
+        ("ORIGIN", "specdiff-catalog", "software that wrote this file"),
+        ("SWVERS", str(p.get("software_version", "")), "specdiff-catalog version"),
+        ("PZSTORE", str(p.get("store", "")), "output store the latents come from"),
+        ("MODELID", str(p.get("model", ""))[:64], "sha256 of the model's config.json"),
+        ("MODELSIM", "unknown" if simulated is None else bool(simulated), "model trained on simulations"),
+        ("DEREDDEN", bool(p.get("deredden", False)), "T: intrinsic spectra, no Milky Way dust"),
+        ("ZTYPE", f"z_{spectra.redshift}", "redshift of the observed-frame spectra"),
+        ("FLUXNORM", _flux_note(spectra), "flux unit of FLUX and OBS_FLUX"),
+        ("NORMLO", float(spectra.norm_window[0]), "[Angstrom] normalisation window, rest frame"),
+        ("NORMHI", float(spectra.norm_window[1]), "[Angstrom] normalisation window, rest frame"),
+        ("AIRORVAC", "vac", "vacuum wavelengths"),
+        ("NOBJ", len(spectra), "number of objects"),
+    ]
+
+
+def _image(data: np.ndarray, name: str, unit: str, comment: str) -> fits.ImageHDU:
+    hdu = fits.ImageHDU(data, name=name)
+    hdu.header["BUNIT"] = (unit, comment)
+    return hdu
+
+
+def write_fits(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bool = False) -> None:
+    """Write ``spectra`` as a FITS file (layout in the module docstring)."""
+    primary = fits.PrimaryHDU()
+    for key, value, comment in _header_cards(spectra):
+        # a long string continues on CONTINUE cards; its comment would be cut, so it gets none
+        primary.header[key] = (value, comment if len(str(value)) + len(comment) < 62 else "")
+    hdus = [primary,
+            _image(spectra.wave_rest.astype(np.float64), "WAVELENGTH", WAVE_UNIT, "rest-frame vacuum wavelength"),
+            _image(spectra.flux_rest.astype(np.float32), "FLUX", FLUX_UNIT, _bunit_note(spectra))]
+    if spectra.wave_obs is not None:
+        hdus += [_image(spectra.wave_obs.astype(np.float64), "OBS_WAVELENGTH", WAVE_UNIT, "observed vacuum wavelength"),
+                 _image(spectra.flux_obs.astype(np.float32), "OBS_FLUX", FLUX_UNIT, _bunit_note(spectra))]
+        hdus[-1].header["ZTYPE"] = (f"z_{spectra.redshift}", "redshift each spectrum is placed at")
+    table = spectra.table()
+    columns = [fits.Column(name=name.upper(), array=table[name].to_numpy(), format=fmt,
+                           unit=TABLE_UNITS.get(name.upper()))
+               for name, fmt in (("object_id", "K"), ("row", "K"), ("z", "D"), ("z_median", "E"),
+                                 ("z_mode", "E"), ("flags", "J"), ("dn4000", "D"), ("has_latent", "L"))]
+    objects = fits.BinTableHDU.from_columns(columns, name="OBJECTS")
+    objects.header["ZTYPE"] = (f"z_{spectra.redshift}", "which redshift the Z column is")
+    fits.HDUList(hdus + [objects]).writeto(path, overwrite=overwrite, checksum=True)
+
+
+def write_zarr(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bool = False) -> None:
+    """Write ``spectra`` as a Zarr v3 group (arrays with dimension_names, units in attributes)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; use --overwrite to replace it")
+    group = zarr.open_group(path, mode="w", attributes={
+        **{k.lower(): v for k, v, _ in _header_cards(spectra)}, "flux_unit": _flux_note(spectra),
+        "wavelength_unit": WAVE_UNIT})
+    arrays: dict[str, tuple[np.ndarray, tuple[str, ...], dict[str, Any]]] = {
+        "wavelength": (spectra.wave_rest, ("wavelength",), {"units": WAVE_UNIT, "frame": "rest"}),
+        "flux": (spectra.flux_rest, ("object", "wavelength"), {"units": _flux_note(spectra)}),
+    }
+    if spectra.wave_obs is not None:
+        arrays["obs_wavelength"] = (spectra.wave_obs, ("obs_wavelength",), {"units": WAVE_UNIT, "frame": "observed"})
+        arrays["obs_flux"] = (spectra.flux_obs, ("object", "obs_wavelength"),
+                              {"units": _flux_note(spectra), "redshift": f"z_{spectra.redshift}"})
+    for name, values in spectra.table().items():
+        arrays[name] = (values.to_numpy(), ("object",), {})
+    for name, (values, dims, attrs) in arrays.items():
+        group.create_array(name, data=np.asarray(values), dimension_names=dims, attributes=attrs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(path)
+
+
+def write_spectra(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bool = False) -> None:
+    """FITS for .fits/.fit/.fits.gz, Zarr for .zarr; anything else is a ValueError."""
+    name = str(path).lower()
+    if name.endswith(FITS_SUFFIXES):
+        write_fits(spectra, path, overwrite=overwrite)
+    elif name.endswith(".zarr"):
+        write_zarr(spectra, path, overwrite=overwrite)
+    else:
+        raise ValueError(f"{path}: spectra are written as FITS ({', '.join(FITS_SUFFIXES)}) or Zarr (.zarr)")

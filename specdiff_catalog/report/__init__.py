@@ -1,0 +1,1 @@
+"""What users read and what their other tools open: evaluation (``evaluate``), plots, the HTML report, exports."""

@@ -1,0 +1,234 @@
+"""Photo-z validation of a ``run`` store against true redshifts: diffusion vs the tree baseline.
+
+``evaluate_store(STORE, TRUTH)`` joins the store's objects (``object_id``) to a truth
+table (OBJECT_ID, Z), runs the model directory's baseline on the same objects (read
+from the store's input catalog through ``io.catalog``) and scores both with
+``metrics.photoz_table``: over all objects, per r-band magnitude bin and per bin of each
+method's own z_phot. The diffusion PDFs are the store's ``z_samples`` when the run kept
+them (``--save-samples K``), else draws from its quantiles (a coarser approximation,
+named in ``pdf_source``). The result carries the per-object values too, for plots.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from specdiff_catalog.bands import resolve_columns
+from specdiff_catalog.features import photometric_features
+from specdiff_catalog.io.catalog import object_ids, open_catalog, read_partition
+from specdiff_catalog.io.store import FORMAT
+from specdiff_catalog.metrics import crps, photoz_table, pit
+
+MAG_EDGES = (10.0, 19.0, 20.0, 21.0, 21.5, 22.0, 22.5, 30.0)
+ZPHOT_EDGES = (-0.1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 2.0)
+QUANTILE_DRAWS = 100  # pseudo-samples per object when only quantiles are stored
+METHODS = ("diffusion", "baseline")
+SUMMARY_METRICS = ("n", "bias", "sigma_nmad", "eta_015", "eta_lsst", "crps", "pit_ks", "pit_outlier_rate",
+                   "coverage_68", "coverage_95")
+
+
+@dataclass
+class EvaluationResult:
+    """Metrics of the store's photo-z (``diffusion``) and the baseline on the same objects.
+
+    table: one row per method and bin: ``binning`` ("all", "mag_r" (the mag_band), "z_phot"), ``bin``
+        label, ``bin_lo``, ``bin_hi``, then the ``metrics.photoz_table`` columns.
+    objects: one row per scored object: object_id, z_true, mag_r (de-reddened asinh
+        magnitude), flags, and per method z_phot_<m>, pit_<m>, crps_<m>.
+    samples: method -> (N, K) redshift samples the PDF metrics used (rows as ``objects``).
+    pdf_source: where the diffusion PDFs came from (stored samples or quantiles).
+    info: paths, model, counts of matched / unmatched objects, the simulated-model note.
+    """
+
+    table: pd.DataFrame
+    objects: pd.DataFrame
+    samples: dict[str, np.ndarray]
+    pdf_source: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self, binning: str = "all") -> pd.DataFrame:
+        """Metrics x methods (binning "all"), or bins x (metric, method) for a binning."""
+        rows = self.table[self.table["binning"] == binning]
+        if binning == "all":
+            return rows.set_index("method")[list(SUMMARY_METRICS)].T
+        metrics, methods = list(SUMMARY_METRICS[:7]), list(dict.fromkeys(rows["method"]))
+        wide = rows.pivot(index="bin", columns="method", values=metrics)
+        order = rows.drop_duplicates("bin").sort_values("bin_lo")["bin"]
+        return wide.loc[order, pd.MultiIndex.from_product([metrics, methods])]
+
+    def format(self) -> str:
+        """The text report ``evaluate`` prints."""
+        info = self.info
+        lines = [f"{info['store']}: {info['n_matched']} objects with a true redshift "
+                 f"({info['n_store']} in the store, {info['n_truth']} in the truth table)",
+                 f"diffusion PDFs from {self.pdf_source}; baseline: {info['baseline_model']}"]
+        if info.get("simulated_note"):
+            lines.append(info["simulated_note"])
+        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
+            lines += ["", "all objects:", self.summary("all").to_string()]
+            for binning in self.table["binning"].drop_duplicates():
+                if binning != "all":
+                    what = "each method's own z_phot (PDF median)" if binning == "z_phot" else binning
+                    lines += ["", f"per bin of {what}:", self.summary(binning).to_string()]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready: info, pdf_source and the table's records (NaN -> null)."""
+        table = self.table.astype(object).where(self.table.notna(), None)
+        return {"info": self.info, "pdf_source": self.pdf_source, "metrics": table.to_dict(orient="records")}
+
+    def write_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def read_store_columns(path: str | Path, names: list[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The valid rows of the named per-object arrays of an output store (read-only), and its attrs."""
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise FileNotFoundError(f"{path}: no output store here (no zarr.json)")
+    group = zarr.open_group(path, mode="r")
+    attrs = dict(group.attrs)
+    if attrs.get("format") != FORMAT:
+        raise ValueError(f"{path}: a Zarr group, but not a {FORMAT} store")
+    valid = group["valid"][:] == 1
+    return {name: group[name][:][valid] for name in names if name in group}, attrs
+
+
+def read_truth(path: str | Path) -> pd.DataFrame:
+    """OBJECT_ID (int64) and Z of a truth Parquet file (names matched case-insensitively)."""
+    frame = pd.read_parquet(path)
+    found = resolve_columns(list(frame.columns), ["OBJECT_ID", "Z"])
+    missing = {"OBJECT_ID", "Z"} - set(found)
+    if missing:
+        raise KeyError(f"{path}: no {' or '.join(sorted(missing))} column (has {list(frame.columns)})")
+    return pd.DataFrame({"object_id": frame[found["OBJECT_ID"]].to_numpy(np.int64),
+                         "z_true": frame[found["Z"]].to_numpy(np.float64)})
+
+
+def read_catalog_photometry(catalog_path: str | Path, bands, id_column: str | None = None) -> pd.DataFrame:
+    """Every row of a catalog: the band set's columns plus ``object_id`` (as ``run`` computes it)."""
+    catalog = open_catalog(catalog_path)
+    required = [c for b in bands.bands for c in (b.flux, b.ivar)] + ([id_column] if id_column else [])
+    optional = [b.mw_transmission for b in bands.bands] + [bands.ebv_column, "OBJECT_ID", "RELEASE", "BRICKID", "OBJID"]
+    frames = []
+    for partition in catalog.partitions:
+        table = read_partition(partition, required, optional=optional)
+        frames.append(table.assign(object_id=object_ids(table, id_column, where=str(partition.path))))
+    return pd.concat(frames, ignore_index=True)
+
+
+def quantile_draws(levels: np.ndarray, quantiles: np.ndarray, n: int = QUANTILE_DRAWS) -> np.ndarray:
+    """(N, n) pseudo-samples from stored quantiles: the piecewise-linear quantile function
+    through (levels, quantiles) at u = (k + 1/2)/n, constant beyond the outermost levels
+    (so the tails are cut at them). Rows with NaN quantiles give NaN."""
+    u = (np.arange(n) + 0.5) / n
+    q = np.sort(np.asarray(quantiles, dtype=np.float64), axis=1)
+    out = np.stack([np.interp(u, levels, row) for row in np.nan_to_num(q)]) if len(q) else np.zeros((0, n))
+    out[~np.isfinite(q).all(axis=1)] = np.nan
+    return out
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+
+def evaluate_store(
+    store: str | Path,
+    truth: str | Path,
+    model: str | Path | None = None,
+    *,
+    seed: int = 0,
+    mag_band: str = "r",
+    mag_edges: tuple[float, ...] = MAG_EDGES,
+    zphot_edges: tuple[float, ...] = ZPHOT_EDGES,
+) -> EvaluationResult:
+    """Score the store's photo-z against ``truth`` side by side with the model's baseline.
+
+    store: a ``run`` output; truth: Parquet with OBJECT_ID and Z; model: the model
+    directory whose baseline to run (default: the one that wrote the store, from its
+    ``model_path`` attribute). The baseline sees the same objects, read from the store's
+    ``input`` catalog, and draws as many samples as the store kept (100 without
+    ``z_samples``). seed: of the baseline's draws and of PIT ties. mag_band: the band
+    of the magnitude bins.
+    """
+    from specdiff_catalog.models import load_model, simulation_notice
+
+    columns, attrs = read_store_columns(store, ["object_id", "flags", "z_median", "z_quantiles", "z_samples"])
+    truth_table = read_truth(truth)
+    model_dir = Path(model) if model is not None else Path(attrs["model_path"])
+    loaded = load_model(model_dir)
+    if loaded.baseline is None:
+        raise ValueError(f"{model_dir}: the model has no baseline to compare with (train one with `train baseline`, "
+                         "or pass --model with a model directory that has one)")
+    bands = loaded.baseline.bandset or loaded.bands
+    store_frame = pd.DataFrame({"object_id": columns["object_id"], "row": np.arange(len(columns["object_id"]))})
+    joined = store_frame.merge(truth_table, on="object_id", how="inner", validate="one_to_one")
+    rows = joined["row"].to_numpy()
+    photometry = read_catalog_photometry(attrs["input"], bands, (attrs.get("config") or {}).get("id_column"))
+    photometry = joined[["object_id"]].merge(photometry, on="object_id", how="left", validate="one_to_one")
+    features = photometric_features(photometry, bands)
+    z_true = joined["z_true"].to_numpy()
+
+    if "z_samples" in columns:
+        diffusion_samples = columns["z_samples"][rows].astype(np.float64)
+        pdf_source = f"the store's z_samples (K = {diffusion_samples.shape[1]} per object)"
+    else:
+        levels = np.asarray(attrs["quantile_levels"], dtype=np.float64)
+        diffusion_samples = quantile_draws(levels, columns["z_quantiles"][rows])
+        pdf_source = (f"the store's {levels.size} quantiles ({levels[0]:g}..{levels[-1]:g}; no z_samples: run with "
+                      f"--save-samples K for exact PDF metrics), as {QUANTILE_DRAWS} draws of their quantile function")
+    baseline_point, _ = loaded.baseline.predict(features.values)
+    results = {
+        "diffusion": (columns["z_median"][rows].astype(np.float64), diffusion_samples),
+        "baseline": (baseline_point, loaded.baseline.sample(features.values, diffusion_samples.shape[1], seed=seed)),
+    }
+    mag = features.values[:, features.names.index(f"mag_{mag_band}")].astype(np.float64)
+    table = _tables(results, z_true, mag, mag_band, mag_edges, zphot_edges, seed)
+    objects = pd.DataFrame({"object_id": joined["object_id"].to_numpy(), "z_true": z_true, f"mag_{mag_band}": mag,
+                            "flags": columns["flags"][rows]})
+    for method, (point, samples) in results.items():
+        objects[f"z_phot_{method}"] = point
+        objects[f"pit_{method}"] = pit(samples, z_true, seed=seed)
+        objects[f"crps_{method}"] = crps(samples, z_true)
+    info = {
+        "store": str(store), "truth": str(truth), "input": attrs.get("input"), "store_model": attrs.get("model"),
+        "baseline_model": str(model_dir), "n_store": int(len(store_frame)), "n_truth": int(len(truth_table)),
+        "n_matched": int(len(joined)), "seed": seed, "simulated_note": simulation_notice(loaded.config, model_dir),
+    }
+    return EvaluationResult(table=table, objects=objects, samples={m: r[1] for m, r in results.items()},
+                            pdf_source=pdf_source, info=info)
+
+
+def _tables(results, z_true, mag, mag_band, mag_edges, zphot_edges, seed) -> pd.DataFrame:
+    """photoz_table over all objects, per magnitude bin and per bin of each method's own z_phot."""
+    def relabel(frame: pd.DataFrame, binning: str, name: str | None) -> pd.DataFrame:
+        frame = frame.rename(columns={name: "bin", f"{name}_lo": "bin_lo", f"{name}_hi": "bin_hi"}) if name else \
+            frame.assign(bin="all", bin_lo=np.nan, bin_hi=np.nan)
+        frame = frame[frame["bin"] != "all"] if name else frame
+        return frame.assign(binning=binning)
+
+    mag_name = f"mag_{mag_band}"
+    parts = [relabel(photoz_table(results, z_true, seed=seed), "all", None),
+             relabel(photoz_table(results, z_true, bins=(mag_name, mag, mag_edges), seed=seed), mag_name, mag_name)]
+    for method, result in results.items():
+        binned = photoz_table({method: result}, z_true, bins=("z_phot", result[0], zphot_edges), seed=seed)
+        parts.append(relabel(binned, "z_phot", "z_phot"))
+    table = pd.concat(parts, ignore_index=True)
+    first = ["binning", "bin", "bin_lo", "bin_hi", "method"]
+    return table[first + [c for c in table.columns if c not in first]]
+

@@ -1,0 +1,245 @@
+"""The diffusion model: schedule, configuration, condition handling, loss, EMA, storage."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from specdiff_catalog.config import ConfigError, available_presets
+from specdiff_catalog.features import feature_bands
+from specdiff_catalog.models.diffusion import (
+    EMA,
+    CosineSchedule,
+    DiffusionConfig,
+    DiffusionModel,
+    Standardisation,
+    drop_bands,
+    perturb_fluxes,
+)
+from specdiff_catalog.models.store import read_config
+
+B, S = 5, 6
+F = 3 * B - 1
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small batches: one intra-op thread is faster on a shared machine (and bitwise reproducible)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def standardisation(z_transform="log1p"):
+    rng = np.random.default_rng(0)
+    return Standardisation(
+        feature_mean=rng.normal(20, 2, F),
+        feature_std=rng.uniform(0.5, 2, F),
+        feature_bands=feature_bands(B),
+        latent_mean=rng.normal(0, 1, S),
+        latent_std=rng.uniform(0.5, 2, S),
+        z_mean=0.3,
+        z_std=0.15,
+        z_transform=z_transform,
+    )
+
+
+def randomised(model, seed=0):
+    """Replace the zero-initialised output layers etc. by random weights (an untrained but non-trivial net)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * (0.5 / math.sqrt(p.shape[-1]) if p.dim() > 1 else 0.3))
+    return model.eval()
+
+
+def test_cosine_schedule_values():
+    sched = CosineSchedule(1000)
+    t = torch.arange(1001, dtype=torch.float64)
+    abar = sched.alpha_bar(t)
+    assert abar[0] == 1.0
+    assert 1e-9 < abar[-1] < 3e-9  # beta clipped at 0.999: 1e-3 * abar(999) = 2.4e-9
+    assert torch.all(torch.diff(abar) < 0)
+    betas = sched.betas()
+    assert float(betas.max()) == pytest.approx(0.999) and betas.min() > 0
+    # betas of the closed form, as Nichol & Dhariwal's discrete table: beta_1 ~ 4e-5
+    assert float(betas[0]) == pytest.approx(float(1 - abar[1]), rel=1e-12) and 3e-5 < betas[0] < 5e-5
+    # continuous between integers, monotone across the clipped last step
+    fine = sched.alpha_bar(torch.linspace(998, 1000, 2001, dtype=torch.float64))
+    assert torch.all(torch.diff(fine) < 0)
+    assert float(sched.alpha_bar(999.0)) == pytest.approx(float(abar[999]), rel=1e-12)
+    # log-SNR and its inverse
+    for time in (0.3, 1.0, 17.5, 500.0, 999.0, 999.5, 1000.0):
+        assert sched.time_of_log_snr(sched.log_snr(time)) == pytest.approx(time, rel=1e-7)
+    assert sched.log_snr(1000.0) == pytest.approx(-9.92, abs=0.01)
+
+
+def test_presets_load_and_bad_values_are_named():
+    assert set(available_presets("diffusion")) >= {"tiny", "small", "paper"}
+    sizes = {}
+    for name in ("tiny", "small", "paper"):
+        config = DiffusionConfig.load(name)
+        sizes[name] = sum(p.numel() for p in DiffusionModel(config, standardisation()).parameters())
+    assert sizes["tiny"] < sizes["small"] < sizes["paper"]
+    with pytest.raises(ConfigError, match="hidden=100 must be a positive multiple of 64"):
+        DiffusionConfig(hidden=100)
+    with pytest.raises(ConfigError, match="prediction='x0'"):
+        DiffusionConfig(prediction="x0")
+    with pytest.raises(ConfigError, match="unknown diffusion preset"):
+        DiffusionConfig.load("huge")
+
+
+def test_condition_input_standardises_and_zeroes_missing_bands():
+    model = DiffusionModel(DiffusionConfig.load("tiny"), standardisation())
+    std = model.standardisation
+    rng = np.random.default_rng(1)
+    features = rng.normal(20, 2, (3, F)).astype(np.float32)
+    missing = np.zeros((3, B), bool)
+    missing[1, 2] = True  # band 2 missing: its magnitude, two colours and S/N are NaN
+    features[1, feature_bands(B)[:, 2]] = np.nan
+    missing[2, 0] = True  # masked but its features still finite: the mask wins
+    cond = model.condition_input(features, missing).numpy()
+    assert cond.shape == (3, F + B)
+    expected = ((features - std.feature_mean) / std.feature_std).astype(np.float32)
+    np.testing.assert_allclose(cond[0, :F], expected[0], rtol=1e-5)
+    assert np.all(cond[1, :F][feature_bands(B)[:, 2]] == 0)
+    np.testing.assert_allclose(cond[1, :F][~feature_bands(B)[:, 2]], expected[1][~feature_bands(B)[:, 2]], rtol=1e-5)
+    assert np.all(cond[2, :F][feature_bands(B)[:, 0]] == 0)
+    assert np.array_equal(cond[:, F:], missing.astype(np.float32))
+
+
+def test_band_dropout_hides_present_bands_at_the_configured_rate():
+    missing = torch.zeros((20000, B), dtype=torch.bool)
+    missing[:, 0] = True
+    dropped = drop_bands(missing, 0.1, torch.Generator().manual_seed(0))
+    assert dropped[:, 0].all()  # a missing band never comes back
+    rate = dropped[:, 1:].float().mean().item()
+    assert abs(rate - 0.1) < 5 * math.sqrt(0.1 * 0.9 / 80000)
+    assert torch.equal(drop_bands(missing, 0.0, None), missing)
+
+
+def test_loss_is_unit_at_initialisation_and_decreases():
+    # zero-initialised output: prediction 0, so the loss is E[target^2] = 1 for v and for eps
+    # when x0 has unit variance (v = alpha eps - sigma x0, alpha^2 + sigma^2 = 1)
+    rng = np.random.default_rng(2)
+    n = 20000
+    x0 = torch.randn(n, S + 1, generator=torch.Generator().manual_seed(1))
+    features = rng.normal(20, 2, (n, F)).astype(np.float32)
+    missing = np.zeros((n, B), bool)
+    for prediction in ("v", "eps"):
+        config = dataclasses.replace(DiffusionConfig.load("tiny"), prediction=prediction)
+        model = DiffusionModel(config, standardisation())
+        loss = model.loss(x0, features, missing, torch.Generator().manual_seed(0))
+        assert loss.ndim == 0 and abs(loss.item() - 1.0) < 0.03
+    # a few optimiser steps on one batch reduce it, and gradients reach the condition MLP
+    model = DiffusionModel(DiffusionConfig.load("tiny"), standardisation()).train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(30):
+        loss = model.loss(x0[:512], features[:512], missing[:512], torch.Generator().manual_seed(step % 2))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-4:]) < 0.9 * np.mean(losses[:2])
+    assert model.net.condition[0].weight.grad.abs().sum() > 0
+
+
+def test_model_with_missing_bands_gives_finite_samples():
+    from specdiff_catalog.models.sampling import sample
+
+    model = randomised(DiffusionModel(DiffusionConfig.load("tiny"), standardisation()))
+    rng = np.random.default_rng(3)
+    features = rng.normal(20, 2, (4, F)).astype(np.float32)
+    missing = np.zeros((4, B), bool)
+    missing[1, 3] = True
+    missing[2] = True  # no photometry at all
+    features[(missing.astype(float) @ feature_bands(B).T.astype(float)) > 0] = np.nan
+    features[3, 0] = np.inf  # a non-finite value the mask does not know about
+    x = sample(model, features, missing, np.arange(4), n_samples=16, seed=0, steps=8)
+    assert x.shape == (4, 16, S + 1) and torch.isfinite(x).all()
+    # a masked band changes the condition, so the samples
+    y = sample(model, features[:1], missing[1:2] | missing[:1], np.arange(1), n_samples=16, seed=0, steps=8)
+    assert not torch.equal(y[0], x[0])
+
+
+def test_ema_follows_the_exponential_average_with_warmup():
+    module = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        module.weight.fill_(1.0)
+    ema = EMA(module, decay=0.9)
+    expected = 1.0
+    for n, value in enumerate([3.0, -1.0, 5.0, 0.0, 2.0] + [4.0] * 30, start=1):
+        with torch.no_grad():
+            module.weight.fill_(value)
+        ema.update(module)
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * value
+        assert ema.shadow["weight"].item() == pytest.approx(expected, rel=1e-6)
+    assert abs(expected - 4.0) < 0.1  # forgets the start after ~30 updates at decay 0.9
+    other = torch.nn.Linear(1, 1, bias=False)
+    restored = EMA(other, decay=0.9)
+    restored.load_state_dict(ema.state_dict())
+    assert restored.updates == 35
+    restored.copy_to(other)
+    assert other.weight.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_standardisation_round_trip_and_fit():
+    rng = np.random.default_rng(4)
+    n = 5000
+    z = rng.uniform(0.01, 1.5, n)
+    latent = rng.normal(3, 2, (n, S))
+    features = rng.normal(21, 1.5, (n, F))
+    features[rng.random((n, F)) < 0.1] = np.nan
+    std = Standardisation.fit(features, latent, z)
+    assert np.allclose(std.feature_mean, np.nanmean(features, axis=0)) and np.allclose(
+        std.feature_std, np.nanstd(features, axis=0)
+    )
+    assert std.n_bands == B and std.data_dim == S + 1
+    x0 = std.to_standard(z, latent)
+    assert x0.shape == (n, S + 1)
+    assert np.allclose(x0.mean(axis=0), 0, atol=1e-5) and np.allclose(x0.std(axis=0), 1, atol=1e-4)
+    back_z, back_latent = std.to_physical(torch.as_tensor(x0))
+    np.testing.assert_allclose(back_z.numpy(), z, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(back_latent.numpy(), latent, rtol=1e-5, atol=2e-5)
+    assert Standardisation.from_dict(std.to_dict()).to_dict() == std.to_dict()
+
+
+def test_save_and_load_give_the_same_predictions(tmp_path):
+    model = randomised(DiffusionModel(DiffusionConfig.load("tiny"), standardisation()))
+    model.save(tmp_path, training={"steps": 10})
+    section = read_config(tmp_path)["diffusion"]
+    assert section["config"]["hidden"] == 64 and section["training"] == {"steps": 10}
+    loaded = DiffusionModel.from_model_dir(tmp_path)
+    assert not loaded.training
+    features = np.random.default_rng(5).normal(20, 2, (3, F)).astype(np.float32)
+    missing = np.zeros((3, B), bool)
+    cond_a = model.embed_condition(features, missing)
+    cond_b = loaded.embed_condition(features, missing)
+    assert torch.equal(cond_a, cond_b)
+    x = torch.randn(3, 4, S + 1)
+    assert torch.equal(model.denoise(x, 321.0, cond_a[:, None]), loaded.denoise(x, 321.0, cond_b[:, None]))
+
+
+def test_model_directory_without_diffusion_section(tmp_path):
+    from specdiff_catalog.models.store import ModelDirectoryError, update_config
+
+    update_config(tmp_path, autoencoder={"latent_size": 6})
+    with pytest.raises(ModelDirectoryError, match="no 'diffusion' section"):
+        DiffusionModel.from_model_dir(tmp_path)
+
+
+def test_perturb_fluxes_scatters_within_the_errors():
+    rng = np.random.default_rng(6)
+    flux = rng.uniform(1, 100, (50000, 3))
+    ivar = rng.uniform(0.1, 10, (50000, 3))
+    ivar[:100, 1] = 0.0
+    flux[100:200, 2] = np.nan
+    out = perturb_fluxes(flux, ivar, np.random.default_rng(7))
+    pull = ((out - flux) * np.sqrt(ivar))[200:]
+    assert abs(pull.mean()) < 0.01 and abs(pull.std() - 1) < 0.01
+    assert np.array_equal(out[:100, 1], flux[:100, 1]) and np.isnan(out[100:200, 2]).all()

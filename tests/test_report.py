@@ -1,0 +1,117 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from specdiff_catalog.cli import main
+from specdiff_catalog.report.html import CHROMIUM_NAMES, chromium_screenshot
+from specdiff_catalog import spectral
+from specdiff_catalog.report.spectral_validation import dn4000_error, fit_amplitude, median_snr, validate_spectra
+
+FIGURES = ("zphot_vs_ztrue", "dz_vs_magnitude", "dz_vs_redshift", "metrics_by_mag_r", "metrics_by_z_phot",
+           "pit_histogram", "coverage", "example_pdfs", "spectra_examples", "dn4000", "chi2_vs_snr", "residual_stack")
+
+
+@pytest.fixture(scope="module")
+def report_dir(trained_tiny, tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    assert main(["evaluate", "--pz", str(tiny_run), "--truth", str(trained_tiny.truth), "--report", str(out),
+                 "--spectra", str(trained_tiny.mock / "spectra"), "--max-spectra", "120"]) == 0
+    return out
+
+
+def test_fit_amplitude_is_the_weighted_least_squares_scale():
+    rng = np.random.default_rng(1)
+    model = 1.0 + 0.5 * np.sin(np.linspace(0, 20, 4000))[None, :].repeat(3, axis=0)
+    sigma = np.array([[0.1], [0.5], [2.0]])
+    flux = 3.0 * model + sigma * rng.standard_normal(model.shape)
+    ivar = np.broadcast_to(1 / sigma**2, model.shape).copy()
+    ivar[:, :100] = 0  # masked pixels do not count
+    model[0, 200:300] = np.nan  # nor pixels outside the model's range
+    amp, chi2, n = fit_amplitude(flux, ivar, model)
+    assert list(n) == [3800, 3900, 3900]
+    assert np.allclose(amp, 3.0, atol=5 * sigma.ravel() / np.sqrt(n * 1.1))  # 5 standard errors
+    assert np.allclose(chi2 / (n - 1), 1.0, atol=5 * np.sqrt(2 / n))
+    assert np.allclose(median_snr(flux, ivar), 3.0 / sigma.ravel(), rtol=0.05)
+
+
+def test_rank_pit_is_uniform_for_calibrated_samples():
+    from scipy import stats
+
+    from specdiff_catalog.metrics import pit
+    from specdiff_catalog.report.plots import rank_pit
+
+    rng = np.random.default_rng(4)
+    samples = rng.normal(size=(20000, 100))
+    truth = rng.normal(size=20000)  # drawn from the same distribution: calibrated
+    raw = pit(samples, truth)
+    counts = np.histogram(raw, bins=20, range=(0, 1))[0]
+    assert counts.max() / counts.min() > 1.12  # the comb: bins hold 5 or 6 of the 101 values (expected ratio 1.2)
+    smooth = rank_pit(raw, np.full(20000, 100))
+    counts = np.histogram(smooth, bins=20, range=(0, 1))[0]
+    assert stats.chisquare(counts).pvalue > 0.001 and stats.kstest(smooth, "uniform").pvalue > 0.001
+
+
+def test_dn4000_error_is_the_scatter_of_noisy_measurements():
+    rng = np.random.default_rng(2)
+    wave = np.arange(3600.0, 4400.0, 0.8)[None, :].repeat(2000, axis=0)
+    clean = 1.0 + 0.6 / (1 + np.exp(-(wave - 3975) / 15))  # a 4000 A break, Dn4000 ~1.7
+    sigma = 0.5
+    noisy = clean + sigma * rng.standard_normal(clean.shape)
+    ivar = np.full(clean.shape, 1 / sigma**2)
+    measured = spectral.dn4000(wave, noisy, ivar)
+    predicted = dn4000_error(wave, noisy, ivar)
+    # 2000 realisations: the std is known to ~1.6%; the error formula is first order
+    assert np.std(measured) == pytest.approx(np.median(predicted), rel=0.06)
+
+
+def test_spectral_validation_against_the_mock_truth(trained_tiny):
+    result = validate_spectra(trained_tiny.mock / "spectra", trained_tiny.model, truth=trained_tiny.mock / "truth",
+                              max_objects=80, n_samples=32)
+    obj = result.objects
+    assert len(obj) == 80 and obj["targetid"].is_unique
+    # the noiseless truth is the floor: chi^2/pixel ~1.1 (sky-line residuals are not in the ivar; docs/mock.md)
+    assert obj["chi2_pix_truth"].between(0.95, 1.4).all()
+    assert (obj["chi2_pix"] >= obj["chi2_pix_truth"] - 0.02).mean() > 0.95
+    # Dn4000 of the truth is what the observed spectrum measures, at high S/N
+    high = obj[obj["snr_4000"] >= 1]
+    assert len(high) >= 5 and np.median(np.abs(high["dn4000_obs"] - high["dn4000_true"])) < 0.1
+    summary = result.summary()
+    assert summary["n_objects"] == 80 and summary["chi2_by_snr"][0]["n"] > 0
+    assert 0.9 < summary["stack_chi2_pix"] < 3
+    floor = result.stack.loc[result.stack["n"] > 1000, "chi2_pix_truth"]
+    assert floor.between(0.9, 2.5).all() and abs(floor.iloc[:20].median() - 1) < 0.1  # blue end: noise only
+    assert result.examples is not None and result.examples.flux.shape == (12, 7781)
+
+
+def test_spectra_without_a_report_is_refused(trained_tiny, tiny_run, capsys):
+    assert main(["evaluate", "--pz", str(tiny_run), "--truth", str(trained_tiny.truth),
+                 "--spectra", str(trained_tiny.mock / "spectra")]) == 2
+    assert "give --report DIR too" in capsys.readouterr().err
+
+
+def test_report_has_every_figure_and_the_metrics(report_dir):
+    html = (report_dir / "report.html").read_text()
+    for name in FIGURES:
+        assert (report_dir / f"{name}.png").stat().st_size > 10_000, name
+        assert f'<figure id="{name}"><img' in html and "data:image/png;base64," in html
+    assert "src=\"http" not in html and "<script" not in html  # self-contained, opens offline
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    methods = {row["method"] for row in metrics["photoz"]["metrics"]}
+    assert methods == {"diffusion", "baseline"}
+    spectra = metrics["spectra"]
+    assert spectra["n_objects"] == 120 and spectra["chi2_pix_mean"] > 0.9
+    assert spectra["dn4000_high_snr"]["n"] >= 1
+
+
+@pytest.mark.skipif(not any(shutil.which(n) for n in CHROMIUM_NAMES), reason="no Chromium binary on PATH")
+def test_report_renders_in_headless_chromium(report_dir, tmp_path):
+    from PIL import Image
+
+    png = chromium_screenshot(report_dir / "report.html", tmp_path / "shot.png", width=1400, height=9000)
+    image = np.asarray(Image.open(png).convert("L"), dtype=np.float64)
+    assert image.shape == (9000, 1400)
+    # the figures are drawn: most 500-pixel bands of the page hold dark (plotted) pixels
+    bands = [(image[i:i + 500] < 128).mean() for i in range(0, 9000, 500)]
+    assert sum(b > 0.005 for b in bands) >= 14, bands
