@@ -88,8 +88,14 @@ def test_model_directory_round_trip_and_tampering(train_dir, tmp_path):
 
 
 def test_consistency_loss_is_logged_and_decreases(train_dir, tmp_path):
-    result = train_autoencoder(train_dir, tmp_path / "c", preset="tiny", epochs=12, consistency=True, progress=False)
+    from specdiff_catalog.config import PRESET_DIR
+
+    preset = tmp_path / "tiny_consistency.toml"  # a user preset file: tiny with a strong consistency loss
+    preset.write_text((PRESET_DIR / "autoencoder" / "tiny.toml").read_text().replace(
+        "consistency = false", "consistency = true\nconsistency_weight = 1.0"))
+    result = train_autoencoder(train_dir, tmp_path / "c", preset=preset, epochs=12, progress=False)
     penalty = [r["val"]["consistency"] for r in result.history]
     assert penalty[-1] < 0.8 * penalty[0] and penalty[0] < 0.5  # measured 0.486 -> 0.335 (0.5 = saturated)
     assert result.history[-1]["val"]["chi2_per_pixel"] < 0.25 * result.history[0]["val"]["chi2_per_pixel"]
-    assert read_config(tmp_path / "c")["autoencoder"]["architecture"]["consistency"] is True
+    architecture = read_config(tmp_path / "c")["autoencoder"]["architecture"]
+    assert architecture["consistency"] is True and architecture["consistency_weight"] == 1.0

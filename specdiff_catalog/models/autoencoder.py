@@ -59,7 +59,7 @@ class AutoencoderConfig:
     norm_window: tuple[float, float] = spectral.NORM_WINDOW
     norm_min_pixels: int = 10
     consistency: bool = False
-    consistency_weight: float = 1.0
+    consistency_weight: float = 0.02
     consistency_tol: float = 0.3
 
     @classmethod
