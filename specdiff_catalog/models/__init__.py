@@ -70,18 +70,20 @@ def load_autoencoder(model_dir: str | Path, device: str | torch.device = "cpu"):
     return SpectrumAutoencoder.from_state(config, tensors).to(device).eval()
 
 
-def load_model(model_dir: str | Path | None = None, device: str | torch.device = "cpu") -> SpecdiffModel:
+def load_model(model_dir: str | Path | None = None, device: str | torch.device = "cpu", *,
+               notice: bool = True) -> SpecdiffModel:
     """Load a model directory (default: the bundled model) with every component it has.
 
     Each weight file's sha256 must match config.json, or ``store.ModelDirectoryError``
     says which file was altered. Components without a section stay None. A model trained
-    on simulations logs ``simulation_notice`` as a warning.
+    on simulations logs ``simulation_notice`` as a warning (``notice=False``: not, for
+    callers that have said it already, e.g. ``run``'s workers).
     """
     path = Path(model_dir) if model_dir is not None else store.default_model_dir()
     config = store.read_config(path)
-    notice = simulation_notice(config, path)
-    if notice:
-        log.warning(notice)
+    message = simulation_notice(config, path) if notice else None
+    if message:
+        log.warning(message)
     bands = BandSet.from_dict(config["bands"], source=f"{path}/config.json bands") if "bands" in config else None
     autoencoder = load_autoencoder(path, device) if "autoencoder" in config else None
     diffusion = baseline = None

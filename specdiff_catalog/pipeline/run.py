@@ -107,7 +107,7 @@ def _worker_model(model_dir: str, sha: str):
         if device == "cpu":
             torch.set_num_threads(max(1, get_worker().state.nthreads))
         _MODELS.clear()
-        _MODELS[sha] = load_model(model_dir, device=device)
+        _MODELS[sha] = load_model(model_dir, device=device, notice=False)  # run_catalog printed it
     return _MODELS[sha]
 
 

@@ -171,7 +171,7 @@ def evaluate_store(
     columns, attrs = read_store_columns(store, ["object_id", "flags", "z_median", "z_quantiles", "z_samples"])
     truth_table = read_truth(truth)
     model_dir = Path(model) if model is not None else Path(attrs["model_path"])
-    loaded = load_model(model_dir)
+    loaded = load_model(model_dir, notice=False)  # the note is part of the printed report
     if loaded.baseline is None:
         raise ValueError(f"{model_dir}: the model has no baseline to compare with (train one with `train baseline`, "
                          "or pass --model with a model directory that has one)")
