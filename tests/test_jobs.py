@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,23 @@ def test_jobqueue_script_passes_slurm_options():
     assert line.startswith("specdiff-catalog run --input cat --out o.zarr --cluster slurm")
     for option in ("--slurm-account proj", "--slurm-jobs 4", "--slurm-gpus 2", "--slurm-queue gpu"):
         assert option in line
+
+
+def test_train_script_runs_the_three_jobs_in_order_on_the_gpu(tmp_path):
+    lines = dry_run("train_gpu.slurm", DESI="desi", TRAIN=str(tmp_path / "train"), MODEL=str(tmp_path / "model"))
+    assert [line.split()[1:3] for line in lines] == [["prepare", "--desi"], ["train", "autoencoder"],
+                                                      ["train", "diffusion"], ["train", "baseline"]]
+    assert all("--device cuda" in line and "--preset paper" in line for line in lines[1:3])
+    assert not any("--resume" in line for line in lines)
+
+
+def test_train_script_after_requeue_skips_finished_parts_and_resumes_the_interrupted_one(tmp_path):
+    train, model = tmp_path / "train", tmp_path / "model"
+    train.mkdir()
+    (train / "trainset.json").write_text("{}")
+    (model / "training" / "diffusion").mkdir(parents=True)
+    (model / "training" / "diffusion" / "last.json").write_text("{}")
+    (model / "config.json").write_text('{"autoencoder": {}}')
+    lines = dry_run("train_gpu.slurm", DESI="desi", TRAIN=str(train), MODEL=str(model), PYTHON=sys.executable)
+    assert len(lines) == 2 and lines[0].split()[1:3] == ["train", "diffusion"] and "--resume" in lines[0]
+    assert lines[1].split()[1:3] == ["train", "baseline"]
