@@ -87,9 +87,7 @@ def _train_autoencoder(args: argparse.Namespace) -> int:
     result = train_autoencoder(args.data, args.out, preset=args.preset, epochs=args.epochs,
                                batch_size=args.batch_size, device=args.device, seed=args.seed,
                                consistency=args.consistency, resume=args.resume, progress=args.progress)
-    print(f"autoencoder: best validation chi2/pixel {result.best_metric:.4g} at epoch {result.best_epoch + 1}; "
-          f"{'written to ' + str(args.out) if result.finished else 'stopped early, resume with --resume'}")
-    return 0 if result.finished else 1
+    return _training_outcome("autoencoder: best validation chi2/pixel", result, args.out)
 
 
 def _add_train_diffusion(jobs: argparse._SubParsersAction) -> None:
@@ -108,8 +106,13 @@ def _train_diffusion(args: argparse.Namespace) -> int:
     result = train_diffusion(args.data, args.out, preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
                              device=args.device, seed=args.seed, no_spectra=args.no_spectra,
                              flux_noise=args.flux_noise, resume=args.resume, progress=args.progress)
-    print(f"diffusion: best validation loss {result.best_metric:.4g} at epoch {result.best_epoch + 1}; "
-          f"{'written to ' + str(args.out) if result.finished else 'stopped early, resume with --resume'}")
+    return _training_outcome("diffusion: best validation loss", result, args.out)
+
+
+def _training_outcome(what: str, result, out: Path) -> int:
+    """Print a training job's best validation metric and where it went; exit 1 if it stopped early."""
+    print(f"{what} {result.best_metric:.4g} at epoch {result.best_epoch + 1}; "
+          f"{'written to ' + str(out) if result.finished else 'stopped early, resume with --resume'}")
     return 0 if result.finished else 1
 
 

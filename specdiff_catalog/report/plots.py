@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import colors, ticker  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from specdiff_catalog.metrics import coverage_curve, delta_z  # noqa: E402
@@ -170,15 +171,19 @@ def coverage(samples: Mapping[str, np.ndarray], z_true: np.ndarray, levels: np.n
     return fig
 
 
+def _panel_grid(n: int, ncols: int, width: float, height: float) -> tuple[Figure, list[tuple[int, Axes]]]:
+    """A figure of n panels (width x height inches each) in rows of ncols; unused panels hidden."""
+    nrows = -(-n // ncols)
+    fig, axes = _figure(width * ncols, height * nrows, ncols=ncols, nrows=nrows)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, list(enumerate(axes.flat[:n]))
+
+
 def example_pdfs(samples: Mapping[str, np.ndarray], z_true: np.ndarray, labels: list[str], ncols: int = 4) -> Figure:
     """A grid of PDFs (sample histograms per method) with the true redshift marked."""
-    n = len(labels)
-    nrows = -(-n // ncols)
-    fig, axes = _figure(3.2 * ncols, 2.4 * nrows, ncols=ncols, nrows=nrows)
-    for k, ax in enumerate(axes.flat):
-        if k >= n:
-            ax.axis("off")
-            continue
+    fig, panels = _panel_grid(len(labels), ncols, 3.2, 2.4)
+    for k, ax in panels:
         rows = [x[k][np.isfinite(x[k])] for x in samples.values()]
         pooled = np.concatenate(rows + [[z_true[k]]])
         lo, hi = np.percentile(pooled, [0.5, 99.5])
@@ -207,13 +212,8 @@ def spectra_grid(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, model: np
                  labels: list[str], ncols: int = 3, rebin: int = 8) -> Figure:
     """Observed spectra (rebinned by ``rebin`` for display, inverse-variance weighted) with the
     spectrum reconstructed from photometry and, where known, the noiseless truth."""
-    n = len(labels)
-    nrows = -(-n // ncols)
-    fig, axes = _figure(5.0 * ncols, 2.6 * nrows, ncols=ncols, nrows=nrows)
-    for k, ax in enumerate(axes.flat):
-        if k >= n:
-            ax.axis("off")
-            continue
+    fig, panels = _panel_grid(len(labels), ncols, 5.0, 2.6)
+    for k, ax in panels:
         w, f = _smooth(wave, flux[k], ivar[k], rebin)
         ax.plot(w, f, color=COLORS["observed"], lw=0.6, label=f"observed (rebinned x{rebin})")
         if np.isfinite(truth[k]).any():
