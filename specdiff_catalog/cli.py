@@ -10,9 +10,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from specdiff_catalog import __version__
 
+if TYPE_CHECKING:  # the CLI imports torch only in the commands that need it
+    from specdiff_catalog.training.loop import FitResult
 
 
 def _add_mock(sub: argparse._SubParsersAction) -> None:
@@ -109,7 +112,7 @@ def _train_diffusion(args: argparse.Namespace) -> int:
     return _training_outcome("diffusion: best validation loss", result, args.out)
 
 
-def _training_outcome(what: str, result, out: Path) -> int:
+def _training_outcome(what: str, result: FitResult, out: Path) -> int:
     """Print a training job's best validation metric and where it went; exit 1 if it stopped early."""
     print(f"{what} {result.best_metric:.4g} at epoch {result.best_epoch + 1}; "
           f"{'written to ' + str(out) if result.finished else 'stopped early, resume with --resume'}")
