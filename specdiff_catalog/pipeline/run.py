@@ -152,10 +152,8 @@ def _position_columns(table) -> dict[str, np.ndarray]:
     return {"ra": ra, "dec": dec, "_healpix_29": healpix}
 
 
-def _store_attrs(catalog: Catalog, model_dir: Path, sha: str, options: RunOptions) -> dict[str, Any]:
-    from specdiff_catalog.models.store import read_config
-
-    config = read_config(model_dir)
+def _store_attrs(catalog: Catalog, model_dir: Path, config: dict[str, Any], sha: str,
+                 options: RunOptions) -> dict[str, Any]:
     return {
         "software_version": __version__,
         "model": sha,
@@ -201,17 +199,18 @@ def run_catalog(
     from specdiff_catalog.models.store import default_model_dir, model_id, read_config
 
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
-    notice = simulation_notice(read_config(model_dir), model_dir)
+    config = read_config(model_dir)
+    notice = simulation_notice(config, model_dir)
     if notice:
         print(notice, file=sys.stderr, flush=True)
     catalog = open_catalog(input_path if input_path is not None else demo_catalog_dir())
     sha = model_id(model_dir)
-    latent_size = _latent_size(model_dir)
+    latent_size = _latent_size(config, model_dir)
     layout = StoreLayout(
         quantiles=options.quantiles, latent_size=latent_size, n_samples_saved=options.save_samples,
         shard_rows=shard_rows or shard_rows_for(catalog),
     )
-    attrs = _store_attrs(catalog, model_dir, sha, options)
+    attrs = _store_attrs(catalog, model_dir, config, sha, options)
     parts = [(p.order, p.pixel, p.n_rows) for p in catalog.partitions]
     store = create_store(out, parts, layout, attrs, overwrite=overwrite)
     store.check_compatible(attrs)
@@ -229,11 +228,11 @@ def run_catalog(
     return report
 
 
-def _latent_size(model_dir: Path) -> int:
+def _latent_size(config: dict[str, Any], model_dir: Path) -> int:
     """Width of the latents the diffusion model samples (0 for a photo-z-only model)."""
-    from specdiff_catalog.models.store import ModelDirectoryError, read_config
+    from specdiff_catalog.models.store import ModelDirectoryError
 
-    section = read_config(model_dir).get("diffusion")
+    section = config.get("diffusion")
     if section is None:
         raise ModelDirectoryError(f"{model_dir}: the model has no diffusion component (train diffusion first)")
     return len(section["standardisation"]["latent_mean"])
