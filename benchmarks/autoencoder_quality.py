@@ -89,17 +89,39 @@ def robust(d: np.ndarray) -> dict[str, float]:
     """median, 1.4826 MAD, std, n of the finite values of d."""
     d = d[np.isfinite(d)]
     med = float(np.median(d)) if d.size else float("nan")
-    return {"median": med, "nmad": float(1.4826 * np.median(np.abs(d - med))) if d.size else float("nan"),
-            "std": float(d.std()) if d.size else float("nan"), "n": int(d.size)}
+    return {
+        "median": med,
+        "nmad": float(1.4826 * np.median(np.abs(d - med))) if d.size else float("nan"),
+        "std": float(d.std()) if d.size else float("nan"),
+        "n": int(d.size),
+    }
 
 
 def evaluate(model_dir: Path, ts: TrainingSet, truth: pd.DataFrame, t_wave, t_flux, split: str) -> dict:
     """Per-object arrays of one model on one split (see the module docstring)."""
     ae = load_model(model_dir).autoencoder
     rest_wave = ae.rest_wave()
-    out: dict[str, list] = {k: [] for k in ("targetid", "z", "z_true", "latent", "chi2", "n", "floor", "flags",
-                                          "snr", "rest", "data_flux", "data_ivar", "resid", "chi2_full", "n_full",
-                                          "floor_full")}
+    out: dict[str, list] = {
+        k: []
+        for k in (
+            "targetid",
+            "z",
+            "z_true",
+            "latent",
+            "chi2",
+            "n",
+            "floor",
+            "flags",
+            "snr",
+            "rest",
+            "data_flux",
+            "data_ivar",
+            "resid",
+            "chi2_full",
+            "n_full",
+            "floor_full",
+        )
+    }
     for batch in ts.batches(split, 512):
         ids = batch.objects["TARGETID"].to_numpy()
         z = batch.objects["Z"].to_numpy()
@@ -112,7 +134,9 @@ def evaluate(model_dir: Path, ts: TrainingSet, truth: pd.DataFrame, t_wave, t_fl
         z_true = truth.loc[ids, "Z"].to_numpy()
         mixture = truth.loc[ids, COEFFS].to_numpy() @ t_flux
         full = redshift_spectra(t_wave, mixture, z_true, ts.wave)
-        _, t_obs, _ = spectral.rebin(ts.wave, np.nan_to_num(full), batch.ivar * np.isfinite(full), ae.config.rebin)
+        _, t_obs, _ = spectral.rebin(
+            ts.wave, np.nan_to_num(full), batch.ivar * np.isfinite(full), ae.config.rebin
+        )
         w = prep.ivar * inside.numpy() * (t_obs != 0)
         amp = (w * prep.flux * t_obs).sum(1) / (w * t_obs**2).sum(1)
         floor = (w * (prep.flux - amp[:, None] * t_obs) ** 2).sum(1)
@@ -131,15 +155,32 @@ def evaluate(model_dir: Path, ts: TrainingSet, truth: pd.DataFrame, t_wave, t_fl
         rest_np = rest.numpy().astype(np.float64)
         t_rest = normalise_rest(rest_wave, np.stack([np.interp(rest_wave, t_wave, m) for m in mixture]))
         d_rest = normalise_rest(rest_wave, rest_np)
-        seen = (rest_wave[None] >= ts.wave[0] / (1 + z[:, None])) & (rest_wave[None] <= ts.wave[-1] / (1 + z[:, None]))
+        seen = (rest_wave[None] >= ts.wave[0] / (1 + z[:, None])) & (
+            rest_wave[None] <= ts.wave[-1] / (1 + z[:, None])
+        )
         resid = np.sqrt(np.nanmean(np.where(seen, (d_rest - t_rest) / t_rest, np.nan) ** 2, axis=1))
-        band = (ae.wave_obs.numpy()[None] / (1 + z[:, None]) > 3850) & (ae.wave_obs.numpy()[None] / (1 + z[:, None]) < 4100)
+        band = (ae.wave_obs.numpy()[None] / (1 + z[:, None]) > 3850) & (
+            ae.wave_obs.numpy()[None] / (1 + z[:, None]) < 4100
+        )
         snr = np.nanmedian(np.where(band & (prep.ivar > 0), prep.flux * np.sqrt(prep.ivar), np.nan), axis=1)
-        for key, value in (("targetid", ids), ("z", z), ("z_true", z_true), ("latent", latent.numpy()),
-                           ("chi2", c.numpy()), ("n", n.numpy()), ("floor", floor), ("flags", prep.flags),
-                           ("snr", snr), ("rest", rest_np.astype(np.float32)), ("data_flux", prep.flux),
-                           ("data_ivar", prep.ivar), ("resid", resid), ("chi2_full", chi2_full),
-                           ("n_full", (w_f > 0).sum(1)), ("floor_full", floor_full)):
+        for key, value in (
+            ("targetid", ids),
+            ("z", z),
+            ("z_true", z_true),
+            ("latent", latent.numpy()),
+            ("chi2", c.numpy()),
+            ("n", n.numpy()),
+            ("floor", floor),
+            ("flags", prep.flags),
+            ("snr", snr),
+            ("rest", rest_np.astype(np.float32)),
+            ("data_flux", prep.flux),
+            ("data_ivar", prep.ivar),
+            ("resid", resid),
+            ("chi2_full", chi2_full),
+            ("n_full", (w_f > 0).sum(1)),
+            ("floor_full", floor_full),
+        ):
             out[key].append(value)
     result = {k: np.concatenate(v) for k, v in out.items()}
     result["rest_wave"], result["wave_obs"] = rest_wave, ae.wave_obs.numpy().astype(np.float64)
@@ -152,27 +193,37 @@ def figures(r: dict, truth: pd.DataFrame, t_wave, t_flux) -> dict:
     ok = (r["flags"] & spectral.SpectrumFlag.skip()) == 0
     mixture = truth.loc[r["targetid"], COEFFS].to_numpy() @ t_flux
     obs_rest = r["wave_obs"][None] / (1 + r["z"][:, None])
-    dn = {"decoded": spectral.dn4000(r["rest_wave"], r["rest"]), "truth": spectral.dn4000(t_wave, mixture),
-          "observed": spectral.dn4000(obs_rest, r["data_flux"], r["data_ivar"])}
+    dn = {
+        "decoded": spectral.dn4000(r["rest_wave"], r["rest"]),
+        "truth": spectral.dn4000(t_wave, mixture),
+        "observed": spectral.dn4000(obs_rest, r["data_flux"], r["data_ivar"]),
+    }
     high = r["snr"] >= np.nanpercentile(r["snr"][ok], 75)
     lines = {}
     for name, bands in spectral.LINE_BANDS.items():
-        ew = {"decoded": spectral.line_flux(r["rest_wave"], r["rest"], *bands)[1],
-              "truth": spectral.line_flux(t_wave, mixture, *bands)[1],
-              "observed": spectral.line_flux(obs_rest, r["data_flux"], *bands, ivar=r["data_ivar"])[1]}
+        ew = {
+            "decoded": spectral.line_flux(r["rest_wave"], r["rest"], *bands)[1],
+            "truth": spectral.line_flux(t_wave, mixture, *bands)[1],
+            "observed": spectral.line_flux(obs_rest, r["data_flux"], *bands, ivar=r["data_ivar"])[1],
+        }
         strong = ok & (ew["truth"] > 5) & np.isfinite(ew["observed"])
-        lines[name] = {"n_strong": int(strong.sum()),
-                       "decoded_minus_truth_ew": robust((ew["decoded"] - ew["truth"])[strong]),
-                       "observed_minus_truth_ew": robust((ew["observed"] - ew["truth"])[strong])}
+        lines[name] = {
+            "n_strong": int(strong.sum()),
+            "decoded_minus_truth_ew": robust((ew["decoded"] - ew["truth"])[strong]),
+            "observed_minus_truth_ew": robust((ew["observed"] - ew["truth"])[strong]),
+        }
     latent, z = r["latent"][ok], r["z"][ok]
     coeff = truth.loc[r["targetid"][ok], COEFFS].to_numpy()
     return {
-        "n": int(len(r["z"])), "n_skipped": int((~ok).sum()),
+        "n": len(r["z"]),
+        "n_skipped": int((~ok).sum()),
         "chi2_per_pixel": float(r["chi2"][ok].sum() / r["n"][ok].sum()),
         "chi2_per_pixel_truth_floor": float(r["floor"][ok].sum() / r["n"][ok].sum()),
         "chi2_per_pixel_median_object": float(np.median(r["chi2"][ok] / r["n"][ok])),
         "chi2_per_pixel_full_resolution": float(r["chi2_full"][ok].sum() / r["n_full"][ok].sum()),
-        "chi2_per_pixel_full_resolution_truth_floor": float(r["floor_full"][ok].sum() / r["n_full"][ok].sum()),
+        "chi2_per_pixel_full_resolution_truth_floor": float(
+            r["floor_full"][ok].sum() / r["n_full"][ok].sum()
+        ),
         "rest_rms_fractional_residual": robust(r["resid"][ok]),
         "rest_rms_fractional_residual_high_snr": robust(r["resid"][ok & high]),
         "snr_per_pixel_3850_4100": robust(r["snr"][ok]),
@@ -184,10 +235,14 @@ def figures(r: dict, truth: pd.DataFrame, t_wave, t_flux) -> dict:
         "latent_z": {
             "pearson": [float(stats.pearsonr(latent[:, i], z)[0]) for i in range(latent.shape[1])],
             "spearman": [float(stats.spearmanr(latent[:, i], z)[0]) for i in range(latent.shape[1])],
-            "r2_linear": r2_linear(latent, z), "r2_knn10": r2_knn(latent, z),
-            "truth_coefficients_r2_linear": r2_linear(coeff, z), "truth_coefficients_r2_knn10": r2_knn(coeff, z),
+            "r2_linear": r2_linear(latent, z),
+            "r2_knn10": r2_knn(latent, z),
+            "truth_coefficients_r2_linear": r2_linear(coeff, z),
+            "truth_coefficients_r2_knn10": r2_knn(coeff, z),
         },
-        "_dn4000": dn, "_high": high, "_ok": ok,
+        "_dn4000": dn,
+        "_high": high,
+        "_ok": ok,
     }
 
 
@@ -202,25 +257,44 @@ def plot_examples(r: dict, f: dict, truth: pd.DataFrame, t_wave, t_flux, path: P
     picks = []
     for kind in ("blue", "red"):
         for lo, hi in ((0.0, 0.25), (0.3, 0.5), (0.55, 0.8)):
-            cand = np.flatnonzero(f["_ok"] & (pop == kind) & (r["z"] >= lo) & (r["z"] < hi) & np.isfinite(r["snr"]))
+            cand = np.flatnonzero(
+                f["_ok"] & (pop == kind) & (r["z"] >= lo) & (r["z"] < hi) & np.isfinite(r["snr"])
+            )
             if cand.size:
-                picks.append(cand[np.argsort(r["snr"][cand])[int(0.8 * (cand.size - 1))]])  # 80th percentile S/N
+                picks.append(
+                    cand[np.argsort(r["snr"][cand])[int(0.8 * (cand.size - 1))]]
+                )  # 80th percentile S/N
     fig, axes = plt.subplots(len(picks), 1, figsize=(10, 2.3 * len(picks)), sharex=True)
     for ax, i in zip(np.atleast_1d(axes), picks):
         obs_rest = r["wave_obs"] / (1 + r["z"][i])
         good = r["data_ivar"][i] > 0
         scale = np.median(r["rest"][i][(r["rest_wave"] >= 5300) & (r["rest_wave"] <= 5850)])
-        true = normalise_rest(r["rest_wave"], np.interp(r["rest_wave"], t_wave,
-                                                        truth.loc[r["targetid"][i], COEFFS].to_numpy() @ t_flux)[None])[0]
-        ax.plot(obs_rest[good], r["data_flux"][i][good], color="0.75", lw=0.5, label="data (rebinned, de-reddened)")
+        true = normalise_rest(
+            r["rest_wave"],
+            np.interp(r["rest_wave"], t_wave, truth.loc[r["targetid"][i], COEFFS].to_numpy() @ t_flux)[None],
+        )[0]
+        ax.plot(
+            obs_rest[good],
+            r["data_flux"][i][good],
+            color="0.75",
+            lw=0.5,
+            label="data (rebinned, de-reddened)",
+        )
         ax.plot(r["rest_wave"], r["rest"][i], color="C0", lw=0.9, label=f"decoded ({label})")
         ax.plot(r["rest_wave"], true * scale, color="k", lw=0.7, ls="--", label="noiseless truth")
         ax.set_xlim(r["rest_wave"][0], r["rest_wave"][-1])
         lo, hi = np.percentile(r["rest"][i], [0.5, 99.8])
         ax.set_ylim(min(0, lo) - 0.2 * (hi - lo), hi + 0.3 * (hi - lo))
-        ax.text(0.01, 0.95, f"{pop[i]}  z = {r['z'][i]:.3f}  S/N/pix = {r['snr'][i]:.1f}  "
-                f"Dn4000 decoded {f['_dn4000']['decoded'][i]:.3f} / true {f['_dn4000']['truth'][i]:.3f}  "
-                f"chi2/pix {r['chi2'][i] / r['n'][i]:.2f}", transform=ax.transAxes, va="top", fontsize=8)
+        ax.text(
+            0.01,
+            0.95,
+            f"{pop[i]}  z = {r['z'][i]:.3f}  S/N/pix = {r['snr'][i]:.1f}  "
+            f"Dn4000 decoded {f['_dn4000']['decoded'][i]:.3f} / true {f['_dn4000']['truth'][i]:.3f}  "
+            f"chi2/pix {r['chi2'][i] / r['n'][i]:.2f}",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=8,
+        )
         ax.set_ylabel("F / median")
     np.atleast_1d(axes)[0].legend(loc="upper right", fontsize=7)
     np.atleast_1d(axes)[-1].set_xlabel("rest-frame wavelength [A]")
@@ -239,7 +313,9 @@ def plot_dn4000(r: dict, f: dict, path: Path, label: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharex=True, sharey=True)
     for ax, key in zip(axes, ("decoded", "observed")):
         ax.scatter(dn["truth"][ok & ~high], dn[key][ok & ~high], s=3, alpha=0.4, color="0.5", label="all")
-        ax.scatter(dn["truth"][ok & high], dn[key][ok & high], s=4, alpha=0.7, color="C3", label="top S/N quartile")
+        ax.scatter(
+            dn["truth"][ok & high], dn[key][ok & high], s=4, alpha=0.7, color="C3", label="top S/N quartile"
+        )
         ax.plot([0.8, 2.4], [0.8, 2.4], "k-", lw=0.7)
         ax.set_xlabel("Dn4000 (noiseless truth)")
         ax.set_title(f"{key} ({label})" if key == "decoded" else "observed spectrum (rebinned)", fontsize=10)
@@ -253,7 +329,9 @@ def plot_dn4000(r: dict, f: dict, path: Path, label: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", required=True, type=Path, help="training set (prepare output)")
     parser.add_argument("--mock", required=True, type=Path, help="mock survey directory (with truth/)")
     parser.add_argument("--model", action="append", required=True, help="LABEL=MODEL_DIR (repeatable)")

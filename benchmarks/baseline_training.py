@@ -28,7 +28,9 @@ from tests._toy_photometry import toy_photometry
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="small")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n", type=int, default=22300, help="objects in the training set (10%% go to val)")
@@ -55,7 +57,9 @@ def main() -> None:
     print(f"predict + 200 samples for {args.n_test} objects: {time.perf_counter() - start:.2f} s")
     z_true = test["Z"].to_numpy()
     r_mag = 22.5 - 2.5 * np.log10(np.clip(test["FLUX_R"].to_numpy(), 1e-3, None))
-    table = photoz_table({f"tree-{args.preset}": (z_point, samples)}, z_true, bins=("mag_r", r_mag, [17, 19, 20.5, 22]))
+    table = photoz_table(
+        {f"tree-{args.preset}": (z_point, samples)}, z_true, bins=("mag_r", r_mag, [17, 19, 20.5, 22])
+    )
     print(table.round(4).to_string(index=False))
 
 

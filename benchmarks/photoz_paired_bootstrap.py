@@ -39,8 +39,9 @@ def main() -> None:
     crps = {m: scored[f"crps_{m}"].to_numpy() for m in ("diffusion", "baseline")}
     rng = np.random.default_rng(args.seed)
     draws = rng.integers(0, len(z), size=(args.n, len(z)))
-    diff = statistics(dz["diffusion"][draws], crps["diffusion"][draws]) - statistics(dz["baseline"][draws],
-                                                                                      crps["baseline"][draws])
+    diff = statistics(dz["diffusion"][draws], crps["diffusion"][draws]) - statistics(
+        dz["baseline"][draws], crps["baseline"][draws]
+    )
     point = statistics(dz["diffusion"], crps["diffusion"]) - statistics(dz["baseline"], crps["baseline"])
     print(f"{len(z)} objects, {args.n} paired bootstrap resamples: diffusion - baseline")
     for name, d, b in zip(("sigma_nmad", "eta_015", "crps"), point, diff):

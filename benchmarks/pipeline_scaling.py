@@ -30,14 +30,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distributed import Client, LocalCluster  # noqa: E402
+from distributed import Client, LocalCluster
 
-from specdiff_catalog.inference import predict  # noqa: E402
-from specdiff_catalog.io.catalog import open_catalog, read_partition  # noqa: E402
-from specdiff_catalog.models import load_model  # noqa: E402
-from specdiff_catalog.models.store import default_model_dir  # noqa: E402
-from specdiff_catalog.pipeline.cluster import ClusterConfig  # noqa: E402
-from specdiff_catalog.pipeline.run import RunOptions, run_catalog  # noqa: E402
+from specdiff_catalog.inference import predict
+from specdiff_catalog.io.catalog import open_catalog, read_partition
+from specdiff_catalog.models import load_model
+from specdiff_catalog.models.store import default_model_dir
+from specdiff_catalog.pipeline.cluster import ClusterConfig
+from specdiff_catalog.pipeline.run import RunOptions, run_catalog
 
 
 def source_rows(mock: Path) -> pd.DataFrame:
@@ -65,17 +65,30 @@ def sampler_alone(model_dir: Path, catalog: Path, options: RunOptions, n: int) -
     torch.set_num_threads(1)
     model = load_model(model_dir)
     part = open_catalog(catalog).partitions[0]
-    table = read_partition(part, [c for b in model.bands.bands for c in (b.flux, b.ivar)] + ["OBJECT_ID"],
-                           optional=[model.bands.ebv_column]).iloc[:n]
+    table = read_partition(
+        part,
+        [c for b in model.bands.bands for c in (b.flux, b.ivar)] + ["OBJECT_ID"],
+        optional=[model.bands.ebv_column],
+    ).iloc[:n]
     start = time.perf_counter()
-    predict(model, table, table["OBJECT_ID"].to_numpy(), n_samples=options.n_samples, seed=options.seed,
-            sampler=options.sampler, steps=options.steps, quantiles=options.quantiles)
+    predict(
+        model,
+        table,
+        table["OBJECT_ID"].to_numpy(),
+        n_samples=options.n_samples,
+        seed=options.seed,
+        sampler=options.sampler,
+        steps=options.steps,
+        quantiles=options.quantiles,
+    )
     return len(table) / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mock", type=Path, required=True, help="a mock survey directory (its catalog/ is resampled)")
+    parser.add_argument(
+        "--mock", type=Path, required=True, help="a mock survey directory (its catalog/ is resampled)"
+    )
     parser.add_argument("--model", type=Path, default=default_model_dir())
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--partition-rows", type=int, default=10_000)
@@ -88,30 +101,62 @@ def main() -> None:
 
     options = RunOptions(n_samples=args.samples, steps=args.steps, batch_size=args.batch_size)
     rows = source_rows(args.mock)
-    print(f"model {args.model}; {args.workers} workers x 1 thread; {args.samples} samples, steps {args.steps or 'default'}, "
-          f"batch {args.batch_size}, partitions of {args.partition_rows} rows")
-    print(f"{'objects':>9} {'partitions':>10} {'wall s':>8} {'objects/s':>10} {'sampler obj/s, 1 process':>25} "
-          f"{'sampler obj/s, all workers':>27} {'ratio':>6} {'peak worker MiB':>16}")
-    with tempfile.TemporaryDirectory() as tmp, LocalCluster(n_workers=args.workers, threads_per_worker=1,
-                                                            processes=True, dashboard_address=":0") as cluster:
+    print(
+        f"model {args.model}; {args.workers} workers x 1 thread; {args.samples} samples, steps {args.steps or 'default'}, "
+        f"batch {args.batch_size}, partitions of {args.partition_rows} rows"
+    )
+    print(
+        f"{'objects':>9} {'partitions':>10} {'wall s':>8} {'objects/s':>10} {'sampler obj/s, 1 process':>25} "
+        f"{'sampler obj/s, all workers':>27} {'ratio':>6} {'peak worker MiB':>16}"
+    )
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+    ):
         for n in args.sizes:
             if -(-n // args.partition_rows) < args.workers:
-                print(f"note: {n} objects make fewer partitions than workers; some workers idle (lower --partition-rows)")
+                print(
+                    f"note: {n} objects make fewer partitions than workers; some workers idle (lower --partition-rows)"
+                )
             catalog = write_catalog(rows, n, args.partition_rows, Path(tmp) / f"cat{n}", seed=n)
             with Client(cluster) as client:
                 client.restart()  # fresh worker processes: peak memory per catalog size
                 start = time.perf_counter()
-                report = run_catalog(catalog, Path(tmp) / f"out{n}.zarr", args.model, options,
-                                     ClusterConfig(scheduler_address=cluster.scheduler_address), progress=False)
+                report = run_catalog(
+                    catalog,
+                    Path(tmp) / f"out{n}.zarr",
+                    args.model,
+                    options,
+                    ClusterConfig(scheduler_address=cluster.scheduler_address),
+                    progress=False,
+                )
                 wall = time.perf_counter() - start
                 peaks = client.run(peak_rss_mib)
-                together = sum(client.gather([
-                    client.submit(sampler_alone, args.model, catalog, options, args.compare_rows, workers=[w],
-                                  pure=False) for w in client.scheduler_info()["workers"]]))
+                together = sum(
+                    client.gather(
+                        [
+                            client.submit(
+                                sampler_alone,
+                                args.model,
+                                catalog,
+                                options,
+                                args.compare_rows,
+                                workers=[w],
+                                pure=False,
+                            )
+                            for w in client.scheduler_info()["workers"]
+                        ]
+                    )
+                )
             alone = sampler_alone(args.model, catalog, options, args.compare_rows)
             rate = report.n_objects / wall
-            print(f"{n:>9} {report.n_partitions:>10} {wall:>8.1f} {rate:>10.1f} {alone:>25.1f} {together:>27.1f} "
-                  f"{rate / together:>6.2f} {max(peaks.values()):>16.0f}", flush=True)
+            print(
+                f"{n:>9} {report.n_partitions:>10} {wall:>8.1f} {rate:>10.1f} {alone:>25.1f} {together:>27.1f} "
+                f"{rate / together:>6.2f} {max(peaks.values()):>16.0f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,11 @@ RUNS = [
 
 
 def worst_ks(gmm: ConditionalGMM, sampler: str, steps: int, spacing: str, n: int, seed: int) -> float:
-    times = sample_times(gmm.schedule, steps) if spacing == "log-snr" else np.linspace(1000, 0, steps + 1).tolist()
+    times = (
+        sample_times(gmm.schedule, steps)
+        if spacing == "log-snr"
+        else np.linspace(1000, 0, steps + 1).tolist()
+    )
     noise = CounterNoise(seed, torch.arange(len(CONDITIONS)), n, gmm.data_dim)
     cond = gmm.embed_condition(CONDITIONS[:, None], None)[:, None, :]
     x = SAMPLERS[sampler](gmm, cond, noise, times).double().numpy()
@@ -56,14 +60,21 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16000, help="samples per condition")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"n = {args.samples} per condition; noise-only D: median {0.83 / np.sqrt(args.samples):.4f}, "
-          f"95% {1.36 / np.sqrt(args.samples):.4f} (per test; the worst of 6 runs higher)")
-    print(f"{'component widths':>17} {'sampler':>8} {'steps':>5} {'spacing':>8} {'worst KS D (seed 1, 2)':>24}")
+    print(
+        f"n = {args.samples} per condition; noise-only D: median {0.83 / np.sqrt(args.samples):.4f}, "
+        f"95% {1.36 / np.sqrt(args.samples):.4f} (per test; the worst of 6 runs higher)"
+    )
+    print(
+        f"{'component widths':>17} {'sampler':>8} {'steps':>5} {'spacing':>8} {'worst KS D (seed 1, 2)':>24}"
+    )
     for scales in [(0.3, 0.5), (0.05, 0.1)]:
         gmm = ConditionalGMM(scales)
         for sampler, steps, spacing in RUNS:
             d = [worst_ks(gmm, sampler, steps, spacing, args.samples, seed) for seed in (1, 2)]
-            print(f"{str(scales):>17} {sampler:>8} {steps:>5} {spacing:>8} {d[0]:>11.4f} {d[1]:>11.4f}", flush=True)
+            print(
+                f"{scales!s:>17} {sampler:>8} {steps:>5} {spacing:>8} {d[0]:>11.4f} {d[1]:>11.4f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

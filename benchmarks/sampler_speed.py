@@ -19,21 +19,25 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from specdiff_catalog.features import feature_bands  # noqa: E402
-from specdiff_catalog.models.diffusion import DiffusionConfig, DiffusionModel, Standardisation  # noqa: E402
-from specdiff_catalog.models.sampling import CounterNoise, sample  # noqa: E402
+from specdiff_catalog.features import feature_bands
+from specdiff_catalog.models.diffusion import DiffusionConfig, DiffusionModel, Standardisation
+from specdiff_catalog.models.sampling import CounterNoise, sample
 
 RUNS = [("dpmpp2m", 12), ("dpmpp2m", 20), ("ddim", 20), ("ddim", 50), ("ddpm", 1000)]
 
 
 def build_model(preset: str, n_bands: int, latent_dim: int, device: str) -> DiffusionModel:
     f = 3 * n_bands - 1
-    std = Standardisation(np.zeros(f), np.ones(f), feature_bands(n_bands), np.zeros(latent_dim), np.ones(latent_dim), 0, 1)
+    std = Standardisation(
+        np.zeros(f), np.ones(f), feature_bands(n_bands), np.zeros(latent_dim), np.ones(latent_dim), 0, 1
+    )
     model = DiffusionModel(DiffusionConfig.load(preset), std)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * (0.5 / math.sqrt(p.shape[-1]) if p.dim() > 1 else 0.1))
+            p.copy_(
+                torch.randn(p.shape, generator=gen) * (0.5 / math.sqrt(p.shape[-1]) if p.dim() > 1 else 0.1)
+            )
     return model.to(device).eval()
 
 
@@ -84,11 +88,20 @@ def main() -> None:
         n = args.ddpm_galaxies if sampler == "ddpm" else args.galaxies
         start = time.perf_counter()
         sample(
-            model, features[:n], missing[:n], ids[:n], n_samples=args.samples, seed=0, sampler=sampler,
-            steps=steps, batch_size=args.batch_size,
+            model,
+            features[:n],
+            missing[:n],
+            ids[:n],
+            n_samples=args.samples,
+            seed=0,
+            sampler=sampler,
+            steps=steps,
+            batch_size=args.batch_size,
         )
         seconds = time.perf_counter() - start
-        print(f"{sampler:>8} {steps:>5} {n:>8} {seconds:>8.2f} {n * args.samples / seconds:>11,.0f} {n / seconds:>10,.1f}")
+        print(
+            f"{sampler:>8} {steps:>5} {n:>8} {seconds:>8.2f} {n * args.samples / seconds:>11,.0f} {n / seconds:>10,.1f}"
+        )
 
 
 if __name__ == "__main__":

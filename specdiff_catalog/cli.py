@@ -21,12 +21,22 @@ if TYPE_CHECKING:  # the CLI imports torch only in the commands that need it
 def _add_mock(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mock", help="write a synthetic survey in the real DESI and HATS formats")
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--n-spec", type=int, default=2000, help="galaxies with DESI-format spectra (default 2000)")
-    p.add_argument("--n-phot", type=int, default=20000, help="galaxies in the HATS photometric catalog (default 20000)")
-    p.add_argument("--seed", type=int, default=0, help="random seed 0..1023; seeds never share object ids (default 0)")
-    p.add_argument("--r-max", type=float, default=22.5, help="r-band AB magnitude limit of both sets (default 22.5)")
+    p.add_argument(
+        "--n-spec", type=int, default=2000, help="galaxies with DESI-format spectra (default 2000)"
+    )
+    p.add_argument(
+        "--n-phot", type=int, default=20000, help="galaxies in the HATS photometric catalog (default 20000)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed 0..1023; seeds never share object ids (default 0)"
+    )
+    p.add_argument(
+        "--r-max", type=float, default=22.5, help="r-band AB magnitude limit of both sets (default 22.5)"
+    )
     p.add_argument("--order", type=int, default=4, help="HEALPix order of the catalog partitions (default 4)")
-    p.add_argument("--n-rest", type=int, default=500, help="noiseless rest-frame spectra kept as truth (default 500)")
+    p.add_argument(
+        "--n-rest", type=int, default=500, help="noiseless rest-frame spectra kept as truth (default 500)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.set_defaults(handler=_mock)
 
@@ -34,8 +44,14 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
 def _mock(args: argparse.Namespace) -> None:
     from specdiff_catalog.mock import MockConfig, make_mock_survey
 
-    config = MockConfig(n_spec=args.n_spec, n_phot=args.n_phot, seed=args.seed, r_max=args.r_max,
-                        order=args.order, n_rest_spectra=args.n_rest)
+    config = MockConfig(
+        n_spec=args.n_spec,
+        n_phot=args.n_phot,
+        seed=args.seed,
+        r_max=args.r_max,
+        order=args.order,
+        n_rest_spectra=args.n_rest,
+    )
     summary = make_mock_survey(args.out, config, overwrite=args.overwrite)
     print(f"mock survey in {args.out}: {summary['counts']} ({summary['seconds']} s)")
 
@@ -44,7 +60,9 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="turn DESI coadd + redrock files into a training set")
     p.add_argument("--desi", required=True, type=Path, help="directory searched recursively for coadd-*.fits")
     p.add_argument("--out", required=True, type=Path, help="training-set directory to write")
-    p.add_argument("--bands", default="ls-grzw1w2", help="band preset name or TOML/JSON file (default ls-grzw1w2)")
+    p.add_argument(
+        "--bands", default="ls-grzw1w2", help="band preset name or TOML/JSON file (default ls-grzw1w2)"
+    )
     p.add_argument("--z-min", type=float, default=0.0, help="lowest redshift kept (default 0)")
     p.add_argument("--z-max", type=float, default=0.8, help="highest redshift kept (default 0.8)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing training set")
@@ -55,9 +73,13 @@ def _prepare(args: argparse.Namespace) -> int:
     from specdiff_catalog.io.desi import Selection
     from specdiff_catalog.training.prepare import prepare_training_set
 
-    report = prepare_training_set(args.desi, args.out, bands=args.bands,
-                                  selection=Selection(z_min=args.z_min, z_max=args.z_max),
-                                  overwrite=args.overwrite)
+    report = prepare_training_set(
+        args.desi,
+        args.out,
+        bands=args.bands,
+        selection=Selection(z_min=args.z_min, z_max=args.z_max),
+        overwrite=args.overwrite,
+    )
     print(report.summary())
     return 1 if report.failed_files else 0
 
@@ -65,65 +87,120 @@ def _prepare(args: argparse.Namespace) -> int:
 def _training_options(p: argparse.ArgumentParser, preset: str) -> None:
     """Options every `train JOB` shares."""
     p.add_argument("--data", required=True, type=Path, help="training set directory (written by `prepare`)")
-    p.add_argument("--model", "--out", dest="out", metavar="MODEL", required=True, type=Path,
-                   help="model directory to write into (created if absent)")
+    p.add_argument(
+        "--model",
+        "--out",
+        dest="out",
+        metavar="MODEL",
+        required=True,
+        type=Path,
+        help="model directory to write into (created if absent)",
+    )
     p.add_argument("--preset", default=preset, help=f"preset name or TOML/JSON file (default {preset})")
     p.add_argument("--epochs", type=int, help="number of epochs (default: the preset's)")
     p.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
     p.add_argument("--device", help="auto | cpu | cuda[:N] (default: the preset's, normally auto)")
     p.add_argument("--seed", type=int, help="random seed (default: the preset's)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in MODEL/training/")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in MODEL/training/"
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def _add_train_autoencoder(jobs: argparse._SubParsersAction) -> None:
-    p = jobs.add_parser("autoencoder", help="train the SPENDER spectrum autoencoder on a training set's spectra")
+    p = jobs.add_parser(
+        "autoencoder", help="train the SPENDER spectrum autoencoder on a training set's spectra"
+    )
     _training_options(p, "small")
-    p.add_argument("--consistency", action=argparse.BooleanOptionalAction, default=None,
-                   help="redshift-augmentation consistency loss (default: the preset's)")
+    p.add_argument(
+        "--consistency",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="redshift-augmentation consistency loss (default: the preset's)",
+    )
     p.set_defaults(handler=_train_autoencoder)
 
 
 def _train_autoencoder(args: argparse.Namespace) -> int:
     from specdiff_catalog.training.autoencoder import train_autoencoder
 
-    result = train_autoencoder(args.data, args.out, preset=args.preset, epochs=args.epochs,
-                               batch_size=args.batch_size, device=args.device, seed=args.seed,
-                               consistency=args.consistency, resume=args.resume, progress=args.progress)
+    result = train_autoencoder(
+        args.data,
+        args.out,
+        preset=args.preset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+        consistency=args.consistency,
+        resume=args.resume,
+        progress=args.progress,
+    )
     return _training_outcome("autoencoder: best validation chi2/pixel", result, args.out)
 
 
 def _add_train_diffusion(jobs: argparse._SubParsersAction) -> None:
     p = jobs.add_parser("diffusion", help="train the conditional diffusion model p(latent, z | photometry)")
     _training_options(p, "small")
-    p.add_argument("--no-spectra", action="store_true",
-                   help="photo-z-only mode: learn p(z | photometry); DATA may be a Parquet file of photometry + Z")
-    p.add_argument("--flux-noise", type=float, default=0.0, metavar="SCALE",
-                   help="add SCALE x the quoted flux errors of extra noise to training fluxes (default 0: off)")
+    p.add_argument(
+        "--no-spectra",
+        action="store_true",
+        help="photo-z-only mode: learn p(z | photometry); DATA may be a Parquet file of photometry + Z",
+    )
+    p.add_argument(
+        "--flux-noise",
+        type=float,
+        default=0.0,
+        metavar="SCALE",
+        help="add SCALE x the quoted flux errors of extra noise to training fluxes (default 0: off)",
+    )
     p.set_defaults(handler=_train_diffusion)
 
 
 def _train_diffusion(args: argparse.Namespace) -> int:
     from specdiff_catalog.training.diffusion import train_diffusion
 
-    result = train_diffusion(args.data, args.out, preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
-                             device=args.device, seed=args.seed, no_spectra=args.no_spectra,
-                             flux_noise=args.flux_noise, resume=args.resume, progress=args.progress)
+    result = train_diffusion(
+        args.data,
+        args.out,
+        preset=args.preset,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+        no_spectra=args.no_spectra,
+        flux_noise=args.flux_noise,
+        resume=args.resume,
+        progress=args.progress,
+    )
     return _training_outcome("diffusion: best validation loss", result, args.out)
 
 
 def _training_outcome(what: str, result: FitResult, out: Path) -> int:
     """Print a training job's best validation metric and where it went; exit 1 if it stopped early."""
-    print(f"{what} {result.best_metric:.4g} at epoch {result.best_epoch + 1}; "
-          f"{'written to ' + str(out) if result.finished else 'stopped early, resume with --resume'}")
+    print(
+        f"{what} {result.best_metric:.4g} at epoch {result.best_epoch + 1}; "
+        f"{'written to ' + str(out) if result.finished else 'stopped early, resume with --resume'}"
+    )
     return 0 if result.finished else 1
 
 
 def _add_train_baseline(jobs: argparse._SubParsersAction) -> None:
-    p = jobs.add_parser("baseline", help="train the CatBoost tree baseline (photo-z quantiles) on the same photometry")
-    p.add_argument("--data", required=True, type=Path, help="training set directory or photometry + Z Parquet file")
-    p.add_argument("--model", "--out", dest="out", metavar="MODEL", required=True, type=Path,
-                   help="model directory to write into (created if absent)")
+    p = jobs.add_parser(
+        "baseline", help="train the CatBoost tree baseline (photo-z quantiles) on the same photometry"
+    )
+    p.add_argument(
+        "--data", required=True, type=Path, help="training set directory or photometry + Z Parquet file"
+    )
+    p.add_argument(
+        "--model",
+        "--out",
+        dest="out",
+        metavar="MODEL",
+        required=True,
+        type=Path,
+        help="model directory to write into (created if absent)",
+    )
     p.add_argument("--preset", default="small", help="preset name or TOML/JSON file (default small)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--threads", type=int, default=-1, help="CPU threads (default: all)")
@@ -135,14 +212,19 @@ def _train_baseline(args: argparse.Namespace) -> None:
 
     summary = train_baseline(args.data, args.out, preset=args.preset, seed=args.seed, threads=args.threads)
     point, pdf = summary["validation"]["point"], summary["validation"]["pdf"]
-    print(f"baseline: {summary['n_train']} train / {summary['n_val']} val objects "
-          f"({summary['n_skipped_no_photometry']} without photometry skipped), {summary['best_iteration']} trees, "
-          f"{summary['train_seconds']} s; validation sigma_NMAD {point['sigma_nmad']:.4f}, "
-          f"eta_0.15 {point['eta_015']:.4f}, CRPS {pdf['crps']:.4f}; written to {args.out}")
+    print(
+        f"baseline: {summary['n_train']} train / {summary['n_val']} val objects "
+        f"({summary['n_skipped_no_photometry']} without photometry skipped), {summary['best_iteration']} trees, "
+        f"{summary['train_seconds']} s; validation sigma_NMAD {point['sigma_nmad']:.4f}, "
+        f"eta_0.15 {point['eta_015']:.4f}, CRPS {pdf['crps']:.4f}; written to {args.out}"
+    )
 
 
 TRAIN_JOBS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_train_autoencoder, _add_train_diffusion, _add_train_baseline]
+    _add_train_autoencoder,
+    _add_train_diffusion,
+    _add_train_baseline,
+]
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -154,28 +236,53 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="photo-z PDFs and spectral latents for every object of a catalog, on Dask")
-    p.add_argument("--input", type=Path, help="HATS catalog or directory of Parquet files (default: the bundled demo catalog)")
+    p.add_argument(
+        "--input",
+        type=Path,
+        help="HATS catalog or directory of Parquet files (default: the bundled demo catalog)",
+    )
     p.add_argument("--out", required=True, type=Path, help="output Zarr store (re-running resumes it)")
-    p.add_argument("--model", type=Path, help="model directory (default: the bundled model, trained on simulations)")
+    p.add_argument(
+        "--model", type=Path, help="model directory (default: the bundled model, trained on simulations)"
+    )
     g = p.add_argument_group("what to compute")
     g.add_argument("--n-samples", type=int, default=100, help="diffusion samples per object (default 100)")
-    g.add_argument("--save-samples", type=int, default=0, metavar="K", help="store K raw z samples per object")
-    g.add_argument("--quantiles", type=_floats,
-                   help="comma-separated PDF quantile levels inside (0, 1) (default 0.025,0.05,0.16,0.25,0.5,0.75,0.84,0.95,0.975)")
-    g.add_argument("--sampler", choices=("dpmpp2m", "ddim", "ddpm"), default="dpmpp2m", help="default dpmpp2m")
-    g.add_argument("--steps", type=int, help="sampler steps (default: 20 for dpmpp2m, 50 for ddim, all for ddpm)")
-    g.add_argument("--seed", type=int, default=0, help="noise seed; an object's noise is keyed by (seed, object id)")
-    g.add_argument("--id-column", help="object id column (default OBJECT_ID, else RELEASE/BRICKID/OBJID packed)")
+    g.add_argument(
+        "--save-samples", type=int, default=0, metavar="K", help="store K raw z samples per object"
+    )
+    g.add_argument(
+        "--quantiles",
+        type=_floats,
+        help="comma-separated PDF quantile levels inside (0, 1) (default 0.025,0.05,0.16,0.25,0.5,0.75,0.84,0.95,0.975)",
+    )
+    g.add_argument(
+        "--sampler", choices=("dpmpp2m", "ddim", "ddpm"), default="dpmpp2m", help="default dpmpp2m"
+    )
+    g.add_argument(
+        "--steps", type=int, help="sampler steps (default: 20 for dpmpp2m, 50 for ddim, all for ddpm)"
+    )
+    g.add_argument(
+        "--seed", type=int, default=0, help="noise seed; an object's noise is keyed by (seed, object id)"
+    )
+    g.add_argument(
+        "--id-column", help="object id column (default OBJECT_ID, else RELEASE/BRICKID/OBJID packed)"
+    )
     g.add_argument("--batch-size", type=int, default=2048, help="objects per sampler call on a worker")
     g = p.add_argument_group("execution")
-    g.add_argument("--cluster", choices=("auto", "local", "cuda", "slurm"), default="auto",
-                   help="auto: one worker per GPU when there are GPUs and dask-cuda, else local processes")
+    g.add_argument(
+        "--cluster",
+        choices=("auto", "local", "cuda", "slurm"),
+        default="auto",
+        help="auto: one worker per GPU when there are GPUs and dask-cuda, else local processes",
+    )
     g.add_argument("--scheduler-address", help="connect to a running Dask scheduler (tcp://host:port)")
     g.add_argument("--scheduler-file", type=Path, help="connect through a scheduler file (the HPC pattern)")
     g.add_argument("--n-workers", type=int, help="local workers (default: one per core / GPU)")
     g.add_argument("--threads-per-worker", type=int, help="threads per local worker (default 1)")
     g.add_argument("--memory-limit", default="auto", help="memory per local worker, e.g. 4GiB (default auto)")
-    g.add_argument("--dashboard-address", default=":8787", help="dashboard address (default :8787; :0 any port)")
+    g.add_argument(
+        "--dashboard-address", default=":8787", help="dashboard address (default :8787; :0 any port)"
+    )
     g.add_argument("--max-in-flight", type=int, help="partitions queued at once (default 2 x worker threads)")
     g.add_argument("--retries", type=int, default=2, help="retries of a failed partition task (default 2)")
     g.add_argument("--shard-rows", type=int, help="rows per Zarr shard (default from the partition sizes)")
@@ -204,36 +311,87 @@ def _run(args: argparse.Namespace) -> int:
     from specdiff_catalog.pipeline.cluster import ClusterConfig, SlurmOptions
     from specdiff_catalog.pipeline.run import RunOptions, run_catalog
 
-    options = RunOptions(n_samples=args.n_samples, seed=args.seed, sampler=args.sampler, steps=args.steps,
-                         quantiles=args.quantiles or RunOptions.quantiles, save_samples=args.save_samples,
-                         batch_size=args.batch_size, id_column=args.id_column)
-    slurm = SlurmOptions(queue=args.slurm_queue, account=args.slurm_account, walltime=args.slurm_walltime,
-                         jobs=args.slurm_jobs, cores=args.slurm_cores, memory=args.slurm_memory,
-                         gpus_per_job=args.slurm_gpus, local_directory=args.slurm_local_directory)
-    cluster = ClusterConfig(kind=args.cluster, scheduler_address=args.scheduler_address,
-                            scheduler_file=args.scheduler_file, n_workers=args.n_workers,
-                            threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
-                            dashboard_address=args.dashboard_address, slurm=slurm)
-    report = run_catalog(args.input, args.out, args.model, options, cluster, overwrite=args.overwrite,
-                         max_in_flight=args.max_in_flight, retries=args.retries, shard_rows=args.shard_rows,
-                         progress=not args.no_progress)
+    options = RunOptions(
+        n_samples=args.n_samples,
+        seed=args.seed,
+        sampler=args.sampler,
+        steps=args.steps,
+        quantiles=args.quantiles or RunOptions.quantiles,
+        save_samples=args.save_samples,
+        batch_size=args.batch_size,
+        id_column=args.id_column,
+    )
+    slurm = SlurmOptions(
+        queue=args.slurm_queue,
+        account=args.slurm_account,
+        walltime=args.slurm_walltime,
+        jobs=args.slurm_jobs,
+        cores=args.slurm_cores,
+        memory=args.slurm_memory,
+        gpus_per_job=args.slurm_gpus,
+        local_directory=args.slurm_local_directory,
+    )
+    cluster = ClusterConfig(
+        kind=args.cluster,
+        scheduler_address=args.scheduler_address,
+        scheduler_file=args.scheduler_file,
+        n_workers=args.n_workers,
+        threads_per_worker=args.threads_per_worker,
+        memory_limit=args.memory_limit,
+        dashboard_address=args.dashboard_address,
+        slurm=slurm,
+    )
+    report = run_catalog(
+        args.input,
+        args.out,
+        args.model,
+        options,
+        cluster,
+        overwrite=args.overwrite,
+        max_in_flight=args.max_in_flight,
+        retries=args.retries,
+        shard_rows=args.shard_rows,
+        progress=not args.no_progress,
+    )
     print(report.summary())
     return 1 if report.failed else 0
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="photo-z metrics of a run's store against true redshifts, diffusion vs baseline")
+    p = sub.add_parser(
+        "evaluate", help="photo-z metrics of a run's store against true redshifts, diffusion vs baseline"
+    )
     p.add_argument("--pz", required=True, type=Path, metavar="STORE", help="output store written by `run`")
-    p.add_argument("--truth", required=True, type=Path, help="Parquet file with OBJECT_ID and Z (true redshift)")
-    p.add_argument("--model", type=Path, help="model directory whose baseline to compare with (default: the store's model)")
-    p.add_argument("--json", type=Path, metavar="OUT", help="write every metric (all objects and per bin) as JSON")
-    p.add_argument("--seed", type=int, default=0, help="seed of the baseline's samples and PIT ties (default 0)")
+    p.add_argument(
+        "--truth", required=True, type=Path, help="Parquet file with OBJECT_ID and Z (true redshift)"
+    )
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="model directory whose baseline to compare with (default: the store's model)",
+    )
+    p.add_argument(
+        "--json", type=Path, metavar="OUT", help="write every metric (all objects and per bin) as JSON"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the baseline's samples and PIT ties (default 0)"
+    )
     g = p.add_argument_group("validation report")
-    g.add_argument("--report", type=Path, metavar="DIR", help="write report.html (self-contained), PNGs and metrics.json")
-    g.add_argument("--spectra", type=Path, metavar="DESI_DIR",
-                   help="DESI coadd + redrock files: add spectra predicted from their photometry vs observed")
-    g.add_argument("--spectra-truth", type=Path, metavar="DIR",
-                   help="mock truth directory for the spectra (default: the --truth file's directory if it has one)")
+    g.add_argument(
+        "--report", type=Path, metavar="DIR", help="write report.html (self-contained), PNGs and metrics.json"
+    )
+    g.add_argument(
+        "--spectra",
+        type=Path,
+        metavar="DESI_DIR",
+        help="DESI coadd + redrock files: add spectra predicted from their photometry vs observed",
+    )
+    g.add_argument(
+        "--spectra-truth",
+        type=Path,
+        metavar="DIR",
+        help="mock truth directory for the spectra (default: the --truth file's directory if it has one)",
+    )
     g.add_argument("--max-spectra", type=int, help="compare at most this many spectra (default: all)")
     p.set_defaults(handler=_evaluate)
 
@@ -245,9 +403,16 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.spectra and not args.report:
         raise ValueError("--spectra adds a section to the report: give --report DIR too")
     if args.report:
-        result, report = evaluation_report(args.pz, args.truth, args.report, model=args.model, desi=args.spectra,
-                                           spectra_truth=args.spectra_truth, max_spectra=args.max_spectra,
-                                           seed=args.seed)
+        result, report = evaluation_report(
+            args.pz,
+            args.truth,
+            args.report,
+            model=args.model,
+            desi=args.spectra,
+            spectra_truth=args.spectra_truth,
+            max_spectra=args.max_spectra,
+            seed=args.seed,
+        )
         print(f"report written to {report.html} ({len(report.figures)} figures, metrics in {report.metrics})")
     else:
         result = evaluate_store(args.pz, args.truth, args.model, seed=args.seed)
@@ -260,15 +425,27 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _add_spectra(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("spectra", help="decode stored latents of selected objects into spectra, with Dn4000")
     p.add_argument("--pz", required=True, type=Path, help="output Zarr store written by `run`")
-    p.add_argument("--select", required=True,
-                   help="ids=ID,ID,... | ids=@FILE (one id per line) | rows=START:STOP | random=N")
+    p.add_argument(
+        "--select",
+        required=True,
+        help="ids=ID,ID,... | ids=@FILE (one id per line) | rows=START:STOP | random=N",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of a random selection (default 0)")
     p.add_argument("--out", required=True, type=Path, help="file to write: .fits or .zarr")
     p.add_argument("--model", type=Path, help="model directory (default: the store's; its sha256 must match)")
-    p.add_argument("--observed", nargs="?", const="desi", choices=("desi", "model"),
-                   help="also redshift the spectra onto an observed grid (default grid: desi)")
-    p.add_argument("--redshift", choices=("median", "mode"), default="median",
-                   help="the z of the observed-frame spectra (default median)")
+    p.add_argument(
+        "--observed",
+        nargs="?",
+        const="desi",
+        choices=("desi", "model"),
+        help="also redshift the spectra onto an observed grid (default grid: desi)",
+    )
+    p.add_argument(
+        "--redshift",
+        choices=("median", "mode"),
+        default="median",
+        help="the z of the observed-frame spectra (default median)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.set_defaults(handler=_spectra)
 
@@ -277,16 +454,25 @@ def _spectra(args: argparse.Namespace) -> None:
     from specdiff_catalog.io.spectra_file import write_spectra
     from specdiff_catalog.reconstruct import Selection, reconstruct_spectra
 
-    spectra = reconstruct_spectra(args.pz, Selection.parse(args.select, args.seed), model_dir=args.model,
-                                  redshift=args.redshift, observed=args.observed)
+    spectra = reconstruct_spectra(
+        args.pz,
+        Selection.parse(args.select, args.seed),
+        model_dir=args.model,
+        redshift=args.redshift,
+        observed=args.observed,
+    )
     write_spectra(spectra, args.out, overwrite=args.overwrite)
-    print(f"{args.out}: {len(spectra)} objects ({int(spectra.has_latent.sum())} with a latent), "
-          f"rest frame {spectra.wave_rest[0]:.0f}-{spectra.wave_rest[-1]:.0f} A"
-          + (f", observed frame at z_{spectra.redshift}" if spectra.wave_obs is not None else ""))
+    print(
+        f"{args.out}: {len(spectra)} objects ({int(spectra.has_latent.sum())} with a latent), "
+        f"rest frame {spectra.wave_rest[0]:.0f}-{spectra.wave_rest[-1]:.0f} A"
+        + (f", observed frame at z_{spectra.redshift}" if spectra.wave_obs is not None else "")
+    )
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="print an output store's provenance, counts, flag counts and quantile levels")
+    p = sub.add_parser(
+        "info", help="print an output store's provenance, counts, flag counts and quantile levels"
+    )
     p.add_argument("store", type=Path, help="output Zarr store written by `run`")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=_info)
@@ -306,7 +492,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
     q = formats.add_parser("qp", help="a qp quant ensemble (.hdf5, .fits or .pq) readable by qp.read")
     q.add_argument("--pz", required=True, type=Path, help="output Zarr store written by `run`")
-    q.add_argument("--out", required=True, type=Path, help="file to write (.hdf5: RAIL's format, written in blocks)")
+    q.add_argument(
+        "--out", required=True, type=Path, help="file to write (.hdf5: RAIL's format, written in blocks)"
+    )
     q.add_argument("--overwrite", action="store_true", help="replace an existing file")
     q.set_defaults(handler=_export_qp)
 
@@ -332,8 +520,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_mock, _add_prepare, _add_train,
-                                                                 _add_evaluate, _add_spectra, _add_info, _add_export]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_run,
+    _add_mock,
+    _add_prepare,
+    _add_train,
+    _add_evaluate,
+    _add_spectra,
+    _add_info,
+    _add_export,
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

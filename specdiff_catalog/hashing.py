@@ -168,7 +168,9 @@ def box_muller(u1: Any, u2: Any, quadrant: Any) -> tuple[Any, Any]:
     sin, cos = theta * _horner(theta2, _SIN_TERMS), _horner(theta2, _COS_TERMS)
     q0, q1, q2, q3 = (_f64(quadrant == q, xp) for q in range(4))
     # rotate (cos, sin) by quadrant * 90 degrees; exactly one indicator is 1
-    return radius * (q0 * cos - q1 * sin - q2 * cos + q3 * sin), radius * (q0 * sin + q1 * cos - q2 * sin - q3 * cos)
+    return radius * (q0 * cos - q1 * sin - q2 * cos + q3 * sin), radius * (
+        q0 * sin + q1 * cos - q2 * sin - q3 * cos
+    )
 
 
 def hashes_to_normals(h1: np.ndarray | torch.Tensor, h2: np.ndarray | torch.Tensor) -> tuple[Any, Any]:

@@ -84,8 +84,16 @@ def predict(
     latent = np.full((n, n_samples, dim), np.nan, dtype=np.float32)
     if usable.any():
         with torch.inference_mode():
-            x = sample(model.diffusion, feats.values[usable], feats.missing[usable], ids[usable],
-                       n_samples=n_samples, seed=seed, sampler=sampler, steps=steps)
+            x = sample(
+                model.diffusion,
+                feats.values[usable],
+                feats.missing[usable],
+                ids[usable],
+                n_samples=n_samples,
+                seed=seed,
+                sampler=sampler,
+                steps=steps,
+            )
             z_use, latent_use = (t.numpy() for t in model.diffusion.to_physical(x))
         z[usable], latent[usable] = z_use, latent_use
     failed = usable & ~(np.isfinite(z).all(axis=1) & np.isfinite(latent).all(axis=(1, 2)))
@@ -133,8 +141,12 @@ def _columns(table: Any) -> dict[str, Any]:
 
 def _empty_columns(model: Any, save_samples: int, quantiles: tuple[float, ...]) -> dict[str, np.ndarray]:
     dim = model.diffusion.standardisation.latent_mean.size
-    columns = {"flags": np.zeros(0, np.uint16),
-               **summarize(np.zeros((0, 1), np.float32), np.zeros((0, 1, dim), np.float32) if dim else None, quantiles)}
+    columns = {
+        "flags": np.zeros(0, np.uint16),
+        **summarize(
+            np.zeros((0, 1), np.float32), np.zeros((0, 1, dim), np.float32) if dim else None, quantiles
+        ),
+    }
     if save_samples:
         columns["z_samples"] = np.zeros((0, save_samples), np.float16)
     return columns

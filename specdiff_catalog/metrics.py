@@ -25,7 +25,9 @@ IQR_SCALE = 1.349  # IQR of a unit Gaussian
 ETA_CUT = 0.15
 LSST_FLOOR = 0.06
 PIT_OUTLIER = 1e-4  # PIT < 1e-4 or > 1 - 1e-4
-CRPS_ESTIMATOR = "qd"  # scoringrules' name; equals the energy form E|X-y| - E|X-X'|/2 exactly (docs/metrics.md)
+CRPS_ESTIMATOR = (
+    "qd"  # scoringrules' name; equals the energy form E|X-y| - E|X-X'|/2 exactly (docs/metrics.md)
+)
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,9 @@ def crps(samples: np.ndarray, z_true: np.ndarray) -> np.ndarray:
     return out
 
 
-def coverage_curve(samples: np.ndarray, z_true: np.ndarray, levels: Sequence[float] | np.ndarray) -> np.ndarray:
+def coverage_curve(
+    samples: np.ndarray, z_true: np.ndarray, levels: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """(L,) empirical coverage: for each nominal level c in (0, 1], the fraction of objects
     whose z_true lies in the central interval [q_{(1-c)/2}, q_{(1+c)/2}] (inclusive) of
     their samples (``summaries.sample_quantiles``, unbiased in probability). NaN without
@@ -185,7 +189,9 @@ def pdf_metrics(samples: np.ndarray, z_true: np.ndarray, *, seed: int = 0) -> Pd
     )
 
 
-def _row(z_point: np.ndarray | None, samples: np.ndarray | None, z_true: np.ndarray, seed: int) -> dict[str, float]:
+def _row(
+    z_point: np.ndarray | None, samples: np.ndarray | None, z_true: np.ndarray, seed: int
+) -> dict[str, float]:
     n = z_true.size
     point = point_metrics(np.full(n, np.nan) if z_point is None else z_point, z_true)
     pdf = pdf_metrics(np.full((n, 1), np.nan) if samples is None else samples, z_true, seed=seed)

@@ -84,14 +84,18 @@ def select_rows(store: OutputStore, selection: Selection) -> np.ndarray:
             found[hit] = rows.start + at[hit]
         if (found < 0).any():
             missing = wanted[found < 0]
-            raise ValueError(f"{store.path}: {missing.size} object id(s) not in the store: "
-                             f"{', '.join(map(str, missing[:10]))}{' ...' if missing.size > 10 else ''}")
+            raise ValueError(
+                f"{store.path}: {missing.size} object id(s) not in the store: "
+                f"{', '.join(map(str, missing[:10]))}{' ...' if missing.size > 10 else ''}"
+            )
         return found
     if selection.rows is not None:
         return _written_rows(store, np.arange(*selection.rows))
     n_written = sum(int((b["valid"] == 1).sum()) for _, b in store.blocks(["valid"]))
     rng = np.random.default_rng(selection.seed)
-    return _written_rows(store, np.sort(rng.choice(n_written, size=min(selection.random, n_written), replace=False)))
+    return _written_rows(
+        store, np.sort(rng.choice(n_written, size=min(selection.random, n_written), replace=False))
+    )
 
 
 def _written_rows(store: OutputStore, positions: np.ndarray) -> np.ndarray:
@@ -147,9 +151,18 @@ class ReconstructedSpectra:
 
     def table(self) -> pd.DataFrame:
         """One row per object: object_id, row, z, z_median, z_mode, flags, dn4000, has_latent."""
-        return pd.DataFrame({"object_id": self.object_id, "row": self.row, "z": self.z, "z_median": self.z_median,
-                             "z_mode": self.z_mode, "flags": self.flags, "dn4000": self.dn4000,
-                             "has_latent": self.has_latent})
+        return pd.DataFrame(
+            {
+                "object_id": self.object_id,
+                "row": self.row,
+                "z": self.z,
+                "z_median": self.z_median,
+                "z_mode": self.z_mode,
+                "flags": self.flags,
+                "dn4000": self.dn4000,
+                "has_latent": self.has_latent,
+            }
+        )
 
 
 def store_model_dir(store: OutputStore, model_dir: str | Path | None = None) -> Path:
@@ -162,11 +175,15 @@ def store_model_dir(store: OutputStore, model_dir: str | Path | None = None) -> 
 
     path = Path(model_dir if model_dir is not None else store.attrs.get("model_path", ""))
     if not (path / CONFIG).is_file():
-        raise FileNotFoundError(f"{path}: no model directory (the store's model_path); pass the model with --model")
+        raise FileNotFoundError(
+            f"{path}: no model directory (the store's model_path); pass the model with --model"
+        )
     expected, actual = store.attrs.get("model"), model_id(path)
     if actual != expected:
-        raise ValueError(f"{path} (id {actual[:12]}...) is not the model that wrote {store.path} "
-                         f"(id {str(expected)[:12]}...); pass that model with --model")
+        raise ValueError(
+            f"{path} (id {actual[:12]}...) is not the model that wrote {store.path} "
+            f"(id {str(expected)[:12]}...); pass that model with --model"
+        )
     return path
 
 
@@ -220,17 +237,29 @@ def reconstruct_spectra(
     autoencoder = load_autoencoder(path)
     rows = select_rows(store, selection)
     order = np.argsort(rows, kind="stable")  # zarr reads sorted coordinates
-    columns = {name: np.empty((rows.size,) + store.group[name].shape[1:], dtype=store.group[name].dtype)
-               for name in ("object_id", "flags", "z_median", "z_mode", "latent")}
+    columns = {
+        name: np.empty((rows.size,) + store.group[name].shape[1:], dtype=store.group[name].dtype)
+        for name in ("object_id", "flags", "z_median", "z_mode", "latent")
+    }
     for name, values in columns.items():
-        values[order] = store.group[name].get_orthogonal_selection((rows[order],) + (slice(None),) * (values.ndim - 1))
+        values[order] = store.group[name].get_orthogonal_selection(
+            (rows[order],) + (slice(None),) * (values.ndim - 1)
+        )
     wave_rest = autoencoder.rest_wave()
     flux_rest = decode(autoencoder, columns["latent"])
     z = columns["z_median" if redshift == "median" else "z_mode"].astype(np.float64)
     result = ReconstructedSpectra(
-        object_id=columns["object_id"], row=rows, flags=columns["flags"], z_median=columns["z_median"],
-        z_mode=columns["z_mode"], redshift=redshift, z=z, wave_rest=wave_rest, flux_rest=flux_rest,
-        dn4000=spectral.dn4000(wave_rest, flux_rest), norm_window=tuple(autoencoder.config.norm_window),
+        object_id=columns["object_id"],
+        row=rows,
+        flags=columns["flags"],
+        z_median=columns["z_median"],
+        z_mode=columns["z_mode"],
+        redshift=redshift,
+        z=z,
+        wave_rest=wave_rest,
+        flux_rest=flux_rest,
+        dn4000=spectral.dn4000(wave_rest, flux_rest),
+        norm_window=tuple(autoencoder.config.norm_window),
         provenance=_provenance(store, path),
     )
     if observed is not None:
@@ -246,6 +275,11 @@ def _provenance(store: OutputStore, model_dir: Path) -> dict[str, Any]:
     from specdiff_catalog.models.store import read_config
 
     config = read_config(model_dir)
-    return {"store": str(store.path), "model": store.attrs.get("model"), "model_path": str(model_dir),
-            "simulated": config.get("simulated"), "software_version": __version__,
-            "deredden": bool(config.get("autoencoder", {}).get("architecture", {}).get("deredden", False))}
+    return {
+        "store": str(store.path),
+        "model": store.attrs.get("model"),
+        "model_path": str(model_dir),
+        "simulated": config.get("simulated"),
+        "software_version": __version__,
+        "deredden": bool(config.get("autoencoder", {}).get("architecture", {}).get("deredden", False)),
+    }

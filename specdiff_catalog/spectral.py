@@ -214,8 +214,12 @@ def dn4000(
 
 
 def line_flux(
-    wave_rest: np.ndarray, flux: np.ndarray, band: tuple[float, float], blue: tuple[float, float],
-    red: tuple[float, float], ivar: np.ndarray | None = None,
+    wave_rest: np.ndarray,
+    flux: np.ndarray,
+    band: tuple[float, float],
+    blue: tuple[float, float],
+    red: tuple[float, float],
+    ivar: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(N,) line flux above a linear continuum and (N,) rest-frame equivalent width (Angstrom).
 

@@ -19,7 +19,9 @@ LOCAL_FRACTION = 0.2  # kde_bandwidth's local scale: the shortest interval holdi
 LOCAL_SCALE = 2 * 0.2533471  # its width for a unit Gaussian: 2 Phi^-1(0.6)
 
 
-def check_levels(levels: Sequence[float] | np.ndarray, *, closed: bool = False, increasing: bool = True) -> np.ndarray:
+def check_levels(
+    levels: Sequence[float] | np.ndarray, *, closed: bool = False, increasing: bool = True
+) -> np.ndarray:
     """Quantile levels as a float64 array, validated: 1-D, non-empty, strictly inside
     (0, 1) (inside [0, 1] when ``closed``), strictly increasing (unless not ``increasing``).
     Raises ValueError naming the bad value."""
@@ -115,7 +117,9 @@ def kde_bandwidth(samples: np.ndarray) -> np.ndarray:
         return np.where(m > 0, 0.9 * scale * m.astype(np.float64) ** -0.2, np.nan)
 
 
-def _binned_kde_argmax(x: np.ndarray, h: np.ndarray, start: np.ndarray, stop: np.ndarray, size: int) -> np.ndarray:
+def _binned_kde_argmax(
+    x: np.ndarray, h: np.ndarray, start: np.ndarray, stop: np.ndarray, size: int
+) -> np.ndarray:
     """Location of the maximum of each row's Gaussian KDE, by linear binning onto a
     ``size``-point grid over [start, stop] and an FFT convolution (Silverman 1982,
     Applied Statistics 31, 93). x: (n, K) with NaN for absent samples; h, start, stop: (n,)."""
@@ -134,7 +138,8 @@ def _binned_kde_argmax(x: np.ndarray, h: np.ndarray, start: np.ndarray, stop: np
     sigma = (h / dx)[:, None]  # kernel width in grid steps
     density = np.fft.irfft(
         np.fft.rfft(hist.reshape(n, size), n=padded, axis=1) * np.exp(-2 * (np.pi * freq * sigma) ** 2),
-        n=padded, axis=1,
+        n=padded,
+        axis=1,
     )[:, :size]
     j = np.clip(np.argmax(density, axis=1), 1, size - 2)
     y0, y1, y2 = (np.take_along_axis(density, (j + d)[:, None], axis=1)[:, 0] for d in (-1, 0, 1))
@@ -144,7 +149,9 @@ def _binned_kde_argmax(x: np.ndarray, h: np.ndarray, start: np.ndarray, stop: np
     return start + (j + np.clip(offset, -0.5, 0.5)) * dx  # parabolic refinement between grid points
 
 
-def kde_mode(samples: np.ndarray, bandwidth: np.ndarray | None = None, *, grid_size: int = MODE_GRID) -> np.ndarray:
+def kde_mode(
+    samples: np.ndarray, bandwidth: np.ndarray | None = None, *, grid_size: int = MODE_GRID
+) -> np.ndarray:
     """(N,) mode of each row's Gaussian kernel density estimate.
 
     samples: (N, K); bandwidth: (N,) (default ``kde_bandwidth``). The KDE is evaluated on
@@ -179,7 +186,11 @@ def conditional_latent(
     z = _finite(z_samples)
     s = np.asarray(latent_samples, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        u = np.where(bandwidth[:, None] > 0, (z - z0[:, None]) / bandwidth[:, None], np.where(z == z0[:, None], 0.0, np.inf))
+        u = np.where(
+            bandwidth[:, None] > 0,
+            (z - z0[:, None]) / bandwidth[:, None],
+            np.where(z == z0[:, None], 0.0, np.inf),
+        )
     w = np.exp(-0.5 * u**2)
     w = np.where(np.isfinite(w) & np.isfinite(s).all(axis=2), w, 0.0)
     total = w.sum(axis=1, keepdims=True)
@@ -226,7 +237,9 @@ def summarize(
     if z.ndim != 2:
         raise ValueError(f"z_samples must be (N, K), got shape {z.shape}")
     if latent_samples is not None and (latent_samples.ndim != 3 or latent_samples.shape[:2] != z.shape):
-        raise ValueError(f"latent_samples must be (N, K, S) with (N, K) = {z.shape}, got {latent_samples.shape}")
+        raise ValueError(
+            f"latent_samples must be (N, K, S) with (N, K) = {z.shape}, got {latent_samples.shape}"
+        )
     parts = [
         _summarize_rows(_finite(z[rows]), None if latent_samples is None else latent_samples[rows], levels)
         for rows in (slice(i, i + MODE_CHUNK_ROWS) for i in range(0, max(len(z), 1), MODE_CHUNK_ROWS))

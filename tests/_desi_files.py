@@ -39,7 +39,9 @@ def arm_spectra(n: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str,
         wave = ARM_WAVE[arm]
         level = rng.uniform(0.5, 5, (n, 1))
         ivar[arm] = rng.uniform(1, 100, (n, wave.size)).astype(np.float32)
-        flux[arm] = (level * (wave / 6000.0) + rng.normal(size=(n, wave.size)) / np.sqrt(ivar[arm])).astype(np.float32)
+        flux[arm] = (level * (wave / 6000.0) + rng.normal(size=(n, wave.size)) / np.sqrt(ivar[arm])).astype(
+            np.float32
+        )
     return flux, ivar
 
 
@@ -62,14 +64,16 @@ def write_pair(
     flux, ivar = arm_spectra(n, seed)
     coadd = directory / f"coadd-{name}.fits"
     write_coadd(coadd, fm, flux, ivar)
-    redshifts = pd.DataFrame({
-        "TARGETID": fm["TARGETID"],
-        "Z": np.asarray(z, dtype=float),
-        "ZERR": np.full(n, 1e-4),
-        "ZWARN": np.zeros(n, np.int64) if zwarn is None else zwarn,
-        "SPECTYPE": ["GALAXY"] * n if spectype is None else spectype,
-        "DELTACHI2": np.full(n, 100.0),
-    })
+    redshifts = pd.DataFrame(
+        {
+            "TARGETID": fm["TARGETID"],
+            "Z": np.asarray(z, dtype=float),
+            "ZERR": np.full(n, 1e-4),
+            "ZWARN": np.zeros(n, np.int64) if zwarn is None else zwarn,
+            "SPECTYPE": ["GALAXY"] * n if spectype is None else spectype,
+            "DELTACHI2": np.full(n, 100.0),
+        }
+    )
     rows = np.arange(n) if redrock_rows is None else redrock_rows
     write_redrock(directory / f"redrock-{name}.fits", redshifts.iloc[rows], fm.iloc[rows])
     return coadd

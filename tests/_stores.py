@@ -26,22 +26,39 @@ def partition_columns(ids: np.ndarray, latent_size: int, seed: int, bad: int = 0
         latent[:bad] = np.nan
     flags[:bad] = Flag.NO_PHOTOMETRY | Flag.MISSING_BAND
     columns = summarize(z, latent, DEFAULT_QUANTILES)
-    return {"object_id": np.asarray(ids, np.int64), "_healpix_29": np.arange(n, dtype=np.int64),
-            "ra": rng.uniform(0, 10, n), "dec": rng.uniform(0, 10, n), "flags": flags, **columns}
+    return {
+        "object_id": np.asarray(ids, np.int64),
+        "_healpix_29": np.arange(n, dtype=np.int64),
+        "ra": rng.uniform(0, 10, n),
+        "dec": rng.uniform(0, 10, n),
+        "flags": flags,
+        **columns,
+    }
 
 
-def write_store(path: Path, sizes=(300, 150, 200, 50), *, latent_size: int = 0, shard_rows: int = 128,
-                failed: int | None = 3, attrs: dict | None = None) -> Path:
+def write_store(
+    path: Path,
+    sizes=(300, 150, 200, 50),
+    *,
+    latent_size: int = 0,
+    shard_rows: int = 128,
+    failed: int | None = 3,
+    attrs: dict | None = None,
+) -> Path:
     """A store with partitions of ``sizes`` objects (ids 1000 + running index): all written
     (2 objects of each without photometry) except partition ``failed``, marked failed."""
     layout = StoreLayout(quantiles=DEFAULT_QUANTILES, latent_size=latent_size, shard_rows=shard_rows)
     parts = [(4, 100 + i, n) for i, n in enumerate(sizes)]
-    store = create_store(path, parts, layout, {"model": "0" * 64, "config": {"n_samples": 200}, **(attrs or {})})
+    store = create_store(
+        path, parts, layout, {"model": "0" * 64, "config": {"n_samples": 200}, **(attrs or {})}
+    )
     first = 1000
     for i, n in enumerate(sizes):
         if i == failed:
             store.mark_failed(i, f"partition {i}: unreadable file")
         else:
-            store.write_partition(i, partition_columns(np.arange(first, first + n), latent_size, seed=i, bad=2))
+            store.write_partition(
+                i, partition_columns(np.arange(first, first + n), latent_size, seed=i, bad=2)
+            )
         first += n
     return path

@@ -11,8 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared of the checkout, or of a folder above it (a git worktree under work/wt/NAME)
-SHARED_DESI = next((p / "shared" / "data" / "desi" for p in ROOT.parents if (p / "shared" / "data" / "desi").is_dir()),
-                   ROOT.parent / "shared" / "data" / "desi")
+SHARED_DESI = next(
+    (p / "shared" / "data" / "desi" for p in ROOT.parents if (p / "shared" / "data" / "desi").is_dir()),
+    ROOT.parent / "shared" / "data" / "desi",
+)
 
 
 @pytest.fixture
@@ -61,12 +63,50 @@ def trained_tiny(tmp_path_factory) -> TrainedTiny:
     torch.set_num_threads(1)
     start = time.perf_counter()
     steps = [
-        ["mock", "--out", mock, "--n-spec", "500", "--n-phot", "400", "--seed", "11", "--n-rest", "10", "--order", "3"],
+        [
+            "mock",
+            "--out",
+            mock,
+            "--n-spec",
+            "500",
+            "--n-phot",
+            "400",
+            "--seed",
+            "11",
+            "--n-rest",
+            "10",
+            "--order",
+            "3",
+        ],
         ["prepare", "--desi", mock / "spectra", "--out", trainset],
-        ["train", "autoencoder", "--data", trainset, "--model", model, "--preset", ROOT / "tests" / "data" /
-         "autoencoder_tiny_desi.toml", "--device", "cpu", "--no-progress"],
-        ["train", "diffusion", "--data", trainset, "--model", model, "--preset", "tiny", "--epochs", "10",
-         "--device", "cpu", "--no-progress"],
+        [
+            "train",
+            "autoencoder",
+            "--data",
+            trainset,
+            "--model",
+            model,
+            "--preset",
+            ROOT / "tests" / "data" / "autoencoder_tiny_desi.toml",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+        [
+            "train",
+            "diffusion",
+            "--data",
+            trainset,
+            "--model",
+            model,
+            "--preset",
+            "tiny",
+            "--epochs",
+            "10",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
         ["train", "baseline", "--data", trainset, "--model", model, "--preset", "tiny", "--threads", "1"],
     ]
     try:
@@ -83,7 +123,29 @@ def tiny_run(trained_tiny, tmp_path_factory) -> Path:
     from specdiff_catalog.cli import main
 
     out = tmp_path_factory.mktemp("tiny_run") / "pz.zarr"
-    assert main(["run", "--input", str(trained_tiny.catalog), "--out", str(out), "--model", str(trained_tiny.model),
-                 "--n-samples", "64", "--save-samples", "64", "--n-workers", "1", "--threads-per-worker", "1",
-                 "--dashboard-address", ":0", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--input",
+                str(trained_tiny.catalog),
+                "--out",
+                str(out),
+                "--model",
+                str(trained_tiny.model),
+                "--n-samples",
+                "64",
+                "--save-samples",
+                "64",
+                "--n-workers",
+                "1",
+                "--threads-per-worker",
+                "1",
+                "--dashboard-address",
+                ":0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return out

@@ -13,7 +13,16 @@ import pandas as pd
 
 from specdiff_catalog.io.trainset import TrainingSet, TrainingSetWriter
 
-LINES = {3727.0: 3.0, 4861.3: 1.0, 4958.9: 0.7, 5006.8: 2.0, 6562.8: 3.0, 6583.5: 1.0, 6716.4: 0.5, 6730.8: 0.4}
+LINES = {
+    3727.0: 3.0,
+    4861.3: 1.0,
+    4958.9: 0.7,
+    5006.8: 2.0,
+    6562.8: 3.0,
+    6583.5: 1.0,
+    6716.4: 0.5,
+    6730.8: 0.4,
+}
 
 
 def rest_spectra(wave: np.ndarray, young: np.ndarray, line_strength: np.ndarray) -> np.ndarray:
@@ -38,8 +47,15 @@ def observed_spectra(wave_obs: np.ndarray, young, line_strength, z, scale, noise
     return flux.astype(np.float32), (1.0 / sigma**2).astype(np.float32)
 
 
-def write_trainset(path, n: int = 400, n_pix: int = 779, seed: int = 0, z_max: float = 0.8,
-                   noise: float = 0.1, chunk_rows: int = 64) -> TrainingSet:
+def write_trainset(
+    path,
+    n: int = 400,
+    n_pix: int = 779,
+    seed: int = 0,
+    z_max: float = 0.8,
+    noise: float = 0.1,
+    chunk_rows: int = 64,
+) -> TrainingSet:
     """A training set of n synthetic spectra on an n_pix-pixel 3600-9824 A grid."""
     rng = np.random.default_rng(seed)
     wave = np.linspace(3600.0, 9824.0, n_pix)
@@ -48,7 +64,9 @@ def write_trainset(path, n: int = 400, n_pix: int = 779, seed: int = 0, z_max: f
     scale = rng.uniform(1.0, 10.0, n)
     flux, ivar = observed_spectra(wave, young, line_strength, z, scale, np.full(n, noise), rng)
     ivar[:, rng.integers(0, n_pix, 5)] = 0.0  # a few masked pixels
-    objects = pd.DataFrame({"TARGETID": np.arange(n) + 10**15, "Z": z, "YOUNG": young, "LINES": line_strength})
+    objects = pd.DataFrame(
+        {"TARGETID": np.arange(n) + 10**15, "Z": z, "YOUNG": young, "LINES": line_strength}
+    )
     with TrainingSetWriter(path, wave, chunk_rows=chunk_rows) as writer:
         for i in range(0, n, 100):
             writer.append(flux[i : i + 100], ivar[i : i + 100], objects.iloc[i : i + 100])

@@ -15,8 +15,9 @@ from specdiff_catalog.models.autoencoder import (
 )
 from specdiff_catalog.spectral import SpectrumFlag
 
-TINY = AutoencoderConfig(latent_size=3, conv_filters=(4, 8, 8), encoder_hidden=(8,), decoder_hidden=(8,),
-                         rebin=2, rest_step=8.0)
+TINY = AutoencoderConfig(
+    latent_size=3, conv_filters=(4, 8, 8), encoder_hidden=(8,), decoder_hidden=(8,), rebin=2, rest_step=8.0
+)
 
 
 def test_resampling_conserves_a_flat_spectrum_and_masks_outside():
@@ -26,9 +27,11 @@ def test_resampling_conserves_a_flat_spectrum_and_masks_outside():
     flux, inside = redshift_resample(wave_rest, torch.full((3, 3000), 2.5), z, wave_obs)
     rest = wave_obs[None] / (1 + z[:, None])
     assert torch.equal(inside, (rest >= 3000.0) & (rest <= 8000.0))
-    assert inside.sum(1).tolist() == [int(((wave_obs >= 3600) & (wave_obs <= 8000)).sum()),
-                                      int(((wave_obs >= 3900) & (wave_obs <= 8000 * 1.3)).sum()),
-                                      int(((wave_obs >= 5400) & (wave_obs <= 9824)).sum())]
+    assert inside.sum(1).tolist() == [
+        int(((wave_obs >= 3600) & (wave_obs <= 8000)).sum()),
+        int(((wave_obs >= 3900) & (wave_obs <= 8000 * 1.3)).sum()),
+        int(((wave_obs >= 5400) & (wave_obs <= 9824)).sum()),
+    ]
     assert torch.allclose(flux[inside], torch.tensor(2.5)) and (flux[~inside] == 0).all()
 
 
@@ -45,7 +48,9 @@ def test_resampling_moves_a_line_to_one_plus_z_lambda_and_is_differentiable():
     flux.sum().backward()
     assert line.grad is not None and line.grad.abs().sum() > 0
     # the numpy convenience gives NaN outside the rest grid
-    out = redshift_spectra(wave_rest.numpy(), line.detach().numpy()[:1], np.array([0.5]), np.array([5000.0, 7500.0]))
+    out = redshift_spectra(
+        wave_rest.numpy(), line.detach().numpy()[:1], np.array([0.5]), np.array([5000.0, 7500.0])
+    )
     assert np.isnan(out[0, 0]) and out[0, 1] == pytest.approx(1.0, abs=1e-6)
 
 
@@ -77,7 +82,11 @@ def test_chi2_counts_only_valid_pixels_and_consistency_is_zero_when_unchanged():
     far = consistency_loss(latent, latent + 10 * latent.std(0), 0.1)
     assert (far > 0.49).all()
     # the penalty does not change when the whole latent space is rescaled
-    assert torch.allclose(consistency_loss(3 * latent, 3 * (latent + 0.01), 0.1), consistency_loss(latent, latent + 0.01, 0.1), rtol=1e-4)
+    assert torch.allclose(
+        consistency_loss(3 * latent, 3 * (latent + 0.01), 0.1),
+        consistency_loss(latent, latent + 0.01, 0.1),
+        rtol=1e-4,
+    )
 
 
 def test_rest_grid_covers_the_redshift_range():
@@ -127,7 +136,9 @@ def test_encoder_ignores_masked_pixel_values():
 
 def test_redshift_input_is_an_option():
     config = AutoencoderConfig.from_dict({**TINY.to_dict(), "redshift_input": True})
-    model = SpectrumAutoencoder(config, np.linspace(3600, 9824, 779), np.linspace(2000, 9824, 900), (0.0, 0.8))
+    model = SpectrumAutoencoder(
+        config, np.linspace(3600, 9824, 779), np.linspace(2000, 9824, 900), (0.0, 0.8)
+    )
     flux, ivar = torch.ones(2, 779), torch.ones(2, 779)
     a = model.encode(flux, ivar, torch.tensor([0.1, 0.7]))
     assert not torch.allclose(a[0], a[1])  # same spectrum, different z
@@ -141,7 +152,9 @@ def test_a_dereddening_model_needs_ebv():
     flux = np.full((2, wave.size), 3.0, np.float32)
     with pytest.raises(ValueError, match="E\\(B-V\\) per spectrum is needed"):
         prepare_spectra(config, None, wave, flux, np.ones_like(flux), [0.1, 0.2])
-    prepared = prepare_spectra(config, None, wave, flux, np.ones_like(flux), [0.1, 0.2], np.array([0.0, np.nan]))
+    prepared = prepare_spectra(
+        config, None, wave, flux, np.ones_like(flux), [0.1, 0.2], np.array([0.0, np.nan])
+    )
     assert np.allclose(prepared.flux, 1.0) and list(prepared.flags) == [0, SpectrumFlag.NO_EXTINCTION]
     faded = prepare_spectra(config, None, wave, flux, np.ones_like(flux), [0.1, 0.1], np.array([0.0, 0.2]))
     assert faded.flux[1, 0] > 1.0 > faded.flux[1, -1]  # de-reddening tilts the normalised spectrum blue-ward

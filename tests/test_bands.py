@@ -16,7 +16,12 @@ def test_every_preset_loads_with_its_filters():
 def test_decam_extinction_coefficients_as_published():
     south = BandSet.load("ls-dr10-south")
     assert dict(zip(south.names, south.extinction_r)) == {
-        "g": 3.214, "r": 2.165, "i": 1.592, "z": 1.211, "W1": 0.184, "W2": 0.113
+        "g": 3.214,
+        "r": 2.165,
+        "i": 1.592,
+        "z": 1.211,
+        "W1": 0.184,
+        "W2": 0.113,
     }
     # 10^(-0.4 * 3.214 * 0.1) for g at E(B-V) = 0.1
     assert south.mw_transmission(np.array([0.1]))[0, 0] == pytest.approx(0.7437723, rel=1e-6)

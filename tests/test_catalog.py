@@ -22,20 +22,24 @@ ORDER = 1
 def _table(n: int = N_ROWS, seed: int = 0) -> pd.DataFrame:
     """Objects uniform on the sphere with Legacy Surveys column names."""
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "OBJID": np.arange(n, dtype=np.int64),
-        "RA": rng.uniform(0.0, 360.0, n),
-        "DEC": np.degrees(np.arcsin(rng.uniform(-1.0, 1.0, n))),
-        "FLUX_G": rng.lognormal(size=n).astype(np.float32),
-        "FLUX_R": rng.lognormal(size=n).astype(np.float32),
-        "TYPE": rng.choice(["PSF", "REX", "EXP"], n),
-    })
+    return pd.DataFrame(
+        {
+            "OBJID": np.arange(n, dtype=np.int64),
+            "RA": rng.uniform(0.0, 360.0, n),
+            "DEC": np.degrees(np.arcsin(rng.uniform(-1.0, 1.0, n))),
+            "FLUX_G": rng.lognormal(size=n).astype(np.float32),
+            "FLUX_R": rng.lognormal(size=n).astype(np.float32),
+            "TYPE": rng.choice(["PSF", "REX", "EXP"], n),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
 def hats_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cat") / "hats_cat"
-    write_hats(_table(), path, order=ORDER, catalog_name="test_cat", extra_properties={"obs_title": "unit test"})
+    write_hats(
+        _table(), path, order=ORDER, catalog_name="test_cat", extra_properties={"obs_title": "unit test"}
+    )
     return path
 
 
@@ -182,6 +186,7 @@ def test_row_counts_from_footers_when_metadata_absent(hats_copy, monkeypatch):
     (hats_copy / "dataset" / "_metadata").unlink()
     opened: list[str] = []
     real = pq.read_metadata
+
     def spy(where, *args, **kwargs):
         opened.append(Path(where).name)
         return real(where, *args, **kwargs)
@@ -196,7 +201,7 @@ def test_row_counts_from_footers_when_metadata_absent(hats_copy, monkeypatch):
 def test_plain_parquet_directory(tmp_path):
     table = _table(300)
     for i, name in enumerate(["b.parquet", "a.parquet", "c.parquet"]):
-        table.iloc[i * 100:(i + 1) * 100].to_parquet(tmp_path / name)  # pandas keeps its index
+        table.iloc[i * 100 : (i + 1) * 100].to_parquet(tmp_path / name)  # pandas keeps its index
     (tmp_path / "notes.txt").write_text("not parquet")
     cat = open_catalog(tmp_path)
     assert cat.kind == "parquet" and cat.properties == {}
@@ -286,7 +291,9 @@ def test_hats_collection_opens_its_primary_catalog(hats_dir, tmp_path):
 
 def test_read_partition_keeps_dtypes(hats_dir):
     frame = read_partition(open_catalog(hats_dir).partitions[0], ["objid", "type", "flux_r"])
-    want = pq.read_table(open_catalog(hats_dir).partitions[0].path, columns=["OBJID", "TYPE", "FLUX_R"]).to_pandas()
+    want = pq.read_table(
+        open_catalog(hats_dir).partitions[0].path, columns=["OBJID", "TYPE", "FLUX_R"]
+    ).to_pandas()
     assert list(frame.dtypes) == list(want.dtypes)
 
 

@@ -37,8 +37,13 @@ def test_unknown_kind_is_refused():
 
 def test_slurm_job_script_requests_gpus_and_worker_resources():
     dask_jobqueue = pytest.importorskip("dask_jobqueue")
-    config = ClusterConfig(kind="slurm", dashboard_address=":0", slurm=SlurmOptions(
-        queue="gpu", account="proj", walltime="01:30:00", cores=16, memory="64GiB", gpus_per_job=2))
+    config = ClusterConfig(
+        kind="slurm",
+        dashboard_address=":0",
+        slurm=SlurmOptions(
+            queue="gpu", account="proj", walltime="01:30:00", cores=16, memory="64GiB", gpus_per_job=2
+        ),
+    )
     with dask_jobqueue.SLURMCluster(**slurm_cluster_options(config)) as cluster:
         script = cluster.job_script()
     for line in ("#SBATCH -p gpu", "#SBATCH -A proj", "#SBATCH -t 01:30:00", "#SBATCH --gpus=2"):

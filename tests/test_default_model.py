@@ -61,16 +61,24 @@ def test_default_model_predicts_the_demo_catalog(caplog):
 def test_demo_catalog_and_its_truth_hold_the_same_objects():
     catalog = open_catalog(demo_catalog_dir())
     assert catalog.kind == "hats" and len(catalog.partitions) >= 3 and 1500 <= catalog.n_rows <= 2500
-    ids = np.concatenate([pd.read_parquet(p.path, columns=["OBJECT_ID"])["OBJECT_ID"] for p in catalog.partitions])
+    ids = np.concatenate(
+        [pd.read_parquet(p.path, columns=["OBJECT_ID"])["OBJECT_ID"] for p in catalog.partitions]
+    )
     truth = pd.read_parquet(DEMO_TRUTH)
     assert set(ids) == set(truth["OBJECT_ID"]) and truth["Z"].between(0, 0.8).all()
 
 
 def test_package_data_globs_include_the_bundled_files():
-    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["specdiff_catalog"]
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "specdiff_catalog"
+    ]
     package = ROOT / "specdiff_catalog"
-    files = [p.relative_to(package).as_posix() for d in (default_model_dir(), demo_catalog_dir().parent)
-             for p in d.rglob("*") if p.is_file()]
+    files = [
+        p.relative_to(package).as_posix()
+        for d in (default_model_dir(), demo_catalog_dir().parent)
+        for p in d.rglob("*")
+        if p.is_file()
+    ]
     assert "data/default_model/config.json" in files and "data/demo_catalog/truth.parquet" in files
     for f in files:
         assert any(fnmatch.fnmatch(f, pattern.replace("**/", "*")) for pattern in patterns), f
@@ -80,8 +88,25 @@ def test_package_data_globs_include_the_bundled_files():
 def test_run_with_no_input_or_model_uses_the_bundled_ones(tmp_path, capsys):
     """~30 s: `specdiff-catalog run --out OUT` alone (few samples to keep it short)."""
     out = tmp_path / "demo.zarr"
-    assert main(["run", "--out", str(out), "--n-samples", "8", "--n-workers", "1", "--threads-per-worker", "1",
-                 "--dashboard-address", ":0", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--out",
+                str(out),
+                "--n-samples",
+                "8",
+                "--n-workers",
+                "1",
+                "--threads-per-worker",
+                "1",
+                "--dashboard-address",
+                ":0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "bundled default model was trained on SIMULATED galaxies" in capsys.readouterr().err
     columns, attrs = read_store_columns(out, ["object_id", "z_median"])
     assert len(columns["object_id"]) == open_catalog(demo_catalog_dir()).n_rows
@@ -89,12 +114,27 @@ def test_run_with_no_input_or_model_uses_the_bundled_ones(tmp_path, capsys):
 
 
 def test_build_script_runs_the_whole_chain_in_order():
-    result = subprocess.run(["bash", str(ROOT / "jobs" / "build_default_model.sh")], cwd=ROOT, capture_output=True,
-                            text=True, env={**os.environ, "DRY_RUN": "1", "PYTHON": "python"}, timeout=30)
+    result = subprocess.run(
+        ["bash", str(ROOT / "jobs" / "build_default_model.sh")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DRY_RUN": "1", "PYTHON": "python"},
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     lines = [line[2:] for line in result.stdout.splitlines() if line.startswith("+ ")]
-    keys = ("mock --out build/default_model/mock", "prepare --desi", "train autoencoder", "train diffusion",
-            "train baseline", "python -c", "data/default_model/", "--seed 3", "demo_catalog/truth.parquet")
+    keys = (
+        "mock --out build/default_model/mock",
+        "prepare --desi",
+        "train autoencoder",
+        "train diffusion",
+        "train baseline",
+        "python -c",
+        "data/default_model/",
+        "--seed 3",
+        "demo_catalog/truth.parquet",
+    )
     positions = [next(i for i, line in enumerate(lines) if key in line) for key in keys]
     assert positions == sorted(positions)
     assert all("--preset small" in lines[positions[k]] for k in (2, 3, 4))

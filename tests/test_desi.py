@@ -73,8 +73,13 @@ def test_real_coadd_and_redrock(real_desi_dir, name):
 def test_real_overlaps_are_ivar_weighted_means(real_desi_dir, name):
     coadd = read_coadd(real_desi_dir / name)
     with fits.open(real_desi_dir / name) as hdul:
-        arm = {a: (hdul[f"{a.upper()}_FLUX"].data[0].astype(float), hdul[f"{a.upper()}_IVAR"].data[0].astype(float))
-               for a in ARMS}
+        arm = {
+            a: (
+                hdul[f"{a.upper()}_FLUX"].data[0].astype(float),
+                hdul[f"{a.upper()}_IVAR"].data[0].astype(float),
+            )
+            for a in ARMS
+        }
     for wave, (a1, a2) in ((5780.0, ("b", "r")), (7560.0, ("r", "z"))):
         f1, i1 = (v[_arm_index(a1, wave)] for v in arm[a1])
         f2, i2 = (v[_arm_index(a2, wave)] for v in arm[a2])
@@ -127,7 +132,8 @@ def test_written_files_have_the_real_layout(real_desi_dir, tmp_path):
     with fits.open(tmp_path / "redrock-x.fits") as mine, fits.open(redrock_path_for(real)) as theirs:
         assert [h.name for h in mine] == [h.name for h in theirs]
         assert [(c.name, c.format) for c in mine["REDSHIFTS"].columns] == [
-            (c.name, c.format) for c in theirs["REDSHIFTS"].columns]
+            (c.name, c.format) for c in theirs["REDSHIFTS"].columns
+        ]
 
 
 @pytest.mark.realdata
@@ -181,19 +187,30 @@ def test_round_trip(tmp_path):
     assert back["TARGETID"].dtype == np.int64 and back["COADD_FIBERSTATUS"].dtype == np.int32
     assert back["FLUX_G"].dtype == np.float32 and back["TARGET_RA"].dtype == np.float64
     with fits.open(tmp_path / "coadd-t.fits") as hdul:
-        assert hdul["B_FLUX"].header["BUNIT"] == FLUX_BUNIT and hdul["R_WAVELENGTH"].header["BUNIT"] == "Angstrom"
+        assert (
+            hdul["B_FLUX"].header["BUNIT"] == FLUX_BUNIT
+            and hdul["R_WAVELENGTH"].header["BUNIT"] == "Angstrom"
+        )
         assert hdul["Z_MASK"].data.dtype.kind == "i" and hdul["Z_MASK"].data.dtype.itemsize == 4
         assert hdul["B_RESOLUTION"].data.shape == (n, 11, 2751)
         formats = {c.name: c.format for c in hdul["FIBERMAP"].columns}
-        assert formats["TARGETID"] == "K" and formats["COADD_FIBERSTATUS"] == "J" and formats["PHOTSYS"] == "1A"
+        assert (
+            formats["TARGETID"] == "K" and formats["COADD_FIBERSTATUS"] == "J" and formats["PHOTSYS"] == "1A"
+        )
         assert hdul["SCORES"].data["TARGETID"].tolist() == [11, 12, 13, 14]
         assert len(hdul["EXP_FIBERMAP"].data) == n
 
 
 def test_redrock_round_trip(tmp_path):
     fm = fibermap(np.array([5, 6]))
-    redshifts = pd.DataFrame({"TARGETID": [5, 6], "Z": [0.25, 0.5], "SPECTYPE": ["GALAXY", "QSO"],
-                              "COEFF": [np.arange(10.0), -np.arange(10.0)]})
+    redshifts = pd.DataFrame(
+        {
+            "TARGETID": [5, 6],
+            "Z": [0.25, 0.5],
+            "SPECTYPE": ["GALAXY", "QSO"],
+            "COEFF": [np.arange(10.0), -np.arange(10.0)],
+        }
+    )
     write_redrock(tmp_path / "redrock-t.fits", redshifts, fm)
     back = read_redrock(tmp_path / "redrock-t.fits")
     assert back["TARGETID"].tolist() == [5, 6] and back["Z"].tolist() == [0.25, 0.5]
@@ -220,22 +237,44 @@ def test_writer_refuses_bad_shapes_and_existing_files(tmp_path):
 
 def test_selection_counts_each_reason(tmp_path):
     #           keep  status zwarn  star   z>max  missing  status+zwarn  keep
-    targetid = [1,    2,     3,     4,     5,     6,       7,            8]
-    coadd = write_pair(tmp_path, "s", np.array(targetid), [0.1, 0.2, 0.3, 0.4, 0.95, 0.5, 0.2, 0.79],
-                       spectype=["GALAXY", "GALAXY", "GALAXY", "STAR", "GALAXY", "GALAXY", "GALAXY", "GALAXY"],
-                       zwarn=np.array([0, 0, 4, 0, 0, 0, 4, 0]),
-                       COADD_FIBERSTATUS=np.array([0, 2, 0, 0, 0, 0, 2, 0], np.int32),
-                       redrock_rows=np.array([0, 1, 2, 3, 4, 6, 7]))
+    targetid = [1, 2, 3, 4, 5, 6, 7, 8]
+    coadd = write_pair(
+        tmp_path,
+        "s",
+        np.array(targetid),
+        [0.1, 0.2, 0.3, 0.4, 0.95, 0.5, 0.2, 0.79],
+        spectype=["GALAXY", "GALAXY", "GALAXY", "STAR", "GALAXY", "GALAXY", "GALAXY", "GALAXY"],
+        zwarn=np.array([0, 0, 4, 0, 0, 0, 4, 0]),
+        COADD_FIBERSTATUS=np.array([0, 2, 0, 0, 0, 0, 2, 0], np.int32),
+        redrock_rows=np.array([0, 1, 2, 3, 4, 6, 7]),
+    )
     result = select(read_coadd(coadd), read_redrock(redrock_path_for(coadd)), Selection())
     assert result.keep.tolist() == [True, False, False, False, False, False, False, True]
-    assert result.reason.tolist() == ["", "fiberstatus", "zwarn", "spectype", "z_range", "missing_redshift",
-                                      "fiberstatus", ""]
-    assert result.rejected == {"missing_redshift": 1, "fiberstatus": 2, "zwarn": 1, "spectype": 1, "z_range": 1}
+    assert result.reason.tolist() == [
+        "",
+        "fiberstatus",
+        "zwarn",
+        "spectype",
+        "z_range",
+        "missing_redshift",
+        "fiberstatus",
+        "",
+    ]
+    assert result.rejected == {
+        "missing_redshift": 1,
+        "fiberstatus": 2,
+        "zwarn": 1,
+        "spectype": 1,
+        "z_range": 1,
+    }
     assert result.table["TARGETID"].tolist() == targetid and np.isnan(result.table["Z"].iloc[5])
     assert result.table["Z"].iloc[7] == 0.79
 
-    loose = select(read_coadd(coadd), read_redrock(redrock_path_for(coadd)),
-                   Selection(z_max=1.0, require_zwarn_zero=False, require_fiberstatus_ok=False))
+    loose = select(
+        read_coadd(coadd),
+        read_redrock(redrock_path_for(coadd)),
+        Selection(z_max=1.0, require_zwarn_zero=False, require_fiberstatus_ok=False),
+    )
     assert loose.keep.tolist() == [True, True, True, False, True, False, True, True]
 
 
@@ -278,7 +317,8 @@ def test_missing_hdu_and_column_are_named(tmp_path):
         table = hdul["REDSHIFTS"].data
         cols = [c for c in hdul["REDSHIFTS"].columns if c.name != "Z"]
         hdul["REDSHIFTS"] = fits.BinTableHDU.from_columns(
-            [fits.Column(name=c.name, format=c.format, array=table[c.name]) for c in cols], name="REDSHIFTS")
+            [fits.Column(name=c.name, format=c.format, array=table[c.name]) for c in cols], name="REDSHIFTS"
+        )
         hdul.writeto(tmp_path / "redrock-noz.fits")
     with pytest.raises(ValueError, match="redrock-noz.fits: HDU REDSHIFTS lacks column.*Z"):
         read_redrock(tmp_path / "redrock-noz.fits")

@@ -52,7 +52,9 @@ def randomised(model, seed=0):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * (0.5 / math.sqrt(p.shape[-1]) if p.dim() > 1 else 0.3))
+            p.copy_(
+                torch.randn(p.shape, generator=gen) * (0.5 / math.sqrt(p.shape[-1]) if p.dim() > 1 else 0.3)
+            )
     return model.eval()
 
 
@@ -106,7 +108,9 @@ def test_condition_input_standardises_and_zeroes_missing_bands():
     expected = ((features - std.feature_mean) / std.feature_std).astype(np.float32)
     np.testing.assert_allclose(cond[0, :F], expected[0], rtol=1e-5)
     assert np.all(cond[1, :F][feature_bands(B)[:, 2]] == 0)
-    np.testing.assert_allclose(cond[1, :F][~feature_bands(B)[:, 2]], expected[1][~feature_bands(B)[:, 2]], rtol=1e-5)
+    np.testing.assert_allclose(
+        cond[1, :F][~feature_bands(B)[:, 2]], expected[1][~feature_bands(B)[:, 2]], rtol=1e-5
+    )
     assert np.all(cond[2, :F][feature_bands(B)[:, 0]] == 0)
     assert np.array_equal(cond[:, F:], missing.astype(np.float32))
 

@@ -42,7 +42,9 @@ def test_dereddening_from_ebv_and_from_transmission_columns_agree():
     t = table()
     phot_ebv = deredden(t, BANDS)
     trans = BANDS.mw_transmission(t["EBV"].to_numpy())
-    with_cols = t.drop(columns="EBV").assign(**{b.mw_transmission.lower(): trans[:, j] for j, b in enumerate(BANDS.bands)})
+    with_cols = t.drop(columns="EBV").assign(
+        **{b.mw_transmission.lower(): trans[:, j] for j, b in enumerate(BANDS.bands)}
+    )
     phot_cols = deredden(with_cols, BANDS)
     np.testing.assert_allclose(phot_ebv.flux, phot_cols.flux, rtol=1e-12)
     # E(B-V) = 0.1 brightens g by 0.3214 mag

@@ -1,16 +1,22 @@
 import json
 
 import numpy as np
+from _stores import write_store
 
 from specdiff_catalog.cli import main
 from specdiff_catalog.report.info import format_info, store_info
-from _stores import write_store
 
 
 def test_info_counts_flags_and_provenance(tmp_path, capsys):
-    path = write_store(tmp_path / "out.zarr", attrs={"input": "/data/catalog", "input_kind": "hats",
-                                                      "model_path": str(tmp_path / "nomodel"),
-                                                      "command_line": "specdiff-catalog run --input /data/catalog"})
+    path = write_store(
+        tmp_path / "out.zarr",
+        attrs={
+            "input": "/data/catalog",
+            "input_kind": "hats",
+            "model_path": str(tmp_path / "nomodel"),
+            "command_line": "specdiff-catalog run --input /data/catalog",
+        },
+    )
     info = store_info(path)
     counts = info["counts"]
     # 4 partitions of 300/150/200/50 objects in shards of 128 rows: 384 + 256 + 256 + 128 rows

@@ -18,8 +18,11 @@ def test_bash_syntax(script):
 
 def dry_run(script: str, **env: str) -> list[str]:
     result = subprocess.run(
-        ["bash", str(JOBS / script)], capture_output=True, text=True,
-        env={**os.environ, "DRY_RUN": "1", **env}, timeout=30,
+        ["bash", str(JOBS / script)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DRY_RUN": "1", **env},
+        timeout=30,
     )
     assert result.returncode == 0, result.stderr
     return [line[2:] for line in result.stdout.splitlines() if line.startswith("+ ")]
@@ -27,8 +30,10 @@ def dry_run(script: str, **env: str) -> list[str]:
 
 def test_gpu_script_uses_the_scheduler_file_pattern():
     lines = dry_run("run_catalog_gpu.slurm", INPUT="ls_dr10", OUT="pz.zarr", SCHEDULER_FILE="/shared/s.json")
-    scheduler, workers, client = (next(l for l in lines if key in l) for key in
-                                  ("dask scheduler", "dask cuda worker", "specdiff-catalog run"))
+    scheduler, workers, client = (
+        next(l for l in lines if key in l)
+        for key in ("dask scheduler", "dask cuda worker", "specdiff-catalog run")
+    )
     assert "--scheduler-file /shared/s.json" in scheduler and scheduler.endswith("&")
     assert "--resources GPU=1" in workers and "--scheduler-file /shared/s.json" in workers
     assert client == "specdiff-catalog run --input ls_dr10 --out pz.zarr --scheduler-file /shared/s.json"
@@ -36,22 +41,34 @@ def test_gpu_script_uses_the_scheduler_file_pattern():
 
 
 def test_gpu_script_refuses_without_input():
-    result = subprocess.run(["bash", str(JOBS / "run_catalog_gpu.slurm")], capture_output=True, text=True,
-                            env={**os.environ, "DRY_RUN": "1", "OUT": "x"})
+    result = subprocess.run(
+        ["bash", str(JOBS / "run_catalog_gpu.slurm")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DRY_RUN": "1", "OUT": "x"},
+    )
     assert result.returncode != 0 and "INPUT" in result.stderr
 
 
 def test_jobqueue_script_passes_slurm_options():
-    (line,) = dry_run("run_catalog_jobqueue.sh", INPUT="cat", OUT="o.zarr", ACCOUNT="proj", JOBS="4", GPUS="2")
+    (line,) = dry_run(
+        "run_catalog_jobqueue.sh", INPUT="cat", OUT="o.zarr", ACCOUNT="proj", JOBS="4", GPUS="2"
+    )
     assert line.startswith("specdiff-catalog run --input cat --out o.zarr --cluster slurm")
     for option in ("--slurm-account proj", "--slurm-jobs 4", "--slurm-gpus 2", "--slurm-queue gpu"):
         assert option in line
 
 
 def test_train_script_runs_the_three_jobs_in_order_on_the_gpu(tmp_path):
-    lines = dry_run("train_gpu.slurm", DESI="desi", TRAIN=str(tmp_path / "train"), MODEL=str(tmp_path / "model"))
-    assert [line.split()[1:3] for line in lines] == [["prepare", "--desi"], ["train", "autoencoder"],
-                                                      ["train", "diffusion"], ["train", "baseline"]]
+    lines = dry_run(
+        "train_gpu.slurm", DESI="desi", TRAIN=str(tmp_path / "train"), MODEL=str(tmp_path / "model")
+    )
+    assert [line.split()[1:3] for line in lines] == [
+        ["prepare", "--desi"],
+        ["train", "autoencoder"],
+        ["train", "diffusion"],
+        ["train", "baseline"],
+    ]
     assert all("--device cuda" in line and "--preset paper" in line for line in lines[1:3])
     assert not any("--resume" in line for line in lines)
 

@@ -59,7 +59,9 @@ def test_point_metrics_by_hand_with_the_iqr_cut_and_missing_values():
     assert m.eta_lsst == pytest.approx(2 / 9) and m.eta_015 == pytest.approx(2 / 9)
     shifted = point_metrics(_z(np.array(d) + 0.01, z_true), z_true)
     assert shifted.bias == pytest.approx(0.01, rel=1e-9)
-    assert point_metrics(np.full(3, np.nan), np.ones(3)) == PointMetrics(0, 3, *[pytest.approx(np.nan, nan_ok=True)] * 4)
+    assert point_metrics(np.full(3, np.nan), np.ones(3)) == PointMetrics(
+        0, 3, *[pytest.approx(np.nan, nan_ok=True)] * 4
+    )
 
 
 def test_pit_by_hand():
@@ -157,7 +159,9 @@ def test_photoz_table_compares_methods_overall_and_in_bins():
     point = np.median(samples, axis=1)
     mag = rng.uniform(18, 23, 3000)
     table = photoz_table(
-        {"diffusion": (point, samples), "tree": (point + 0.01, None)}, z_true, bins=("mag_r", mag, [18, 20, 23])
+        {"diffusion": (point, samples), "tree": (point + 0.01, None)},
+        z_true,
+        bins=("mag_r", mag, [18, 20, 23]),
     )
     assert isinstance(table, pd.DataFrame) and len(table) == 6
     assert table["mag_r"].tolist() == ["all", "[18, 20)", "[20, 23)"] * 2

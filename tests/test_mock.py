@@ -15,16 +15,30 @@ from specdiff_catalog.mock.imaging import CatalogDefects, imaging_catalog
 from specdiff_catalog.mock.noise import ImagingNoise, SpectroNoise, observe_imaging
 from specdiff_catalog.mock.population import PopulationModel, draw_galaxies
 from specdiff_catalog.mock.reddening import ReddeningModel, ebv
-from specdiff_catalog.mock.spectra import FibreModel, mw_transmission_spectrum, observed_flux, synthetic_maggies
+from specdiff_catalog.mock.spectra import (
+    FibreModel,
+    mw_transmission_spectrum,
+    observed_flux,
+    synthetic_maggies,
+)
 
 BANDS = BandSet.load("ls-dr10-south")
 
 
 def _catalog(n: int, seed: int, kind: int = PHOTOMETRIC):
     galaxies = draw_galaxies(n, 1000 + seed, PopulationModel(), BANDS)
-    table = imaging_catalog(galaxies, seed=seed, kind=kind, bandset=BANDS, patch=SkyPatch(),
-                            noise=ImagingNoise(), reddening=ReddeningModel(), defects=CatalogDefects(),
-                            fibre=FibreModel(), rng=np.random.default_rng(seed))
+    table = imaging_catalog(
+        galaxies,
+        seed=seed,
+        kind=kind,
+        bandset=BANDS,
+        patch=SkyPatch(),
+        noise=ImagingNoise(),
+        reddening=ReddeningModel(),
+        defects=CatalogDefects(),
+        fibre=FibreModel(),
+        rng=np.random.default_rng(seed),
+    )
     return galaxies, table
 
 
@@ -64,11 +78,17 @@ def test_synthetic_photometry_of_noiseless_spectrum_matches_truth():
 
     g = draw_galaxies(300, 5, PopulationModel(), BANDS)
     ebv_values = np.full(len(g), 0.05)
-    spectrum = observed_flux(g.coefficients, g.stellar_mass, g.redshift, WAVE) * mw_transmission_spectrum(WAVE, ebv_values)
+    spectrum = observed_flux(g.coefficients, g.stellar_mass, g.redshift, WAVE) * mw_transmission_spectrum(
+        WAVE, ebv_values
+    )
     transmission = BANDS.mw_transmission(ebv_values)
     for band in ("g", "r", "i"):
         i = BANDS.names.index(band)
-        ratio = synthetic_maggies(spectrum, WAVE, BANDS.bands[i].filter) * 1e9 / (g.flux[:, i] * transmission[:, i])
+        ratio = (
+            synthetic_maggies(spectrum, WAVE, BANDS.bands[i].filter)
+            * 1e9
+            / (g.flux[:, i] * transmission[:, i])
+        )
         assert np.abs(ratio - 1).max() < 0.01, band  # measured: r within 0.3%, g and i within 0.8%
 
 
@@ -114,7 +134,7 @@ def test_catalog_bad_row_fractions_and_flux_errors():
     ivars = [b.ivar for b in BANDS.bands]
     values = t[fluxes + ivars].to_numpy()
     all_zero = (values == 0).all(axis=1)
-    missing_one = ((t[ivars].to_numpy() == 0).sum(axis=1) == 1)
+    missing_one = (t[ivars].to_numpy() == 0).sum(axis=1) == 1
     has_nan = t[fluxes + ivars + ["EBV"]].isna().any(axis=1)
     assert 0.007 < missing_one.mean() < 0.013
     assert 0.0008 < all_zero.mean() < 0.004
@@ -135,8 +155,9 @@ def test_reddening_is_a_property_of_the_sky():
     _, t = _catalog(3000, seed=8)
     assert 0.02 < t["EBV"].median() < 0.08 and t["EBV"].std() > 0.005
     finite = t["EBV"].notna()  # a few rows carry an injected NaN EBV
-    np.testing.assert_allclose(t.loc[finite, "MW_TRANSMISSION_G"], BANDS.mw_transmission(t.loc[finite, "EBV"])[:, 0],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        t.loc[finite, "MW_TRANSMISSION_G"], BANDS.mw_transmission(t.loc[finite, "EBV"])[:, 0], rtol=1e-6
+    )
 
 
 def test_survey_files_read_back_through_the_project_readers(survey):
@@ -209,7 +230,9 @@ def test_real_desi_noise_level_is_reproduced(real_desi_dir):
             real = median_filter(1 / np.sqrt(hdul[f"{arm}_IVAR"].data[0]), 201)
             mock = median_filter(np.sqrt(model.variance(arm.lower(), wave, np.zeros((1, len(wave))))[0]), 201)
             middle = slice(len(wave) // 4, 3 * len(wave) // 4)
-            np.testing.assert_allclose(np.median(mock[middle]), np.median(real[middle]), rtol=0.15, err_msg=arm)
+            np.testing.assert_allclose(
+                np.median(mock[middle]), np.median(real[middle]), rtol=0.15, err_msg=arm
+            )
 
 
 def test_cli_refuses_to_overwrite_a_non_mock_directory(tmp_path, capsys):

@@ -25,7 +25,21 @@ OPTIONS = ["--n-samples", "16", "--no-progress", "--memory-limit", "2GiB"]
 
 
 def run_cli(catalog: Path, out: Path, model: Path, *extra: str) -> int:
-    return main(["run", "--input", str(catalog), "--out", str(out), "--model", str(model), *OPTIONS, "--dashboard-address", ":0", *extra])
+    return main(
+        [
+            "run",
+            "--input",
+            str(catalog),
+            "--out",
+            str(out),
+            "--model",
+            str(model),
+            *OPTIONS,
+            "--dashboard-address",
+            ":0",
+            *extra,
+        ]
+    )
 
 
 def load(out: Path) -> xr.Dataset:
@@ -37,7 +51,9 @@ def assert_same_outputs(a: xr.Dataset, b: xr.Dataset) -> None:
     np.testing.assert_array_equal(a["object_id"].values, b["object_id"].values)
     np.testing.assert_array_equal(a["flags"].values, b["flags"].values)
     for name in ("z_quantiles", "z_median", "z_mode", "z_mean", "z_std", "latent", "latent_std"):
-        np.testing.assert_allclose(a[name].values, b[name].values, atol=1e-6, rtol=0, equal_nan=True, err_msg=name)
+        np.testing.assert_allclose(
+            a[name].values, b[name].values, atol=1e-6, rtol=0, equal_nan=True, err_msg=name
+        )
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +81,9 @@ def reference(tmp_path_factory, pipeline_catalog, tiny_model_dir) -> xr.Dataset:
 
 def test_every_input_row_once_in_partition_order(reference, pipeline_catalog):
     catalog = open_catalog(pipeline_catalog)
-    ids = np.concatenate([read_partition(p, ["OBJECT_ID"])["OBJECT_ID"].to_numpy() for p in catalog.partitions])
+    ids = np.concatenate(
+        [read_partition(p, ["OBJECT_ID"])["OBJECT_ID"].to_numpy() for p in catalog.partitions]
+    )
     assert reference.sizes["object"] == catalog.n_rows == ids.size
     np.testing.assert_array_equal(reference["object_id"].values, ids)
     usable = (reference["flags"].values & 8) == 0  # NO_PHOTOMETRY rows have NaN outputs
@@ -74,7 +92,9 @@ def test_every_input_row_once_in_partition_order(reference, pipeline_catalog):
     assert reference["z_quantiles"].dims == ("object", "quantile")
 
 
-def test_one_worker_and_other_batch_size_give_the_same_results(reference, tmp_path, pipeline_catalog, tiny_model_dir):
+def test_one_worker_and_other_batch_size_give_the_same_results(
+    reference, tmp_path, pipeline_catalog, tiny_model_dir
+):
     out = tmp_path / "one.zarr"
     assert run_cli(pipeline_catalog, out, tiny_model_dir, "--n-workers", "1", "--batch-size", "97") == 0
     assert_same_outputs(reference, load(out))
@@ -83,11 +103,33 @@ def test_one_worker_and_other_batch_size_give_the_same_results(reference, tmp_pa
 def test_killed_run_resumes_to_the_same_store(reference, tmp_path, pipeline_catalog, tiny_model_dir):
     out = tmp_path / "killed.zarr"
     port = _free_port()
-    command = [sys.executable, "-m", "specdiff_catalog", "run", "--input", str(pipeline_catalog), "--out", str(out),
-               "--model", str(tiny_model_dir), "--n-workers", "1", "--max-in-flight", "1",
-               *OPTIONS, "--dashboard-address", f"127.0.0.1:{port}"]
-    proc = subprocess.Popen(command, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
+    command = [
+        sys.executable,
+        "-m",
+        "specdiff_catalog",
+        "run",
+        "--input",
+        str(pipeline_catalog),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--n-workers",
+        "1",
+        "--max-in-flight",
+        "1",
+        *OPTIONS,
+        "--dashboard-address",
+        f"127.0.0.1:{port}",
+    ]
+    proc = subprocess.Popen(
+        command,
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         dashboard = _wait(lambda: _http_status(f"http://127.0.0.1:{port}/status") == 200, proc)
         assert dashboard, "the dashboard never answered 200 on /status during the run"
@@ -101,16 +143,22 @@ def test_killed_run_resumes_to_the_same_store(reference, tmp_path, pipeline_cata
     assert_same_outputs(reference, load(out))
 
 
-def test_another_configuration_is_refused_and_overwrite_starts_over(tmp_path, pipeline_catalog, tiny_model_dir, capsys):
+def test_another_configuration_is_refused_and_overwrite_starts_over(
+    tmp_path, pipeline_catalog, tiny_model_dir, capsys
+):
     out = tmp_path / "pz.zarr"
     assert run_cli(pipeline_catalog, out, tiny_model_dir, "--n-workers", "1") == 0
     assert run_cli(pipeline_catalog, out, tiny_model_dir, "--n-workers", "1", "--seed", "5") == 2
     assert "different config" in capsys.readouterr().err
-    assert run_cli(pipeline_catalog, out, tiny_model_dir, "--n-workers", "1", "--seed", "5", "--overwrite") == 0
+    assert (
+        run_cli(pipeline_catalog, out, tiny_model_dir, "--n-workers", "1", "--seed", "5", "--overwrite") == 0
+    )
     assert open_store(out).attrs["config"]["seed"] == 5
 
 
-def test_unreadable_partitions_are_named_and_the_others_finish(tmp_path, pipeline_catalog, tiny_model_dir, capsys):
+def test_unreadable_partitions_are_named_and_the_others_finish(
+    tmp_path, pipeline_catalog, tiny_model_dir, capsys
+):
     import shutil
 
     broken = tmp_path / "broken"

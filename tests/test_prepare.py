@@ -79,7 +79,13 @@ def test_prepare_streams_files_in_order(tmp_path, monkeypatch):
     assert appends == [len(ids) for _, ids, _ in expected]  # one append per file: streamed
     assert report.files_read == [source for source, _, _ in expected]
     assert report.n_spectra == 30 and report.n_kept == 19
-    assert report.rejected == {"missing_redshift": 1, "fiberstatus": 0, "zwarn": 5, "spectype": 0, "z_range": 5}
+    assert report.rejected == {
+        "missing_redshift": 1,
+        "fiberstatus": 0,
+        "zwarn": 5,
+        "spectype": 0,
+        "z_range": 5,
+    }
     ts = TrainingSet.open(tmp_path / "train")
     objects = ts.objects
     np.testing.assert_array_equal(objects["TARGETID"], np.concatenate([ids for _, ids, _ in expected]))
@@ -101,10 +107,18 @@ def test_prepare_streams_files_in_order(tmp_path, monkeypatch):
 
 def test_bad_photometry_is_kept_and_flagged(tmp_path):
     zeros = np.zeros(3, np.float32)
-    write_pair(tmp_path / "desi", "a", np.array([1, 2, 3]), [0.1, 0.2, 0.3],
-               FLUX_G=np.array([0, 5, 5], np.float32), FLUX_R=np.array([0, 5, 5], np.float32),
-               FLUX_Z=np.array([0, 5, 5], np.float32), FLUX_W1=zeros, FLUX_W2=zeros,
-               FLUX_IVAR_W2=np.array([1, 0, 1], np.float32))
+    write_pair(
+        tmp_path / "desi",
+        "a",
+        np.array([1, 2, 3]),
+        [0.1, 0.2, 0.3],
+        FLUX_G=np.array([0, 5, 5], np.float32),
+        FLUX_R=np.array([0, 5, 5], np.float32),
+        FLUX_Z=np.array([0, 5, 5], np.float32),
+        FLUX_W1=zeros,
+        FLUX_W2=zeros,
+        FLUX_IVAR_W2=np.array([1, 0, 1], np.float32),
+    )
     report = prepare_training_set(tmp_path / "desi", tmp_path / "train")
     objects = TrainingSet.open(tmp_path / "train").objects
     assert objects["TARGETID"].tolist() == [1, 2, 3]

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
+from _stores import write_store
 
 from specdiff_catalog.cli import main
 from specdiff_catalog.io.store import open_store
 from specdiff_catalog.report.qp_export import export_qp, padded_quantiles
-from _stores import write_store
 
 qp = pytest.importorskip("qp")
 

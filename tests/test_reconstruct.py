@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import xarray as xr
+from _stores import write_store
 from astropy.io import fits
 
 from specdiff_catalog import spectral
@@ -11,7 +12,6 @@ from specdiff_catalog.io.store import open_store
 from specdiff_catalog.models import load_autoencoder
 from specdiff_catalog.models.store import model_id
 from specdiff_catalog.reconstruct import Selection, reconstruct_spectra, select_rows
-from _stores import write_store
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,13 @@ def model_and_store(trained_tiny, tmp_path_factory):
     latents' mean by half their std (two objects per partition without photometry: NaN)."""
     from specdiff_catalog.models.store import read_config
 
-    path = write_store(tmp_path_factory.mktemp("reconstruct") / "out.zarr", sizes=(120, 60), latent_size=4,
-                       failed=None, attrs={"model": model_id(trained_tiny.model), "model_path": str(trained_tiny.model)})
+    path = write_store(
+        tmp_path_factory.mktemp("reconstruct") / "out.zarr",
+        sizes=(120, 60),
+        latent_size=4,
+        failed=None,
+        attrs={"model": model_id(trained_tiny.model), "model_path": str(trained_tiny.model)},
+    )
     standard = read_config(trained_tiny.model)["diffusion"]["standardisation"]
     mean, std = (np.asarray(standard[k], np.float32) for k in ("latent_mean", "latent_std"))
     group = open_store(path).group
@@ -54,7 +59,11 @@ def test_selections_do_not_depend_on_the_read_block_size(model_and_store, monkey
 
     _, path = model_and_store
     store = open_store(path, mode="r")
-    choices = [Selection(ids=(1150, 1000, 1121, 1179)), Selection(rows=(100, 150)), Selection(random=60, seed=5)]
+    choices = [
+        Selection(ids=(1150, 1000, 1121, 1179)),
+        Selection(rows=(100, 150)),
+        Selection(random=60, seed=5),
+    ]
     whole = [select_rows(store, c) for c in choices]
     blocks = OutputStore.blocks
     monkeypatch.setattr(OutputStore, "blocks", lambda self, names, block_rows=None: blocks(self, names, 128))
@@ -75,7 +84,9 @@ def test_decoded_spectra_are_the_decoder_output_with_dn4000(model_and_store):
     # observed frame: pixel lambda carries the rest spectrum at lambda / (1 + z_mode)
     assert spectra.wave_obs.shape == WAVE.shape and np.allclose(spectra.z, spectra.z_mode, equal_nan=True)
     i = np.flatnonzero(ok)[0]
-    expected = np.interp(WAVE / (1 + spectra.z[i]), spectra.wave_rest, spectra.flux_rest[i], left=np.nan, right=np.nan)
+    expected = np.interp(
+        WAVE / (1 + spectra.z[i]), spectra.wave_rest, spectra.flux_rest[i], left=np.nan, right=np.nan
+    )
     assert np.allclose(spectra.flux_obs[i], expected, equal_nan=True, atol=1e-5)
     assert np.isfinite(spectra.flux_obs[i]).sum() > 0.9 * WAVE.size
 
@@ -114,8 +125,23 @@ def test_fits_and_zarr_files(model_and_store, tmp_path):
 def test_cli_spectra(model_and_store, tmp_path, capsys):
     _, path = model_and_store
     out = tmp_path / "s.fits"
-    assert main(["spectra", "--pz", str(path), "--select", "random=5", "--seed", "1", "--observed",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "spectra",
+                "--pz",
+                str(path),
+                "--select",
+                "random=5",
+                "--seed",
+                "1",
+                "--observed",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "5 objects" in capsys.readouterr().out
     with fits.open(out) as hdul:
         assert hdul["OBS_WAVELENGTH"].data.size == WAVE.size and len(hdul["OBJECTS"].data) == 5

@@ -4,20 +4,53 @@ import shutil
 import numpy as np
 import pytest
 
+from specdiff_catalog import spectral
 from specdiff_catalog.cli import main
 from specdiff_catalog.report.html import CHROMIUM_NAMES, chromium_screenshot
-from specdiff_catalog import spectral
-from specdiff_catalog.report.spectral_validation import dn4000_error, fit_amplitude, median_snr, validate_spectra
+from specdiff_catalog.report.spectral_validation import (
+    dn4000_error,
+    fit_amplitude,
+    median_snr,
+    validate_spectra,
+)
 
-FIGURES = ("zphot_vs_ztrue", "dz_vs_magnitude", "dz_vs_redshift", "metrics_by_mag_r", "metrics_by_z_phot",
-           "pit_histogram", "coverage", "example_pdfs", "spectra_examples", "dn4000", "chi2_vs_snr", "residual_stack")
+FIGURES = (
+    "zphot_vs_ztrue",
+    "dz_vs_magnitude",
+    "dz_vs_redshift",
+    "metrics_by_mag_r",
+    "metrics_by_z_phot",
+    "pit_histogram",
+    "coverage",
+    "example_pdfs",
+    "spectra_examples",
+    "dn4000",
+    "chi2_vs_snr",
+    "residual_stack",
+)
 
 
 @pytest.fixture(scope="module")
 def report_dir(trained_tiny, tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    assert main(["evaluate", "--pz", str(tiny_run), "--truth", str(trained_tiny.truth), "--report", str(out),
-                 "--spectra", str(trained_tiny.mock / "spectra"), "--max-spectra", "120"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pz",
+                str(tiny_run),
+                "--truth",
+                str(trained_tiny.truth),
+                "--report",
+                str(out),
+                "--spectra",
+                str(trained_tiny.mock / "spectra"),
+                "--max-spectra",
+                "120",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -47,7 +80,9 @@ def test_rank_pit_is_uniform_for_calibrated_samples():
     truth = rng.normal(size=20000)  # drawn from the same distribution: calibrated
     raw = pit(samples, truth)
     counts = np.histogram(raw, bins=20, range=(0, 1))[0]
-    assert counts.max() / counts.min() > 1.12  # the comb: bins hold 5 or 6 of the 101 values (expected ratio 1.2)
+    assert (
+        counts.max() / counts.min() > 1.12
+    )  # the comb: bins hold 5 or 6 of the 101 values (expected ratio 1.2)
     smooth = rank_pit(raw, np.full(20000, 100))
     counts = np.histogram(smooth, bins=20, range=(0, 1))[0]
     assert stats.chisquare(counts).pvalue > 0.001 and stats.kstest(smooth, "uniform").pvalue > 0.001
@@ -67,8 +102,13 @@ def test_dn4000_error_is_the_scatter_of_noisy_measurements():
 
 
 def test_spectral_validation_against_the_mock_truth(trained_tiny):
-    result = validate_spectra(trained_tiny.mock / "spectra", trained_tiny.model, truth=trained_tiny.mock / "truth",
-                              max_objects=80, n_samples=32)
+    result = validate_spectra(
+        trained_tiny.mock / "spectra",
+        trained_tiny.model,
+        truth=trained_tiny.mock / "truth",
+        max_objects=80,
+        n_samples=32,
+    )
     obj = result.objects
     assert len(obj) == 80 and obj["targetid"].is_unique
     # the noiseless truth is the floor: chi^2/pixel ~1.1 (sky-line residuals are not in the ivar; docs/mock.md)
@@ -86,8 +126,20 @@ def test_spectral_validation_against_the_mock_truth(trained_tiny):
 
 
 def test_spectra_without_a_report_is_refused(trained_tiny, tiny_run, capsys):
-    assert main(["evaluate", "--pz", str(tiny_run), "--truth", str(trained_tiny.truth),
-                 "--spectra", str(trained_tiny.mock / "spectra")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pz",
+                str(tiny_run),
+                "--truth",
+                str(trained_tiny.truth),
+                "--spectra",
+                str(trained_tiny.mock / "spectra"),
+            ]
+        )
+        == 2
+    )
     assert "give --report DIR too" in capsys.readouterr().err
 
 
@@ -96,7 +148,7 @@ def test_report_has_every_figure_and_the_metrics(report_dir):
     for name in FIGURES:
         assert (report_dir / f"{name}.png").stat().st_size > 10_000, name
         assert f'<figure id="{name}"><img' in html and "data:image/png;base64," in html
-    assert "src=\"http" not in html and "<script" not in html  # self-contained, opens offline
+    assert 'src="http' not in html and "<script" not in html  # self-contained, opens offline
     metrics = json.loads((report_dir / "metrics.json").read_text())
     methods = {row["method"] for row in metrics["photoz"]["metrics"]}
     assert methods == {"diffusion", "baseline"}
@@ -113,5 +165,5 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     image = np.asarray(Image.open(png).convert("L"), dtype=np.float64)
     assert image.shape == (9000, 1400)
     # the figures are drawn: most 500-pixel bands of the page hold dark (plotted) pixels
-    bands = [(image[i:i + 500] < 128).mean() for i in range(0, 9000, 500)]
+    bands = [(image[i : i + 500] < 128).mean() for i in range(0, 9000, 500)]
     assert sum(b > 0.005 for b in bands) >= 14, bands

@@ -73,7 +73,11 @@ class ConditionalGMM:
         var0 = torch.as_tensor(self.scales**2)  # (M,)
         var_t = alpha**2 * var0 + sigma**2  # of x_t given the component
         x = x_t.double()[..., None, :]  # (G, K, 1, 2)
-        log_r = torch.log(torch.as_tensor(self.weights(c))) - ((x - alpha * mu) ** 2).sum(-1) / (2 * var_t) - torch.log(var_t)
+        log_r = (
+            torch.log(torch.as_tensor(self.weights(c)))
+            - ((x - alpha * mu) ** 2).sum(-1) / (2 * var_t)
+            - torch.log(var_t)
+        )
         posterior = mu + (alpha * var0 / var_t)[:, None] * (x - alpha * mu)
         return (torch.softmax(log_r, dim=-1)[..., None] * posterior).sum(-2).float()
 
@@ -88,8 +92,14 @@ class ConditionalGMM:
 
 def draw_samples(model, sampler, steps, n_samples=4000, seed=1):
     x = sample(
-        model, CONDITIONS[:, None], np.zeros((3, 1), bool), np.arange(3), n_samples=n_samples, seed=seed,
-        sampler=sampler, steps=steps,
+        model,
+        CONDITIONS[:, None],
+        np.zeros((3, 1), bool),
+        np.arange(3),
+        n_samples=n_samples,
+        seed=seed,
+        sampler=sampler,
+        steps=steps,
     )
     return x.double().numpy()
 
@@ -118,7 +128,11 @@ def check_against_truth(gmm, x, *, min_p=None, max_ks=None, weight_se=4.0):
     for i, c in enumerate(CONDITIONS):
         w = gmm.weights(c)[0] + gmm.weights(c)[1] * scipy.stats.norm.cdf(-1.5 / gmm.scales[1])
         n = x.shape[1]
-        assert abs(np.mean(x[i, :, 0] < 0) - w) < weight_se * math.sqrt(w * (1 - w) / n), (c, np.mean(x[i, :, 0] < 0), w)
+        assert abs(np.mean(x[i, :, 0] < 0) - w) < weight_se * math.sqrt(w * (1 - w) / n), (
+            c,
+            np.mean(x[i, :, 0] < 0),
+            w,
+        )
         for dim in range(2):
             ks = scipy.stats.kstest(x[i, :, dim], gmm.marginal_cdf(c, dim))
             if min_p is not None:
@@ -135,7 +149,9 @@ def tiny_model(prediction="v"):
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():  # random weights everywhere, including the zero-initialised ones
         for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * (0.5 / math.sqrt(p.shape[-1]) if p.dim() > 1 else 0.3))
+            p.copy_(
+                torch.randn(p.shape, generator=gen) * (0.5 / math.sqrt(p.shape[-1]) if p.dim() > 1 else 0.3)
+            )
     return model.eval()
 
 
@@ -167,7 +183,9 @@ def test_a_galaxys_samples_do_not_depend_on_its_batch(sampler, steps, eta, predi
     for batch_size in (1, k, 3 * k, 7 * k):  # 1 galaxy per chunk, 3, 7 (with a ragged last chunk)
         assert torch.equal(sample(model, features, missing, ids, batch_size=batch_size, **kw), ref)
     order = rng.permutation(n)
-    assert torch.equal(sample(model, features[order], missing[order], ids[order], batch_size=5 * k, **kw), ref[order])
+    assert torch.equal(
+        sample(model, features[order], missing[order], ids[order], batch_size=5 * k, **kw), ref[order]
+    )
     alone = sample(model, features[7:8], missing[7:8], ids[7:8], **kw)
     assert torch.equal(alone[0], ref[7])
     # other ids or another seed: other samples, element by element
@@ -216,7 +234,9 @@ def test_ddim_eta1_is_the_ddpm_posterior_and_eta0_uses_only_x_T():
     abar_t, abar_s = float(sched.alpha_bar(t)), float(sched.alpha_bar(s))
     beta = 1 - abar_t / abar_s
     # Ho et al. (2020) eq. 7: mean and variance of q(x_{t-1} | x_t, x0)
-    mean = math.sqrt(abar_s) * beta / (1 - abar_t) * x0 + math.sqrt(1 - beta) * (1 - abar_s) / (1 - abar_t) * x_t
+    mean = (
+        math.sqrt(abar_s) * beta / (1 - abar_t) * x0 + math.sqrt(1 - beta) * (1 - abar_s) / (1 - abar_t) * x_t
+    )
     var = (1 - abar_s) / (1 - abar_t) * beta
     got = ddim(model, None, _Noise(x_t, z), [t, s], eta=1.0)
     torch.testing.assert_close(got, mean + math.sqrt(var) * z, rtol=1e-10, atol=1e-12)
@@ -224,7 +244,9 @@ def test_ddim_eta1_is_the_ddpm_posterior_and_eta0_uses_only_x_T():
     times = sample_times(sched, 8)
     a = ddim(model, None, _Noise(x_t, z), times, eta=0.0)
     assert torch.equal(a, ddim(model, None, _Noise(x_t, -z), times, eta=0.0))
-    assert not torch.equal(ddim(model, None, _Noise(x_t, z), times, eta=0.5), ddim(model, None, _Noise(x_t, -z), times, eta=0.5))
+    assert not torch.equal(
+        ddim(model, None, _Noise(x_t, z), times, eta=0.5), ddim(model, None, _Noise(x_t, -z), times, eta=0.5)
+    )
 
 
 def test_counter_noise_keys():

@@ -44,7 +44,11 @@ def test_dn4000_of_a_power_law_matches_the_closed_form(alpha):
     beta = alpha + 2
 
     def mean(a, b):
-        return np.log(b / a) / (b - a) if beta == -1 else (b ** (beta + 1) - a ** (beta + 1)) / ((beta + 1) * (b - a))
+        return (
+            np.log(b / a) / (b - a)
+            if beta == -1
+            else (b ** (beta + 1) - a ** (beta + 1)) / ((beta + 1) * (b - a))
+        )
 
     expected = mean(4000, 4100) / mean(3850, 3950)
     assert dn4000(wave, wave[None, :] ** alpha)[0] == pytest.approx(expected, rel=1e-6)
@@ -81,7 +85,9 @@ def test_deredden_divides_by_the_desi_milky_way_transmission():
     flux, ivar = np.ones((2, 50), np.float32), np.full((2, 50), 4.0, np.float32)
     out, out_ivar, flags = deredden(wave, flux, ivar, np.array([0.1, np.nan]))
     transmission = dust_transmission(wave, 0.1)
-    assert np.allclose(out[0], 1 / transmission, rtol=1e-6) and np.allclose(out_ivar[0], 4 * transmission**2, rtol=1e-6)
+    assert np.allclose(out[0], 1 / transmission, rtol=1e-6) and np.allclose(
+        out_ivar[0], 4 * transmission**2, rtol=1e-6
+    )
     assert out[0, 0] > out[0, -1] > 1  # more extinction in the blue
     assert np.array_equal(out[1], flux[1]) and list(flags) == [0, SpectrumFlag.NO_EXTINCTION]
 
@@ -93,5 +99,7 @@ def test_line_flux_of_a_gaussian_on_a_sloped_continuum():
     continuum = 2.0 + 0.001 * (wave - 6563.0)
     gauss = 30.0 * np.exp(-0.5 * ((wave - 6563.0) / 4.0) ** 2) / (np.sqrt(2 * np.pi) * 4.0)  # flux 30
     flux, ew = line_flux(wave, (continuum + gauss)[None], *LINE_BANDS["Halpha_NII"])
-    assert flux[0] == pytest.approx(30.0, rel=1e-3) and ew[0] == pytest.approx(30.0 / (2.0 + 0.001 * 4.5), rel=1e-3)  # continuum at the band centre
+    assert flux[0] == pytest.approx(30.0, rel=1e-3) and ew[0] == pytest.approx(
+        30.0 / (2.0 + 0.001 * 4.5), rel=1e-3
+    )  # continuum at the band centre
     assert np.isnan(line_flux(wave, (continuum + gauss)[None], *LINE_BANDS["OII_3727"])[0][0])

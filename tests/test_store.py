@@ -33,10 +33,21 @@ ATTRS = {
     "command_line": "specdiff-catalog run --input /data/ls_dr10 --out out.zarr",
 }
 EXPECTED_DTYPES = {
-    "object_id": "int64", "_healpix_29": "int64", "ra": "float64", "dec": "float64", "valid": "uint8",
-    "flags": "uint16", "quantile": "float64", "z_quantiles": "float32", "z_median": "float32",
-    "z_mode": "float32", "z_mean": "float32", "z_std": "float32", "latent": "float32",
-    "latent_std": "float32", "z_samples": "float16",
+    "object_id": "int64",
+    "_healpix_29": "int64",
+    "ra": "float64",
+    "dec": "float64",
+    "valid": "uint8",
+    "flags": "uint16",
+    "quantile": "float64",
+    "z_quantiles": "float32",
+    "z_median": "float32",
+    "z_mode": "float32",
+    "z_mean": "float32",
+    "z_std": "float32",
+    "latent": "float32",
+    "latent_std": "float32",
+    "z_samples": "float16",
 }
 
 
@@ -49,10 +60,14 @@ def _columns(n: int, seed: int, layout: StoreLayout = LAYOUT) -> dict[str, np.nd
         "_healpix_29": rng.integers(0, 2**40, n),
         "ra": rng.uniform(0, 360, n),
         "dec": rng.uniform(-90, 90, n),
-        "flags": rng.choice([0, int(Flag.MISSING_BAND), int(Flag.OUTSIDE_TRAINING_DOMAIN)], n).astype(np.uint16),
+        "flags": rng.choice([0, int(Flag.MISSING_BAND), int(Flag.OUTSIDE_TRAINING_DOMAIN)], n).astype(
+            np.uint16
+        ),
         "z_quantiles": q,
-        "z_median": q[:, q.shape[1] // 2], "z_mode": q[:, q.shape[1] // 2] + 0.01,
-        "z_mean": q.mean(axis=1), "z_std": q.std(axis=1),
+        "z_median": q[:, q.shape[1] // 2],
+        "z_mode": q[:, q.shape[1] // 2] + 0.01,
+        "z_mean": q.mean(axis=1),
+        "z_std": q.std(axis=1),
         "latent": rng.normal(size=(n, layout.latent_size)),
         "latent_std": rng.uniform(size=(n, layout.latent_size)),
         "z_samples": rng.uniform(0, 2, (n, layout.n_samples_saved)),
@@ -85,7 +100,18 @@ def test_arrays_dtypes_dimension_names(store):
     n_objects = 32 + 32 + 0 + 96 + 32
     for name, dtype in EXPECTED_DTYPES.items():
         assert str(group[name].dtype) == dtype, name
-    for name in ("object_id", "_healpix_29", "ra", "dec", "valid", "flags", "z_median", "z_mode", "z_mean", "z_std"):
+    for name in (
+        "object_id",
+        "_healpix_29",
+        "ra",
+        "dec",
+        "valid",
+        "flags",
+        "z_median",
+        "z_mode",
+        "z_mean",
+        "z_std",
+    ):
         assert group[name].shape == (n_objects,) and group[name].metadata.dimension_names == ("object",), name
     assert group["z_quantiles"].metadata.dimension_names == ("object", "quantile")
     assert group["z_quantiles"].shape == (n_objects, 5)
@@ -102,7 +128,9 @@ def test_no_samples_or_latents_when_not_asked(tmp_path):
     out = create_store(tmp_path / "o.zarr", [(0, 1, 3)], layout, ATTRS)
     names = set(zarr.open_group(out.path, mode="r").array_keys())
     assert not names & {"z_samples", "latent", "latent_std"}
-    columns = {k: v for k, v in _columns(3, 0, layout).items() if k not in ("z_samples", "latent", "latent_std")}
+    columns = {
+        k: v for k, v in _columns(3, 0, layout).items() if k not in ("z_samples", "latent", "latent_std")
+    }
     out.write_partition(0, columns)
     assert out.pending() == []
 
@@ -205,7 +233,9 @@ def test_crash_between_arrays_and_status_leaves_partition_pending(store, monkeyp
     reopened = open_store(store.path)
     assert 1 in reopened.pending()
     # The arrays were written before the status: the data is there, the status says "not done".
-    np.testing.assert_array_equal(zarr.open_group(store.path, mode="r")["object_id"][32:37], 1000 + np.arange(5))
+    np.testing.assert_array_equal(
+        zarr.open_group(store.path, mode="r")["object_id"][32:37], 1000 + np.arange(5)
+    )
     reopened.write_partition(1, _columns(5, seed=1))
     assert 1 not in reopened.pending()
 
@@ -227,7 +257,9 @@ def test_incompatible_store_refused(store):
     with pytest.raises(StoreMismatchError, match="different config.*steps"):
         store.check_compatible(ATTRS | {"config": ATTRS["config"] | {"steps": 50}})
     with pytest.raises(StoreMismatchError, match="layout"):
-        create_store(store.path, PARTITIONS, StoreLayout(quantiles=(0.5,), latent_size=6, shard_rows=32), ATTRS)
+        create_store(
+            store.path, PARTITIONS, StoreLayout(quantiles=(0.5,), latent_size=6, shard_rows=32), ATTRS
+        )
     with pytest.raises(StoreMismatchError, match="other partitions"):
         create_store(store.path, PARTITIONS[:-1], LAYOUT, ATTRS)
     store.check_compatible(ATTRS | {"command_line": "something else"})  # provenance only: accepted

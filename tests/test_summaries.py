@@ -22,7 +22,9 @@ def _mixture(rng, n, k, weight, m1, s1, m2, s2):
 def test_sample_quantiles_are_numpy_type6_per_row_ignoring_nan():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 40))
-    np.testing.assert_allclose(sample_quantiles(x, LEVELS), np.quantile(x, LEVELS, axis=1, method="weibull").T, atol=1e-14)
+    np.testing.assert_allclose(
+        sample_quantiles(x, LEVELS), np.quantile(x, LEVELS, axis=1, method="weibull").T, atol=1e-14
+    )
     x[::3, 25:] = np.nan
     x[1, [0, 7]] = np.inf
     q = sample_quantiles(x, LEVELS)
@@ -70,7 +72,10 @@ def test_mode_matches_a_direct_kde_evaluation():
     x = _mixture(rng, 5, 150, 0.5, 0.3, 0.03, 0.6, 0.05)
     h = kde_bandwidth(x)
     grid = np.linspace(0.0, 1.0, 100001)
-    direct = [grid[np.exp(-0.5 * ((grid[:, None] - row[None, :]) / hi) ** 2).sum(axis=1).argmax()] for row, hi in zip(x, h)]
+    direct = [
+        grid[np.exp(-0.5 * ((grid[:, None] - row[None, :]) / hi) ** 2).sum(axis=1).argmax()]
+        for row, hi in zip(x, h)
+    ]
     np.testing.assert_allclose(kde_mode(x), direct, atol=0.02 * h.min())
 
 
@@ -96,9 +101,13 @@ def test_summarize_shapes_values_and_nan_rows():
     z[5, :60] = np.nan  # partial: summarised from the other 60
     out = summarize(z, latent, LEVELS)
     assert {name: (v.shape, v.dtype) for name, v in out.items()} == {
-        "z_quantiles": ((n, 5), np.float32), "z_median": ((n,), np.float32), "z_mode": ((n,), np.float32),
-        "z_mean": ((n,), np.float32), "z_std": ((n,), np.float32),
-        "latent": ((n, s), np.float32), "latent_std": ((n, s), np.float32),
+        "z_quantiles": ((n, 5), np.float32),
+        "z_median": ((n,), np.float32),
+        "z_mode": ((n,), np.float32),
+        "z_mean": ((n,), np.float32),
+        "z_std": ((n,), np.float32),
+        "latent": ((n, s), np.float32),
+        "latent_std": ((n, s), np.float32),
     }
     for name, value in out.items():
         assert np.isnan(value[3]).all(), name
@@ -108,12 +117,17 @@ def test_summarize_shapes_values_and_nan_rows():
     np.testing.assert_allclose(out["z_mean"][full], z[full].mean(axis=1), rtol=1e-6)
     np.testing.assert_allclose(out["z_std"][full], z[full].std(axis=1, ddof=1), rtol=1e-5)
     np.testing.assert_allclose(out["z_mean"][5], z[5, 60:].mean(), rtol=1e-6)
-    assert summarize(np.full((2, 10), np.nan), None, [0.5])["z_mode"].tolist() == [pytest.approx(np.nan, nan_ok=True)] * 2
+    assert (
+        summarize(np.full((2, 10), np.nan), None, [0.5])["z_mode"].tolist()
+        == [pytest.approx(np.nan, nan_ok=True)] * 2
+    )
 
 
 def test_identical_samples_and_single_samples():
     out = summarize(np.array([[0.4, 0.4, 0.4], [0.7, np.nan, np.nan]]), None, [0.1, 0.9])
-    assert out["z_mode"].tolist() == pytest.approx([0.4, 0.7]) and out["z_quantiles"][1].tolist() == pytest.approx([0.7, 0.7])
+    assert out["z_mode"].tolist() == pytest.approx([0.4, 0.7]) and out["z_quantiles"][
+        1
+    ].tolist() == pytest.approx([0.7, 0.7])
     assert out["z_std"][0] == pytest.approx(0.0, abs=1e-12) and np.isnan(out["z_std"][1])
 
 

@@ -4,13 +4,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from synthetic_spectra import write_trainset
 
 from specdiff_catalog.cli import main
 from specdiff_catalog.models import load_model
 from specdiff_catalog.models.store import ModelDirectoryError, read_config
 from specdiff_catalog.training.autoencoder import WORKDIR, train_autoencoder
 from specdiff_catalog.training.loop import CheckpointError
-from synthetic_spectra import write_trainset
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,21 @@ def _log(model_dir):
 
 def test_tiny_preset_trains_end_to_end_through_the_cli(train_dir, tmp_path, capsys):
     start = time.perf_counter()
-    status = main(["train", "autoencoder", "--data", str(train_dir), "--out", str(tmp_path / "m"),
-                   "--preset", "tiny", "--epochs", "12", "--no-progress"])
+    status = main(
+        [
+            "train",
+            "autoencoder",
+            "--data",
+            str(train_dir),
+            "--out",
+            str(tmp_path / "m"),
+            "--preset",
+            "tiny",
+            "--epochs",
+            "12",
+            "--no-progress",
+        ]
+    )
     assert status == 0 and time.perf_counter() - start < 60
     epochs = [r for r in _log(tmp_path / "m") if "epoch" in r and "val" in r]
     val = [r["val"]["chi2_per_pixel"] for r in epochs]
@@ -42,7 +55,9 @@ def test_tiny_preset_trains_end_to_end_through_the_cli(train_dir, tmp_path, caps
 def test_interrupted_run_resumes_to_the_same_weights(train_dir, tmp_path):
     options = dict(preset="tiny", epochs=3, progress=False)
     straight = train_autoencoder(train_dir, tmp_path / "a", **options)
-    stopped = train_autoencoder(train_dir, tmp_path / "b", **options, stop_after=lambda record: record["epoch"] == 0)
+    stopped = train_autoencoder(
+        train_dir, tmp_path / "b", **options, stop_after=lambda record: record["epoch"] == 0
+    )
     assert not stopped.finished and len(stopped.history) == 1
     assert not (tmp_path / "b" / "autoencoder.safetensors").exists()
     with pytest.raises(CheckpointError, match="resume it"):
@@ -59,15 +74,29 @@ def test_interrupted_run_resumes_to_the_same_weights(train_dir, tmp_path):
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(train_dir, tmp_path, capsys):
-    status = main(["train", "autoencoder", "--data", str(train_dir), "--out", str(tmp_path / "m"),
-                   "--preset", "tiny", "--resume", "--no-progress"])
+    status = main(
+        [
+            "train",
+            "autoencoder",
+            "--data",
+            str(train_dir),
+            "--out",
+            str(tmp_path / "m"),
+            "--preset",
+            "tiny",
+            "--resume",
+            "--no-progress",
+        ]
+    )
     assert status == 2 and "no checkpoint to resume from" in capsys.readouterr().err
 
 
 def test_model_directory_round_trip_and_tampering(train_dir, tmp_path):
     train_autoencoder(train_dir, tmp_path / "m", preset="tiny", epochs=2, progress=False)
     model = load_model(tmp_path / "m")
-    assert model.bands.names == ["g", "r", "z", "W1", "W2"] and model.diffusion is None and len(model.id) == 64
+    assert (
+        model.bands.names == ["g", "r", "z", "W1", "W2"] and model.diffusion is None and len(model.id) == 64
+    )
     from specdiff_catalog.io.trainset import TrainingSet
 
     ts = TrainingSet.open(train_dir)
@@ -91,8 +120,11 @@ def test_consistency_loss_is_logged_and_decreases(train_dir, tmp_path):
     from specdiff_catalog.config import PRESET_DIR
 
     preset = tmp_path / "tiny_consistency.toml"  # a user preset file: tiny with a strong consistency loss
-    preset.write_text((PRESET_DIR / "autoencoder" / "tiny.toml").read_text().replace(
-        "consistency = false", "consistency = true\nconsistency_weight = 1.0"))
+    preset.write_text(
+        (PRESET_DIR / "autoencoder" / "tiny.toml")
+        .read_text()
+        .replace("consistency = false", "consistency = true\nconsistency_weight = 1.0")
+    )
     result = train_autoencoder(train_dir, tmp_path / "c", preset=preset, epochs=12, progress=False)
     penalty = [r["val"]["consistency"] for r in result.history]
     assert penalty[-1] < 0.8 * penalty[0] and penalty[0] < 0.5  # measured 0.486 -> 0.335 (0.5 = saturated)

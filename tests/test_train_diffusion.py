@@ -10,7 +10,7 @@ import torch
 
 from specdiff_catalog.cli import main
 from specdiff_catalog.inference import predict, predict_columns
-from specdiff_catalog.io.catalog import open_catalog, read_partition
+from specdiff_catalog.io.catalog import open_catalog
 from specdiff_catalog.metrics import photoz_table
 from specdiff_catalog.models import load_model
 from specdiff_catalog.models.store import ModelDirectoryError, read_config
@@ -30,9 +30,28 @@ def one_thread():
 def tiny_store(trained_tiny, tmp_path_factory):
     """`run` of the tiny model over the tiny mock's catalog, 64 samples kept per object."""
     out = tmp_path_factory.mktemp("run") / "pz.zarr"
-    status = main(["run", "--input", str(trained_tiny.catalog), "--out", str(out), "--model", str(trained_tiny.model),
-                   "--n-samples", "64", "--save-samples", "64", "--n-workers", "1", "--threads-per-worker", "1",
-                   "--dashboard-address", ":0", "--no-progress"])
+    status = main(
+        [
+            "run",
+            "--input",
+            str(trained_tiny.catalog),
+            "--out",
+            str(out),
+            "--model",
+            str(trained_tiny.model),
+            "--n-samples",
+            "64",
+            "--save-samples",
+            "64",
+            "--n-workers",
+            "1",
+            "--threads-per-worker",
+            "1",
+            "--dashboard-address",
+            ":0",
+            "--no-progress",
+        ]
+    )
     assert status == 0
     return out
 
@@ -44,9 +63,17 @@ def test_tiny_chain_trains_through_the_cli_in_under_two_minutes(trained_tiny):
     assert section["standardisation"]["latent_mean"].__len__() == config["autoencoder"]["latent_size"] == 4
     data = section["training_data"]
     assert data["n_skipped_no_photometry"] >= 1  # the mock's all-zero / NaN rows
-    assert data["n_train"] + data["n_val"] + data["n_skipped_no_photometry"] + data["n_skipped_bad_z"] \
-        + data["n_skipped_unusable_spectrum"] == data["n_objects"]
-    history = [json.loads(line) for line in (trained_tiny.model / WORKDIR / "log.jsonl").read_text().splitlines()]
+    assert (
+        data["n_train"]
+        + data["n_val"]
+        + data["n_skipped_no_photometry"]
+        + data["n_skipped_bad_z"]
+        + data["n_skipped_unusable_spectrum"]
+        == data["n_objects"]
+    )
+    history = [
+        json.loads(line) for line in (trained_tiny.model / WORKDIR / "log.jsonl").read_text().splitlines()
+    ]
     val = [r["val"]["loss"] for r in history if "val" in r]
     assert len(val) == 10 and min(val) < 0.9 * val[0]
     metrics = section["validation"]
@@ -65,16 +92,56 @@ def test_diffusion_needs_an_autoencoder_unless_photoz_only(trained_tiny, tmp_pat
 
 def test_photoz_only_mode_trains_on_a_parquet_file_and_runs(trained_tiny, tmp_path):
     parquet = tmp_path / "photoz.parquet"
-    pd.read_parquet(trained_tiny.trainset / "objects.parquet").drop(columns=["ROW", "SPLIT"]).to_parquet(parquet)
+    pd.read_parquet(trained_tiny.trainset / "objects.parquet").drop(columns=["ROW", "SPLIT"]).to_parquet(
+        parquet
+    )
     model_dir = tmp_path / "pz"
-    assert main(["train", "diffusion", "--data", str(parquet), "--model", str(model_dir), "--preset", "tiny",
-                 "--epochs", "3", "--no-spectra", "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "diffusion",
+                "--data",
+                str(parquet),
+                "--model",
+                str(model_dir),
+                "--preset",
+                "tiny",
+                "--epochs",
+                "3",
+                "--no-spectra",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     model = load_model(model_dir)
     assert model.autoencoder is None and model.diffusion.data_dim == 1 and model.bands.name == "ls-grzw1w2"
     assert read_config(model_dir)["diffusion"]["training"]["no_spectra"] is True
     out = tmp_path / "pz.zarr"
-    assert main(["run", "--input", str(trained_tiny.catalog), "--out", str(out), "--model", str(model_dir),
-                 "--n-samples", "16", "--n-workers", "1", "--dashboard-address", ":0", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--input",
+                str(trained_tiny.catalog),
+                "--out",
+                str(out),
+                "--model",
+                str(model_dir),
+                "--n-samples",
+                "16",
+                "--n-workers",
+                "1",
+                "--dashboard-address",
+                ":0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     columns, attrs = read_store_columns(out, ["z_median", "latent"])
     assert "latent" not in columns and np.isfinite(columns["z_median"]).mean() > 0.98
 
@@ -85,10 +152,14 @@ def test_interrupted_diffusion_training_resumes_to_the_same_weights(trained_tiny
     for name in ("a", "b"):  # both start from the trained autoencoder alone (copied)
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps(config))
-        (tmp_path / name / "autoencoder.safetensors").write_bytes((trained_tiny.model / "autoencoder.safetensors").read_bytes())
+        (tmp_path / name / "autoencoder.safetensors").write_bytes(
+            (trained_tiny.model / "autoencoder.safetensors").read_bytes()
+        )
     options = dict(preset="tiny", epochs=2, progress=False, device="cpu")
     straight = train_diffusion(trained_tiny.trainset, tmp_path / "a", **options)
-    stopped = train_diffusion(trained_tiny.trainset, tmp_path / "b", **options, stop_after=lambda r: r["epoch"] == 0)
+    stopped = train_diffusion(
+        trained_tiny.trainset, tmp_path / "b", **options, stop_after=lambda r: r["epoch"] == 0
+    )
     assert not stopped.finished and "diffusion" not in read_config(tmp_path / "b")
     resumed = train_diffusion(trained_tiny.trainset, tmp_path / "b", **options, resume=True)
     assert resumed.finished and resumed.best_metric == straight.best_metric
@@ -116,8 +187,20 @@ def test_predict_gives_an_objects_samples_whatever_its_batch(trained_tiny, one_t
 
 
 def test_evaluate_scores_the_store_and_the_baseline_like_for_like(trained_tiny, tiny_store, tmp_path, capsys):
-    assert main(["evaluate", "--pz", str(tiny_store), "--truth", str(trained_tiny.truth),
-                 "--json", str(tmp_path / "m.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pz",
+                str(tiny_store),
+                "--truth",
+                str(trained_tiny.truth),
+                "--json",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "z_samples (K = 64" in printed and "sigma_nmad" in printed and "per bin of mag_r" in printed
     result = evaluate_store(tiny_store, trained_tiny.truth)
@@ -136,13 +219,35 @@ def test_evaluate_scores_the_store_and_the_baseline_like_for_like(trained_tiny, 
     saved = json.loads((tmp_path / "m.json").read_text())
     assert {r["binning"] for r in saved["metrics"]} == {"all", "mag_r", "z_phot"}
     mag_bins = result.table[(result.table["binning"] == "mag_r") & (result.table["method"] == "diffusion")]
-    assert mag_bins["n"].sum() + result.objects["mag_r"].isna().sum() == got["n"].iloc[0] + got["n_missing"].iloc[0]
+    assert (
+        mag_bins["n"].sum() + result.objects["mag_r"].isna().sum()
+        == got["n"].iloc[0] + got["n_missing"].iloc[0]
+    )
 
 
 def test_evaluate_without_samples_uses_the_quantiles_and_says_so(trained_tiny, tmp_path):
     out = tmp_path / "q.zarr"
-    assert main(["run", "--input", str(trained_tiny.catalog), "--out", str(out), "--model", str(trained_tiny.model),
-                 "--n-samples", "32", "--n-workers", "1", "--dashboard-address", ":0", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--input",
+                str(trained_tiny.catalog),
+                "--out",
+                str(out),
+                "--model",
+                str(trained_tiny.model),
+                "--n-samples",
+                "32",
+                "--n-workers",
+                "1",
+                "--dashboard-address",
+                ":0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     result = evaluate_store(out, trained_tiny.truth)
     assert result.pdf_source.startswith("the store's 9 quantiles")
     row = result.table[(result.table["binning"] == "all") & (result.table["method"] == "diffusion")].iloc[0]

@@ -73,8 +73,14 @@ def test_fit_minimises_and_records_everything_without_pickle(tmp_path):
 
 def test_a_task_yielding_more_steps_than_declared_is_an_error(tmp_path):
     with pytest.raises(RuntimeError, match="more than its 7 steps"):
-        fit(nn.Linear(3, 1), Regression(extra_steps=1), TrainConfig(epochs=1, batch_size=32, device="cpu"),
-            tmp_path, verbose=False, progress=False)
+        fit(
+            nn.Linear(3, 1),
+            Regression(extra_steps=1),
+            TrainConfig(epochs=1, batch_size=32, device="cpu"),
+            tmp_path,
+            verbose=False,
+            progress=False,
+        )
 
 
 def test_prefetch_keeps_order_and_reraises():

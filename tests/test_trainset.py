@@ -15,7 +15,9 @@ def trainset(tmp_path):
             ids = np.arange(k * 23, (k + 1) * 23)
             flux = rng.normal(size=(23, 40)).astype(np.float32)
             flux[:, 0] = ids  # each spectrum carries its row number
-            writer.append(flux, np.ones_like(flux), pd.DataFrame({"TARGETID": 10**12 + ids, "Z": rng.random(23)}))
+            writer.append(
+                flux, np.ones_like(flux), pd.DataFrame({"TARGETID": 10**12 + ids, "Z": rng.random(23)})
+            )
         return writer.close({"selection": "test"})
 
 
@@ -26,7 +28,9 @@ def test_split_is_stable_by_targetid_and_summarised(trainset):
     assert reopened.summary["n_val"] == expected.sum() and reopened.summary["n_objects"] == 115
     # the same TARGETIDs in another order land in the same split
     shuffled = np.random.default_rng(0).permutation(reopened.objects["TARGETID"].to_numpy())
-    assert (validation_mask(shuffled) == validation_mask(np.sort(shuffled))[np.argsort(np.argsort(shuffled))]).all()
+    assert (
+        validation_mask(shuffled) == validation_mask(np.sort(shuffled))[np.argsort(np.argsort(shuffled))]
+    ).all()
 
 
 def test_shuffled_batches_cover_the_split_once_with_matching_rows(trainset):
@@ -37,7 +41,9 @@ def test_shuffled_batches_cover_the_split_once_with_matching_rows(trainset):
         seen.extend(batch.rows)
     assert sorted(seen) == sorted(trainset.rows("train"))
     first = next(trainset.batches("train", 10, shuffle=True, seed=4, buffer_chunks=2)).rows
-    assert not np.array_equal(first, next(trainset.batches("train", 10, shuffle=True, seed=3, buffer_chunks=2)).rows)
+    assert not np.array_equal(
+        first, next(trainset.batches("train", 10, shuffle=True, seed=3, buffer_chunks=2)).rows
+    )
 
 
 def test_read_arbitrary_rows(trainset):
@@ -47,7 +53,9 @@ def test_read_arbitrary_rows(trainset):
 
 def test_photometry_parquet_opens_as_a_spectrum_free_training_set(tmp_path):
     path = tmp_path / "phot.parquet"
-    pd.DataFrame({"targetid": np.arange(50), "z": np.linspace(0, 1, 50), "FLUX_G": np.ones(50)}).to_parquet(path)
+    pd.DataFrame({"targetid": np.arange(50), "z": np.linspace(0, 1, 50), "FLUX_G": np.ones(50)}).to_parquet(
+        path
+    )
     ts = TrainingSet.open(path)
     assert not ts.has_spectra and len(ts) == 50
     batches = list(ts.batches(None, 20))

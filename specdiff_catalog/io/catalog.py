@@ -105,7 +105,9 @@ def open_catalog(path: str | Path) -> Catalog:
     return _plain_catalog(root, files)
 
 
-def read_partition(partition: Partition, columns: Sequence[str], *, optional: Sequence[str] = ()) -> pd.DataFrame:
+def read_partition(
+    partition: Partition, columns: Sequence[str], *, optional: Sequence[str] = ()
+) -> pd.DataFrame:
     """Read ``columns`` (required) and whichever of ``optional`` exist from one partition.
 
     Names match case-insensitively; the frame's columns carry the requested spelling,
@@ -229,7 +231,9 @@ def _hats_catalog(root: Path) -> Catalog:
         raise CatalogError(f"{root}: hats_npix_suffix={suffix!r} is not supported (only .parquet files)")
     pixels = _hats_pixels(root)
     if not pixels:
-        raise CatalogError(f"{root}: a HATS catalog with no partitions (no dataset/Norder=*/Dir=*/Npix=*.parquet)")
+        raise CatalogError(
+            f"{root}: a HATS catalog with no partitions (no dataset/Norder=*/Dir=*/Npix=*.parquet)"
+        )
     files = [_pixel_file(root, k, n) for k, n in pixels]
     counts = _row_counts(files, root / "dataset" / "_metadata")
     partitions = [Partition(f, k, n, counts[f], i) for i, (f, (k, n)) in enumerate(zip(files, pixels))]
@@ -333,7 +337,9 @@ def object_ids(table: pd.DataFrame, id_column: str | None = None, *, where: str 
     columns = list(table.columns)
     if id_column is None and not resolve_columns(columns, ["OBJECT_ID"]):
         packed = require_columns(columns, ["RELEASE", "BRICKID", "OBJID"], f"{where} (no OBJECT_ID column)")
-        release, brick, obj = (table[packed[c]].to_numpy().astype(np.int64) for c in ("RELEASE", "BRICKID", "OBJID"))
+        release, brick, obj = (
+            table[packed[c]].to_numpy().astype(np.int64) for c in ("RELEASE", "BRICKID", "OBJID")
+        )
         return (release << 40) | (brick << 16) | obj
     name = require_columns(columns, [id_column or "OBJECT_ID"], where)[id_column or "OBJECT_ID"]
     return table[name].to_numpy().astype(np.int64)

@@ -102,18 +102,45 @@ EXP_FIBERMAP_SCHEMA = _parse_schema(_EXP_FIBERMAP_SCHEMA)
 REDSHIFTS_SCHEMA = _parse_schema(_REDSHIFTS_SCHEMA)
 # EXP_FIBERMAP columns a one-exposure-per-target EXP_FIBERMAP copies from the FIBERMAP.
 _EXP_FROM_FIBERMAP = {name: name for name in EXP_FIBERMAP_SCHEMA if name in FIBERMAP_SCHEMA} | {
-    "FIBERSTATUS": "COADD_FIBERSTATUS", "EXPTIME": "COADD_EXPTIME", "MJD": "MEAN_MJD",
-    "FIBER_RA": "MEAN_FIBER_RA", "FIBER_DEC": "MEAN_FIBER_DEC",
+    "FIBERSTATUS": "COADD_FIBERSTATUS",
+    "EXPTIME": "COADD_EXPTIME",
+    "MJD": "MEAN_MJD",
+    "FIBER_RA": "MEAN_FIBER_RA",
+    "FIBER_DEC": "MEAN_FIBER_DEC",
 }
-_REDSHIFT_DEFAULTS = {"ZERR": 0.0, "ZWARN": 0, "CHI2": 0.0, "FITMETHOD": "PCA", "NPIXELS": 0,
-                      "SPECTYPE": "GALAXY", "SUBTYPE": "", "DELTACHI2": 0.0}
+_REDSHIFT_DEFAULTS = {
+    "ZERR": 0.0,
+    "ZWARN": 0,
+    "CHI2": 0.0,
+    "FITMETHOD": "PCA",
+    "NPIXELS": 0,
+    "SPECTYPE": "GALAXY",
+    "SUBTYPE": "",
+    "DELTACHI2": 0.0,
+}
 
-_NUMPY_OF_TFORM = {"K": np.int64, "J": np.int32, "I": np.int16, "B": np.uint8,
-                   "E": np.float32, "D": np.float64, "L": np.bool_}
+_NUMPY_OF_TFORM = {
+    "K": np.int64,
+    "J": np.int32,
+    "I": np.int16,
+    "B": np.uint8,
+    "E": np.float32,
+    "D": np.float64,
+    "L": np.bool_,
+}
 
 # (numpy kinds, largest item size, TFORM) for columns outside the schemas, first match wins.
-_TFORM_OF_NUMPY = [("b", 1, "L"), ("u", 1, "B"), ("i", 2, "I"), ("iu", 2, "J"), ("i", 4, "J"),
-                   ("iu", 4, "K"), ("i", 8, "K"), ("f", 4, "E"), ("f", 8, "D")]
+_TFORM_OF_NUMPY = [
+    ("b", 1, "L"),
+    ("u", 1, "B"),
+    ("i", 2, "I"),
+    ("iu", 2, "J"),
+    ("i", 4, "J"),
+    ("iu", 4, "K"),
+    ("i", 8, "K"),
+    ("f", 4, "E"),
+    ("f", 8, "D"),
+]
 
 # --------------------------------------------------------------------------- writing
 
@@ -123,8 +150,12 @@ def _column_array(values: Any, tform: str, name: str, where: str) -> tuple[np.nd
     code = tform.lstrip("0123456789")
     repeat = int(tform[: len(tform) - len(code)] or 1)
     if code == "A":
-        text = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else
-                (v.decode() if isinstance(v, bytes) else str(v)) for v in values]
+        text = [
+            ""
+            if v is None or (isinstance(v, float) and np.isnan(v))
+            else (v.decode() if isinstance(v, bytes) else str(v))
+            for v in values
+        ]
         width = max([repeat, *map(len, text)])
         return np.array(text, dtype=f"S{width}"), f"{width}A"
     dtype = _NUMPY_OF_TFORM[code]
@@ -138,7 +169,9 @@ def _column_array(values: Any, tform: str, name: str, where: str) -> tuple[np.nd
 
 def _infer_tform(values: np.ndarray) -> str:
     """TFORM of a column outside the DESI schemas: strings, numbers, or (n, k) arrays per row."""
-    if values.dtype.kind in "US" or (values.dtype.kind == "O" and all(isinstance(v, str | bytes) for v in values)):
+    if values.dtype.kind in "US" or (
+        values.dtype.kind == "O" and all(isinstance(v, str | bytes) for v in values)
+    ):
         return "1A"
     repeat = ""
     if values.dtype.kind == "O":  # one array per row
@@ -150,7 +183,9 @@ def _infer_tform(values: np.ndarray) -> str:
     raise ValueError(f"column of dtype {values.dtype} has no FITS binary-table type")
 
 
-def _table_hdu(table: pd.DataFrame, schema: Mapping[str, tuple[str, str | None]], extname: str) -> fits.BinTableHDU:
+def _table_hdu(
+    table: pd.DataFrame, schema: Mapping[str, tuple[str, str | None]], extname: str
+) -> fits.BinTableHDU:
     """A BinTableHDU with the schema's columns first (its TFORM and unit), then the rest as they are."""
     names = [c for c in schema if c in table.columns] + [c for c in table.columns if c not in schema]
     columns = []
@@ -195,12 +230,16 @@ def _fibermap_table(fibermap: pd.DataFrame, where: str) -> pd.DataFrame:
 
 def _exp_fibermap_table(fibermap: pd.DataFrame) -> pd.DataFrame:
     """One exposure row per target, built from the (coadded) FIBERMAP columns."""
-    exp = {name: fibermap[source].to_numpy() for name, source in _EXP_FROM_FIBERMAP.items() if source in fibermap}
+    exp = {
+        name: fibermap[source].to_numpy() for name, source in _EXP_FROM_FIBERMAP.items() if source in fibermap
+    }
     exp.update({f"IN_COADD_{arm.upper()}": np.ones(len(fibermap), bool) for arm in ARMS})
     return pd.DataFrame(exp)
 
 
-def resolution_diagonals(sigma_pix: float | np.ndarray, n_pix: int, ndiag: int = RESOLUTION_NDIAG) -> np.ndarray:
+def resolution_diagonals(
+    sigma_pix: float | np.ndarray, n_pix: int, ndiag: int = RESOLUTION_NDIAG
+) -> np.ndarray:
     """(ndiag, n_pix) float32 resolution-matrix diagonals of a Gaussian line-spread function.
 
     sigma_pix: Gaussian sigma in pixels, scalar or (n_pix,). Diagonal d holds offset
@@ -214,7 +253,9 @@ def resolution_diagonals(sigma_pix: float | np.ndarray, n_pix: int, ndiag: int =
     return (kernel / kernel.sum(axis=0)).astype(np.float32)
 
 
-def _scores_table(targetid: np.ndarray, flux: Mapping[str, np.ndarray], ivar: Mapping[str, np.ndarray]) -> pd.DataFrame:
+def _scores_table(
+    targetid: np.ndarray, flux: Mapping[str, np.ndarray], ivar: Mapping[str, np.ndarray]
+) -> pd.DataFrame:
     """SCORES columns as desispec.specscore computes them for a coadd (top-hat per arm)."""
     scores: dict[str, np.ndarray] = {"TARGETID": targetid}
     for arm in ARMS:
@@ -224,7 +265,9 @@ def _scores_table(targetid: np.ndarray, flux: Mapping[str, np.ndarray], ivar: Ma
         f, iv = flux[arm][:, inside].astype(np.float64), np.clip(ivar[arm][:, inside], 0, None)
         scores[f"INTEG_COADD_FLUX_{arm.upper()}"] = np.sum(f * dwave[inside], axis=1)
         scores[f"MEDIAN_COADD_FLUX_{arm.upper()}"] = np.median(f, axis=1)
-        scores[f"MEDIAN_COADD_SNR_{arm.upper()}"] = np.median(np.sqrt(iv) * f / np.sqrt(dwave[inside]), axis=1)
+        scores[f"MEDIAN_COADD_SNR_{arm.upper()}"] = np.median(
+            np.sqrt(iv) * f / np.sqrt(dwave[inside]), axis=1
+        )
     return pd.DataFrame({k: (v.astype(np.float32) if k != "TARGETID" else v) for k, v in scores.items()})
 
 
@@ -233,7 +276,9 @@ def _arm_array(arrays: Mapping[str, np.ndarray], arm: str, n: int, what: str, wh
         raise ValueError(f"{where}: no {what} for arm {arm!r} (need arms {', '.join(ARMS)})")
     array = np.asarray(arrays[arm])
     if array.shape != (n, ARM_WAVE[arm].size):
-        raise ValueError(f"{where}: {what}[{arm!r}] has shape {array.shape}, expected {(n, ARM_WAVE[arm].size)}")
+        raise ValueError(
+            f"{where}: {what}[{arm!r}] has shape {array.shape}, expected {(n, ARM_WAVE[arm].size)}"
+        )
     return array
 
 
@@ -267,8 +312,11 @@ def write_coadd(
     hdus: list[fits.hdu.base.ExtensionHDU | fits.PrimaryHDU] = [
         _primary_hdu(header),
         _table_hdu(fibermap, FIBERMAP_SCHEMA, "FIBERMAP"),
-        _table_hdu(_exp_fibermap_table(fibermap) if exp_fibermap is None else exp_fibermap,
-                   EXP_FIBERMAP_SCHEMA, "EXP_FIBERMAP"),
+        _table_hdu(
+            _exp_fibermap_table(fibermap) if exp_fibermap is None else exp_fibermap,
+            EXP_FIBERMAP_SCHEMA,
+            "EXP_FIBERMAP",
+        ),
     ]
     arm_flux, arm_ivar = {}, {}
     for arm in ARMS:
@@ -276,7 +324,9 @@ def write_coadd(
         arm_flux[arm] = _arm_array(flux, arm, n, "flux", where).astype(np.float32)
         arm_ivar[arm] = _arm_array(ivar, arm, n, "ivar", where).astype(np.float32)
         arm_mask = np.zeros((n, npix), np.int32) if mask is None else _arm_array(mask, arm, n, "mask", where)
-        sigma = resolution_sigma_pix[arm] if isinstance(resolution_sigma_pix, Mapping) else resolution_sigma_pix
+        sigma = (
+            resolution_sigma_pix[arm] if isinstance(resolution_sigma_pix, Mapping) else resolution_sigma_pix
+        )
         res = np.broadcast_to(resolution_diagonals(sigma, npix), (n, RESOLUTION_NDIAG, npix))
         hdus += [
             _image_hdu(ARM_WAVE[arm], f"{up}_WAVELENGTH", WAVE_BUNIT),
@@ -325,8 +375,11 @@ def write_redrock(
         _primary_hdu(header),
         _table_hdu(redshifts, REDSHIFTS_SCHEMA, "REDSHIFTS"),
         _table_hdu(fibermap, FIBERMAP_SCHEMA, "FIBERMAP"),
-        _table_hdu(_exp_fibermap_table(fibermap) if exp_fibermap is None else exp_fibermap,
-                   EXP_FIBERMAP_SCHEMA, "EXP_FIBERMAP"),
+        _table_hdu(
+            _exp_fibermap_table(fibermap) if exp_fibermap is None else exp_fibermap,
+            EXP_FIBERMAP_SCHEMA,
+            "EXP_FIBERMAP",
+        ),
         _table_hdu(tsnr2, {"TARGETID": ("K", None)}, "TSNR2"),
     ]
     fits.HDUList(hdus).writeto(path, overwrite=overwrite, checksum=True)
@@ -387,7 +440,9 @@ def _read_image(hdul: fits.HDUList, name: str, path: Path, ndim: int) -> np.ndar
     return data
 
 
-def _read_table(hdul: fits.HDUList, name: str, path: Path, required: tuple[str, ...] = ("TARGETID",)) -> pd.DataFrame:
+def _read_table(
+    hdul: fits.HDUList, name: str, path: Path, required: tuple[str, ...] = ("TARGETID",)
+) -> pd.DataFrame:
     """A binary table as a native-endian DataFrame; strings decoded and stripped,
     vector columns kept as one array per row."""
     data = _hdu_data(hdul, name, path)
@@ -492,8 +547,10 @@ def read_coadd(path: str | Path) -> Coadd:
             mask = _read_image(hdul, f"{arm}_MASK", path, 2) if f"{arm}_MASK" in hdul else None
             for hdu, array in ((f"{arm}_FLUX", flux), (f"{arm}_IVAR", ivar), (f"{arm}_MASK", mask)):
                 if array is not None and array.shape != (n, wave.size):
-                    raise ValueError(f"{path}: HDU {hdu} has shape {array.shape}, expected {(n, wave.size)} "
-                                     f"({n} FIBERMAP rows, {wave.size} pixels in {arm}_WAVELENGTH)")
+                    raise ValueError(
+                        f"{path}: HDU {hdu} has shape {array.shape}, expected {(n, wave.size)} "
+                        f"({n} FIBERMAP rows, {wave.size} pixels in {arm}_WAVELENGTH)"
+                    )
             arms.append((flux, ivar, mask, _arm_offset(wave, f"{arm}_WAVELENGTH", path)))
         flux, ivar = merge_arms(arms, n)  # reads the mapped arrays block by block
     targetid = fibermap["TARGETID"].to_numpy().astype(np.int64)
@@ -517,9 +574,11 @@ def redrock_path_for(coadd_path: str | Path) -> Path:
     coadd_path = Path(coadd_path)
     if not coadd_path.name.startswith("coadd-"):
         raise ValueError(f"{coadd_path}: a coadd file name starts with 'coadd-'")
-    rest = coadd_path.name[len("coadd-"):]
+    rest = coadd_path.name[len("coadd-") :]
     path = coadd_path.with_name("redrock-" + rest)
-    other = coadd_path.with_name("redrock-" + (rest.removesuffix(".gz") if rest.endswith(".gz") else rest + ".gz"))
+    other = coadd_path.with_name(
+        "redrock-" + (rest.removesuffix(".gz") if rest.endswith(".gz") else rest + ".gz")
+    )
     return other if other.exists() and not path.exists() else path
 
 
@@ -573,7 +632,13 @@ def select(coadd: Coadd, redshifts: pd.DataFrame, selection: Selection = Selecti
     index = pd.Index(redshifts["TARGETID"].to_numpy()).get_indexer(coadd.targetid)
     found = index >= 0
     joined = {}
-    for column, fill in (("Z", np.nan), ("ZERR", np.nan), ("ZWARN", -1), ("SPECTYPE", ""), ("DELTACHI2", np.nan)):
+    for column, fill in (
+        ("Z", np.nan),
+        ("ZERR", np.nan),
+        ("ZWARN", -1),
+        ("SPECTYPE", ""),
+        ("DELTACHI2", np.nan),
+    ):
         values = redshifts[column].to_numpy() if column in redshifts else np.full(len(redshifts), fill)
         joined[column] = np.where(found, values[np.where(found, index, 0)] if len(values) else fill, fill)
     table = coadd.fibermap.reset_index(drop=True).assign(**joined)
@@ -582,9 +647,12 @@ def select(coadd: Coadd, redshifts: pd.DataFrame, selection: Selection = Selecti
     with np.errstate(invalid="ignore"):
         failed = {
             "missing_redshift": ~found,
-            "fiberstatus": (status != 0) if selection.require_fiberstatus_ok and status is not None
+            "fiberstatus": (status != 0)
+            if selection.require_fiberstatus_ok and status is not None
             else np.zeros(len(table), bool),
-            "zwarn": (table["ZWARN"].to_numpy() != 0) if selection.require_zwarn_zero else np.zeros(len(table), bool),
+            "zwarn": (table["ZWARN"].to_numpy() != 0)
+            if selection.require_zwarn_zero
+            else np.zeros(len(table), bool),
             "spectype": np.char.upper(table["SPECTYPE"].to_numpy().astype(str)) != selection.spectype.upper(),
             "z_range": ~((z >= selection.z_min) & (z < selection.z_max)),
         }

@@ -74,18 +74,35 @@ def write_fits(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bo
     for key, value, comment in _header_cards(spectra):
         # a long string continues on CONTINUE cards; its comment would be cut, so it gets none
         primary.header[key] = (value, comment if len(str(value)) + len(comment) < 62 else "")
-    hdus = [primary,
-            _image(spectra.wave_rest.astype(np.float64), "WAVELENGTH", WAVE_UNIT, "rest-frame vacuum wavelength"),
-            _image(spectra.flux_rest.astype(np.float32), "FLUX", FLUX_UNIT, _bunit_note(spectra))]
+    hdus = [
+        primary,
+        _image(spectra.wave_rest.astype(np.float64), "WAVELENGTH", WAVE_UNIT, "rest-frame vacuum wavelength"),
+        _image(spectra.flux_rest.astype(np.float32), "FLUX", FLUX_UNIT, _bunit_note(spectra)),
+    ]
     if spectra.wave_obs is not None:
-        hdus += [_image(spectra.wave_obs.astype(np.float64), "OBS_WAVELENGTH", WAVE_UNIT, "observed vacuum wavelength"),
-                 _image(spectra.flux_obs.astype(np.float32), "OBS_FLUX", FLUX_UNIT, _bunit_note(spectra))]
+        hdus += [
+            _image(
+                spectra.wave_obs.astype(np.float64), "OBS_WAVELENGTH", WAVE_UNIT, "observed vacuum wavelength"
+            ),
+            _image(spectra.flux_obs.astype(np.float32), "OBS_FLUX", FLUX_UNIT, _bunit_note(spectra)),
+        ]
         hdus[-1].header["ZTYPE"] = (f"z_{spectra.redshift}", "redshift each spectrum is placed at")
     table = spectra.table()
-    columns = [fits.Column(name=name.upper(), array=table[name].to_numpy(), format=fmt,
-                           unit=TABLE_UNITS.get(name.upper()))
-               for name, fmt in (("object_id", "K"), ("row", "K"), ("z", "D"), ("z_median", "E"),
-                                 ("z_mode", "E"), ("flags", "J"), ("dn4000", "D"), ("has_latent", "L"))]
+    columns = [
+        fits.Column(
+            name=name.upper(), array=table[name].to_numpy(), format=fmt, unit=TABLE_UNITS.get(name.upper())
+        )
+        for name, fmt in (
+            ("object_id", "K"),
+            ("row", "K"),
+            ("z", "D"),
+            ("z_median", "E"),
+            ("z_mode", "E"),
+            ("flags", "J"),
+            ("dn4000", "D"),
+            ("has_latent", "L"),
+        )
+    ]
     objects = fits.BinTableHDU.from_columns(columns, name="OBJECTS")
     objects.header["ZTYPE"] = (f"z_{spectra.redshift}", "which redshift the Z column is")
     fits.HDUList(hdus + [objects]).writeto(path, overwrite=overwrite, checksum=True)
@@ -96,17 +113,30 @@ def write_zarr(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bo
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; use --overwrite to replace it")
-    group = zarr.open_group(path, mode="w", attributes={
-        **{k.lower(): v for k, v, _ in _header_cards(spectra)}, "flux_unit": _flux_note(spectra),
-        "wavelength_unit": WAVE_UNIT})
+    group = zarr.open_group(
+        path,
+        mode="w",
+        attributes={
+            **{k.lower(): v for k, v, _ in _header_cards(spectra)},
+            "flux_unit": _flux_note(spectra),
+            "wavelength_unit": WAVE_UNIT,
+        },
+    )
     arrays: dict[str, tuple[np.ndarray, tuple[str, ...], dict[str, Any]]] = {
         "wavelength": (spectra.wave_rest, ("wavelength",), {"units": WAVE_UNIT, "frame": "rest"}),
         "flux": (spectra.flux_rest, ("object", "wavelength"), {"units": _flux_note(spectra)}),
     }
     if spectra.wave_obs is not None:
-        arrays["obs_wavelength"] = (spectra.wave_obs, ("obs_wavelength",), {"units": WAVE_UNIT, "frame": "observed"})
-        arrays["obs_flux"] = (spectra.flux_obs, ("object", "obs_wavelength"),
-                              {"units": _flux_note(spectra), "redshift": f"z_{spectra.redshift}"})
+        arrays["obs_wavelength"] = (
+            spectra.wave_obs,
+            ("obs_wavelength",),
+            {"units": WAVE_UNIT, "frame": "observed"},
+        )
+        arrays["obs_flux"] = (
+            spectra.flux_obs,
+            ("object", "obs_wavelength"),
+            {"units": _flux_note(spectra), "redshift": f"z_{spectra.redshift}"},
+        )
     for name, values in spectra.table().items():
         arrays[name] = (values.to_numpy(), ("object",), {})
     for name, (values, dims, attrs) in arrays.items():

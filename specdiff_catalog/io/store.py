@@ -29,7 +29,7 @@ import shutil
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +91,9 @@ class StoreLayout:
             "flags": ("uint16", None, None, int(Flag.PADDING)),
             "z_quantiles": ("float32", len(self.quantiles), "quantile", np.nan),
         }
-        spec |= {name: ("float32", None, None, np.nan) for name in ("z_median", "z_mode", "z_mean", "z_std")}
+        spec |= dict.fromkeys(("z_median", "z_mode", "z_mean", "z_std"), ("float32", None, None, np.nan))
         if self.latent_size:
-            spec |= {name: ("float32", self.latent_size, "latent_dim", np.nan) for name in ("latent", "latent_std")}
+            spec |= dict.fromkeys(("latent", "latent_std"), ("float32", self.latent_size, "latent_dim", np.nan))
         if self.n_samples_saved:
             spec["z_samples"] = ("float16", self.n_samples_saved, "sample", np.nan)
         return spec
@@ -140,14 +140,18 @@ def create_store(
     if path.exists():
         _remove_store(path)
     start, stop = regions(table["n_rows"], layout.shard_rows)
-    group = zarr.open_group(path, mode="w-", attributes={
-        "software_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **user_attrs,
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "layout": layout.to_dict(),
-    })
+    group = zarr.open_group(
+        path,
+        mode="w-",
+        attributes={
+            "software_version": __version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            **user_attrs,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "layout": layout.to_dict(),
+        },
+    )
     _create_object_arrays(group, layout, int(stop[-1]) if len(stop) else 0)
     _create_partition_table(group, table, start, stop)
     _consolidate(path)
@@ -160,28 +164,58 @@ def _create_object_arrays(group: zarr.Group, layout: StoreLayout, n_objects: int
         shape, chunks, shards = (n_objects,), (layout.chunk_rows,), (layout.shard_rows,)
         dims: tuple[str, ...] = ("object",)
         if width is not None:
-            shape, chunks, shards, dims = shape + (width,), chunks + (width,), shards + (width,), dims + (dim,)
+            shape, chunks, shards, dims = (
+                shape + (width,),
+                chunks + (width,),
+                shards + (width,),
+                dims + (dim,),
+            )
         # Unwritten rows read as "no result": NaN / -1, valid = 0, no flags.
         fill = 0 if name == "flags" else pad
-        group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
-                           fill_value=fill, dimension_names=dims)
-    group.create_array("quantile", data=np.asarray(layout.quantiles, dtype=np.float64),
-                       dimension_names=("quantile",), attributes={"long_name": "PDF quantile level"})
+        group.create_array(
+            name,
+            shape=shape,
+            dtype=dtype,
+            chunks=chunks,
+            shards=shards,
+            fill_value=fill,
+            dimension_names=dims,
+        )
+    group.create_array(
+        "quantile",
+        data=np.asarray(layout.quantiles, dtype=np.float64),
+        dimension_names=("quantile",),
+        attributes={"long_name": "PDF quantile level"},
+    )
 
 
-def _create_partition_table(group: zarr.Group, table: pd.DataFrame, start: np.ndarray, stop: np.ndarray) -> None:
+def _create_partition_table(
+    group: zarr.Group, table: pd.DataFrame, start: np.ndarray, stop: np.ndarray
+) -> None:
     """``partitions/``: norder, npix, start, stop, n_rows (fixed) and status, error (per-partition chunks)."""
     parts = group.create_group(PARTITIONS)
-    columns = {"norder": table["norder"], "npix": table["npix"], "start": start, "stop": stop,
-               "n_rows": table["n_rows"]}
+    columns = {
+        "norder": table["norder"],
+        "npix": table["npix"],
+        "start": start,
+        "stop": stop,
+        "n_rows": table["n_rows"],
+    }
     for name, values in columns.items():
         parts.create_array(name, data=np.asarray(values, dtype=np.int64), dimension_names=("partition",))
     # One chunk per partition: writers of different partitions never touch the same file.
-    parts.create_array("status", shape=(len(table),), dtype="uint8", chunks=(1,), fill_value=PENDING,
-                       dimension_names=("partition",),
-                       attributes={"flag_values": list(STATUS), "flag_meanings": " ".join(STATUS.values())})
-    parts.create_array("error", shape=(len(table),), dtype=str, chunks=(1,), fill_value="",
-                       dimension_names=("partition",))
+    parts.create_array(
+        "status",
+        shape=(len(table),),
+        dtype="uint8",
+        chunks=(1,),
+        fill_value=PENDING,
+        dimension_names=("partition",),
+        attributes={"flag_values": list(STATUS), "flag_meanings": " ".join(STATUS.values())},
+    )
+    parts.create_array(
+        "error", shape=(len(table),), dtype=str, chunks=(1,), fill_value="", dimension_names=("partition",)
+    )
 
 
 def open_store(path: str | Path, mode: str = "r+") -> OutputStore:
@@ -201,7 +235,9 @@ class OutputStore:
     def __init__(self, path: Path, group: zarr.Group):
         self.path = path
         self.group = group
-        self.layout = StoreLayout(**{**group.attrs["layout"], "quantiles": tuple(group.attrs["layout"]["quantiles"])})
+        self.layout = StoreLayout(
+            **{**group.attrs["layout"], "quantiles": tuple(group.attrs["layout"]["quantiles"])}
+        )
         parts = group[PARTITIONS]
         self._start = parts["start"][:]
         self._stop = parts["stop"][:]
@@ -252,7 +288,9 @@ class OutputStore:
             values = np.asarray(data[name])
             want = (n,) if width is None else (n, width)
             if values.shape != want:
-                raise ValueError(f"{self.path} partition {index}: {name} has shape {values.shape}, expected {want}")
+                raise ValueError(
+                    f"{self.path} partition {index}: {name} has shape {values.shape}, expected {want}"
+                )
             padded = np.full((region.stop - region.start,) + want[1:], pad, dtype=dtype)
             padded[:n] = values
             self.group[name][region] = padded
@@ -282,7 +320,9 @@ class OutputStore:
         """Rows of the per-object arrays, padding included."""
         return int(self.group["valid"].shape[0])
 
-    def blocks(self, names: Sequence[str], block_rows: int | None = None) -> Iterator[tuple[slice, dict[str, np.ndarray]]]:
+    def blocks(
+        self, names: Sequence[str], block_rows: int | None = None
+    ) -> Iterator[tuple[slice, dict[str, np.ndarray]]]:
         """Walk the store in row blocks: yields (rows, {name: array[rows]}) for the arrays ``names``.
 
         block_rows: a multiple of the shard size (default: the largest multiple <= 2**20

@@ -67,7 +67,10 @@ class TrainingSetWriter:
         group.create_array("wave", data=wave, dimension_names=("pixel",))
         self._arrays = {
             name: group.create_array(
-                name, shape=(0, wave.size), chunks=(chunk_rows, wave.size), dtype="float32",
+                name,
+                shape=(0, wave.size),
+                chunks=(chunk_rows, wave.size),
+                dtype="float32",
                 dimension_names=("object", "pixel"),
             )
             for name in ("flux", "ivar")
@@ -91,8 +94,12 @@ class TrainingSetWriter:
 
     def close(self, summary: dict[str, Any] | None = None) -> TrainingSet:
         """Assign the stable split, write objects.parquet and trainset.json; return the set."""
-        objects = pd.concat(self._objects, ignore_index=True) if self._objects else pd.DataFrame(
-            {"TARGETID": np.zeros(0, np.int64), "Z": np.zeros(0), "ROW": np.zeros(0, np.int64)}
+        objects = (
+            pd.concat(self._objects, ignore_index=True)
+            if self._objects
+            else pd.DataFrame(
+                {"TARGETID": np.zeros(0, np.int64), "Z": np.zeros(0), "ROW": np.zeros(0, np.int64)}
+            )
         )
         write_objects(self.path, objects, summary or {})
         return TrainingSet.open(self.path)
@@ -124,7 +131,9 @@ def write_objects(path: Path, objects: pd.DataFrame, summary: dict[str, Any]) ->
 class TrainingSet:
     """A training set on disk, read in batches (see the module docstring for the layout)."""
 
-    def __init__(self, path: Path, objects: pd.DataFrame, summary: dict[str, Any], spectra: zarr.Group | None):
+    def __init__(
+        self, path: Path, objects: pd.DataFrame, summary: dict[str, Any], spectra: zarr.Group | None
+    ):
         self.path = path
         self.objects = objects
         self.summary = summary
@@ -142,7 +151,9 @@ class TrainingSet:
                 objects["SPLIT"] = np.where(val, "val", "train")
             return cls(path, objects, {"source": str(path)}, None)
         if not (path / OBJECTS).exists():
-            raise FileNotFoundError(f"{path} is not a training set (no {OBJECTS}); make one with `specdiff-catalog prepare`")
+            raise FileNotFoundError(
+                f"{path} is not a training set (no {OBJECTS}); make one with `specdiff-catalog prepare`"
+            )
         summary = json.loads((path / SUMMARY).read_text()) if (path / SUMMARY).exists() else {}
         spectra = zarr.open_group(path / SPECTRA, mode="r") if (path / SPECTRA).exists() else None
         return cls(path, pd.read_parquet(path / OBJECTS), summary, spectra)
@@ -174,7 +185,13 @@ class TrainingSet:
         return tuple(self._spectra[name].get_orthogonal_selection(selection) for name in ("flux", "ivar"))  # type: ignore[return-value]
 
     def batches(
-        self, split: str | None, batch_size: int, *, shuffle: bool = False, seed: int = 0, buffer_chunks: int = 8
+        self,
+        split: str | None,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        buffer_chunks: int = 8,
     ) -> Iterator[Batch]:
         """Stream batches of one split.
 
@@ -201,7 +218,10 @@ class TrainingSet:
             if shuffle:
                 positions = rng.permutation(positions)
             if self.has_spectra and positions.size:
-                new = [np.concatenate([self._spectra[name][sl] for sl in slabs])[positions] for name in ("flux", "ivar")]
+                new = [
+                    np.concatenate([self._spectra[name][sl] for sl in slabs])[positions]
+                    for name in ("flux", "ivar")
+                ]
                 spectra = new if spectra is None else [np.concatenate([a, b]) for a, b in zip(spectra, new)]
             rows = np.concatenate([rows, buffer_rows[positions]])
             end = rows.size if k == len(windows) - 1 else rows.size // batch_size * batch_size

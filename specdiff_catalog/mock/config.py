@@ -8,8 +8,8 @@ from specdiff_catalog.mock.footprint import MAX_SEED, SkyPatch
 from specdiff_catalog.mock.imaging import CatalogDefects
 from specdiff_catalog.mock.noise import ImagingNoise, SpectroNoise
 from specdiff_catalog.mock.population import PopulationModel
-from specdiff_catalog.mock.redrock import RedrockModel
 from specdiff_catalog.mock.reddening import ReddeningModel
+from specdiff_catalog.mock.redrock import RedrockModel
 from specdiff_catalog.mock.spectra import FibreModel
 
 
@@ -42,7 +42,6 @@ class MockConfig:
     spectro_noise: SpectroNoise = field(default_factory=SpectroNoise)
     redrock: RedrockModel = RedrockModel()
 
-
     def population_model(self) -> PopulationModel:
         return PopulationModel(z_max=self.z_max, mag_max=self.r_max, select_band="r")
 
@@ -51,7 +50,9 @@ class MockConfig:
         if self.n_spec <= 0 or self.n_phot <= 0:
             raise ValueError(f"--n-spec and --n-phot must be positive, got {self.n_spec}, {self.n_phot}")
         if not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"--seed must be in 0..{MAX_SEED} (ids stay disjoint across seeds), got {self.seed}")
+            raise ValueError(
+                f"--seed must be in 0..{MAX_SEED} (ids stay disjoint across seeds), got {self.seed}"
+            )
         if not 0 < self.z_max <= 1.5:
             raise ValueError(f"z_max must be in (0, 1.5], got {self.z_max}")
         if not 0 <= self.order <= 12:

@@ -47,8 +47,7 @@ def draw_positions(n: int, patch: SkyPatch, rng: np.random.Generator) -> tuple[n
     ra0, dec0 = np.radians(patch.ra_center), np.radians(patch.dec_center)
     sin_dec = np.sin(dec0) * np.cos(theta) + np.cos(dec0) * np.sin(theta) * np.cos(phi)
     dec = np.arcsin(np.clip(sin_dec, -1, 1))
-    dra = np.arctan2(np.sin(phi) * np.sin(theta) * np.cos(dec0),
-                     np.cos(theta) - np.sin(dec0) * sin_dec)
+    dra = np.arctan2(np.sin(phi) * np.sin(theta) * np.cos(dec0), np.cos(theta) - np.sin(dec0) * sin_dec)
     return np.degrees(ra0 + dra) % 360.0, np.degrees(dec)
 
 
@@ -75,18 +74,23 @@ def _index_in_brick(brickid: np.ndarray) -> np.ndarray:
     return index
 
 
-def object_ids(brickid: np.ndarray, seed: int, kind: int,
-               release: int = RELEASE_DR10_SOUTH) -> tuple[np.ndarray, np.ndarray]:
+def object_ids(
+    brickid: np.ndarray, seed: int, kind: int, release: int = RELEASE_DR10_SOUTH
+) -> tuple[np.ndarray, np.ndarray]:
     """(OBJID (N,) int32, packed id (N,) int64) for objects in bricks ``brickid``.
 
     kind: PHOTOMETRIC or SPECTROSCOPIC. Raises ValueError when the seed is outside
     0..1023 or a brick holds more than 2048 objects of one set (enlarge the patch).
     """
     if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be in 0..{MAX_SEED} so that object ids stay disjoint across seeds, got {seed}")
+        raise ValueError(
+            f"seed must be in 0..{MAX_SEED} so that object ids stay disjoint across seeds, got {seed}"
+        )
     index = _index_in_brick(np.asarray(brickid))
     if len(index) and index.max() >= 1 << INDEX_BITS:
-        raise ValueError(f"more than {1 << INDEX_BITS} objects in one brick: enlarge the sky patch (--patch-radius)")
+        raise ValueError(
+            f"more than {1 << INDEX_BITS} objects in one brick: enlarge the sky patch (--patch-radius)"
+        )
     objid = index | (kind << INDEX_BITS) | (seed << (INDEX_BITS + SET_BITS))
     packed = (np.int64(release) << 42) | (np.asarray(brickid, dtype=np.int64) << 22) | objid
     return objid.astype(np.int32), packed.astype(np.int64)

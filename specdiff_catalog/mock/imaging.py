@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 
 from specdiff_catalog.bands import BandSet
-from specdiff_catalog.mock.footprint import RELEASE_DR10_SOUTH, SkyPatch, brick_ids, draw_positions, object_ids
+from specdiff_catalog.mock.footprint import (
+    RELEASE_DR10_SOUTH,
+    SkyPatch,
+    brick_ids,
+    draw_positions,
+    object_ids,
+)
 from specdiff_catalog.mock.noise import ImagingNoise, observe_imaging
 from specdiff_catalog.mock.population import RED, Galaxies
 from specdiff_catalog.mock.reddening import ReddeningModel, ebv
@@ -36,13 +42,23 @@ def morphology_type(half_light_radius: np.ndarray, population: np.ndarray) -> np
     return np.where(half_light_radius < 0.15, "PSF", np.where(half_light_radius < 0.5, "REX", extended))
 
 
-def _inject_defects(table: pd.DataFrame, bandset: BandSet, defects: CatalogDefects, rng: np.random.Generator) -> None:
+def _inject_defects(
+    table: pd.DataFrame, bandset: BandSet, defects: CatalogDefects, rng: np.random.Generator
+) -> None:
     """Give a random few rows of ``table`` (in place) a missing band, a NaN or all-zero photometry."""
     n = len(table)
     fluxes = [b.flux for b in bandset.bands]
     ivars = [b.ivar for b in bandset.bands]
-    kind = rng.choice(4, size=n, p=[1 - defects.missing_band - defects.nan_value - defects.all_zero,
-                                    defects.missing_band, defects.nan_value, defects.all_zero])
+    kind = rng.choice(
+        4,
+        size=n,
+        p=[
+            1 - defects.missing_band - defects.nan_value - defects.all_zero,
+            defects.missing_band,
+            defects.nan_value,
+            defects.all_zero,
+        ],
+    )
     band = rng.integers(0, len(bandset.bands), n)
     for b in range(len(bandset.bands)):
         rows = (kind == 1) & (band == b)
@@ -54,9 +70,19 @@ def _inject_defects(table: pd.DataFrame, bandset: BandSet, defects: CatalogDefec
     table.loc[kind == 3, fluxes + ivars] = 0.0
 
 
-def imaging_catalog(galaxies: Galaxies, *, seed: int, kind: int, bandset: BandSet, patch: SkyPatch,
-                    noise: ImagingNoise, reddening: ReddeningModel, defects: CatalogDefects,
-                    fibre: FibreModel, rng: np.random.Generator) -> pd.DataFrame:
+def imaging_catalog(
+    galaxies: Galaxies,
+    *,
+    seed: int,
+    kind: int,
+    bandset: BandSet,
+    patch: SkyPatch,
+    noise: ImagingNoise,
+    reddening: ReddeningModel,
+    defects: CatalogDefects,
+    fibre: FibreModel,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
     """One Legacy Surveys DR10-like row per galaxy (same order), with OBJECT_ID and fibre fluxes.
 
     Columns: OBJECT_ID, RELEASE, BRICKID, OBJID, RA, DEC, TYPE, SHAPE_R, EBV, then per band
@@ -71,12 +97,22 @@ def imaging_catalog(galaxies: Galaxies, *, seed: int, kind: int, bandset: BandSe
     transmission = bandset.mw_transmission(e)
     flux, ivar = observe_imaging(galaxies.flux, transmission, bandset.names, noise, rng, bandset.zeropoint)
     columns: dict[str, np.ndarray] = {
-        "OBJECT_ID": packed, "RELEASE": np.full(n, RELEASE_DR10_SOUTH, np.int16), "BRICKID": brick,
-        "OBJID": objid, "RA": ra, "DEC": dec, "TYPE": morphology_type(galaxies.half_light_radius, galaxies.population),
-        "SHAPE_R": galaxies.half_light_radius.astype(np.float32), bandset.ebv_column: e,
+        "OBJECT_ID": packed,
+        "RELEASE": np.full(n, RELEASE_DR10_SOUTH, np.int16),
+        "BRICKID": brick,
+        "OBJID": objid,
+        "RA": ra,
+        "DEC": dec,
+        "TYPE": morphology_type(galaxies.half_light_radius, galaxies.population),
+        "SHAPE_R": galaxies.half_light_radius.astype(np.float32),
+        bandset.ebv_column: e,
     }
     for i, b in enumerate(bandset.bands):
-        columns |= {b.flux: flux[:, i], b.ivar: ivar[:, i], b.mw_transmission: transmission[:, i].astype(np.float32)}
+        columns |= {
+            b.flux: flux[:, i],
+            b.ivar: ivar[:, i],
+            b.mw_transmission: transmission[:, i].astype(np.float32),
+        }
     fraction = fibre.fraction(galaxies.half_light_radius)
     for i, b in enumerate(bandset.bands):
         columns["FIBER" + b.flux] = (galaxies.flux[:, i] * transmission[:, i] * fraction).astype(np.float32)

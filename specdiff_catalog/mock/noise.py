@@ -31,17 +31,27 @@ class ImagingNoise:
     depth5: dict[str, float] = field(default_factory=lambda: dict(LS_DR10_SOUTH_DEPTHS))
     depth_scatter: float = 0.15
 
-    def sigma(self, band_names: list[str], n: int, rng: np.random.Generator, zeropoint: float = 22.5) -> np.ndarray:
+    def sigma(
+        self, band_names: list[str], n: int, rng: np.random.Generator, zeropoint: float = 22.5
+    ) -> np.ndarray:
         """(n, B) flux errors (flux units of ``zeropoint``) at each object's depth."""
         missing = [b for b in band_names if b not in self.depth5]
         if missing:
             raise ValueError(f"no imaging depth for band(s) {missing}; known: {sorted(self.depth5)}")
-        depth = np.array([self.depth5[b] for b in band_names]) + rng.normal(0.0, self.depth_scatter, (n, len(band_names)))
+        depth = np.array([self.depth5[b] for b in band_names]) + rng.normal(
+            0.0, self.depth_scatter, (n, len(band_names))
+        )
         return 10.0 ** (-0.4 * (depth - zeropoint)) / 5.0
 
 
-def observe_imaging(flux: np.ndarray, transmission: np.ndarray, band_names: list[str], noise: ImagingNoise,
-                    rng: np.random.Generator, zeropoint: float = 22.5) -> tuple[np.ndarray, np.ndarray]:
+def observe_imaging(
+    flux: np.ndarray,
+    transmission: np.ndarray,
+    band_names: list[str],
+    noise: ImagingNoise,
+    rng: np.random.Generator,
+    zeropoint: float = 22.5,
+) -> tuple[np.ndarray, np.ndarray]:
     """(flux (N, B), ivar (N, B)): noisy observed fluxes of intrinsic ``flux`` dimmed by MW ``transmission``."""
     sigma = noise.sigma(band_names, len(flux), rng, zeropoint)
     observed = flux * transmission + sigma * rng.standard_normal(flux.shape)
@@ -58,9 +68,15 @@ class ArmThroughput:
 
 
 DESI_ARM_THROUGHPUT = {  # effective values fitted to a real DESI coadd's noise (docs/mock.md)
-    "b": ArmThroughput((3600, 3700, 3900, 4300, 4800, 5300, 5800), (0.015, 0.023, 0.040, 0.059, 0.078, 0.085, 0.077), 3.29),
-    "r": ArmThroughput((5760, 5850, 6000, 6600, 7200, 7500, 7620), (0.006, 0.037, 0.073, 0.101, 0.119, 0.100, 0.030), 2.69),
-    "z": ArmThroughput((7520, 7700, 8000, 8600, 9200, 9600, 9824), (0.073, 0.125, 0.155, 0.173, 0.212, 0.084, 0.118), 2.69),
+    "b": ArmThroughput(
+        (3600, 3700, 3900, 4300, 4800, 5300, 5800), (0.015, 0.023, 0.040, 0.059, 0.078, 0.085, 0.077), 3.29
+    ),
+    "r": ArmThroughput(
+        (5760, 5850, 6000, 6600, 7200, 7500, 7620), (0.006, 0.037, 0.073, 0.101, 0.119, 0.100, 0.030), 2.69
+    ),
+    "z": ArmThroughput(
+        (7520, 7700, 8000, 8600, 9200, 9600, 9824), (0.073, 0.125, 0.155, 0.173, 0.212, 0.084, 0.118), 2.69
+    ),
 }
 
 
@@ -107,8 +123,9 @@ class SpectroNoise:
         """(P,) bool: pixels where line emission exceeds ``contrast`` x the sky continuum."""
         return sky_spectrum(wave, self.sky) > (1 + contrast) * continuum(wave, self.sky)
 
-    def observe(self, arm: str, wave: np.ndarray, flux: np.ndarray,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def observe(
+        self, arm: str, wave: np.ndarray, flux: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(noisy flux (N, P) float32, ivar (N, P) float32) for noiseless ``flux`` (N, P)."""
         var = self.variance(arm, wave, flux)
         residual = self.sky_residual * self.fibre_area * line_emission(wave, self.sky)

@@ -54,20 +54,28 @@ class SchechterPopulation:
 
 
 BLUE_GALAXIES = SchechterPopulation(
-    m_star_slope=-0.9408582, m_star_intercept=-20.40492365,
-    phi_star_amplitude=0.00370253, phi_star_tau=-9.73858, alpha=-1.3,
+    m_star_slope=-0.9408582,
+    m_star_intercept=-20.40492365,
+    phi_star_amplitude=0.00370253,
+    phi_star_tau=-9.73858,
+    alpha=-1.3,
     dirichlet_alpha0=(2.079, 3.524, 1.917, 1.992, 2.536),
     dirichlet_alpha1=(2.265, 3.862, 1.921, 1.685, 2.480),
     dirichlet_weight=(3.47e09, 3.31e06, 2.13e09, 1.64e10, 1.01e09),
-    size_kind="late", size_params=(0.21, 0.53, -1.31, -20.52),
+    size_kind="late",
+    size_params=(0.21, 0.53, -1.31, -20.52),
 )
 RED_GALAXIES = SchechterPopulation(
-    m_star_slope=-0.70798041, m_star_intercept=-20.37196157,
-    phi_star_amplitude=0.0035097, phi_star_tau=-1.41649, alpha=-0.5,
+    m_star_slope=-0.70798041,
+    m_star_intercept=-20.37196157,
+    phi_star_amplitude=0.0035097,
+    phi_star_tau=-1.41649,
+    alpha=-0.5,
     dirichlet_alpha0=(2.461, 2.358, 2.568, 2.268, 2.402),
     dirichlet_alpha1=(2.410, 2.340, 2.200, 2.540, 2.464),
     dirichlet_weight=(3.84e09, 1.57e06, 3.91e08, 4.66e10, 3.03e07),
-    size_kind="early", size_params=(0.6, -4.63, -20.52),
+    size_kind="early",
+    size_params=(0.6, -4.63, -20.52),
 )
 
 
@@ -131,8 +139,9 @@ def _global_numpy_seed(seed: int) -> Iterator[None]:
         np.random.set_state(saved)
 
 
-def _draw_one(pop: SchechterPopulation, model: PopulationModel, area: u.Quantity,
-              bandset: BandSet, cosmology: FLRW) -> tuple[np.ndarray, ...]:
+def _draw_one(
+    pop: SchechterPopulation, model: PopulationModel, area: u.Quantity, bandset: BandSet, cosmology: FLRW
+) -> tuple[np.ndarray, ...]:
     """Sample one population over ``area`` (global NumPy state): z, M_B, coeffs, mass, flux, r_half."""
     from skypy.galaxies import morphology, schechter_lf
     from skypy.galaxies.spectrum import dirichlet_coefficients, kcorrect
@@ -142,25 +151,42 @@ def _draw_one(pop: SchechterPopulation, model: PopulationModel, area: u.Quantity
         z_grid,
         lambda zz: pop.m_star_slope * zz + pop.m_star_intercept,
         lambda zz: pop.phi_star_amplitude * np.exp(zz / pop.phi_star_tau),
-        pop.alpha, model.mag_max + model.sampling_margin, area, cosmology,
+        pop.alpha,
+        model.mag_max + model.sampling_margin,
+        area,
+        cosmology,
     )
     if len(z) == 0:
         return tuple(np.empty((0,) + s) for s in [(), (), (5,), (), (len(bandset.bands),), ()])
-    coeff = dirichlet_coefficients(z, np.array(pop.dirichlet_alpha0), np.array(pop.dirichlet_alpha1),
-                                   weight=np.array(pop.dirichlet_weight))
+    coeff = dirichlet_coefficients(
+        z,
+        np.array(pop.dirichlet_alpha0),
+        np.array(pop.dirichlet_alpha1),
+        weight=np.array(pop.dirichlet_weight),
+    )
     mass = kcorrect.stellar_mass(coeff, abs_mag, "bessell-B")
     maggies = model_fluxes(coeff, mass, z, tuple(b.filter for b in bandset.bands), cosmology)
     abs_mag_r = np.ravel(kcorrect.absolute_magnitudes(coeff, "sdss2010-r", stellar_mass=mass))
     sigma1, sigma2 = pop.size_sigma
-    size_fn = (morphology.late_type_lognormal_size if pop.size_kind == "late"
-               else morphology.early_type_lognormal_size)
+    size_fn = (
+        morphology.late_type_lognormal_size
+        if pop.size_kind == "late"
+        else morphology.early_type_lognormal_size
+    )
     physical = size_fn(abs_mag_r, *pop.size_params, sigma1, sigma2)
     r_half = morphology.angular_size(physical, z, cosmology).to_value(u.arcsec)
     return z, abs_mag, coeff, mass, bandset.maggies_to_flux(maggies), r_half
 
 
-def draw_galaxies(n: int, seed: int, model: PopulationModel, bandset: BandSet,
-                  cosmology: FLRW = Planck18, *, first_area_deg2: float | None = None) -> Galaxies:
+def draw_galaxies(
+    n: int,
+    seed: int,
+    model: PopulationModel,
+    bandset: BandSet,
+    cosmology: FLRW = Planck18,
+    *,
+    first_area_deg2: float | None = None,
+) -> Galaxies:
     """Draw exactly ``n`` galaxies with 0 < z <= z_max and m_select < mag_max, in random order.
 
     Sky areas are drawn until enough galaxies pass the cuts (each further area sized
@@ -176,12 +202,23 @@ def draw_galaxies(n: int, seed: int, model: PopulationModel, bandset: BandSet,
     with _global_numpy_seed(seed):
         while kept < n:
             for kind, pop in enumerate(model.populations):
-                z, mag_b, coeff, mass, flux, r_half = _draw_one(pop, model, area * u.deg**2, bandset, cosmology)
+                z, mag_b, coeff, mass, flux, r_half = _draw_one(
+                    pop, model, area * u.deg**2, bandset, cosmology
+                )
                 with np.errstate(divide="ignore"):
                     m_sel = bandset.zeropoint - 2.5 * np.log10(flux[:, band])
                 ok = (z > 0) & (z <= model.z_max) & (m_sel < model.mag_max)
-                parts.append(Galaxies(z[ok], np.full(ok.sum(), kind, np.int8), mag_b[ok], coeff[ok],
-                                      mass[ok], flux[ok], r_half[ok]))
+                parts.append(
+                    Galaxies(
+                        z[ok],
+                        np.full(ok.sum(), kind, np.int8),
+                        mag_b[ok],
+                        coeff[ok],
+                        mass[ok],
+                        flux[ok],
+                        r_half[ok],
+                    )
+                )
                 kept += int(ok.sum())
             drawn_area += area
             density = max(kept, 1) / drawn_area

@@ -38,19 +38,32 @@ def integrated_snr(flux: dict[str, np.ndarray], variance: dict[str, np.ndarray])
     return np.sqrt(sum(np.sum(flux[a] ** 2 / variance[a], axis=1) for a in flux))
 
 
-def emulate_redrock(targetid: np.ndarray, z_true: np.ndarray, snr: np.ndarray, rng: np.random.Generator,
-                    model: RedrockModel = RedrockModel()) -> pd.DataFrame:
+def emulate_redrock(
+    targetid: np.ndarray,
+    z_true: np.ndarray,
+    snr: np.ndarray,
+    rng: np.random.Generator,
+    model: RedrockModel = RedrockModel(),
+) -> pd.DataFrame:
     """REDSHIFTS rows (TARGETID, Z, ZERR, ZWARN, DELTACHI2, SPECTYPE, SUBTYPE) for N spectra."""
     n = len(z_true)
     zerr = model.zerr_floor * (1 + z_true) * (1 + model.zerr_snr / np.maximum(snr, 1e-3))
-    fail = rng.uniform(size=n) < model.fail_floor + model.fail_faint * np.exp(-0.5 * (snr / model.fail_snr) ** 2)
+    fail = rng.uniform(size=n) < model.fail_floor + model.fail_faint * np.exp(
+        -0.5 * (snr / model.fail_snr) ** 2
+    )
     catastrophic = fail & (rng.uniform(size=n) < model.catastrophic)
     z = z_true + zerr * rng.standard_normal(n)
     z = np.where(catastrophic, rng.uniform(0.0, model.z_fit_max, n), z)
     deltachi2 = model.deltachi2_per_snr2 * snr**2 * rng.lognormal(0.0, 0.3, n) + 9.0
     deltachi2 = np.where(fail, rng.uniform(0.0, 9.0, n), deltachi2)
-    return pd.DataFrame({
-        "TARGETID": targetid, "Z": z, "ZERR": np.where(fail, 10 * zerr, zerr),
-        "ZWARN": np.where(fail, SMALL_DELTA_CHI2, 0).astype(np.int64), "DELTACHI2": deltachi2,
-        "SPECTYPE": np.full(n, "GALAXY"), "SUBTYPE": np.full(n, ""),
-    })
+    return pd.DataFrame(
+        {
+            "TARGETID": targetid,
+            "Z": z,
+            "ZERR": np.where(fail, 10 * zerr, zerr),
+            "ZWARN": np.where(fail, SMALL_DELTA_CHI2, 0).astype(np.int64),
+            "DELTACHI2": deltachi2,
+            "SPECTYPE": np.full(n, "GALAXY"),
+            "SUBTYPE": np.full(n, ""),
+        }
+    )

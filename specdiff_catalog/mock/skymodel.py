@@ -27,10 +27,36 @@ class SkyModel:
     Calibrated against a real DESI coadd's noise (docs/mock.md, tests/test_mock.py).
     """
 
-    continuum_wave: tuple[float, ...] = (3600, 4000, 4500, 5000, 5500, 6000, 6500, 7000, 7500, 8000,
-                                         8500, 9000, 9824)
-    continuum_ab: tuple[float, ...] = (22.5, 22.4, 22.2, 21.9, 21.7, 21.4, 21.2, 21.0, 20.8, 20.6,
-                                       20.4, 20.2, 20.0)
+    continuum_wave: tuple[float, ...] = (
+        3600,
+        4000,
+        4500,
+        5000,
+        5500,
+        6000,
+        6500,
+        7000,
+        7500,
+        8000,
+        8500,
+        9000,
+        9824,
+    )
+    continuum_ab: tuple[float, ...] = (
+        22.5,
+        22.4,
+        22.2,
+        21.9,
+        21.7,
+        21.4,
+        21.2,
+        21.0,
+        20.8,
+        20.6,
+        20.4,
+        20.2,
+        20.0,
+    )
     oh_rayleigh: float = 8.5
     line_sigma: float = 0.75
 
@@ -41,8 +67,11 @@ def _lines() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from astropy.table import Table
 
     table = Table.read(LINE_LIST, format="ascii.ecsv")
-    return (np.asarray(table["wavelength"], dtype=float), np.asarray(table["intensity"], dtype=float),
-            np.asarray(table["scale"]) == "oh_relative")
+    return (
+        np.asarray(table["wavelength"], dtype=float),
+        np.asarray(table["intensity"], dtype=float),
+        np.asarray(table["scale"]) == "oh_relative",
+    )
 
 
 def continuum(wave: np.ndarray, model: SkyModel = SkyModel()) -> np.ndarray:
@@ -59,7 +88,9 @@ def line_emission(wave: np.ndarray, model: SkyModel = SkyModel()) -> np.ndarray:
     energy = rayleigh * _RAYLEIGH * _HC / center / 1e-17  # 1e-17 erg/s/cm^2/arcsec^2 per line
     near = np.abs(wave[:, None] - center[None, :]) < 6 * model.line_sigma
     rows, cols = np.nonzero(near)
-    profile = np.exp(-0.5 * ((wave[rows] - center[cols]) / model.line_sigma) ** 2) / (np.sqrt(2 * np.pi) * model.line_sigma)
+    profile = np.exp(-0.5 * ((wave[rows] - center[cols]) / model.line_sigma) ** 2) / (
+        np.sqrt(2 * np.pi) * model.line_sigma
+    )
     return np.bincount(rows, weights=energy[cols] * profile, minlength=len(wave))
 
 

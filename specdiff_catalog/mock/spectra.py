@@ -29,8 +29,10 @@ def _templates() -> tuple[np.ndarray, np.ndarray]:
     """kcorrect templates (5, K) erg/s/cm^2/A per unit mass at 10 pc, and their wavelengths (K,) A."""
     from skypy.galaxies.spectrum import kcorrect
 
-    return (np.asarray(kcorrect.templates.value, dtype=np.float64),
-            np.asarray(kcorrect.wavelength.value, dtype=np.float64))
+    return (
+        np.asarray(kcorrect.templates.value, dtype=np.float64),
+        np.asarray(kcorrect.wavelength.value, dtype=np.float64),
+    )
 
 
 def _interpolated_mixture(weights: np.ndarray, rest: np.ndarray) -> np.ndarray:
@@ -39,8 +41,8 @@ def _interpolated_mixture(weights: np.ndarray, rest: np.ndarray) -> np.ndarray:
     rest = np.broadcast_to(rest, (len(weights),) + np.shape(rest)[-1:])
     lo = max(np.searchsorted(wave, rest.min()) - 1, 0)
     hi = min(np.searchsorted(wave, rest.max()) + 1, len(wave) - 1)
-    mixture = weights @ templates[:, lo:hi + 1]  # (N, K') on the template grid
-    sub = wave[lo:hi + 1]
+    mixture = weights @ templates[:, lo : hi + 1]  # (N, K') on the template grid
+    sub = wave[lo : hi + 1]
     i0 = np.clip(np.searchsorted(sub, rest) - 1, 0, len(sub) - 2)
     frac = (rest - sub[i0]) / (sub[i0 + 1] - sub[i0])
     left = np.take_along_axis(mixture, i0, axis=1)
@@ -48,8 +50,13 @@ def _interpolated_mixture(weights: np.ndarray, rest: np.ndarray) -> np.ndarray:
     return left + frac * (right - left)
 
 
-def rest_frame_flux(coefficients: np.ndarray, stellar_mass: np.ndarray, redshift: np.ndarray,
-                    rest: np.ndarray, cosmology: FLRW = Planck18) -> np.ndarray:
+def rest_frame_flux(
+    coefficients: np.ndarray,
+    stellar_mass: np.ndarray,
+    redshift: np.ndarray,
+    rest: np.ndarray,
+    cosmology: FLRW = Planck18,
+) -> np.ndarray:
     """(N, P) rest-frame spectrum r in DESI units such that the observed total flux is r(lambda / (1+z)).
 
     coefficients: (N, 5); stellar_mass: (N,) kcorrect units; rest: (P,) or (N, P) A.
@@ -61,8 +68,13 @@ def rest_frame_flux(coefficients: np.ndarray, stellar_mass: np.ndarray, redshift
     return _interpolated_mixture(weights, rest)
 
 
-def observed_flux(coefficients: np.ndarray, stellar_mass: np.ndarray, redshift: np.ndarray,
-                  wave: np.ndarray, cosmology: FLRW = Planck18) -> np.ndarray:
+def observed_flux(
+    coefficients: np.ndarray,
+    stellar_mass: np.ndarray,
+    redshift: np.ndarray,
+    wave: np.ndarray,
+    cosmology: FLRW = Planck18,
+) -> np.ndarray:
     """(N, P) observed-frame total flux density (DESI units) on ``wave`` (P,), no fibre, no dust."""
     rest = np.asarray(wave)[None, :] / (1 + np.asarray(redshift))[:, None]
     return rest_frame_flux(coefficients, stellar_mass, redshift, rest, cosmology)
@@ -109,7 +121,9 @@ def synthetic_maggies(flux: np.ndarray, wave: np.ndarray, filter_name: str) -> n
 
 
 @cache
-def template_maggies(filter_names: tuple[str, ...], z_max: float, dz: float = 5e-4) -> tuple[np.ndarray, np.ndarray]:
+def template_maggies(
+    filter_names: tuple[str, ...], z_max: float, dz: float = 5e-4
+) -> tuple[np.ndarray, np.ndarray]:
     """(z_grid (Z,), maggies (Z, 5, B)): each template at 10 pc, redshifted to z, through each filter.
 
     maggies include the (1+z) bandwidth factor; multiply by mass * 10^(-0.4 DM(z)) for a
@@ -124,15 +138,20 @@ def template_maggies(filter_names: tuple[str, ...], z_max: float, dz: float = 5e
         response = speclite.filters.load_filter(name)
         obs = np.asarray(response.wavelength, dtype=float)
         for start in range(0, len(z_grid), 200):
-            z = z_grid[start:start + 200]
+            z = z_grid[start : start + 200]
             rest = obs[None, :] / (1 + z)[:, None]
             shifted = np.stack([np.interp(rest, wave, t) for t in templates], axis=1) / (1 + z)[:, None, None]
-            table[start:start + 200, :, b] = response.get_ab_maggies(shifted, obs)
+            table[start : start + 200, :, b] = response.get_ab_maggies(shifted, obs)
     return z_grid, table
 
 
-def model_fluxes(coefficients: np.ndarray, stellar_mass: np.ndarray, redshift: np.ndarray,
-                 filter_names: tuple[str, ...], cosmology: FLRW = Planck18) -> np.ndarray:
+def model_fluxes(
+    coefficients: np.ndarray,
+    stellar_mass: np.ndarray,
+    redshift: np.ndarray,
+    filter_names: tuple[str, ...],
+    cosmology: FLRW = Planck18,
+) -> np.ndarray:
     """(N, B) noiseless observed AB maggies of galaxies through ``filter_names`` (no dust, total flux)."""
     z = np.asarray(redshift, dtype=float)
     z_grid, table = template_maggies(tuple(filter_names), float(np.max(z, initial=0.0)) + 0.01)

@@ -24,8 +24,12 @@ from specdiff_catalog.mock.footprint import PHOTOMETRIC, SPECTROSCOPIC
 from specdiff_catalog.mock.imaging import imaging_catalog
 from specdiff_catalog.mock.population import POPULATION_NAMES, Galaxies, draw_galaxies
 from specdiff_catalog.mock.redrock import emulate_redrock, integrated_snr
-from specdiff_catalog.mock.spectra import (mw_transmission_spectrum, observed_flux, rest_frame_flux,
-                                           rest_wavelength)
+from specdiff_catalog.mock.spectra import (
+    mw_transmission_spectrum,
+    observed_flux,
+    rest_frame_flux,
+    rest_wavelength,
+)
 
 # random streams: (seed, stream[, file]) -> independent generators
 _POPULATION, _IMAGING, _SPECTRA, _REDROCK = 1, 2, 3, 4
@@ -52,18 +56,33 @@ def _draw_set(config: MockConfig, n: int, kind: int, bandset: BandSet) -> tuple[
     """Galaxies and their Legacy Surveys rows for one set (photometric or spectroscopic)."""
     population_seed = int(np.random.SeedSequence([config.seed, _POPULATION, kind]).generate_state(1)[0])
     galaxies = draw_galaxies(n, population_seed, config.population_model(), bandset)
-    table = imaging_catalog(galaxies, seed=config.seed, kind=kind, bandset=bandset, patch=config.patch,
-                            noise=config.imaging_noise, reddening=config.reddening, defects=config.defects,
-                            fibre=config.fibre, rng=_rng(config.seed, _IMAGING, kind))
+    table = imaging_catalog(
+        galaxies,
+        seed=config.seed,
+        kind=kind,
+        bandset=bandset,
+        patch=config.patch,
+        noise=config.imaging_noise,
+        reddening=config.reddening,
+        defects=config.defects,
+        fibre=config.fibre,
+        rng=_rng(config.seed, _IMAGING, kind),
+    )
     return galaxies, table
 
 
-def _truth(galaxies: Galaxies, table: pd.DataFrame, id_column: str, bandset: BandSet,
-           aperture: np.ndarray) -> pd.DataFrame:
-    truth = {id_column: table["OBJECT_ID"].to_numpy(), "Z": galaxies.redshift,
-             "POPULATION": np.asarray(POPULATION_NAMES)[galaxies.population],
-             "ABS_MAG_B": galaxies.abs_mag_b, "STELLAR_MASS": galaxies.stellar_mass,
-             "HALF_LIGHT_RADIUS": galaxies.half_light_radius, "APERTURE": aperture}
+def _truth(
+    galaxies: Galaxies, table: pd.DataFrame, id_column: str, bandset: BandSet, aperture: np.ndarray
+) -> pd.DataFrame:
+    truth = {
+        id_column: table["OBJECT_ID"].to_numpy(),
+        "Z": galaxies.redshift,
+        "POPULATION": np.asarray(POPULATION_NAMES)[galaxies.population],
+        "ABS_MAG_B": galaxies.abs_mag_b,
+        "STELLAR_MASS": galaxies.stellar_mass,
+        "HALF_LIGHT_RADIUS": galaxies.half_light_radius,
+        "APERTURE": aperture,
+    }
     truth |= {f"COEFF_{k}": galaxies.coefficients[:, k] for k in range(galaxies.coefficients.shape[1])}
     truth |= {f"{b.flux}_TRUE": galaxies.flux[:, i] for i, b in enumerate(bandset.bands)}
     return pd.DataFrame(truth)
@@ -73,15 +92,26 @@ def _fibermap(table: pd.DataFrame, fiberstatus: np.ndarray, config: MockConfig) 
     """DESI FIBERMAP rows from Legacy Surveys rows: the fibermap's own names, PHOTSYS S."""
     from specdiff_catalog.io.desi import FIBERMAP_SCHEMA
 
-    renamed = table.rename(columns={"OBJECT_ID": "TARGETID", "RA": "TARGET_RA", "DEC": "TARGET_DEC",
-                                    "OBJID": "BRICK_OBJID", "TYPE": "MORPHTYPE"})
+    renamed = table.rename(
+        columns={
+            "OBJECT_ID": "TARGETID",
+            "RA": "TARGET_RA",
+            "DEC": "TARGET_DEC",
+            "OBJID": "BRICK_OBJID",
+            "TYPE": "MORPHTYPE",
+        }
+    )
     fibermap = renamed[[c for c in renamed.columns if c in FIBERMAP_SCHEMA]].copy()
     for band in ("G", "R", "Z"):
         if f"FIBERFLUX_{band}" in fibermap:
             fibermap[f"FIBERTOTFLUX_{band}"] = fibermap[f"FIBERFLUX_{band}"]
-    return fibermap.assign(COADD_FIBERSTATUS=fiberstatus, OBJTYPE="TGT", PHOTSYS="S",
-                           COADD_NUMEXP=config.spectro_noise.n_exposures,
-                           COADD_EXPTIME=config.spectro_noise.exptime)
+    return fibermap.assign(
+        COADD_FIBERSTATUS=fiberstatus,
+        OBJTYPE="TGT",
+        PHOTSYS="S",
+        COADD_NUMEXP=config.spectro_noise.n_exposures,
+        COADD_EXPTIME=config.spectro_noise.exptime,
+    )
 
 
 def _cosmic_mask(n: int, npix: int, rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -97,14 +127,24 @@ def _cosmic_mask(n: int, npix: int, rate: float, rng: np.random.Generator) -> np
     return mask
 
 
-def _write_spectra_file(index: int, rows: np.ndarray, galaxies: Galaxies, table: pd.DataFrame,
-                        aperture: np.ndarray, ebv_column: str, config: MockConfig, out: Path) -> pd.DataFrame:
+def _write_spectra_file(
+    index: int,
+    rows: np.ndarray,
+    galaxies: Galaxies,
+    table: pd.DataFrame,
+    aperture: np.ndarray,
+    ebv_column: str,
+    config: MockConfig,
+    out: Path,
+) -> pd.DataFrame:
     """Make, write and return the redrock rows of one coadd/redrock file pair."""
     from specdiff_catalog.io.desi import ARM_WAVE, write_coadd, write_redrock
 
     rng = _rng(config.seed, _SPECTRA, index)
     g = galaxies.take(rows)
-    fiberstatus = np.where(rng.uniform(size=len(rows)) < config.bad_fiber_fraction, BADPOSITION, 0).astype(np.int32)
+    fiberstatus = np.where(rng.uniform(size=len(rows)) < config.bad_fiber_fraction, BADPOSITION, 0).astype(
+        np.int32
+    )
     light = aperture[rows] * np.where(fiberstatus != 0, rng.uniform(0.1, 0.7, len(rows)), 1.0)
     ebv = np.nan_to_num(table[ebv_column].to_numpy()[rows], nan=0.0)
     flux, ivar, mask, noiseless, variance = {}, {}, {}, {}, {}
@@ -116,14 +156,19 @@ def _write_spectra_file(index: int, rows: np.ndarray, galaxies: Galaxies, table:
         ivar[arm][mask[arm] != 0] = 0.0
         noiseless[arm], variance[arm] = clean, config.spectro_noise.variance(arm, wave, clean)
     fibermap = _fibermap(table.iloc[rows], fiberstatus, config)
-    redshifts = emulate_redrock(fibermap["TARGETID"].to_numpy(), g.redshift,
-                                integrated_snr(noiseless, variance), _rng(config.seed, _REDROCK, index),
-                                config.redrock)
+    redshifts = emulate_redrock(
+        fibermap["TARGETID"].to_numpy(),
+        g.redshift,
+        integrated_snr(noiseless, variance),
+        _rng(config.seed, _REDROCK, index),
+        config.redrock,
+    )
     header = {"SURVEY": "mock", "PROGRAM": "dark", "SPGRP": "mock", "SEED": config.seed}
     write_coadd(out / "spectra" / f"coadd-mock-{index:04d}.fits", fibermap, flux, ivar, mask, header=header)
     write_redrock(out / "spectra" / f"redrock-mock-{index:04d}.fits", redshifts, fibermap, header=header)
-    return redshifts.assign(COADD_FIBERSTATUS=fiberstatus, FILE=f"coadd-mock-{index:04d}.fits",
-                            ROW=np.arange(len(rows)))
+    return redshifts.assign(
+        COADD_FIBERSTATUS=fiberstatus, FILE=f"coadd-mock-{index:04d}.fits", ROW=np.arange(len(rows))
+    )
 
 
 def _write_rest_spectra(path: Path, galaxies: Galaxies, targetid: np.ndarray, aperture: np.ndarray) -> None:
@@ -132,20 +177,30 @@ def _write_rest_spectra(path: Path, galaxies: Galaxies, targetid: np.ndarray, ap
 
     wave = rest_wavelength()
     group = zarr.open_group(path, mode="w")
-    group.attrs.update({
-        "description": "noiseless rest-frame spectra r(lambda) of the first spectroscopic targets; "
-                       "the noiseless observed spectrum is APERTURE * MW(lambda) * r(lambda / (1 + Z))",
-        "flux_unit": "1e-17 erg/s/cm^2/Angstrom", "wavelength_unit": "Angstrom (vacuum, rest frame)",
-    })
+    group.attrs.update(
+        {
+            "description": "noiseless rest-frame spectra r(lambda) of the first spectroscopic targets; "
+            "the noiseless observed spectrum is APERTURE * MW(lambda) * r(lambda / (1 + Z))",
+            "flux_unit": "1e-17 erg/s/cm^2/Angstrom",
+            "wavelength_unit": "Angstrom (vacuum, rest frame)",
+        }
+    )
     group.create_array("wavelength", data=wave, dimension_names=("wavelength",))
     group.create_array("targetid", data=targetid, dimension_names=("object",))
     group.create_array("z", data=galaxies.redshift, dimension_names=("object",))
     group.create_array("aperture", data=aperture, dimension_names=("object",))
-    flux = group.create_array("flux", shape=(len(galaxies), len(wave)), dtype="float32",
-                              chunks=(min(len(galaxies), 100) or 1, len(wave)), dimension_names=("object", "wavelength"))
+    flux = group.create_array(
+        "flux",
+        shape=(len(galaxies), len(wave)),
+        dtype="float32",
+        chunks=(min(len(galaxies), 100) or 1, len(wave)),
+        dimension_names=("object", "wavelength"),
+    )
     for start in range(0, len(galaxies), 100):
         part = galaxies.take(np.arange(start, min(start + 100, len(galaxies))))
-        flux[start:start + len(part)] = rest_frame_flux(part.coefficients, part.stellar_mass, part.redshift, wave)
+        flux[start : start + len(part)] = rest_frame_flux(
+            part.coefficients, part.stellar_mass, part.redshift, wave
+        )
 
 
 def _versions() -> dict[str, str]:
@@ -155,7 +210,9 @@ def _versions() -> dict[str, str]:
     return {"specdiff_catalog": __version__} | {p: version(p) for p in packages}
 
 
-def make_mock_survey(out: str | Path, config: MockConfig = MockConfig(), *, overwrite: bool = False) -> dict[str, Any]:
+def make_mock_survey(
+    out: str | Path, config: MockConfig = MockConfig(), *, overwrite: bool = False
+) -> dict[str, Any]:
     """Write a mock survey into ``out`` (layout in docs/mock.md); returns the mock.json summary."""
     from specdiff_catalog.io.catalog import write_hats
 
@@ -166,31 +223,59 @@ def make_mock_survey(out: str | Path, config: MockConfig = MockConfig(), *, over
     bandset = BandSet.load(config.bands)
 
     phot, phot_table = _draw_set(config, config.n_phot, PHOTOMETRIC, bandset)
-    catalog = write_hats(phot_table.drop(columns=[c for c in phot_table if c.startswith("FIBERFLUX_")]),
-                         out / "catalog", order=config.order, catalog_name="mock_ls_dr10_south",
-                         extra_properties={"obs_title": f"specdiff-catalog mock survey, seed {config.seed}"})
+    catalog = write_hats(
+        phot_table.drop(columns=[c for c in phot_table if c.startswith("FIBERFLUX_")]),
+        out / "catalog",
+        order=config.order,
+        catalog_name="mock_ls_dr10_south",
+        extra_properties={"obs_title": f"specdiff-catalog mock survey, seed {config.seed}"},
+    )
     phot_aperture = config.fibre.aperture(phot.half_light_radius)
-    _truth(phot, phot_table, "OBJECT_ID", bandset, phot_aperture).to_parquet(out / "truth" / "photometric.parquet")
+    _truth(phot, phot_table, "OBJECT_ID", bandset, phot_aperture).to_parquet(
+        out / "truth" / "photometric.parquet"
+    )
 
     spec, spec_table = _draw_set(config, config.n_spec, SPECTROSCOPIC, bandset)
     aperture = config.fibre.aperture(spec.half_light_radius)
-    redrock = [_write_spectra_file(i, np.arange(start, min(start + config.targets_per_file, len(spec))),
-                                   spec, spec_table, aperture, bandset.ebv_column, config, out)
-               for i, start in enumerate(range(0, len(spec), config.targets_per_file))]
+    redrock = [
+        _write_spectra_file(
+            i,
+            np.arange(start, min(start + config.targets_per_file, len(spec))),
+            spec,
+            spec_table,
+            aperture,
+            bandset.ebv_column,
+            config,
+            out,
+        )
+        for i, start in enumerate(range(0, len(spec), config.targets_per_file))
+    ]
     fits = pd.concat(redrock, ignore_index=True)
     truth = _truth(spec, spec_table, "TARGETID", bandset, aperture)
-    truth = truth.join(fits[["Z", "ZWARN", "COADD_FIBERSTATUS", "FILE", "ROW"]].rename(columns={"Z": "Z_REDROCK"}))
+    truth = truth.join(
+        fits[["Z", "ZWARN", "COADD_FIBERSTATUS", "FILE", "ROW"]].rename(columns={"Z": "Z_REDROCK"})
+    )
     truth.to_parquet(out / "truth" / "spectroscopic.parquet")
     n_rest = min(config.n_rest_spectra, len(spec))
-    _write_rest_spectra(out / "truth" / "rest_spectra.zarr", spec.take(np.arange(n_rest)),
-                        truth["TARGETID"].to_numpy()[:n_rest], aperture[:n_rest])
+    _write_rest_spectra(
+        out / "truth" / "rest_spectra.zarr",
+        spec.take(np.arange(n_rest)),
+        truth["TARGETID"].to_numpy()[:n_rest],
+        aperture[:n_rest],
+    )
 
     summary = {
-        "config": dataclasses.asdict(config), "versions": _versions(),
-        "counts": {"n_spec": len(spec), "n_phot": len(phot), "spectra_files": len(redrock),
-                   "catalog_partitions": len(catalog.partitions), "rest_spectra": n_rest,
-                   "zwarn_nonzero": int((fits["ZWARN"] != 0).sum()),
-                   "fiberstatus_nonzero": int((fits["COADD_FIBERSTATUS"] != 0).sum())},
+        "config": dataclasses.asdict(config),
+        "versions": _versions(),
+        "counts": {
+            "n_spec": len(spec),
+            "n_phot": len(phot),
+            "spectra_files": len(redrock),
+            "catalog_partitions": len(catalog.partitions),
+            "rest_spectra": n_rest,
+            "zwarn_nonzero": int((fits["ZWARN"] != 0).sum()),
+            "fiberstatus_nonzero": int((fits["COADD_FIBERSTATUS"] != 0).sum()),
+        },
         "seconds": round(time.perf_counter() - started, 1),
     }
     (out / "mock.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -54,8 +54,10 @@ def simulation_notice(config: dict[str, Any], path: str | Path) -> str | None:
         return None
     bundled = Path(path).resolve() == store.default_model_dir().resolve()
     what = "the bundled default model" if bundled else f"model {path}"
-    return (f"NOTE: {what} was trained on SIMULATED galaxies (a specdiff-catalog mock survey), "
-            "not on real spectra; its photo-z and spectra are a demonstration, not science-grade for real data.")
+    return (
+        f"NOTE: {what} was trained on SIMULATED galaxies (a specdiff-catalog mock survey), "
+        "not on real spectra; its photo-z and spectra are a demonstration, not science-grade for real data."
+    )
 
 
 def load_autoencoder(model_dir: str | Path, device: str | torch.device = "cpu"):
@@ -65,13 +67,16 @@ def load_autoencoder(model_dir: str | Path, device: str | torch.device = "cpu"):
     section = store.read_config(model_dir).get("autoencoder")
     if section is None:
         raise store.ModelDirectoryError(f"{model_dir}: config.json has no autoencoder section")
-    config = AutoencoderConfig.from_dict(section["architecture"], source=f"{model_dir}/config.json autoencoder")
+    config = AutoencoderConfig.from_dict(
+        section["architecture"], source=f"{model_dir}/config.json autoencoder"
+    )
     tensors = store.load_tensors(model_dir, section.get("file", "autoencoder.safetensors"))
     return SpectrumAutoencoder.from_state(config, tensors).to(device).eval()
 
 
-def load_model(model_dir: str | Path | None = None, device: str | torch.device = "cpu", *,
-               notice: bool = True) -> SpecdiffModel:
+def load_model(
+    model_dir: str | Path | None = None, device: str | torch.device = "cpu", *, notice: bool = True
+) -> SpecdiffModel:
     """Load a model directory (default: the bundled model) with every component it has.
 
     Each weight file's sha256 must match config.json, or ``store.ModelDirectoryError``
@@ -84,7 +89,9 @@ def load_model(model_dir: str | Path | None = None, device: str | torch.device =
     message = simulation_notice(config, path) if notice else None
     if message:
         log.warning(message)
-    bands = BandSet.from_dict(config["bands"], source=f"{path}/config.json bands") if "bands" in config else None
+    bands = (
+        BandSet.from_dict(config["bands"], source=f"{path}/config.json bands") if "bands" in config else None
+    )
     autoencoder = load_autoencoder(path, device) if "autoencoder" in config else None
     diffusion = baseline = None
     if "diffusion" in config:
@@ -95,5 +102,6 @@ def load_model(model_dir: str | Path | None = None, device: str | torch.device =
         from specdiff_catalog.models.baseline import BaselineModel
 
         baseline = BaselineModel.from_model_dir(path)
-    return SpecdiffModel(path=path, config=config, bands=bands, autoencoder=autoencoder,
-                         diffusion=diffusion, baseline=baseline)
+    return SpecdiffModel(
+        path=path, config=config, bands=bands, autoencoder=autoencoder, diffusion=diffusion, baseline=baseline
+    )

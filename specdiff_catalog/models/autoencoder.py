@@ -68,7 +68,9 @@ class AutoencoderConfig:
         data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         config = from_dict(cls, data, source=source)
         if config.conv_filters[-1] % 2:
-            raise ValueError(f"{source}: the last conv_filters entry must be even (half values, half weights)")
+            raise ValueError(
+                f"{source}: the last conv_filters entry must be even (half values, half weights)"
+            )
         return config
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,8 +211,13 @@ class SpectrumAutoencoder(nn.Module):
     z_range: (2,) training redshift range (the consistency loss draws new redshifts in it).
     """
 
-    def __init__(self, config: AutoencoderConfig, wave_obs: np.ndarray, wave_rest: np.ndarray,
-                 z_range: tuple[float, float]):
+    def __init__(
+        self,
+        config: AutoencoderConfig,
+        wave_obs: np.ndarray,
+        wave_rest: np.ndarray,
+        z_range: tuple[float, float],
+    ):
         super().__init__()
         self.config = config
         self.encoder = SpectrumEncoder(config)
@@ -222,8 +229,12 @@ class SpectrumAutoencoder(nn.Module):
     @classmethod
     def from_state(cls, config: AutoencoderConfig, tensors: dict[str, torch.Tensor]) -> SpectrumAutoencoder:
         """Rebuild from saved tensors (the grids come from the buffers); strict key check."""
-        model = cls(config, tensors["wave_obs"].numpy(), tensors["wave_rest"].numpy(),
-                    tuple(tensors["z_range"].tolist()))
+        model = cls(
+            config,
+            tensors["wave_obs"].numpy(),
+            tensors["wave_rest"].numpy(),
+            tuple(tensors["z_range"].tolist()),
+        )
         model.load_state_dict(tensors, strict=True)
         return model
 
@@ -252,8 +263,14 @@ class SpectrumAutoencoder(nn.Module):
         return latent, rest, model, inside
 
     # --- numpy in, numpy out (notebooks, evaluation) --------------------------------------
-    def prepare(self, wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: np.ndarray,
-                ebv: np.ndarray | None = None) -> PreparedSpectra:
+    def prepare(
+        self,
+        wave: np.ndarray,
+        flux: np.ndarray,
+        ivar: np.ndarray,
+        z: np.ndarray,
+        ebv: np.ndarray | None = None,
+    ) -> PreparedSpectra:
         """Instrument-grid spectra -> the model's grid, normalised (what ``encode`` expects).
 
         wave: (P_instr,) Angstrom, the instrument grid the model was trained on (for DESI
@@ -264,18 +281,33 @@ class SpectrumAutoencoder(nn.Module):
 
     @torch.no_grad()
     def encode_spectra(
-        self, wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: np.ndarray, ebv: np.ndarray | None = None,
+        self,
+        wave: np.ndarray,
+        flux: np.ndarray,
+        ivar: np.ndarray,
+        z: np.ndarray,
+        ebv: np.ndarray | None = None,
         batch_size: int = 1024,
     ) -> EncodedSpectra:
         """Latents of instrument-grid spectra: wave (P_instr,) A, flux/ivar (N, P_instr), z, ebv (N,)."""
         prepared = self.prepare(wave, flux, ivar, z, ebv)
         device = self.wave_obs.device
         self.eval()
-        latent = np.concatenate([
-            self.encode(*(torch.as_tensor(a[i : i + batch_size], device=device)
-                          for a in (prepared.flux, prepared.ivar, prepared.z))).float().cpu().numpy()
-            for i in range(0, len(prepared.z), batch_size)
-        ] or [np.zeros((0, self.config.latent_size), np.float32)])
+        latent = np.concatenate(
+            [
+                self.encode(
+                    *(
+                        torch.as_tensor(a[i : i + batch_size], device=device)
+                        for a in (prepared.flux, prepared.ivar, prepared.z)
+                    )
+                )
+                .float()
+                .cpu()
+                .numpy()
+                for i in range(0, len(prepared.z), batch_size)
+            ]
+            or [np.zeros((0, self.config.latent_size), np.float32)]
+        )
         latent[(prepared.flags & spectral.SpectrumFlag.UNUSABLE) > 0] = np.nan
         return EncodedSpectra(latent=latent, norm=prepared.norm, flags=prepared.flags)
 
@@ -285,17 +317,22 @@ class SpectrumAutoencoder(nn.Module):
         device = self.wave_obs.device
         self.eval()
         latent = np.asarray(latent, dtype=np.float32)
-        return np.concatenate([
-            self.decode(torch.as_tensor(latent[i : i + batch_size], device=device)).float().cpu().numpy()
-            for i in range(0, len(latent), batch_size)
-        ] or [np.zeros((0, len(self.wave_rest)), np.float32)])
+        return np.concatenate(
+            [
+                self.decode(torch.as_tensor(latent[i : i + batch_size], device=device)).float().cpu().numpy()
+                for i in range(0, len(latent), batch_size)
+            ]
+            or [np.zeros((0, len(self.wave_rest)), np.float32)]
+        )
 
     def rest_wave(self) -> np.ndarray:
         """(L,) rest-frame grid of decoded spectra, Angstrom."""
         return self.wave_rest.cpu().numpy().astype(np.float64)
 
 
-def redshift_spectra(wave_rest: np.ndarray, flux_rest: np.ndarray, z: np.ndarray, wave_obs: np.ndarray) -> np.ndarray:
+def redshift_spectra(
+    wave_rest: np.ndarray, flux_rest: np.ndarray, z: np.ndarray, wave_obs: np.ndarray
+) -> np.ndarray:
     """Rest-frame spectra (N, L) on wave_rest (L,) -> (N, P) on any observed grid wave_obs (P,).
 
     Linear interpolation at wave_obs / (1 + z); NaN where that falls outside wave_rest.
@@ -303,15 +340,23 @@ def redshift_spectra(wave_rest: np.ndarray, flux_rest: np.ndarray, z: np.ndarray
     """
     flux_rest = np.atleast_2d(np.asarray(flux_rest, dtype=np.float64))
     z = np.broadcast_to(np.asarray(z, dtype=np.float64), (flux_rest.shape[0],)).copy()
-    out, inside = redshift_resample(torch.as_tensor(np.asarray(wave_rest, dtype=np.float64)),
-                                    torch.as_tensor(flux_rest), torch.as_tensor(z),
-                                    torch.as_tensor(np.asarray(wave_obs, dtype=np.float64)))
+    out, inside = redshift_resample(
+        torch.as_tensor(np.asarray(wave_rest, dtype=np.float64)),
+        torch.as_tensor(flux_rest),
+        torch.as_tensor(z),
+        torch.as_tensor(np.asarray(wave_obs, dtype=np.float64)),
+    )
     return np.where(inside.numpy(), out.numpy(), np.nan)
 
 
 def prepare_spectra(
-    config: AutoencoderConfig, model_wave: np.ndarray | None, wave: np.ndarray, flux: np.ndarray,
-    ivar: np.ndarray, z: np.ndarray, ebv: np.ndarray | None = None,
+    config: AutoencoderConfig,
+    model_wave: np.ndarray | None,
+    wave: np.ndarray,
+    flux: np.ndarray,
+    ivar: np.ndarray,
+    z: np.ndarray,
+    ebv: np.ndarray | None = None,
 ) -> PreparedSpectra:
     """Clean, rebin by config.rebin, de-redden (config.deredden) and normalise spectra (N, P_instr).
 
@@ -322,9 +367,13 @@ def prepare_spectra(
     flags = np.zeros(len(flux_b), dtype=np.uint8)
     if config.deredden:
         if ebv is None:
-            raise ValueError("this autoencoder de-reddens spectra (deredden = true): E(B-V) per spectrum is needed")
+            raise ValueError(
+                "this autoencoder de-reddens spectra (deredden = true): E(B-V) per spectrum is needed"
+            )
         flux_b, ivar_b, flags = spectral.deredden(wave_b, flux_b, ivar_b, ebv)
-    if model_wave is not None and (wave_b.shape != model_wave.shape or not np.allclose(wave_b, model_wave, atol=0.01)):
+    if model_wave is not None and (
+        wave_b.shape != model_wave.shape or not np.allclose(wave_b, model_wave, atol=0.01)
+    ):
         raise ValueError(
             f"spectra on a {len(wave)}-pixel grid {wave[0]:.1f}-{wave[-1]:.1f} A do not match the model's "
             f"instrument grid ({len(model_wave)} pixels {model_wave[0]:.1f}-{model_wave[-1]:.1f} A after "

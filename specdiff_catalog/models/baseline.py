@@ -23,7 +23,13 @@ import numpy as np
 
 from specdiff_catalog.bands import BandSet
 from specdiff_catalog.config import ConfigError, from_dict, load_preset
-from specdiff_catalog.models.store import ModelDirectoryError, read_config, save_bytes, update_config, verified_path
+from specdiff_catalog.models.store import (
+    ModelDirectoryError,
+    read_config,
+    save_bytes,
+    update_config,
+    verified_path,
+)
 from specdiff_catalog.summaries import check_levels
 
 MODEL_FILE = "baseline.cbm"
@@ -154,8 +160,13 @@ class BaselineModel:
             booster.fit(x, t)
         else:
             xv, tv = self._matrix(val[0]), _log1p_checked(val[1], "validation z")
-            booster.fit(x, t, eval_set=(xv, tv), early_stopping_rounds=self.config.early_stopping_rounds,
-                        use_best_model=True)
+            booster.fit(
+                x,
+                t,
+                eval_set=(xv, tv),
+                early_stopping_rounds=self.config.early_stopping_rounds,
+                use_best_model=True,
+            )
         self._booster = booster
         self._t_range = (float(t.min()), float(t.max()))
         self._calibration = None
@@ -189,7 +200,9 @@ class BaselineModel:
     def quantiles(self, features: np.ndarray, levels: np.ndarray) -> np.ndarray:
         """(N, L) redshift quantiles at any levels (L,) in [0, 1]."""
         knots, values = self._quantile_function(self._matrix(features))
-        u = np.broadcast_to(self._calibrated(np.asarray(levels, dtype=np.float64)), (len(values), len(levels)))
+        u = np.broadcast_to(
+            self._calibrated(np.asarray(levels, dtype=np.float64)), (len(values), len(levels))
+        )
         return np.expm1(_interp_rows(knots, values, u))
 
     def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -216,27 +229,37 @@ class BaselineModel:
             path = Path(tmp) / MODEL_FILE
             self._booster.save_model(str(path), format="cbm")
             save_bytes(model_dir, MODEL_FILE, path.read_bytes())
-        update_config(model_dir, **{SECTION: {
-            "file": MODEL_FILE,
-            "library": f"catboost {catboost.__version__}",
-            "target": "log1p(z)",
-            "config": dataclasses.asdict(self.config),
-            "feature_names": self.feature_names,
-            "t_range": list(self._t_range),
-            "best_iteration": self.best_iteration,
-            "calibration": None if self._calibration is None else {
-                "u": CALIBRATION_GRID.tolist(), "level": self._calibration.tolist()},
-            **self.metadata,
-        }})
+        update_config(
+            model_dir,
+            **{
+                SECTION: {
+                    "file": MODEL_FILE,
+                    "library": f"catboost {catboost.__version__}",
+                    "target": "log1p(z)",
+                    "config": dataclasses.asdict(self.config),
+                    "feature_names": self.feature_names,
+                    "t_range": list(self._t_range),
+                    "best_iteration": self.best_iteration,
+                    "calibration": None
+                    if self._calibration is None
+                    else {"u": CALIBRATION_GRID.tolist(), "level": self._calibration.tolist()},
+                    **self.metadata,
+                }
+            },
+        )
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path) -> BaselineModel:
         """Load a saved baseline; the file's sha256 is checked against config.json first."""
         section = dict(read_config(model_dir).get(SECTION) or {})
         if not section:
-            raise ModelDirectoryError(f"{model_dir}: config.json has no '{SECTION}' section (train one with `train baseline`)")
+            raise ModelDirectoryError(
+                f"{model_dir}: config.json has no '{SECTION}' section (train one with `train baseline`)"
+            )
         path = verified_path(model_dir, section.pop("file"))
-        config = from_dict(BaselineConfig, section.pop("config"), source=f"{model_dir}/config.json baseline.config")
+        config = from_dict(
+            BaselineConfig, section.pop("config"), source=f"{model_dir}/config.json baseline.config"
+        )
         model = cls(config, section.pop("feature_names"))
         model._booster = catboost.CatBoostRegressor()
         model._booster.load_model(str(path), format="cbm")
@@ -244,7 +267,9 @@ class BaselineModel:
         calibration = section.pop("calibration")
         if calibration is not None:
             if not np.allclose(calibration["u"], CALIBRATION_GRID):
-                raise ModelDirectoryError(f"{model_dir}: baseline calibration grid does not match this version")
+                raise ModelDirectoryError(
+                    f"{model_dir}: baseline calibration grid does not match this version"
+                )
             model._calibration = np.asarray(calibration["level"], dtype=np.float64)
         for derived in ("library", "target", "best_iteration"):
             section.pop(derived, None)

@@ -32,7 +32,13 @@ from torch import nn
 
 from specdiff_catalog.config import ConfigError, from_dict, load_preset
 from specdiff_catalog.features import feature_bands
-from specdiff_catalog.models.store import ModelDirectoryError, load_tensors, read_config, save_tensors, update_config
+from specdiff_catalog.models.store import (
+    ModelDirectoryError,
+    load_tensors,
+    read_config,
+    save_tensors,
+    update_config,
+)
 
 WEIGHTS = "diffusion.safetensors"
 PREDICTIONS = ("v", "eps")
@@ -135,7 +141,9 @@ class CosineSchedule:
         abar = 1.0 / (1.0 + math.exp(-2.0 * lam))
         last = float(self.alpha_bar(self.timesteps - 1))
         if abar < last:  # the clipped last step
-            return min(self.timesteps - 1 + math.log(abar / last) / math.log(1 - self.beta_max), self.timesteps)
+            return min(
+                self.timesteps - 1 + math.log(abar / last) / math.log(1 - self.beta_max), self.timesteps
+            )
         f0 = math.cos(self.s / (1 + self.s) * math.pi / 2) ** 2
         angle = math.acos(min(math.sqrt(abar * f0), 1.0))
         return max(self.timesteps * (angle / (math.pi / 2) * (1 + self.s) - self.s), 0.0)
@@ -181,7 +189,9 @@ class Standardisation:
         if self.z_transform not in Z_TRANSFORMS:
             raise ConfigError(f"z_transform {self.z_transform!r} is not one of {sorted(Z_TRANSFORMS)}")
         if self.feature_bands.ndim != 2 or len(self.feature_bands) != len(self.feature_mean):
-            raise ConfigError(f"feature_bands {self.feature_bands.shape} is not ({len(self.feature_mean)}, B)")
+            raise ConfigError(
+                f"feature_bands {self.feature_bands.shape} is not ({len(self.feature_mean)}, B)"
+            )
 
     @classmethod
     def fit(
@@ -285,7 +295,9 @@ class GroupedLinear(nn.Linear):
 
 def timestep_embedding(t: torch.Tensor, n: int, timesteps: int) -> torch.Tensor:
     """(..., n) cos/sin embedding of times t (...) on the 0..1000 scale whatever T is."""
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(n // 2, dtype=torch.float32, device=t.device) / (n // 2))
+    freqs = torch.exp(
+        -math.log(10000.0) * torch.arange(n // 2, dtype=torch.float32, device=t.device) / (n // 2)
+    )
     args = (t.float() * (1000.0 / timesteps))[..., None] * freqs
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
@@ -322,10 +334,14 @@ class Denoiser(nn.Module):
         for _ in range(config.cond_layers - 1):
             layers += [nn.SiLU(), GroupedLinear(hidden, hidden)]
         self.condition = nn.Sequential(*layers)
-        self.time = nn.Sequential(nn.Linear(config.time_frequencies, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.time = nn.Sequential(
+            nn.Linear(config.time_frequencies, hidden), nn.SiLU(), nn.Linear(hidden, hidden)
+        )
         self.time_frequencies, self.timesteps = config.time_frequencies, config.timesteps
         self.inp = GroupedLinear(data_dim, hidden)
-        self.blocks = nn.ModuleList(_Block(hidden, config.mlp_ratio, config.dropout) for _ in range(config.n_blocks))
+        self.blocks = nn.ModuleList(
+            _Block(hidden, config.mlp_ratio, config.dropout) for _ in range(config.n_blocks)
+        )
         self.final_modulation = GroupedLinear(hidden, 2 * hidden)
         self.out = GroupedLinear(hidden, data_dim)
         for layer in (self.final_modulation, self.out):
@@ -356,14 +372,18 @@ class DiffusionModel(nn.Module):
         super().__init__()
         self.config, self.standardisation = config, standardisation
         self.schedule = CosineSchedule(config.timesteps, config.cosine_s, config.beta_max)
-        self.net = Denoiser(standardisation.data_dim, standardisation.n_features + standardisation.n_bands, config)
+        self.net = Denoiser(
+            standardisation.data_dim, standardisation.n_features + standardisation.n_bands, config
+        )
         std = standardisation
         for name, value in [
             ("feature_mean", std.feature_mean),
             ("feature_std", std.feature_std),
             ("feature_bands", std.feature_bands.T),  # (B, F)
         ]:
-            self.register_buffer(name, torch.as_tensor(np.asarray(value), dtype=torch.float32), persistent=False)
+            self.register_buffer(
+                name, torch.as_tensor(np.asarray(value), dtype=torch.float32), persistent=False
+            )
 
     @property
     def data_dim(self) -> int:
@@ -445,7 +465,9 @@ class DiffusionModel(nn.Module):
         """Load a saved model (sha256-checked weights) in eval mode on ``device``."""
         section = read_config(model_dir).get("diffusion")
         if section is None:
-            raise ModelDirectoryError(f"{model_dir}: config.json has no 'diffusion' section (train diffusion first)")
+            raise ModelDirectoryError(
+                f"{model_dir}: config.json has no 'diffusion' section (train diffusion first)"
+            )
         config = from_dict(DiffusionConfig, section["config"], source=f"{model_dir} diffusion.config")
         model = cls(config, Standardisation.from_dict(section["standardisation"]))
         model.net.load_state_dict(load_tensors(model_dir, section.get("weights", WEIGHTS)))
@@ -499,7 +521,9 @@ class EMA(nn.Module):
             p.copy_(avg)
 
 
-def perturb_fluxes(flux: np.ndarray, ivar: np.ndarray, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+def perturb_fluxes(
+    flux: np.ndarray, ivar: np.ndarray, rng: np.random.Generator, scale: float = 1.0
+) -> np.ndarray:
     """Training augmentation: flux (N, B) + scale * N(0, 1) / sqrt(ivar) where ivar > 0.
 
     Apply before ``photometric_features``; missing entries (ivar <= 0 or non-finite)

@@ -112,7 +112,9 @@ def verified_path(model_dir: str | Path, filename: str) -> Path:
     return path
 
 
-def load_tensors(model_dir: str | Path, filename: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+def load_tensors(
+    model_dir: str | Path, filename: str, device: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
     """Tensors of a verified safetensors file (no code is executed while loading)."""
     return load_file(str(verified_path(model_dir, filename)), device=str(device))
 

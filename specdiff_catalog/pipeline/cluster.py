@@ -133,7 +133,9 @@ def _slurm_cluster(config: ClusterConfig):
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError as err:
-        raise RuntimeError("--cluster slurm needs dask-jobqueue: pip install 'specdiff-catalog[hpc]'") from err
+        raise RuntimeError(
+            "--cluster slurm needs dask-jobqueue: pip install 'specdiff-catalog[hpc]'"
+        ) from err
     cluster = SLURMCluster(**slurm_cluster_options(config))
     cluster.scale(jobs=(config.slurm or SlurmOptions()).jobs)
     return cluster

@@ -111,7 +111,9 @@ def _worker_model(model_dir: str, sha: str):
     return _MODELS[sha]
 
 
-def process_partition(partition: Partition, store_path: str, model_dir: str, sha: str, options: RunOptions) -> PartitionOutcome:
+def process_partition(
+    partition: Partition, store_path: str, model_dir: str, sha: str, options: RunOptions
+) -> PartitionOutcome:
     """Read one partition, predict every row, write its region; runs on a worker."""
     from specdiff_catalog.inference import predict_columns
     from specdiff_catalog.io.store import open_store
@@ -134,8 +136,15 @@ def process_partition(partition: Partition, store_path: str, model_dir: str, sha
         store.mark_failed(partition.index, message)
         return PartitionOutcome(partition.index, 0, time.perf_counter() - start, message)
     result = predict_columns(
-        model, table, ids, batch_size=options.batch_size, save_samples=options.save_samples,
-        n_samples=options.n_samples, seed=options.seed, sampler=options.sampler, steps=options.steps,
+        model,
+        table,
+        ids,
+        batch_size=options.batch_size,
+        save_samples=options.save_samples,
+        n_samples=options.n_samples,
+        seed=options.seed,
+        sampler=options.sampler,
+        steps=options.steps,
         quantiles=options.quantiles,
     )
     columns = {**_position_columns(table), "object_id": ids, **result}
@@ -152,13 +161,15 @@ def _position_columns(table) -> dict[str, np.ndarray]:
     return {"ra": ra, "dec": dec, "_healpix_29": healpix}
 
 
-def _store_attrs(catalog: Catalog, model_dir: Path, config: dict[str, Any], sha: str,
-                 options: RunOptions) -> dict[str, Any]:
+def _store_attrs(
+    catalog: Catalog, model_dir: Path, config: dict[str, Any], sha: str, options: RunOptions
+) -> dict[str, Any]:
     return {
         "software_version": __version__,
         "model": sha,
         "model_path": str(model_dir),
-        "model_trained_on": config.get("training_data") or config.get("diffusion", {}).get("training_data", "unknown"),
+        "model_trained_on": config.get("training_data")
+        or config.get("diffusion", {}).get("training_data", "unknown"),
         "config": options.provenance(),
         "quantile_levels": list(options.quantiles),
         "input": str(catalog.root),
@@ -207,7 +218,9 @@ def run_catalog(
     sha = model_id(model_dir)
     latent_size = _latent_size(config, model_dir)
     layout = StoreLayout(
-        quantiles=options.quantiles, latent_size=latent_size, n_samples_saved=options.save_samples,
+        quantiles=options.quantiles,
+        latent_size=latent_size,
+        n_samples_saved=options.save_samples,
         shard_rows=shard_rows or shard_rows_for(catalog),
     )
     attrs = _store_attrs(catalog, model_dir, config, sha, options)
@@ -215,16 +228,40 @@ def run_catalog(
     store = create_store(out, parts, layout, attrs, overwrite=overwrite)
     store.check_compatible(attrs)
     todo = store.pending()
-    report = RunReport(store=Path(out), n_partitions=len(catalog.partitions), skipped=len(catalog.partitions) - len(todo))
+    report = RunReport(
+        store=Path(out), n_partitions=len(catalog.partitions), skipped=len(catalog.partitions) - len(todo)
+    )
     start = time.perf_counter()
     with connect(cluster) as client:
         link = dashboard_link(client)
-        print(f"Dask dashboard: {link}" if link else "Dask dashboard: not available", file=sys.stderr, flush=True)
-        _submit_all(client, catalog, todo, store, str(model_dir), sha, options, report,
-                    max_in_flight=max_in_flight, retries=retries, progress=progress)
+        print(
+            f"Dask dashboard: {link}" if link else "Dask dashboard: not available",
+            file=sys.stderr,
+            flush=True,
+        )
+        _submit_all(
+            client,
+            catalog,
+            todo,
+            store,
+            str(model_dir),
+            sha,
+            options,
+            report,
+            max_in_flight=max_in_flight,
+            retries=retries,
+            progress=progress,
+        )
     report.seconds = time.perf_counter() - start
-    store.set_attrs({"last_run": {"seconds": report.seconds, "objects": report.n_objects,
-                                  "failed": {str(k): v for k, v in report.failed.items()}}})
+    store.set_attrs(
+        {
+            "last_run": {
+                "seconds": report.seconds,
+                "objects": report.n_objects,
+                "failed": {str(k): v for k, v in report.failed.items()},
+            }
+        }
+    )
     return report
 
 
@@ -234,13 +271,26 @@ def _latent_size(config: dict[str, Any], model_dir: Path) -> int:
 
     section = config.get("diffusion")
     if section is None:
-        raise ModelDirectoryError(f"{model_dir}: the model has no diffusion component (train diffusion first)")
+        raise ModelDirectoryError(
+            f"{model_dir}: the model has no diffusion component (train diffusion first)"
+        )
     return len(section["standardisation"]["latent_mean"])
 
 
-def _submit_all(client: Client, catalog: Catalog, todo: list[int], store: OutputStore, model_dir: str, sha: str,
-                options: RunOptions, report: RunReport, *, max_in_flight: int | None, retries: int,
-                progress: bool) -> None:
+def _submit_all(
+    client: Client,
+    catalog: Catalog,
+    todo: list[int],
+    store: OutputStore,
+    model_dir: str,
+    sha: str,
+    options: RunOptions,
+    report: RunReport,
+    *,
+    max_in_flight: int | None,
+    retries: int,
+    progress: bool,
+) -> None:
     """Keep at most ``max_in_flight`` partition tasks queued; record each outcome as it lands."""
     threads = sum(client.nthreads().values()) or 1
     limit = max_in_flight or 2 * threads
@@ -250,9 +300,18 @@ def _submit_all(client: Client, catalog: Catalog, todo: list[int], store: Output
     bar = tqdm(total=total, unit="obj", unit_scale=True, disable=not progress, desc="objects", smoothing=0.1)
 
     def submit(partition: Partition):
-        return client.submit(process_partition, partition, str(store.path), model_dir, sha, options,
-                             key=f"partition-{partition.index}-{sha[:8]}", retries=retries, pure=False,
-                             resources=resources)
+        return client.submit(
+            process_partition,
+            partition,
+            str(store.path),
+            model_dir,
+            sha,
+            options,
+            key=f"partition-{partition.index}-{sha[:8]}",
+            retries=retries,
+            pure=False,
+            resources=resources,
+        )
 
     pending = as_completed([submit(p) for p in queue[:limit]], with_results=False)
     queued = min(limit, len(queue))
@@ -261,15 +320,23 @@ def _submit_all(client: Client, catalog: Catalog, todo: list[int], store: Output
         try:
             outcome = future.result()
         except Exception as err:  # a task that failed every retry: record it, finish the rest
-            outcome = PartitionOutcome(partition.index, 0, 0.0, f"{type(err).__name__}: {err}".splitlines()[0])
+            outcome = PartitionOutcome(
+                partition.index, 0, 0.0, f"{type(err).__name__}: {err}".splitlines()[0]
+            )
             store.mark_failed(partition.index, outcome.error)
         if outcome.error:
-            report.failed[outcome.index] = f"{partition.path}: {outcome.error}" if str(partition.path) not in outcome.error else outcome.error
+            report.failed[outcome.index] = (
+                f"{partition.path}: {outcome.error}"
+                if str(partition.path) not in outcome.error
+                else outcome.error
+            )
         else:
             report.done += 1
             report.n_objects += outcome.n_rows
         bar.update(partition.n_rows)
-        bar.set_postfix(partitions=f"{report.done + len(report.failed)}/{len(queue)}", failed=len(report.failed))
+        bar.set_postfix(
+            partitions=f"{report.done + len(report.failed)}/{len(queue)}", failed=len(report.failed)
+        )
         if queued < len(queue):
             pending.add(submit(queue[queued]))
             queued += 1

@@ -30,8 +30,18 @@ MAG_EDGES = (10.0, 19.0, 20.0, 21.0, 21.5, 22.0, 22.5, 30.0)
 ZPHOT_EDGES = (-0.1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 2.0)
 QUANTILE_DRAWS = 100  # pseudo-samples per object when only quantiles are stored
 METHODS = ("diffusion", "baseline")
-SUMMARY_METRICS = ("n", "bias", "sigma_nmad", "eta_015", "eta_lsst", "crps", "pit_ks", "pit_outlier_rate",
-                   "coverage_68", "coverage_95")
+SUMMARY_METRICS = (
+    "n",
+    "bias",
+    "sigma_nmad",
+    "eta_015",
+    "eta_lsst",
+    "crps",
+    "pit_ks",
+    "pit_outlier_rate",
+    "coverage_68",
+    "coverage_95",
+)
 
 
 @dataclass
@@ -66,12 +76,16 @@ class EvaluationResult:
     def format(self) -> str:
         """The text report ``evaluate`` prints."""
         info = self.info
-        lines = [f"{info['store']}: {info['n_matched']} objects with a true redshift "
-                 f"({info['n_store']} in the store, {info['n_truth']} in the truth table)",
-                 f"diffusion PDFs from {self.pdf_source}; baseline: {info['baseline_model']}"]
+        lines = [
+            f"{info['store']}: {info['n_matched']} objects with a true redshift "
+            f"({info['n_store']} in the store, {info['n_truth']} in the truth table)",
+            f"diffusion PDFs from {self.pdf_source}; baseline: {info['baseline_model']}",
+        ]
         if info.get("simulated_note"):
             lines.append(info["simulated_note"])
-        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
+        with pd.option_context(
+            "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format
+        ):
             lines += ["", "all objects:", self.summary("all").to_string()]
             for binning in self.table["binning"].drop_duplicates():
                 if binning != "all":
@@ -117,15 +131,25 @@ def read_truth(path: str | Path) -> pd.DataFrame:
     missing = {"OBJECT_ID", "Z"} - set(found)
     if missing:
         raise KeyError(f"{path}: no {' or '.join(sorted(missing))} column (has {list(frame.columns)})")
-    return pd.DataFrame({"object_id": frame[found["OBJECT_ID"]].to_numpy(np.int64),
-                         "z_true": frame[found["Z"]].to_numpy(np.float64)})
+    return pd.DataFrame(
+        {
+            "object_id": frame[found["OBJECT_ID"]].to_numpy(np.int64),
+            "z_true": frame[found["Z"]].to_numpy(np.float64),
+        }
+    )
 
 
 def read_catalog_photometry(catalog_path: str | Path, bands, id_column: str | None = None) -> pd.DataFrame:
     """Every row of a catalog: the band set's columns plus ``object_id`` (as ``run`` computes it)."""
     catalog = open_catalog(catalog_path)
     required = [c for b in bands.bands for c in (b.flux, b.ivar)] + ([id_column] if id_column else [])
-    optional = [b.mw_transmission for b in bands.bands] + [bands.ebv_column, "OBJECT_ID", "RELEASE", "BRICKID", "OBJID"]
+    optional = [b.mw_transmission for b in bands.bands] + [
+        bands.ebv_column,
+        "OBJECT_ID",
+        "RELEASE",
+        "BRICKID",
+        "OBJID",
+    ]
     frames = []
     for partition in catalog.partitions:
         table = read_partition(partition, required, optional=optional)
@@ -173,10 +197,14 @@ def evaluate_store(
     model_dir = Path(model) if model is not None else Path(attrs["model_path"])
     loaded = load_model(model_dir, notice=False)  # the note is part of the printed report
     if loaded.baseline is None:
-        raise ValueError(f"{model_dir}: the model has no baseline to compare with (train one with `train baseline`, "
-                         "or pass --model with a model directory that has one)")
+        raise ValueError(
+            f"{model_dir}: the model has no baseline to compare with (train one with `train baseline`, "
+            "or pass --model with a model directory that has one)"
+        )
     bands = loaded.baseline.bandset or loaded.bands
-    store_frame = pd.DataFrame({"object_id": columns["object_id"], "row": np.arange(len(columns["object_id"]))})
+    store_frame = pd.DataFrame(
+        {"object_id": columns["object_id"], "row": np.arange(len(columns["object_id"]))}
+    )
     joined = store_frame.merge(truth_table, on="object_id", how="inner", validate="one_to_one")
     rows = joined["row"].to_numpy()
     photometry = read_catalog_photometry(attrs["input"], bands, (attrs.get("config") or {}).get("id_column"))
@@ -190,45 +218,75 @@ def evaluate_store(
     else:
         levels = np.asarray(attrs["quantile_levels"], dtype=np.float64)
         diffusion_samples = quantile_draws(levels, columns["z_quantiles"][rows])
-        pdf_source = (f"the store's {levels.size} quantiles ({levels[0]:g}..{levels[-1]:g}; no z_samples: run with "
-                      f"--save-samples K for exact PDF metrics), as {QUANTILE_DRAWS} draws of their quantile function")
+        pdf_source = (
+            f"the store's {levels.size} quantiles ({levels[0]:g}..{levels[-1]:g}; no z_samples: run with "
+            f"--save-samples K for exact PDF metrics), as {QUANTILE_DRAWS} draws of their quantile function"
+        )
     baseline_point, _ = loaded.baseline.predict(features.values)
     results = {
         "diffusion": (columns["z_median"][rows].astype(np.float64), diffusion_samples),
-        "baseline": (baseline_point, loaded.baseline.sample(features.values, diffusion_samples.shape[1], seed=seed)),
+        "baseline": (
+            baseline_point,
+            loaded.baseline.sample(features.values, diffusion_samples.shape[1], seed=seed),
+        ),
     }
     mag = features.values[:, features.names.index(f"mag_{mag_band}")].astype(np.float64)
     table = _tables(results, z_true, mag, mag_band, mag_edges, zphot_edges, seed)
-    objects = pd.DataFrame({"object_id": joined["object_id"].to_numpy(), "z_true": z_true, f"mag_{mag_band}": mag,
-                            "flags": columns["flags"][rows]})
+    objects = pd.DataFrame(
+        {
+            "object_id": joined["object_id"].to_numpy(),
+            "z_true": z_true,
+            f"mag_{mag_band}": mag,
+            "flags": columns["flags"][rows],
+        }
+    )
     for method, (point, samples) in results.items():
         objects[f"z_phot_{method}"] = point
         objects[f"pit_{method}"] = pit(samples, z_true, seed=seed)
         objects[f"crps_{method}"] = crps(samples, z_true)
     info = {
-        "store": str(store), "truth": str(truth), "input": attrs.get("input"), "store_model": attrs.get("model"),
-        "baseline_model": str(model_dir), "n_store": int(len(store_frame)), "n_truth": int(len(truth_table)),
-        "n_matched": int(len(joined)), "seed": seed, "simulated_note": simulation_notice(loaded.config, model_dir),
+        "store": str(store),
+        "truth": str(truth),
+        "input": attrs.get("input"),
+        "store_model": attrs.get("model"),
+        "baseline_model": str(model_dir),
+        "n_store": len(store_frame),
+        "n_truth": len(truth_table),
+        "n_matched": len(joined),
+        "seed": seed,
+        "simulated_note": simulation_notice(loaded.config, model_dir),
     }
-    return EvaluationResult(table=table, objects=objects, samples={m: r[1] for m, r in results.items()},
-                            pdf_source=pdf_source, info=info)
+    return EvaluationResult(
+        table=table,
+        objects=objects,
+        samples={m: r[1] for m, r in results.items()},
+        pdf_source=pdf_source,
+        info=info,
+    )
 
 
 def _tables(results, z_true, mag, mag_band, mag_edges, zphot_edges, seed) -> pd.DataFrame:
     """photoz_table over all objects, per magnitude bin and per bin of each method's own z_phot."""
+
     def relabel(frame: pd.DataFrame, binning: str, name: str | None) -> pd.DataFrame:
-        frame = frame.rename(columns={name: "bin", f"{name}_lo": "bin_lo", f"{name}_hi": "bin_hi"}) if name else \
-            frame.assign(bin="all", bin_lo=np.nan, bin_hi=np.nan)
+        frame = (
+            frame.rename(columns={name: "bin", f"{name}_lo": "bin_lo", f"{name}_hi": "bin_hi"})
+            if name
+            else frame.assign(bin="all", bin_lo=np.nan, bin_hi=np.nan)
+        )
         frame = frame[frame["bin"] != "all"] if name else frame
         return frame.assign(binning=binning)
 
     mag_name = f"mag_{mag_band}"
-    parts = [relabel(photoz_table(results, z_true, seed=seed), "all", None),
-             relabel(photoz_table(results, z_true, bins=(mag_name, mag, mag_edges), seed=seed), mag_name, mag_name)]
+    parts = [
+        relabel(photoz_table(results, z_true, seed=seed), "all", None),
+        relabel(
+            photoz_table(results, z_true, bins=(mag_name, mag, mag_edges), seed=seed), mag_name, mag_name
+        ),
+    ]
     for method, result in results.items():
         binned = photoz_table({method: result}, z_true, bins=("z_phot", result[0], zphot_edges), seed=seed)
         parts.append(relabel(binned, "z_phot", "z_phot"))
     table = pd.concat(parts, ignore_index=True)
     first = ["binning", "bin", "bin_lo", "bin_hi", "method"]
     return table[first + [c for c in table.columns if c not in first]]
-

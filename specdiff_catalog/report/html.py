@@ -18,7 +18,7 @@ import html
 import io
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +63,14 @@ class _Page:
         self.parts.append(f"<h2>{html.escape(text)}</h2>")
 
     def paragraph(self, text: str, css: str = "") -> None:
-        self.parts.append(f'<p class="{css}">{html.escape(text)}</p>' if css else f"<p>{html.escape(text)}</p>")
+        self.parts.append(
+            f'<p class="{css}">{html.escape(text)}</p>' if css else f"<p>{html.escape(text)}</p>"
+        )
 
     def table(self, frame: pd.DataFrame, caption: str = "", css: str = "", index: bool = True) -> None:
-        body = frame.to_html(float_format=lambda v: f"{v:.4g}", na_rep="-", index=index, border=0, classes=css)
+        body = frame.to_html(
+            float_format=lambda v: f"{v:.4g}", na_rep="-", index=index, border=0, classes=css
+        )
         self.parts.append((f"<p><b>{html.escape(caption)}</b></p>" if caption else "") + body)
 
     def figure(self, name: str, fig: Any, caption: str) -> None:
@@ -80,29 +84,48 @@ class _Page:
         path.write_bytes(data)
         self.files[name] = path
         encoded = base64.b64encode(data).decode("ascii")
-        self.parts.append(f'<figure id="{name}"><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
-                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        self.parts.append(
+            f'<figure id="{name}"><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
 
     def render(self) -> str:
-        return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
-                f"<style>{CSS}</style></head><body><h1>{html.escape(self.title)}</h1>\n"
-                + "\n".join(self.parts) + "\n</body></html>\n")
+        return (
+            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
+            f"<style>{CSS}</style></head><body><h1>{html.escape(self.title)}</h1>\n"
+            + "\n".join(self.parts)
+            + "\n</body></html>\n"
+        )
 
 
 def _provenance(page: _Page, evaluation: Any, spectra: Any) -> None:
     info = dict(evaluation.info) if evaluation is not None else {}
     if info.get("simulated_note"):
         page.paragraph(info["simulated_note"], "note")
-    rows = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "software": f"specdiff-catalog {__version__}"}
-    for key in ("store", "input", "truth", "store_model", "baseline_model", "n_store", "n_truth", "n_matched"):
+    rows = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "software": f"specdiff-catalog {__version__}",
+    }
+    for key in (
+        "store",
+        "input",
+        "truth",
+        "store_model",
+        "baseline_model",
+        "n_store",
+        "n_truth",
+        "n_matched",
+    ):
         if key in info:
             rows[key] = info[key]
     if evaluation is not None:
         rows["diffusion PDFs from"] = evaluation.pdf_source
     if spectra is not None:
-        rows |= {"spectra compared": len(spectra.objects), "spectra model": spectra.info.get("model"),
-                 "spectral truth": spectra.info.get("truth") or "none"}
+        rows |= {
+            "spectra compared": len(spectra.objects),
+            "spectra model": spectra.info.get("model"),
+            "spectral truth": spectra.info.get("truth") or "none",
+        }
     page.table(pd.DataFrame({"": list(rows.values())}, index=list(rows)), css="meta")
 
 
@@ -110,8 +133,10 @@ def _example_rows(objects: pd.DataFrame, n: int, seed: int = 0) -> np.ndarray:
     """n object rows spread over the true-redshift range (one per z_true quantile bin, seeded)."""
     rng = np.random.default_rng(seed)
     order = np.argsort(objects["z_true"].to_numpy(), kind="stable")
-    return np.array(sorted(rng.choice(part) for part in np.array_split(order, min(n, len(order))) if len(part)),
-                    dtype=np.int64)
+    return np.array(
+        sorted(rng.choice(part) for part in np.array_split(order, min(n, len(order))) if len(part)),
+        dtype=np.int64,
+    )
 
 
 def _photoz_section(page: _Page, evaluation: Any) -> None:
@@ -122,36 +147,73 @@ def _photoz_section(page: _Page, evaluation: Any) -> None:
     mag_column = next(c for c in objects.columns if c.startswith("mag_"))
     mag = objects[mag_column].to_numpy()
     page.heading("Photometric redshifts")
-    page.table(evaluation.summary("all"), caption="All objects: diffusion (the run's PDFs) vs the tree baseline "
-               "(METHOD.md metric definitions; dz = (z_phot - z_true)/(1 + z_true), z_phot = PDF median)")
-    page.figure("zphot_vs_ztrue", plots.zphot_vs_ztrue(z_true, z_phot),
-                "Photometric against true redshift, object density per cell (log scale); dashed: the outlier "
-                "boundary |dz| = 0.15 (1 + z).")
+    page.table(
+        evaluation.summary("all"),
+        caption="All objects: diffusion (the run's PDFs) vs the tree baseline "
+        "(METHOD.md metric definitions; dz = (z_phot - z_true)/(1 + z_true), z_phot = PDF median)",
+    )
+    page.figure(
+        "zphot_vs_ztrue",
+        plots.zphot_vs_ztrue(z_true, z_phot),
+        "Photometric against true redshift, object density per cell (log scale); dashed: the outlier "
+        "boundary |dz| = 0.15 (1 + z).",
+    )
     mag_edges = np.arange(np.floor(np.nanpercentile(mag, 1) * 2) / 2, np.nanpercentile(mag, 99.5) + 0.5, 0.5)
-    page.figure("dz_vs_magnitude", plots.dz_versus(mag, f"{mag_column.replace('mag_', '')}-band magnitude [AB, "
-                "de-reddened asinh]", z_true, z_phot, mag_edges),
-                "Redshift error against magnitude: running median and 16-84% range per method.")
+    page.figure(
+        "dz_vs_magnitude",
+        plots.dz_versus(
+            mag,
+            f"{mag_column.replace('mag_', '')}-band magnitude [AB, de-reddened asinh]",
+            z_true,
+            z_phot,
+            mag_edges,
+        ),
+        "Redshift error against magnitude: running median and 16-84% range per method.",
+    )
     z_edges = np.linspace(0, np.nanpercentile(z_true, 99.5), 17)
-    page.figure("dz_vs_redshift", plots.dz_versus(z_true, "true redshift z_true", z_true, z_phot, z_edges),
-                "Redshift error against true redshift.")
-    for binning, label in ((mag_column, f"{mag_column.replace('mag_', '')}-band magnitude bin [AB]"),
-                           ("z_phot", "z_phot bin (each method's own PDF median)")):
+    page.figure(
+        "dz_vs_redshift",
+        plots.dz_versus(z_true, "true redshift z_true", z_true, z_phot, z_edges),
+        "Redshift error against true redshift.",
+    )
+    for binning, label in (
+        (mag_column, f"{mag_column.replace('mag_', '')}-band magnitude bin [AB]"),
+        ("z_phot", "z_phot bin (each method's own PDF median)"),
+    ):
         if (evaluation.table["binning"] == binning).any():
             page.table(evaluation.summary(binning), caption=f"Per {label}")
-            page.figure(f"metrics_by_{binning}", plots.metric_by_bin(evaluation.table, binning, label),
-                        f"Metrics per {label}, diffusion vs baseline.")
-    pits = {m: plots.rank_pit(objects[f"pit_{m}"].to_numpy(), np.isfinite(samples[m]).sum(axis=1)) for m in methods}
-    page.figure("pit_histogram", plots.pit_histogram(pits),
-                "Probability integral transform, as the randomised rank (rank + U)/(K + 1) of z_true among the K "
-                "samples (uniform for calibrated PDFs, without the comb of the K + 1 discrete PIT values): flat = "
-                "calibrated; a U shape means PDFs too narrow, a hump too wide.")
-    page.figure("coverage", plots.coverage(samples, z_true),
-                "Empirical coverage of central credible intervals against the nominal level "
-                f"({len(plots.COVERAGE_LEVELS)} widths from 5% to 99%); on the diagonal = calibrated.")
+            page.figure(
+                f"metrics_by_{binning}",
+                plots.metric_by_bin(evaluation.table, binning, label),
+                f"Metrics per {label}, diffusion vs baseline.",
+            )
+    pits = {
+        m: plots.rank_pit(objects[f"pit_{m}"].to_numpy(), np.isfinite(samples[m]).sum(axis=1))
+        for m in methods
+    }
+    page.figure(
+        "pit_histogram",
+        plots.pit_histogram(pits),
+        "Probability integral transform, as the randomised rank (rank + U)/(K + 1) of z_true among the K "
+        "samples (uniform for calibrated PDFs, without the comb of the K + 1 discrete PIT values): flat = "
+        "calibrated; a U shape means PDFs too narrow, a hump too wide.",
+    )
+    page.figure(
+        "coverage",
+        plots.coverage(samples, z_true),
+        "Empirical coverage of central credible intervals against the nominal level "
+        f"({len(plots.COVERAGE_LEVELS)} widths from 5% to 99%); on the diagonal = calibrated.",
+    )
     rows = _example_rows(objects, N_EXAMPLES)
-    labels = [f"id {objects['object_id'].iat[i]}  {mag_column[4:]}={mag[i]:.1f}  z_true={z_true[i]:.3f}" for i in rows]
-    page.figure("example_pdfs", plots.example_pdfs({m: samples[m][rows] for m in methods}, z_true[rows], labels),
-                "Example PDFs (histograms of the samples) of objects spread over the redshift range; black: z_true.")
+    labels = [
+        f"id {objects['object_id'].iat[i]}  {mag_column[4:]}={mag[i]:.1f}  z_true={z_true[i]:.3f}"
+        for i in rows
+    ]
+    page.figure(
+        "example_pdfs",
+        plots.example_pdfs({m: samples[m][rows] for m in methods}, z_true[rows], labels),
+        "Example PDFs (histograms of the samples) of objects spread over the redshift range; black: z_true.",
+    )
 
 
 def _spectra_section(page: _Page, spectra: Any, high_snr: float) -> None:
@@ -163,37 +225,68 @@ def _spectra_section(page: _Page, spectra: Any, high_snr: float) -> None:
     page.paragraph(
         f"{summary['n_objects']} galaxies with DESI-format spectra, predicted from their photometry alone. "
         "The reconstructed spectrum (decoded from the predicted latent) is compared with the observed one after "
-        "fitting a free amplitude; chi^2 per pixel uses the observed inverse variance (0.8 A pixels).")
-    page.table(spectra.chi2_by_snr(), caption="Mean chi^2 per pixel by median S/N per pixel of the spectrum "
-               "(at z_spec; at the photo-z median; the noiseless truth against the same data = the floor)", index=False)
-    page.table(spectra.dn4000_by_snr(), caption="Dn4000 from photometry minus observed (median, NMAD, std), "
-               "and minus the truth, by S/N per pixel over rest 3850-4100 A", index=False)
+        "fitting a free amplitude; chi^2 per pixel uses the observed inverse variance (0.8 A pixels)."
+    )
+    page.table(
+        spectra.chi2_by_snr(),
+        caption="Mean chi^2 per pixel by median S/N per pixel of the spectrum "
+        "(at z_spec; at the photo-z median; the noiseless truth against the same data = the floor)",
+        index=False,
+    )
+    page.table(
+        spectra.dn4000_by_snr(),
+        caption="Dn4000 from photometry minus observed (median, NMAD, std), "
+        "and minus the truth, by S/N per pixel over rest 3850-4100 A",
+        index=False,
+    )
     high = summary["dn4000_high_snr"]
-    page.paragraph(f"High-S/N objects (S/N_4000 >= {high_snr:g}, n = {high['n']}): Dn4000 from photometry - observed: "
-                   f"median {_fmt(high['median_diff'])}, NMAD {_fmt(high['nmad'])}, std {_fmt(high['std'])}.")
+    page.paragraph(
+        f"High-S/N objects (S/N_4000 >= {high_snr:g}, n = {high['n']}): Dn4000 from photometry - observed: "
+        f"median {_fmt(high['median_diff'])}, NMAD {_fmt(high['nmad'])}, std {_fmt(high['std'])}."
+    )
     if spectra.examples is not None:
         ex = spectra.examples
-        labels = [f"TARGETID {r.targetid}  z_spec={r.z_spec:.3f}  S/N={r.snr:.2f}  chi2/pix={r.chi2_pix:.2f}"
-                  for r in ex.table.itertuples()]
-        page.figure("spectra_examples", plots.spectra_grid(ex.wave, ex.flux, ex.ivar, ex.model, ex.truth, labels),
-                    "Observed spectra (grey, rebinned for display), the spectrum predicted from photometry (blue, at "
-                    "z_spec, free amplitude) and the noiseless truth (green), from the lowest to the highest S/N.")
-    page.figure("dn4000", plots.dn4000_comparison(spectra.objects, high_snr),
-                "Dn4000 (Balogh et al. 1999) of the spectrum predicted from photometry against the observed spectrum "
-                "and the truth, and their difference against the S/N of the spectrum.")
-    page.figure("chi2_vs_snr", plots.chi2_versus_snr(spectra.objects),
-                "chi^2 per pixel of each spectrum against its S/N.")
-    page.figure("residual_stack", plots.residual_stack(spectra.stack),
-                "Residuals averaged over all objects in 20 A rest-frame bins, with the noise of that average, and "
-                "the mean chi^2 per pixel per bin (sky-line residuals, absent from the ivar, raise it in the red).")
+        labels = [
+            f"TARGETID {r.targetid}  z_spec={r.z_spec:.3f}  S/N={r.snr:.2f}  chi2/pix={r.chi2_pix:.2f}"
+            for r in ex.table.itertuples()
+        ]
+        page.figure(
+            "spectra_examples",
+            plots.spectra_grid(ex.wave, ex.flux, ex.ivar, ex.model, ex.truth, labels),
+            "Observed spectra (grey, rebinned for display), the spectrum predicted from photometry (blue, at "
+            "z_spec, free amplitude) and the noiseless truth (green), from the lowest to the highest S/N.",
+        )
+    page.figure(
+        "dn4000",
+        plots.dn4000_comparison(spectra.objects, high_snr),
+        "Dn4000 (Balogh et al. 1999) of the spectrum predicted from photometry against the observed spectrum "
+        "and the truth, and their difference against the S/N of the spectrum.",
+    )
+    page.figure(
+        "chi2_vs_snr",
+        plots.chi2_versus_snr(spectra.objects),
+        "chi^2 per pixel of each spectrum against its S/N.",
+    )
+    page.figure(
+        "residual_stack",
+        plots.residual_stack(spectra.stack),
+        "Residuals averaged over all objects in 20 A rest-frame bins, with the noise of that average, and "
+        "the mean chi^2 per pixel per bin (sky-line residuals, absent from the ivar, raise it in the red).",
+    )
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def write_report(out_dir: str | Path, evaluation: Any = None, spectra: Any = None, *,
-                 title: str = "specdiff-catalog validation report", high_snr: float | None = None) -> Report:
+def write_report(
+    out_dir: str | Path,
+    evaluation: Any = None,
+    spectra: Any = None,
+    *,
+    title: str = "specdiff-catalog validation report",
+    high_snr: float | None = None,
+) -> Report:
     """Write report.html, one PNG per figure and metrics.json into ``out_dir`` (created).
 
     evaluation: an ``EvaluationResult`` (photo-z section); spectra: a ``SpectralValidation``
@@ -228,9 +321,17 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def evaluation_report(store: str | Path, truth: str | Path, out_dir: str | Path, *, model: str | Path | None = None,
-                      desi: str | Path | None = None, spectra_truth: str | Path | None = None,
-                      max_spectra: int | None = None, seed: int = 0) -> tuple[Any, Report]:
+def evaluation_report(
+    store: str | Path,
+    truth: str | Path,
+    out_dir: str | Path,
+    *,
+    model: str | Path | None = None,
+    desi: str | Path | None = None,
+    spectra_truth: str | Path | None = None,
+    max_spectra: int | None = None,
+    seed: int = 0,
+) -> tuple[Any, Report]:
     """``evaluate --report``: the photo-z evaluation of ``store`` against ``truth`` and, with
     ``desi`` (a directory of coadd files), the spectral validation with the store's model
     (``spectra_truth``: the mock truth directory; default: the directory of ``truth`` when it
@@ -248,16 +349,23 @@ def evaluation_report(store: str | Path, truth: str | Path, out_dir: str | Path,
         if spectra_truth is None and (Path(truth).parent / "spectroscopic.parquet").is_file():
             spectra_truth = Path(truth).parent
         model_dir = store_model_dir(open_store(store, mode="r"))  # the model that wrote the store
-        spectra = validate_spectra(desi, load_model(model_dir), truth=spectra_truth, max_objects=max_spectra,
-                                   seed=seed)
+        spectra = validate_spectra(
+            desi, load_model(model_dir), truth=spectra_truth, max_objects=max_spectra, seed=seed
+        )
     return evaluation, write_report(out_dir, evaluation, spectra)
 
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
-def chromium_screenshot(html_path: str | Path, png_path: str | Path, *, width: int = 1500, height: int = 12000,
-                        timeout: float = 120.0) -> Path:
+def chromium_screenshot(
+    html_path: str | Path,
+    png_path: str | Path,
+    *,
+    width: int = 1500,
+    height: int = 12000,
+    timeout: float = 120.0,
+) -> Path:
     """Render an HTML file in headless Chromium and save a width x height screenshot (PNG).
 
     A check that a report opens in a browser with every figure; raises FileNotFoundError
@@ -272,10 +380,21 @@ def chromium_screenshot(html_path: str | Path, png_path: str | Path, *, width: i
         raise FileNotFoundError(f"no Chromium binary on PATH (looked for {', '.join(CHROMIUM_NAMES)})")
     png_path = Path(png_path).resolve()
     with tempfile.TemporaryDirectory() as profile:
-        command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                   "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-                   f"--user-data-dir={profile}", f"--screenshot={png_path}", f"--window-size={width},{height}",
-                   Path(html_path).resolve().as_uri()]
+        command = [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--screenshot={png_path}",
+            f"--window-size={width},{height}",
+            Path(html_path).resolve().as_uri(),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0 or not png_path.is_file():
         raise RuntimeError(f"{binary} failed ({done.returncode}): {done.stderr.strip()[-500:]}")

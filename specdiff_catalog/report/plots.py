@@ -13,26 +13,39 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: figures are written to files
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib import colors, ticker  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib import colors, ticker
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-from specdiff_catalog.metrics import coverage_curve, delta_z  # noqa: E402
-from specdiff_catalog.spectral import rebin  # noqa: E402
+from specdiff_catalog.metrics import coverage_curve, delta_z
+from specdiff_catalog.spectral import rebin
 
-COLORS = {"diffusion": "#1f77b4", "baseline": "#d62728", "observed": "0.55", "reconstructed": "#1f77b4",
-          "truth": "#2ca02c"}
+COLORS = {
+    "diffusion": "#1f77b4",
+    "baseline": "#d62728",
+    "observed": "0.55",
+    "reconstructed": "#1f77b4",
+    "truth": "#2ca02c",
+}
 COVERAGE_LEVELS = np.round(np.linspace(0.05, 0.99, 48), 4)
 OUTLIER_CUT = 0.15
-METRIC_NAMES = {"bias": "bias = median(dz)", "sigma_nmad": "sigma_NMAD of dz", "eta_015": "outliers |dz| > 0.15",
-                "crps": "mean CRPS", "pit_ks": "PIT KS statistic", "coverage_68": "68% interval coverage"}
+METRIC_NAMES = {
+    "bias": "bias = median(dz)",
+    "sigma_nmad": "sigma_NMAD of dz",
+    "eta_015": "outliers |dz| > 0.15",
+    "crps": "mean CRPS",
+    "pit_ks": "PIT KS statistic",
+    "coverage_68": "68% interval coverage",
+}
 
 
 def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1, **kwargs):
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False, layout="constrained", **kwargs)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(width, height), squeeze=False, layout="constrained", **kwargs
+    )
     return fig, axes
 
 
@@ -46,7 +59,9 @@ def _color(method: str, i: int) -> str:
     return COLORS.get(method, f"C{i + 2}")
 
 
-def zphot_vs_ztrue(z_true: np.ndarray, z_phot: Mapping[str, np.ndarray], z_max: float | None = None) -> Figure:
+def zphot_vs_ztrue(
+    z_true: np.ndarray, z_phot: Mapping[str, np.ndarray], z_max: float | None = None
+) -> Figure:
     """One 2-D density panel per method: z_phot (PDF median) against z_true, log colour scale,
     the 1:1 line and the |dz| = 0.15 (1 + z) outlier boundaries."""
     top = z_max or float(np.nanpercentile(z_true, 99.5) * 1.1)
@@ -56,13 +71,24 @@ def zphot_vs_ztrue(z_true: np.ndarray, z_phot: Mapping[str, np.ndarray], z_max: 
     for ax, (method, zp) in zip(axes[0], z_phot.items()):
         ok = np.isfinite(zp) & np.isfinite(z_true)
         counts, _, _ = np.histogram2d(z_true[ok], zp[ok], bins=[edges, edges])
-        image = ax.pcolormesh(edges, edges, np.ma.masked_equal(counts.T, 0), cmap="viridis",
-                              norm=colors.LogNorm(vmin=1))
+        image = ax.pcolormesh(
+            edges, edges, np.ma.masked_equal(counts.T, 0), cmap="viridis", norm=colors.LogNorm(vmin=1)
+        )
         ax.plot(line, line, "w-", lw=1.2, label="z_phot = z_true")
         for sign in (1, -1):
-            ax.plot(line, line + sign * OUTLIER_CUT * (1 + line), "w--", lw=0.9,
-                    label="|dz| = 0.15 (1 + z)" if sign == 1 else None)
-        ax.set(xlim=(0, top), ylim=(0, top), xlabel="true redshift z_true", title=f"{method} ({ok.sum()} objects)")
+            ax.plot(
+                line,
+                line + sign * OUTLIER_CUT * (1 + line),
+                "w--",
+                lw=0.9,
+                label="|dz| = 0.15 (1 + z)" if sign == 1 else None,
+            )
+        ax.set(
+            xlim=(0, top),
+            ylim=(0, top),
+            xlabel="true redshift z_true",
+            title=f"{method} ({ok.sum()} objects)",
+        )
         ax.set_facecolor("0.93")
         ax.legend(loc="upper left", fontsize=8, facecolor="0.3", labelcolor="w", framealpha=0.8)
         fig.colorbar(image, ax=ax, label="objects per cell", shrink=0.85)
@@ -82,8 +108,9 @@ def _running(x: np.ndarray, y: np.ndarray, edges: np.ndarray, min_count: int = 1
     return centre, stats
 
 
-def dz_versus(x: np.ndarray, xlabel: str, z_true: np.ndarray, z_phot: Mapping[str, np.ndarray],
-              edges: np.ndarray) -> Figure:
+def dz_versus(
+    x: np.ndarray, xlabel: str, z_true: np.ndarray, z_phot: Mapping[str, np.ndarray], edges: np.ndarray
+) -> Figure:
     """dz = (z_phot - z_true)/(1 + z_true) against x (magnitude or redshift): the running median
     and 16-84% band per method, over the points of the first method."""
     fig, axes = _figure(7.5, 4.4)
@@ -98,14 +125,23 @@ def dz_versus(x: np.ndarray, xlabel: str, z_true: np.ndarray, z_phot: Mapping[st
     ax.axhline(0, color="k", lw=0.8)
     for sign in (1, -1):
         ax.axhline(sign * OUTLIER_CUT, color="k", ls=":", lw=0.8, label="|dz| = 0.15" if sign == 1 else None)
-    ax.set(xlabel=xlabel, ylabel="dz = (z_phot - z_true) / (1 + z_true)", ylim=(-0.4, 0.4), xlim=(edges[0], edges[-1]),
-           title=f"photo-z error against {xlabel.split(' [')[0]}")
+    ax.set(
+        xlabel=xlabel,
+        ylabel="dz = (z_phot - z_true) / (1 + z_true)",
+        ylim=(-0.4, 0.4),
+        xlim=(edges[0], edges[-1]),
+        title=f"photo-z error against {xlabel.split(' [')[0]}",
+    )
     ax.legend(fontsize=8, ncol=2, loc="upper left")
     return fig
 
 
-def metric_by_bin(table: pd.DataFrame, binning: str, xlabel: str,
-                  metrics: tuple[str, ...] = ("bias", "sigma_nmad", "eta_015", "crps")) -> Figure:
+def metric_by_bin(
+    table: pd.DataFrame,
+    binning: str,
+    xlabel: str,
+    metrics: tuple[str, ...] = ("bias", "sigma_nmad", "eta_015", "crps"),
+) -> Figure:
     """Metrics per bin (x: the bins in order, labelled [lo, hi)) for each method, from the rows
     of an evaluation table (columns binning, bin, bin_lo, method and the metrics)."""
     rows = table[table["binning"] == binning].sort_values("bin_lo", kind="stable")
@@ -113,8 +149,14 @@ def metric_by_bin(table: pd.DataFrame, binning: str, xlabel: str,
     fig, axes = _figure(3.4 * len(metrics), 3.6, ncols=len(metrics))
     for ax, metric in zip(axes[0], metrics):
         for i, (method, part) in enumerate(rows.groupby("method", sort=False)):
-            ax.plot([labels.index(b) for b in part["bin"]], part[metric], "-o", ms=4, color=_color(method, i),
-                    label=method)
+            ax.plot(
+                [labels.index(b) for b in part["bin"]],
+                part[metric],
+                "-o",
+                ms=4,
+                color=_color(method, i),
+                label=method,
+            )
         if metric == "bias":
             ax.axhline(0, color="k", lw=0.8)
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
@@ -144,19 +186,32 @@ def pit_histogram(pit: Mapping[str, np.ndarray], n_bins: int = 20) -> Figure:
     for i, (method, values) in enumerate(pit.items()):
         values = values[np.isfinite(values)]
         n = max(n, values.size)
-        ax.hist(values, bins=edges, density=True, histtype="step", lw=1.8, color=_color(method, i),
-                label=f"{method} ({values.size} objects)")
+        ax.hist(
+            values,
+            bins=edges,
+            density=True,
+            histtype="step",
+            lw=1.8,
+            color=_color(method, i),
+            label=f"{method} ({values.size} objects)",
+        )
     if n:
         sigma = np.sqrt((n / n_bins) * (1 - 1 / n_bins)) / (n / n_bins)
         ax.axhspan(1 - sigma, 1 + sigma, color="0.85", label="uniform +- 1 sigma (counting noise)")
     ax.axhline(1, color="k", lw=0.8)
-    ax.set(xlabel="PIT (randomised rank of z_true among the PDF samples)", ylabel="density", xlim=(0, 1),
-           title="PIT histogram (flat = calibrated; U shape = too narrow)")
+    ax.set(
+        xlabel="PIT (randomised rank of z_true among the PDF samples)",
+        ylabel="density",
+        xlim=(0, 1),
+        title="PIT histogram (flat = calibrated; U shape = too narrow)",
+    )
     ax.legend(fontsize=8, loc="lower center")
     return fig
 
 
-def coverage(samples: Mapping[str, np.ndarray], z_true: np.ndarray, levels: np.ndarray = COVERAGE_LEVELS) -> Figure:
+def coverage(
+    samples: Mapping[str, np.ndarray], z_true: np.ndarray, levels: np.ndarray = COVERAGE_LEVELS
+) -> Figure:
     """Empirical coverage of central credible intervals against their nominal level, per method."""
     fig, axes = _figure(5.0, 4.6)
     ax = axes[0, 0]
@@ -165,8 +220,13 @@ def coverage(samples: Mapping[str, np.ndarray], z_true: np.ndarray, levels: np.n
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="nominal = empirical")
     for level in (0.68, 0.95):
         ax.axvline(level, color="0.7", lw=0.7)
-    ax.set(xlabel="nominal coverage of the central interval", ylabel="fraction of z_true inside",
-           xlim=(0, 1), ylim=(0, 1), title="coverage of credible intervals")
+    ax.set(
+        xlabel="nominal coverage of the central interval",
+        ylabel="fraction of z_true inside",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title="coverage of credible intervals",
+    )
     ax.legend(fontsize=8, loc="upper left")
     return fig
 
@@ -180,7 +240,9 @@ def _panel_grid(n: int, ncols: int, width: float, height: float) -> tuple[Figure
     return fig, list(enumerate(axes.flat[:n]))
 
 
-def example_pdfs(samples: Mapping[str, np.ndarray], z_true: np.ndarray, labels: list[str], ncols: int = 4) -> Figure:
+def example_pdfs(
+    samples: Mapping[str, np.ndarray], z_true: np.ndarray, labels: list[str], ncols: int = 4
+) -> Figure:
     """A grid of PDFs (sample histograms per method) with the true redshift marked."""
     fig, panels = _panel_grid(len(labels), ncols, 3.2, 2.4)
     for k, ax in panels:
@@ -190,8 +252,16 @@ def example_pdfs(samples: Mapping[str, np.ndarray], z_true: np.ndarray, labels: 
         pad = max(0.05, 0.15 * (hi - lo))
         edges = np.linspace(max(lo - pad, 0), hi + pad, 41)
         for i, (method, values) in enumerate(zip(samples, rows)):
-            ax.hist(values, bins=edges, density=True, histtype="stepfilled" if i == 0 else "step", lw=1.5,
-                    alpha=0.45 if i == 0 else 1, color=_color(method, i), label=method)
+            ax.hist(
+                values,
+                bins=edges,
+                density=True,
+                histtype="stepfilled" if i == 0 else "step",
+                lw=1.5,
+                alpha=0.45 if i == 0 else 1,
+                color=_color(method, i),
+                label=method,
+            )
         ax.axvline(z_true[k], color="k", lw=1.5, label="z_true")
         ax.set_title(labels[k], fontsize=8)
         ax.set_xlabel("z", fontsize=8)
@@ -208,8 +278,16 @@ def _smooth(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, factor: int):
     return wave_b, np.where(ivar_b[0] > 0, flux_b[0], np.nan)
 
 
-def spectra_grid(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, model: np.ndarray, truth: np.ndarray,
-                 labels: list[str], ncols: int = 3, rebin: int = 8) -> Figure:
+def spectra_grid(
+    wave: np.ndarray,
+    flux: np.ndarray,
+    ivar: np.ndarray,
+    model: np.ndarray,
+    truth: np.ndarray,
+    labels: list[str],
+    ncols: int = 3,
+    rebin: int = 8,
+) -> Figure:
     """Observed spectra (rebinned by ``rebin`` for display, inverse-variance weighted) with the
     spectrum reconstructed from photometry and, where known, the noiseless truth."""
     fig, panels = _panel_grid(len(labels), ncols, 5.0, 2.6)
@@ -241,25 +319,60 @@ def dn4000_comparison(objects: pd.DataFrame, high_snr: float) -> Figure:
     snr = objects["snr_4000"].to_numpy()
     lim = (0.9, 2.3)
     ax = axes[0, 0]
-    points = ax.scatter(objects["dn4000_obs"], objects["dn4000_rec"], c=np.log10(np.clip(snr, 0.05, None)), s=8,
-                        cmap="plasma", vmin=-1, vmax=1)
+    points = ax.scatter(
+        objects["dn4000_obs"],
+        objects["dn4000_rec"],
+        c=np.log10(np.clip(snr, 0.05, None)),
+        s=8,
+        cmap="plasma",
+        vmin=-1,
+        vmax=1,
+    )
     high = snr >= high_snr
-    ax.scatter(objects["dn4000_obs"][high], objects["dn4000_rec"][high], s=30, facecolors="none", edgecolors="k",
-               lw=0.8, label=f"S/N_4000 >= {high_snr:g}")
+    ax.scatter(
+        objects["dn4000_obs"][high],
+        objects["dn4000_rec"][high],
+        s=30,
+        facecolors="none",
+        edgecolors="k",
+        lw=0.8,
+        label=f"S/N_4000 >= {high_snr:g}",
+    )
     ax.plot(lim, lim, "k--", lw=0.8, label="1:1")
-    ax.set(xlim=lim, ylim=lim, xlabel="Dn4000 of the observed spectrum", ylabel="Dn4000 from photometry",
-           title="reconstructed vs observed")
+    ax.set(
+        xlim=lim,
+        ylim=lim,
+        xlabel="Dn4000 of the observed spectrum",
+        ylabel="Dn4000 from photometry",
+        title="reconstructed vs observed",
+    )
     ax.legend(fontsize=8, loc="upper left")
     fig.colorbar(points, ax=ax, label="log10 S/N per pixel (rest 3850-4100 A)", shrink=0.85)
     if has_truth:
         ax = axes[0, 1]
-        ax.scatter(objects["dn4000_true"], objects["dn4000_rec"], s=8, color=COLORS["reconstructed"],
-                   label="from photometry")
-        ax.scatter(objects["dn4000_true"], objects["dn4000_obs"], s=6, color=COLORS["observed"], alpha=0.5,
-                   label="observed spectrum")
+        ax.scatter(
+            objects["dn4000_true"],
+            objects["dn4000_rec"],
+            s=8,
+            color=COLORS["reconstructed"],
+            label="from photometry",
+        )
+        ax.scatter(
+            objects["dn4000_true"],
+            objects["dn4000_obs"],
+            s=6,
+            color=COLORS["observed"],
+            alpha=0.5,
+            label="observed spectrum",
+        )
         ax.plot(lim, lim, "k--", lw=0.8, label="1:1")
-        ax.set(xlim=lim, ylim=lim, xlabel="Dn4000 of the noiseless true spectrum", ylabel="Dn4000",
-               title="against the truth")
+        ax.set(
+            xlim=lim,
+            ylim=lim,
+            xlabel="Dn4000 of the noiseless true spectrum",
+            ylabel="Dn4000",
+            title="against the truth",
+        )
         ax.legend(fontsize=8, loc="upper left")
     ax = axes[0, -1]
     diff = (objects["dn4000_rec"] - objects["dn4000_obs"]).to_numpy()
@@ -270,8 +383,13 @@ def dn4000_comparison(objects: pd.DataFrame, high_snr: float) -> Figure:
     ax.fill_between(centre, lo, hi, color="k", alpha=0.15, label="16-84%")
     ax.axhline(0, color="k", lw=0.8)
     ax.axvline(high_snr, color="0.5", ls=":", lw=0.8)
-    ax.set(xscale="log", ylim=(-1, 1), xlabel="S/N per pixel (rest 3850-4100 A, 0.8 A pixels)",
-           ylabel="Dn4000 from photometry - observed", title="agreement against spectral S/N")
+    ax.set(
+        xscale="log",
+        ylim=(-1, 1),
+        xlabel="S/N per pixel (rest 3850-4100 A, 0.8 A pixels)",
+        ylabel="Dn4000 from photometry - observed",
+        title="agreement against spectral S/N",
+    )
     _plain_log_ticks(ax.xaxis)
     ax.legend(fontsize=8)
     return fig
@@ -282,15 +400,22 @@ def chi2_versus_snr(objects: pd.DataFrame) -> Figure:
     fig, axes = _figure(6.5, 4.2)
     ax = axes[0, 0]
     snr = objects["snr"].to_numpy()
-    for column, label, color in (("chi2_pix", "from photometry, at z_spec", COLORS["reconstructed"]),
-                                 ("chi2_pix_zphot", "from photometry, at z_phot", "#ff7f0e"),
-                                 ("chi2_pix_truth", "noiseless truth (floor)", COLORS["truth"])):
+    for column, label, color in (
+        ("chi2_pix", "from photometry, at z_spec", COLORS["reconstructed"]),
+        ("chi2_pix_zphot", "from photometry, at z_phot", "#ff7f0e"),
+        ("chi2_pix_truth", "noiseless truth (floor)", COLORS["truth"]),
+    ):
         if objects[column].notna().any():
             ax.scatter(snr, objects[column], s=5, color=color, alpha=0.5, label=label)
     ax.axhline(1, color="k", lw=0.8)
     top = np.nanpercentile(objects[["chi2_pix", "chi2_pix_zphot"]].to_numpy(dtype=np.float64), 99.5)
-    ax.set(xscale="log", ylim=(0.9, max(1.5, top)), xlabel="median S/N per pixel of the observed spectrum",
-           ylabel="chi^2 per pixel (free amplitude)", title="reconstructed vs observed spectra")
+    ax.set(
+        xscale="log",
+        ylim=(0.9, max(1.5, top)),
+        xlabel="median S/N per pixel of the observed spectrum",
+        ylabel="chi^2 per pixel (free amplitude)",
+        title="reconstructed vs observed spectra",
+    )
     _plain_log_ticks(ax.xaxis)
     ax.legend(fontsize=8)
     return fig
@@ -305,17 +430,39 @@ def residual_stack(stack: pd.DataFrame) -> Figure:
     ax = axes[0, 0]
     error = stack["rms_noise"] / np.sqrt(stack["n"])
     ax.fill_between(centre, -error, error, color="0.8", step="mid", label="noise of the mean (+- 1 sigma)")
-    ax.step(centre, stack["mean_residual"], where="mid", color=COLORS["reconstructed"], lw=1,
-            label="mean residual over objects")
+    ax.step(
+        centre,
+        stack["mean_residual"],
+        where="mid",
+        color=COLORS["reconstructed"],
+        lw=1,
+        label="mean residual over objects",
+    )
     ax.axhline(0, color="k", lw=0.6)
-    ax.set(ylabel="(observed - A model) / A", title="stacked residuals in the rest frame (units of the normalised spectrum)")
+    ax.set(
+        ylabel="(observed - A model) / A",
+        title="stacked residuals in the rest frame (units of the normalised spectrum)",
+    )
     ax.legend(fontsize=8, loc="upper right")
     ax = axes[1, 0]
     if "chi2_pix_truth" in stack:
-        ax.step(centre, stack["chi2_pix_truth"], where="mid", color=COLORS["truth"], lw=2.5, alpha=0.6,
-                label="noiseless truth (floor: noise + sky residuals)")
-    ax.step(centre, stack["chi2_pix"], where="mid", color=COLORS["reconstructed"], lw=1,
-            label="from photometry: mean chi^2 per pixel")
+        ax.step(
+            centre,
+            stack["chi2_pix_truth"],
+            where="mid",
+            color=COLORS["truth"],
+            lw=2.5,
+            alpha=0.6,
+            label="noiseless truth (floor: noise + sky residuals)",
+        )
+    ax.step(
+        centre,
+        stack["chi2_pix"],
+        where="mid",
+        color=COLORS["reconstructed"],
+        lw=1,
+        label="from photometry: mean chi^2 per pixel",
+    )
     ax.axhline(1, color="0.5", ls="--", lw=0.8, label="noise level (chi^2 = 1)")
     ax.set(xlabel="rest-frame wavelength [Angstrom]", ylabel="chi^2 per pixel", ylim=(0.5, None))
     ax.legend(fontsize=8, loc="upper left")

@@ -51,8 +51,10 @@ class QpExportSummary:
     levels: np.ndarray
 
     def summary(self) -> str:
-        return (f"{self.path}: {self.n_written} PDFs as a qp quant ensemble ({len(self.levels)} levels incl. 0 and 1);"
-                f" {self.n_skipped} objects without a PDF left out")
+        return (
+            f"{self.path}: {self.n_written} PDFs as a qp quant ensemble ({len(self.levels)} levels incl. 0 and 1);"
+            f" {self.n_skipped} objects without a PDF left out"
+        )
 
 
 def padded_quantiles(levels: np.ndarray, locs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -81,13 +83,15 @@ def _ensemble(qp: Any, levels: np.ndarray, block: dict[str, np.ndarray]) -> Any:
     """A quant ensemble of one block's rows that have a PDF (``block`` already filtered)."""
     quants, locs = padded_quantiles(levels, block["z_quantiles"])
     ens = qp.Ensemble(qp.quant, data=dict(quants=quants, locs=locs))
-    ens.set_ancil({
-        "id": block["object_id"].astype(np.int64),
-        "zmedian": block["z_median"].astype(np.float64),
-        "zmode": block["z_mode"].astype(np.float64),
-        "zmean": block["z_mean"].astype(np.float64),
-        "flags": block["flags"].astype(np.int32),
-    })
+    ens.set_ancil(
+        {
+            "id": block["object_id"].astype(np.int64),
+            "zmedian": block["z_median"].astype(np.float64),
+            "zmode": block["z_mode"].astype(np.float64),
+            "zmean": block["z_mean"].astype(np.float64),
+            "flags": block["flags"].astype(np.int32),
+        }
+    )
     return ens
 
 
@@ -96,8 +100,9 @@ def _with_pdf(block: dict[str, np.ndarray]) -> np.ndarray:
     return (block["valid"] == 1) & np.isfinite(block["z_quantiles"]).all(axis=1)
 
 
-def export_qp(store_path: str | Path, out: str | Path, *, block_rows: int | None = None,
-              overwrite: bool = False) -> QpExportSummary:
+def export_qp(
+    store_path: str | Path, out: str | Path, *, block_rows: int | None = None, overwrite: bool = False
+) -> QpExportSummary:
     """Write the PDFs of an output store as a qp quant ensemble to ``out`` (.hdf5, .fits or .pq).
 
     Rows keep the store's order. ``qp.read(out)`` gives the ensemble back, with
@@ -108,7 +113,9 @@ def export_qp(store_path: str | Path, out: str | Path, *, block_rows: int | None
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in CHUNKED + IN_MEMORY:
-        raise ValueError(f"{out}: qp export writes {', '.join(CHUNKED + IN_MEMORY)} files, not {suffix or 'no suffix'!r}")
+        raise ValueError(
+            f"{out}: qp export writes {', '.join(CHUNKED + IN_MEMORY)} files, not {suffix or 'no suffix'!r}"
+        )
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     qp = _import_qp()
@@ -126,15 +133,22 @@ def export_qp(store_path: str | Path, out: str | Path, *, block_rows: int | None
     if suffix in CHUNKED:
         _write_hdf5_chunks(qp, store, levels, out, n_written, block_rows)
     else:
-        parts = [{k: v[_with_pdf(b)] for k, v in b.items()} for _, b in store.blocks(STORE_COLUMNS, block_rows)]
+        parts = [
+            {k: v[_with_pdf(b)] for k, v in b.items()} for _, b in store.blocks(STORE_COLUMNS, block_rows)
+        ]
         whole = {k: np.concatenate([p[k] for p in parts]) for k in STORE_COLUMNS}
         _ensemble(qp, levels, whole).write_to(str(out))
-    return QpExportSummary(path=out, n_written=n_written, n_skipped=n_rows - n_written,
-                           levels=padded_quantiles(levels, np.zeros((0, levels.size)))[0])
+    return QpExportSummary(
+        path=out,
+        n_written=n_written,
+        n_skipped=n_rows - n_written,
+        levels=padded_quantiles(levels, np.zeros((0, levels.size)))[0],
+    )
 
 
-def _write_hdf5_chunks(qp: Any, store: Any, levels: np.ndarray, out: Path, n_total: int,
-                       block_rows: int | None) -> None:
+def _write_hdf5_chunks(
+    qp: Any, store: Any, levels: np.ndarray, out: Path, n_total: int, block_rows: int | None
+) -> None:
     """qp's chunked HDF5 writer (as RAIL's estimators use it): allocate, write blocks, finalise."""
     groups = handle = ens = None
     start = 0

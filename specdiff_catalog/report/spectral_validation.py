@@ -88,9 +88,14 @@ class SpectralValidation:
         """Mean and median chi^2 per pixel (at z_spec, at z_photo, of the truth) per S/N bin."""
         frame = self.objects.assign(snr_bin=pd.cut(self.objects["snr"], list(edges), right=False))
         grouped = frame.groupby("snr_bin", observed=True)
-        table = grouped.agg(n=("chi2_pix", "count"), chi2_pix_mean=("chi2_pix", "mean"),
-                            chi2_pix_median=("chi2_pix", "median"), chi2_pix_zphot_mean=("chi2_pix_zphot", "mean"),
-                            chi2_pix_truth_mean=("chi2_pix_truth", "mean"), snr_median=("snr", "median"))
+        table = grouped.agg(
+            n=("chi2_pix", "count"),
+            chi2_pix_mean=("chi2_pix", "mean"),
+            chi2_pix_median=("chi2_pix", "median"),
+            chi2_pix_zphot_mean=("chi2_pix_zphot", "mean"),
+            chi2_pix_truth_mean=("chi2_pix_truth", "mean"),
+            snr_median=("snr", "median"),
+        )
         return table.reset_index().assign(snr_bin=lambda t: t["snr_bin"].astype(str))
 
     def dn4000_by_snr(self, edges: tuple[float, ...] = SNR_EDGES) -> pd.DataFrame:
@@ -106,7 +111,7 @@ class SpectralValidation:
         stack = self.stack[self.stack["n"] > 0]
         high = obj[obj["snr_4000"] >= high_snr]
         return {
-            "n_objects": int(len(obj)),
+            "n_objects": len(obj),
             "chi2_pix_mean": _float(obj["chi2_pix"].mean()),
             "chi2_pix_median": _float(obj["chi2_pix"].median()),
             "chi2_pix_zphot_mean": _float(obj["chi2_pix_zphot"].mean()),
@@ -115,7 +120,11 @@ class SpectralValidation:
             "dn4000_high_snr": {"snr_4000_min": high_snr, **_agreement(high)},
             "dn4000_by_snr": _records(self.dn4000_by_snr()),
             "stack_rms_residual_over_noise": _float(
-                np.sqrt((stack["rms_residual"] ** 2 * stack["n"]).sum() / (stack["rms_noise"] ** 2 * stack["n"]).sum())),
+                np.sqrt(
+                    (stack["rms_residual"] ** 2 * stack["n"]).sum()
+                    / (stack["rms_noise"] ** 2 * stack["n"]).sum()
+                )
+            ),
             "stack_chi2_pix": _float((stack["chi2_pix"] * stack["n"]).sum() / stack["n"].sum()),
             **self.info,
         }
@@ -127,8 +136,10 @@ def _float(value: Any) -> float | None:
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{k: (_float(v) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()}
-            for row in frame.to_dict(orient="records")]
+    return [
+        {k: (_float(v) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()}
+        for row in frame.to_dict(orient="records")
+    ]
 
 
 def _nmad(x: np.ndarray) -> float:
@@ -140,9 +151,13 @@ def _agreement(rows: pd.DataFrame) -> dict[str, Any]:
     """n, median, NMAD and std of dn4000_rec - dn4000_obs; median and NMAD of rec - true and obs - true."""
     d = (rows["dn4000_rec"] - rows["dn4000_obs"]).to_numpy()
     d = d[np.isfinite(d)]
-    out = {"n": int(d.size), "median_diff": _float(np.median(d)) if d.size else None,
-           "nmad": _float(_nmad(d)), "std": _float(np.std(d)) if d.size else None,
-           "median_obs_err": _float(rows["dn4000_obs_err"].median()) if len(rows) else None}
+    out = {
+        "n": int(d.size),
+        "median_diff": _float(np.median(d)) if d.size else None,
+        "nmad": _float(_nmad(d)),
+        "std": _float(np.std(d)) if d.size else None,
+        "median_obs_err": _float(rows["dn4000_obs_err"].median()) if len(rows) else None,
+    }
     for name, other in (("rec_true", "dn4000_rec"), ("obs_true", "dn4000_obs")):
         t = (rows[other] - rows["dn4000_true"]).to_numpy()
         t = t[np.isfinite(t)]
@@ -154,7 +169,9 @@ def _agreement(rows: pd.DataFrame) -> dict[str, Any]:
 # --- the comparison of one batch of spectra -------------------------------------------------
 
 
-def fit_amplitude(flux: np.ndarray, ivar: np.ndarray, model: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fit_amplitude(
+    flux: np.ndarray, ivar: np.ndarray, model: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Free normalisation of model (N, P) to flux (N, P) with weights ivar (N, P).
 
     Pixels count where ivar > 0 and the model is finite. Returns the amplitude
@@ -213,7 +230,9 @@ class _Stack:
         self.edges = np.arange(lo, hi + step, step)
         self.sums = np.zeros((5, self.edges.size - 1))
 
-    def add(self, wave_rest: np.ndarray, flux: np.ndarray, ivar: np.ndarray, model: np.ndarray, amp: np.ndarray):
+    def add(
+        self, wave_rest: np.ndarray, flux: np.ndarray, ivar: np.ndarray, model: np.ndarray, amp: np.ndarray
+    ):
         """wave_rest (N, P); flux, ivar, model (N, P); amp (N,): residual (f - A m) / A of usable pixels."""
         use = (ivar > 0) & np.isfinite(model) & np.isfinite(amp)[:, None] & (amp > 0)[:, None]
         a = np.broadcast_to(amp[:, None], flux.shape)[use]
@@ -227,9 +246,17 @@ class _Stack:
     def table(self) -> pd.DataFrame:
         n, s1, s2, noise, chi2 = self.sums
         with np.errstate(invalid="ignore", divide="ignore"):
-            return pd.DataFrame({"wave_lo": self.edges[:-1], "wave_hi": self.edges[1:], "n": n.astype(np.int64),
-                                 "mean_residual": s1 / n, "rms_residual": np.sqrt(s2 / n),
-                                 "rms_noise": np.sqrt(noise / n), "chi2_pix": chi2 / n})
+            return pd.DataFrame(
+                {
+                    "wave_lo": self.edges[:-1],
+                    "wave_hi": self.edges[1:],
+                    "n": n.astype(np.int64),
+                    "mean_residual": s1 / n,
+                    "rms_residual": np.sqrt(s2 / n),
+                    "rms_noise": np.sqrt(noise / n),
+                    "chi2_pix": chi2 / n,
+                }
+            )
 
 
 @dataclass
@@ -254,12 +281,15 @@ class _Truth:
         flux = np.full((len(targetid), wave_rest.size), np.nan)
         if known.any():
             coeff = rows.loc[known, [f"COEFF_{k}" for k in range(5)]].to_numpy()
-            flux[known] = rest_frame_flux(coeff, rows.loc[known, "STELLAR_MASS"].to_numpy(),
-                                          rows.loc[known, "Z"].to_numpy(), wave_rest)
+            flux[known] = rest_frame_flux(
+                coeff, rows.loc[known, "STELLAR_MASS"].to_numpy(), rows.loc[known, "Z"].to_numpy(), wave_rest
+            )
         return flux, rows["Z"].to_numpy(dtype=np.float64)
 
 
-def _compare_file(path: Path, model: Any, truth: _Truth | None, stacks: dict[str, _Stack], options: dict[str, Any]):
+def _compare_file(
+    path: Path, model: Any, truth: _Truth | None, stacks: dict[str, _Stack], options: dict[str, Any]
+):
     """Per-object rows (DataFrame) and the arrays kept for examples, for one coadd file."""
     from specdiff_catalog.inference import predict
     from specdiff_catalog.models.autoencoder import redshift_spectra
@@ -278,7 +308,9 @@ def _compare_file(path: Path, model: Any, truth: _Truth | None, stacks: dict[str
     wave = coadd.wave
     autoencoder = model.autoencoder
     if autoencoder.config.deredden:  # compare intrinsic spectra with intrinsic spectra
-        flux, ivar, _ = spectral.deredden(wave, flux, ivar, table[model.bands.ebv_column].to_numpy(np.float64))
+        flux, ivar, _ = spectral.deredden(
+            wave, flux, ivar, table[model.bands.ebv_column].to_numpy(np.float64)
+        )
     pred = predict(model, table, targetid, n_samples=options["n_samples"], seed=options["seed"])
     wave_rest = autoencoder.rest_wave()
     rest = decode(autoencoder, pred.summaries["latent"]).astype(np.float64)
@@ -286,37 +318,62 @@ def _compare_file(path: Path, model: Any, truth: _Truth | None, stacks: dict[str
     z_median = pred.summaries["z_median"].astype(np.float64)
     model_spec = redshift_spectra(wave_rest, rest, z_spec, wave)
     amp, chi2, n_pix = fit_amplitude(flux, ivar, model_spec)
-    _, chi2_z, n_z = fit_amplitude(flux, ivar, redshift_spectra(wave_rest, rest, np.nan_to_num(z_median), wave))
+    _, chi2_z, n_z = fit_amplitude(
+        flux, ivar, redshift_spectra(wave_rest, rest, np.nan_to_num(z_median), wave)
+    )
     rest_obs = wave[None, :] / (1.0 + z_spec[:, None])
     stacks["model"].add(rest_obs, flux, ivar, model_spec, amp)
-    rows = pd.DataFrame({
-        "targetid": targetid, "file": path.name, "z_spec": z_spec, "z_median": z_median,
-        "z_mode": pred.summaries["z_mode"], "flags": pred.flags, "snr": median_snr(flux, ivar),
-        "snr_4000": median_snr(flux, ivar, (rest_obs >= DN4000_WINDOW[0]) & (rest_obs <= DN4000_WINDOW[1])),
-        "n_pix": n_pix, "amplitude": amp, "chi2_pix": _chi2_pix(chi2, n_pix),
-        "chi2_pix_zphot": np.where(np.isfinite(z_median), _chi2_pix(chi2_z, n_z), np.nan),
-        "dn4000_obs": spectral.dn4000(rest_obs, flux, ivar),
-        "dn4000_obs_err": dn4000_error(rest_obs, flux, ivar), "dn4000_rec": spectral.dn4000(wave_rest, rest),
-    })
+    rows = pd.DataFrame(
+        {
+            "targetid": targetid,
+            "file": path.name,
+            "z_spec": z_spec,
+            "z_median": z_median,
+            "z_mode": pred.summaries["z_mode"],
+            "flags": pred.flags,
+            "snr": median_snr(flux, ivar),
+            "snr_4000": median_snr(
+                flux, ivar, (rest_obs >= DN4000_WINDOW[0]) & (rest_obs <= DN4000_WINDOW[1])
+            ),
+            "n_pix": n_pix,
+            "amplitude": amp,
+            "chi2_pix": _chi2_pix(chi2, n_pix),
+            "chi2_pix_zphot": np.where(np.isfinite(z_median), _chi2_pix(chi2_z, n_z), np.nan),
+            "dn4000_obs": spectral.dn4000(rest_obs, flux, ivar),
+            "dn4000_obs_err": dn4000_error(rest_obs, flux, ivar),
+            "dn4000_rec": spectral.dn4000(wave_rest, rest),
+        }
+    )
     truth_obs = np.full_like(model_spec, np.nan)
     rows["chi2_pix_truth"] = rows["dn4000_true"] = rows["rms_frac_true"] = np.nan
     if truth is not None:
         true_rest, z_true = truth.rest_spectra(targetid, wave_rest)
         truth_obs = redshift_spectra(wave_rest, true_rest, np.nan_to_num(z_true), wave)
         if not autoencoder.config.deredden:
-            truth_obs = truth_obs * spectral.mw_transmission(wave, table[model.bands.ebv_column].to_numpy(np.float64))
+            truth_obs = truth_obs * spectral.mw_transmission(
+                wave, table[model.bands.ebv_column].to_numpy(np.float64)
+            )
         t_amp, t_chi2, t_n = fit_amplitude(flux, ivar, truth_obs)
         stacks["truth"].add(rest_obs, flux, ivar, truth_obs, t_amp)
         truth_obs = truth_obs * t_amp[:, None]
         rows["chi2_pix_truth"] = _chi2_pix(t_chi2, t_n)
         rows["dn4000_true"] = spectral.dn4000(wave_rest, true_rest)
-        rows["rms_frac_true"] = _rms_fraction(wave_rest, rest, true_rest, wave[0] / (1 + z_spec), wave[-1] / (1 + z_spec))
+        rows["rms_frac_true"] = _rms_fraction(
+            wave_rest, rest, true_rest, wave[0] / (1 + z_spec), wave[-1] / (1 + z_spec)
+        )
     return rows, (wave, flux, ivar, model_spec * amp[:, None], truth_obs)
 
 
-def _rms_fraction(wave_rest: np.ndarray, rec: np.ndarray, true: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _rms_fraction(
+    wave_rest: np.ndarray, rec: np.ndarray, true: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     """(N,) rms of rec / (B true) - 1 over lo..hi (N,) rest Angstrom, B the least-squares scale of true to rec."""
-    inside = (wave_rest[None, :] >= lo[:, None]) & (wave_rest[None, :] <= hi[:, None]) & np.isfinite(rec) & np.isfinite(true)
+    inside = (
+        (wave_rest[None, :] >= lo[:, None])
+        & (wave_rest[None, :] <= hi[:, None])
+        & np.isfinite(rec)
+        & np.isfinite(true)
+    )
     r, t = np.where(inside, rec, 0.0), np.where(inside, true, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = (r * t).sum(axis=1) / (t * t).sum(axis=1)
@@ -362,14 +419,20 @@ def validate_spectra(
     if not hasattr(model, "autoencoder"):
         model = load_model(model)
     if model.autoencoder is None or model.diffusion is None:
-        raise ValueError(f"{model.path}: spectral validation needs a model with an autoencoder and a diffusion model")
+        raise ValueError(
+            f"{model.path}: spectral validation needs a model with an autoencoder and a diffusion model"
+        )
     z_lo, z_hi = (float(v) for v in model.autoencoder.z_range.tolist())
     wave_rest = model.autoencoder.rest_wave()
     lo = float(np.floor(wave_rest[0] / STACK_STEP) * STACK_STEP)
     stacks = {name: _Stack(lo, float(wave_rest[-1]), STACK_STEP) for name in ("model", "truth")}
     truth_table = _Truth.open(truth) if truth is not None else None
-    options = {"selection": Selection(z_min=z_lo, z_max=z_hi), "n_samples": n_samples, "seed": seed,
-               "max_per_file": None}
+    options = {
+        "selection": Selection(z_min=z_lo, z_max=z_hi),
+        "n_samples": n_samples,
+        "seed": seed,
+        "max_per_file": None,
+    }
     parts, kept = [], []
     files = coadd_files(desi)
     for path in files:
@@ -382,21 +445,35 @@ def validate_spectra(
             parts.append(rows)
             kept.append(_pick_examples(rows, arrays, n_examples))
     if not parts:
-        raise ValueError(f"{desi}: no spectrum passed the selection (ZWARN = 0, GALAXY, {z_lo:g} <= z < {z_hi:g})")
+        raise ValueError(
+            f"{desi}: no spectrum passed the selection (ZWARN = 0, GALAXY, {z_lo:g} <= z < {z_hi:g})"
+        )
     objects = pd.concat(parts, ignore_index=True)
-    info = {"files": len(files), "model": str(model.path), "truth": str(truth) if truth else None,
-            "n_samples": n_samples, "seed": seed, "seconds": round(time.perf_counter() - start, 1)}
+    info = {
+        "files": len(files),
+        "model": str(model.path),
+        "truth": str(truth) if truth else None,
+        "n_samples": n_samples,
+        "seed": seed,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     stack = stacks["model"].table()
     if truth_table is not None:
         stack["chi2_pix_truth"] = stacks["truth"].table()["chi2_pix"]
-    return SpectralValidation(objects=objects, stack=stack, examples=_merge_examples(kept, n_examples), info=info)
+    return SpectralValidation(
+        objects=objects, stack=stack, examples=_merge_examples(kept, n_examples), info=info
+    )
 
 
 def _pick_examples(rows: pd.DataFrame, arrays, n: int):
     """Up to n objects of a file spread evenly in S/N, with their spectra."""
     order = np.argsort(rows["snr"].to_numpy())
     order = order[np.isfinite(rows["chi2_pix"].to_numpy()[order])]
-    pick = order[np.unique(np.linspace(0, order.size - 1, min(n, order.size)).round().astype(int))] if order.size else order
+    pick = (
+        order[np.unique(np.linspace(0, order.size - 1, min(n, order.size)).round().astype(int))]
+        if order.size
+        else order
+    )
     wave, *spectra = arrays
     return rows.iloc[pick].reset_index(drop=True), wave, [s[pick] for s in spectra]
 
@@ -410,5 +487,11 @@ def _merge_examples(kept, n: int) -> Examples | None:
     arrays = [np.concatenate([k[2][i] for k in kept]) for i in range(4)]
     order = np.argsort(table["snr"].to_numpy())
     pick = order[np.unique(np.linspace(0, order.size - 1, min(n, order.size)).round().astype(int))]
-    return Examples(wave=kept[0][1], flux=arrays[0][pick], ivar=arrays[1][pick], model=arrays[2][pick],
-                    truth=arrays[3][pick], table=table.iloc[pick].reset_index(drop=True))
+    return Examples(
+        wave=kept[0][1],
+        flux=arrays[0][pick],
+        ivar=arrays[1][pick],
+        model=arrays[2][pick],
+        truth=arrays[3][pick],
+        table=table.iloc[pick].reset_index(drop=True),
+    )

@@ -54,10 +54,14 @@ def load_autoencoder_preset(name_or_path: str | Path) -> tuple[AutoencoderConfig
     data = load_preset("autoencoder", name_or_path)
     unknown = set(data) - {"model", "training"}
     if unknown:
-        raise ConfigError(f"autoencoder preset {name_or_path}: unknown table(s) {sorted(unknown)}; use [model], [training]")
+        raise ConfigError(
+            f"autoencoder preset {name_or_path}: unknown table(s) {sorted(unknown)}; use [model], [training]"
+        )
     source = f"autoencoder preset {name_or_path}"
-    return (AutoencoderConfig.from_dict(data.get("model", {}), source=f"{source} [model]"),
-            TrainConfig.from_dict(data.get("training", {}), source=f"{source} [training]"))
+    return (
+        AutoencoderConfig.from_dict(data.get("model", {}), source=f"{source} [model]"),
+        TrainConfig.from_dict(data.get("training", {}), source=f"{source} [training]"),
+    )
 
 
 class AutoencoderTask:
@@ -67,8 +71,10 @@ class AutoencoderTask:
 
     def __init__(self, trainset: TrainingSet, config: AutoencoderConfig):
         if config.deredden and "EBV" not in trainset.objects.columns:
-            raise ValueError(f"{trainset.path}: no EBV column to de-redden the spectra with; "
-                             "set deredden = false in the preset's [model] table")
+            raise ValueError(
+                f"{trainset.path}: no EBV column to de-redden the spectra with; "
+                "set deredden = false in the preset's [model] table"
+            )
         self.trainset = trainset
         self.config = config
         self.wave = trainset.wave
@@ -78,15 +84,23 @@ class AutoencoderTask:
 
     def _prepare(self, batch) -> SpectraBatch:
         ebv = batch.objects["EBV"].to_numpy() if self.config.deredden else None
-        prepared = prepare_spectra(self.config, None, self.wave, batch.flux, batch.ivar,
-                                   batch.objects["Z"].to_numpy(), ebv)
+        prepared = prepare_spectra(
+            self.config, None, self.wave, batch.flux, batch.ivar, batch.objects["Z"].to_numpy(), ebv
+        )
         skipped = (prepared.flags & SpectrumFlag.skip()) != 0
-        return SpectraBatch(prepared.flux, np.where(skipped[:, None], 0.0, prepared.ivar).astype(np.float32),
-                            prepared.z, skipped)
+        return SpectraBatch(
+            prepared.flux,
+            np.where(skipped[:, None], 0.0, prepared.ivar).astype(np.float32),
+            prepared.z,
+            skipped,
+        )
 
     def train_batches(self, batch_size: int, epoch: int, seed: int):
         epoch_seed = np.random.SeedSequence([seed, epoch]).generate_state(1)[0]
-        return (self._prepare(b) for b in self.trainset.batches("train", batch_size, shuffle=True, seed=int(epoch_seed)))
+        return (
+            self._prepare(b)
+            for b in self.trainset.batches("train", batch_size, shuffle=True, seed=int(epoch_seed))
+        )
 
     def val_batches(self, batch_size: int):
         return (self._prepare(b) for b in self.trainset.batches("val", batch_size))
@@ -98,8 +112,11 @@ class AutoencoderTask:
         loss = chi2_sum.sum() / n_valid.sum().clamp_min(1)
         n = torch.tensor(float(len(z)))
         spread = latent.detach().float().std(dim=0, correction=0).mean()  # collapse shows as spread -> 0
-        metrics = {"chi2_per_pixel": (chi2_sum.sum(), n_valid.sum()), "skipped": (float(batch.skipped.sum()), n),
-                   "latent_std": (spread * n, n)}
+        metrics = {
+            "chi2_per_pixel": (chi2_sum.sum(), n_valid.sum()),
+            "skipped": (float(batch.skipped.sum()), n),
+            "latent_std": (spread * n, n),
+        }
         if self.config.consistency:
             used = torch.as_tensor(~batch.skipped, device=device)
             penalty = self._consistency(model, flux, ivar, z, latent, train) * used
@@ -129,13 +146,19 @@ def build_autoencoder(trainset: TrainingSet, config: AutoencoderConfig) -> Spect
     """A fresh model whose grids follow the training set: its rebinned grid and z range."""
     z = trainset.objects["Z"].to_numpy()
     z_range = (float(z.min()), float(z.max()))
-    wave_obs = rebin(trainset.wave, np.zeros((1, trainset.wave.size)), np.zeros((1, trainset.wave.size)),
-                     config.rebin)[0]
+    wave_obs = rebin(
+        trainset.wave, np.zeros((1, trainset.wave.size)), np.zeros((1, trainset.wave.size)), config.rebin
+    )[0]
     return SpectrumAutoencoder(config, wave_obs, rest_grid(wave_obs, *z_range, config.rest_step), z_range)
 
 
-def autoencoder_section(model: SpectrumAutoencoder, trainset: TrainingSet, result: FitResult,
-                        train_config: TrainConfig, preset: str) -> dict[str, Any]:
+def autoencoder_section(
+    model: SpectrumAutoencoder,
+    trainset: TrainingSet,
+    result: FitResult,
+    train_config: TrainConfig,
+    preset: str,
+) -> dict[str, Any]:
     """The ``autoencoder`` section of config.json: architecture, grids, normalisation, data, metrics."""
     wave_obs, wave_rest = model.wave_obs.cpu().numpy(), model.wave_rest.cpu().numpy()
     best = result.history[result.best_epoch]
@@ -144,20 +167,41 @@ def autoencoder_section(model: SpectrumAutoencoder, trainset: TrainingSet, resul
         "architecture": model.config.to_dict(),
         "n_parameters": model.n_parameters,
         "latent_size": model.config.latent_size,
-        "observed_grid": {"min": float(wave_obs[0]), "max": float(wave_obs[-1]), "n": int(wave_obs.size),
-                          "rebin": model.config.rebin, "instrument_pixels": int(trainset.wave.size)},
-        "rest_grid": {"min": float(wave_rest[0]), "max": float(wave_rest[-1]), "n": int(wave_rest.size),
-                      "step": float(wave_rest[1] - wave_rest[0])},
-        "normalisation": {"window": list(model.config.norm_window), "statistic": "median", "frame": "rest",
-                          "min_pixels": model.config.norm_min_pixels,
-                          "fallback": "median of all valid pixels (flag NORM_FALLBACK); norm 1 if not positive "
-                                      "(flag UNUSABLE); flagged spectra are skipped in training"},
+        "observed_grid": {
+            "min": float(wave_obs[0]),
+            "max": float(wave_obs[-1]),
+            "n": int(wave_obs.size),
+            "rebin": model.config.rebin,
+            "instrument_pixels": int(trainset.wave.size),
+        },
+        "rest_grid": {
+            "min": float(wave_rest[0]),
+            "max": float(wave_rest[-1]),
+            "n": int(wave_rest.size),
+            "step": float(wave_rest[1] - wave_rest[0]),
+        },
+        "normalisation": {
+            "window": list(model.config.norm_window),
+            "statistic": "median",
+            "frame": "rest",
+            "min_pixels": model.config.norm_min_pixels,
+            "fallback": "median of all valid pixels (flag NORM_FALLBACK); norm 1 if not positive "
+            "(flag UNUSABLE); flagged spectra are skipped in training",
+        },
         "z_range": model.z_range.tolist(),
-        "training_data": {"path": str(trainset.path), "n_train": int(len(trainset.rows("train"))),
-                          "n_val": int(len(trainset.rows("val"))), "summary": trainset.summary},
-        "training": {"preset": preset, **dataclasses.asdict(train_config), "epochs_run": len(result.history),
-                     "best_epoch": result.best_epoch,
-                     "seconds": float(sum(r["seconds"] for r in result.history))},
+        "training_data": {
+            "path": str(trainset.path),
+            "n_train": len(trainset.rows("train")),
+            "n_val": len(trainset.rows("val")),
+            "summary": trainset.summary,
+        },
+        "training": {
+            "preset": preset,
+            **dataclasses.asdict(train_config),
+            "epochs_run": len(result.history),
+            "best_epoch": result.best_epoch,
+            "seconds": float(sum(r["seconds"] for r in result.history)),
+        },
         "validation": {"best": best["val"], "last": result.history[-1]["val"]},
     }
 
@@ -195,8 +239,16 @@ def train_autoencoder(
     torch.manual_seed(train_config.seed)
     model = build_autoencoder(trainset, model_config)
     job = {"model": model_config.to_dict(), "data": str(Path(data).resolve())}
-    result = fit(model, AutoencoderTask(trainset, model_config), train_config, Path(out) / WORKDIR,
-                 resume=resume, extra=job, progress=progress, stop_after=stop_after)
+    result = fit(
+        model,
+        AutoencoderTask(trainset, model_config),
+        train_config,
+        Path(out) / WORKDIR,
+        resume=resume,
+        extra=job,
+        progress=progress,
+        stop_after=stop_after,
+    )
     if result.finished:
         model = model.cpu()
         store.save_tensors(out, FILENAME, model.state_dict())

@@ -78,13 +78,22 @@ def train_baseline(
     split = objects["SPLIT"].to_numpy()
     train, val = usable & (split == "train"), usable & (split == "val")
     if not train.any() or not val.any():
-        raise ValueError(f"{trainset.path}: needs usable objects in both splits, has {train.sum()} train and {val.sum()} val")
-    log.info("%d of %d objects skipped: %d without usable photometry (NO_PHOTOMETRY), %d without a finite Z",
-             int((~usable).sum()), len(z), int(no_phot.sum()), int(bad_z.sum()))
+        raise ValueError(
+            f"{trainset.path}: needs usable objects in both splits, has {train.sum()} train and {val.sum()} val"
+        )
+    log.info(
+        "%d of %d objects skipped: %d without usable photometry (NO_PHOTOMETRY), %d without a finite Z",
+        int((~usable).sum()),
+        len(z),
+        int(no_phot.sum()),
+        int(bad_z.sum()),
+    )
 
     x = features.values
     start = time.perf_counter()
-    model = BaselineModel(config, features.names).fit(x[train], z[train], val=(x[val], z[val]), seed=seed, threads=threads)
+    model = BaselineModel(config, features.names).fit(
+        x[train], z[train], val=(x[val], z[val]), seed=seed, threads=threads
+    )
     seconds = time.perf_counter() - start
     z_point, _ = model.predict(x[val])
     samples = model.sample(x[val], VALIDATION_SAMPLES, seed=seed)
@@ -101,7 +110,8 @@ def train_baseline(
         "best_iteration": model.best_iteration,
         "validation": {
             "point": dataclasses.asdict(point_metrics(z_point, z[val])),
-            "pdf": dataclasses.asdict(pdf_metrics(samples, z[val], seed=seed)) | {"n_samples": VALIDATION_SAMPLES},
+            "pdf": dataclasses.asdict(pdf_metrics(samples, z[val], seed=seed))
+            | {"n_samples": VALIDATION_SAMPLES},
         },
     }
     model.metadata = {"bands": bandset.to_dict(), "training": summary}

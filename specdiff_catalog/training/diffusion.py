@@ -25,13 +25,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from specdiff_catalog.config import ConfigError, load_preset
+from specdiff_catalog.config import load_preset
 from specdiff_catalog.features import Features, photometric_features
 from specdiff_catalog.flags import Flag
 from specdiff_catalog.io.trainset import TrainingSet
 from specdiff_catalog.metrics import pdf_metrics, point_metrics
 from specdiff_catalog.models import load_autoencoder, store
-from specdiff_catalog.models.diffusion import EMA, DiffusionConfig, DiffusionModel, Standardisation, perturb_fluxes
+from specdiff_catalog.models.diffusion import (
+    EMA,
+    DiffusionConfig,
+    DiffusionModel,
+    Standardisation,
+    perturb_fluxes,
+)
 from specdiff_catalog.models.sampling import sample
 from specdiff_catalog.summaries import sample_quantiles
 from specdiff_catalog.training.baseline import check_model_bands, trainset_bandset
@@ -49,8 +55,10 @@ def load_diffusion_preset(name_or_path: str | Path) -> tuple[DiffusionConfig, Tr
     """A bundled preset (tiny, small, paper) or TOML/JSON file: model keys + a [training] table."""
     data = load_preset("diffusion", name_or_path)
     training = data.pop("training", {})
-    return (DiffusionConfig.load(name_or_path),
-            TrainConfig.from_dict(training, source=f"diffusion preset {name_or_path} [training]"))
+    return (
+        DiffusionConfig.load(name_or_path),
+        TrainConfig.from_dict(training, source=f"diffusion preset {name_or_path} [training]"),
+    )
 
 
 @dataclass
@@ -73,9 +81,13 @@ class DiffusionData:
 
     def take(self, rows: np.ndarray) -> DiffusionData:
         f = self.features
-        return DiffusionData(self.object_id[rows], self.z[rows], self.latent[rows],
-                             Features(f.values[rows], f.names, f.missing[rows], f.flags[rows]),
-                             {k: v[rows] for k, v in self.photometry.items()})
+        return DiffusionData(
+            self.object_id[rows],
+            self.z[rows],
+            self.latent[rows],
+            Features(f.values[rows], f.names, f.missing[rows], f.flags[rows]),
+            {k: v[rows] for k, v in self.photometry.items()},
+        )
 
 
 @dataclass
@@ -115,8 +127,14 @@ class DiffusionTask:
 
     val_metric = "loss"
 
-    def __init__(self, train: DiffusionData, val: DiffusionData, standardisation: Standardisation,
-                 bandset, flux_noise: float = 0.0):
+    def __init__(
+        self,
+        train: DiffusionData,
+        val: DiffusionData,
+        standardisation: Standardisation,
+        bandset,
+        flux_noise: float = 0.0,
+    ):
         self.train, self.val = train, val
         self.standardisation, self.bandset, self.flux_noise = standardisation, bandset, flux_noise
         self.x0_train = standardisation.to_standard(train.z, train.latent)
@@ -148,7 +166,9 @@ class DiffusionTask:
             r = rows[lo : lo + batch_size]
             yield DiffusionBatch(self.x0_val[r], f.values[r], f.missing[r], seed=lo)
 
-    def loss(self, model: DiffusionTrainee, batch: DiffusionBatch, device: torch.device, train: bool) -> StepResult:
+    def loss(
+        self, model: DiffusionTrainee, batch: DiffusionBatch, device: torch.device, train: bool
+    ) -> StepResult:
         x0 = torch.as_tensor(batch.x0, device=device)
         if train:
             loss = model.model.loss(x0, batch.features, batch.missing)
@@ -171,8 +191,9 @@ def _photometry_columns(objects, bandset) -> dict[str, np.ndarray]:
     return {n: objects[upper[n.upper()]].to_numpy() for n in names if n.upper() in upper}
 
 
-def encode_trainset(trainset: TrainingSet, model_dir: Path, *, batch_size: int = 512,
-                    device: str | torch.device = "cpu") -> np.ndarray:
+def encode_trainset(
+    trainset: TrainingSet, model_dir: Path, *, batch_size: int = 512, device: str | torch.device = "cpu"
+) -> np.ndarray:
     """(N, S) float32 latents of every spectrum of ``trainset`` (row order), NaN where the
     spectrum is unusable, by ``model_dir``'s trained encoder.
 
@@ -182,8 +203,13 @@ def encode_trainset(trainset: TrainingSet, model_dir: Path, *, batch_size: int =
     """
     cache = model_dir / WORKDIR / LATENTS
     config = store.read_config(model_dir)
-    key = {"autoencoder_sha256": config["files"].get(config["autoencoder"].get("file", "autoencoder.safetensors")),
-           "trainset": str(Path(trainset.path).resolve()), "n_objects": len(trainset)}
+    key = {
+        "autoencoder_sha256": config["files"].get(
+            config["autoencoder"].get("file", "autoencoder.safetensors")
+        ),
+        "trainset": str(Path(trainset.path).resolve()),
+        "n_objects": len(trainset),
+    }
     meta = cache.with_suffix(".json")
     if cache.exists() and meta.exists() and json.loads(meta.read_text()) == key:
         return np.load(cache, allow_pickle=False)
@@ -213,7 +239,9 @@ class PreparedData:
     counts: dict[str, int]
 
 
-def prepare_data(trainset: TrainingSet, bandset, latent: np.ndarray | None, z_transform: str = "log1p") -> PreparedData:
+def prepare_data(
+    trainset: TrainingSet, bandset, latent: np.ndarray | None, z_transform: str = "log1p"
+) -> PreparedData:
     """Features of every object, usable rows of each split, and ``Standardisation.fit`` on train.
 
     Skipped (and counted): rows without usable photometry (NO_PHOTOMETRY, by the features or
@@ -224,7 +252,9 @@ def prepare_data(trainset: TrainingSet, bandset, latent: np.ndarray | None, z_tr
     n = len(objects)
     rows = trainset.rows()  # ROW of each objects-table entry
     features = photometric_features(objects, bandset)
-    flags = features.flags | (objects["FLAGS"].to_numpy(dtype=np.uint16) if "FLAGS" in objects else np.uint16(0))
+    flags = features.flags | (
+        objects["FLAGS"].to_numpy(dtype=np.uint16) if "FLAGS" in objects else np.uint16(0)
+    )
     z = objects["Z"].to_numpy(dtype=np.float64)
     lat = np.zeros((n, 0), np.float32) if latent is None else latent[rows]
     no_phot = (flags & Flag.NO_PHOTOMETRY) != 0
@@ -232,37 +262,74 @@ def prepare_data(trainset: TrainingSet, bandset, latent: np.ndarray | None, z_tr
     no_latent = ~no_phot & ~bad_z & ~np.isfinite(lat).all(axis=1)
     usable = ~(no_phot | bad_z | no_latent)
     split = objects["SPLIT"].to_numpy()
-    everything = DiffusionData(objects["TARGETID"].to_numpy(np.int64), z, lat.astype(np.float32), features,
-                               _photometry_columns(objects, bandset))
+    everything = DiffusionData(
+        objects["TARGETID"].to_numpy(np.int64),
+        z,
+        lat.astype(np.float32),
+        features,
+        _photometry_columns(objects, bandset),
+    )
     train = everything.take(np.flatnonzero(usable & (split == "train")))
     val = everything.take(np.flatnonzero(usable & (split == "val")))
     if len(train) == 0 or len(val) == 0:
-        raise ValueError(f"{trainset.path}: needs usable objects in both splits, has {len(train)} train and {len(val)} val")
-    counts = {"n_objects": n, "n_train": len(train), "n_val": len(val),
-              "n_skipped_no_photometry": int(no_phot.sum()), "n_skipped_bad_z": int(bad_z.sum()),
-              "n_skipped_unusable_spectrum": int(no_latent.sum())}
-    log.info("diffusion data: %d train, %d val; skipped %d without usable photometry (NO_PHOTOMETRY), "
-             "%d without a finite Z, %d unusable spectra", len(train), len(val), counts["n_skipped_no_photometry"],
-             counts["n_skipped_bad_z"], counts["n_skipped_unusable_spectrum"])
-    standardisation = Standardisation.fit(train.features.values, train.latent, train.z, z_transform=z_transform)
+        raise ValueError(
+            f"{trainset.path}: needs usable objects in both splits, has {len(train)} train and {len(val)} val"
+        )
+    counts = {
+        "n_objects": n,
+        "n_train": len(train),
+        "n_val": len(val),
+        "n_skipped_no_photometry": int(no_phot.sum()),
+        "n_skipped_bad_z": int(bad_z.sum()),
+        "n_skipped_unusable_spectrum": int(no_latent.sum()),
+    }
+    log.info(
+        "diffusion data: %d train, %d val; skipped %d without usable photometry (NO_PHOTOMETRY), "
+        "%d without a finite Z, %d unusable spectra",
+        len(train),
+        len(val),
+        counts["n_skipped_no_photometry"],
+        counts["n_skipped_bad_z"],
+        counts["n_skipped_unusable_spectrum"],
+    )
+    standardisation = Standardisation.fit(
+        train.features.values, train.latent, train.z, z_transform=z_transform
+    )
     return PreparedData(train, val, standardisation, counts)
 
 
 # --- validation of the trained model -----------------------------------------------------
 
 
-def validate_pdfs(model: DiffusionModel, val: DiffusionData, *, n_samples: int = VAL_SAMPLES, seed: int = 0,
-                  sampler: str = "dpmpp2m", steps: int | None = None) -> dict[str, Any]:
+def validate_pdfs(
+    model: DiffusionModel,
+    val: DiffusionData,
+    *,
+    n_samples: int = VAL_SAMPLES,
+    seed: int = 0,
+    sampler: str = "dpmpp2m",
+    steps: int | None = None,
+) -> dict[str, Any]:
     """Photo-z metrics of the validation split: PDF medians (PointMetrics) and samples (PdfMetrics)."""
     start = time.perf_counter()
-    x = sample(model.eval(), val.features.values, val.features.missing, val.object_id,
-               n_samples=n_samples, seed=seed, sampler=sampler, steps=steps)
+    x = sample(
+        model.eval(),
+        val.features.values,
+        val.features.missing,
+        val.object_id,
+        n_samples=n_samples,
+        seed=seed,
+        sampler=sampler,
+        steps=steps,
+    )
     z_samples = model.to_physical(x)[0].numpy()
     z_median = sample_quantiles(z_samples, [0.5])[:, 0]
     return {
         "point": dataclasses.asdict(point_metrics(z_median, val.z)),
         "pdf": dataclasses.asdict(pdf_metrics(z_samples, val.z, seed=seed)),
-        "n_samples": n_samples, "sampler": sampler, "steps": steps,
+        "n_samples": n_samples,
+        "sampler": sampler,
+        "steps": steps,
         "seconds": round(time.perf_counter() - start, 1),
     }
 
@@ -307,8 +374,10 @@ def train_diffusion(
     if not no_spectra:
         config = store.read_config(model_dir) if (model_dir / store.CONFIG).exists() else {}
         if "autoencoder" not in config:
-            raise ValueError(f"{model_dir}: no trained autoencoder to encode the spectra with; "
-                             "run `train autoencoder` into it first, or use --no-spectra (photo-z only)")
+            raise ValueError(
+                f"{model_dir}: no trained autoencoder to encode the spectra with; "
+                "run `train autoencoder` into it first, or use --no-spectra (photo-z only)"
+            )
         if not trainset.has_spectra:
             raise ValueError(f"{data}: this training set has no spectra; use --no-spectra (photo-z only)")
         latent = encode_trainset(trainset, model_dir)
@@ -316,21 +385,45 @@ def train_diffusion(
     torch.manual_seed(train_config.seed)
     trainee = DiffusionTrainee(DiffusionModel(model_config, prepared.standardisation), model_config.ema_decay)
     task = DiffusionTask(prepared.train, prepared.val, prepared.standardisation, bandset, flux_noise)
-    job = {"model": dataclasses.asdict(model_config), "data": str(Path(data).resolve()), "no_spectra": no_spectra,
-           "flux_noise": flux_noise, "latent_size": prepared.standardisation.latent_dim}
-    result = fit(trainee, task, train_config, model_dir / WORKDIR, resume=resume, extra=job,
-                 progress=progress, stop_after=stop_after)
+    job = {
+        "model": dataclasses.asdict(model_config),
+        "data": str(Path(data).resolve()),
+        "no_spectra": no_spectra,
+        "flux_noise": flux_noise,
+        "latent_size": prepared.standardisation.latent_dim,
+    }
+    result = fit(
+        trainee,
+        task,
+        train_config,
+        model_dir / WORKDIR,
+        resume=resume,
+        extra=job,
+        progress=progress,
+        stop_after=stop_after,
+    )
     if result.finished:
         model = trainee.averaged.cpu().eval()
         validation = validate_pdfs(model, prepared.val, seed=train_config.seed)
         best = result.history[result.best_epoch]
-        training = {"preset": str(preset), **dataclasses.asdict(train_config), "epochs_run": len(result.history),
-                    "best_epoch": result.best_epoch, "seconds": float(sum(r["seconds"] for r in result.history)),
-                    "flux_noise": flux_noise, "no_spectra": no_spectra,
-                    "validation_loss": {"best": best["val"]["loss"], "last": result.history[-1]["val"]["loss"]}}
+        training = {
+            "preset": str(preset),
+            **dataclasses.asdict(train_config),
+            "epochs_run": len(result.history),
+            "best_epoch": result.best_epoch,
+            "seconds": float(sum(r["seconds"] for r in result.history)),
+            "flux_noise": flux_noise,
+            "no_spectra": no_spectra,
+            "validation_loss": {"best": best["val"]["loss"], "last": result.history[-1]["val"]["loss"]},
+        }
         data_summary = {"path": str(trainset.path), **prepared.counts}
-        model.save(model_dir, n_parameters=sum(p.numel() for p in model.parameters()), training=training,
-                   training_data=data_summary, validation=validation)
+        model.save(
+            model_dir,
+            n_parameters=sum(p.numel() for p in model.parameters()),
+            training=training,
+            training_data=data_summary,
+            validation=validation,
+        )
         sections: dict[str, Any] = {"bands": bandset.to_dict()}
         if "simulated" in trainset.summary:
             sections["simulated"] = bool(trainset.summary["simulated"])

@@ -215,7 +215,9 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     return tensors, state["param_groups"]
 
 
-def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+def _load_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]
+) -> None:
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optimizer."):
@@ -253,14 +255,15 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def model_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The model's state dict from a checkpoint safetensors file (best or last)."""
-    return {k[len("model."):]: v for k, v in load_file(str(path)).items() if k.startswith("model.")}
+    return {k[len("model.") :]: v for k, v in load_file(str(path)).items() if k.startswith("model.")}
 
 
 class Run:
     """One training run's mutable state: model, optimiser, schedule, precision, bookkeeping."""
 
-    def __init__(self, model: nn.Module, task: TrainingTask, config: TrainConfig, workdir: Path,
-                 extra: dict[str, Any]):
+    def __init__(
+        self, model: nn.Module, task: TrainingTask, config: TrainConfig, workdir: Path, extra: dict[str, Any]
+    ):
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         self.task = task
@@ -273,8 +276,12 @@ class Run:
             raise ValueError("the training split is empty: nothing to train on")
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=config.lr, total_steps=config.epochs * self.steps, pct_start=config.pct_start,
-            div_factor=config.div_factor, final_div_factor=config.final_div_factor,
+            self.optimizer,
+            max_lr=config.lr,
+            total_steps=config.epochs * self.steps,
+            pct_start=config.pct_start,
+            div_factor=config.div_factor,
+            final_div_factor=config.final_div_factor,
         )
         self.precision = _Precision(self.device, config.amp)
         self.last_lr = config.lr / config.div_factor
@@ -289,12 +296,19 @@ class Run:
         tensors = _model_tensors(self.model) | opt_tensors | _rng_tensors()
         _write_atomic(self.workdir / "last.safetensors", lambda p: save_file(tensors, str(p)))
         meta = {
-            "epoch": self.epoch, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
-            "optimizer_param_groups": groups, "scheduler": self.scheduler.state_dict(),
-            "grad_scaler": self.precision.scaler.state_dict(), "train_config": dataclasses.asdict(self.config),
-            "job": self.extra, "history": self.history,
+            "epoch": self.epoch,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "optimizer_param_groups": groups,
+            "scheduler": self.scheduler.state_dict(),
+            "grad_scaler": self.precision.scaler.state_dict(),
+            "train_config": dataclasses.asdict(self.config),
+            "job": self.extra,
+            "history": self.history,
         }
-        _write_atomic(self.workdir / "last.json", lambda p: p.write_text(json.dumps(meta, indent=1, default=float)))
+        _write_atomic(
+            self.workdir / "last.json", lambda p: p.write_text(json.dumps(meta, indent=1, default=float))
+        )
 
     def save_best(self) -> None:
         tensors = _model_tensors(self.model)
@@ -315,7 +329,9 @@ class Run:
             )
         tensors = load_file(str(self.workdir / "last.safetensors"))
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        _load_optimizer(self.optimizer, {k: v.to(self.device) for k, v in tensors.items()}, meta["optimizer_param_groups"])
+        _load_optimizer(
+            self.optimizer, {k: v.to(self.device) for k, v in tensors.items()}, meta["optimizer_param_groups"]
+        )
         self.scheduler.load_state_dict(meta["scheduler"])
         if meta["grad_scaler"]:
             self.precision.scaler.load_state_dict(meta["grad_scaler"])
@@ -334,8 +350,15 @@ class Run:
         self.model.train()
         totals: dict[str, list[torch.Tensor]] = {}
         batches = prefetch(self.task.train_batches(self.config.batch_size, self.epoch, self.config.seed))
-        bar = tqdm(batches, total=self.steps, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
-                   disable=not progress, leave=False, dynamic_ncols=True, position=1)
+        bar = tqdm(
+            batches,
+            total=self.steps,
+            desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+            disable=not progress,
+            leave=False,
+            dynamic_ncols=True,
+            position=1,
+        )
         for step, batch in enumerate(bar):
             if step >= self.steps:
                 raise RuntimeError(f"the task yielded more than its {self.steps} steps per epoch")
@@ -404,12 +427,27 @@ def fit(
         raise CheckpointError(
             f"{workdir} holds a checkpoint of an earlier run; resume it (--resume) or remove that directory"
         )
-    run.log({"event": "resume" if resume else "start", "epoch": run.epoch, "device": str(run.device),
-             "threads": torch.get_num_threads(), "steps_per_epoch": run.steps, "time": time.time()})
+    run.log(
+        {
+            "event": "resume" if resume else "start",
+            "epoch": run.epoch,
+            "device": str(run.device),
+            "threads": torch.get_num_threads(),
+            "steps_per_epoch": run.steps,
+            "time": time.time(),
+        }
+    )
     from tqdm.auto import tqdm
 
-    epochs_bar = tqdm(total=config.epochs, initial=run.epoch, desc="epochs", unit="epoch", disable=not progress,
-                      dynamic_ncols=True, position=0)
+    epochs_bar = tqdm(
+        total=config.epochs,
+        initial=run.epoch,
+        desc="epochs",
+        unit="epoch",
+        disable=not progress,
+        dynamic_ncols=True,
+        position=0,
+    )
     while run.epoch < config.epochs:
         start = time.perf_counter()
         train_metrics = run.train_epoch(progress)
@@ -419,24 +457,42 @@ def fit(
         if improved:
             run.best_metric, run.best_epoch = metric, run.epoch
             run.save_best()
-        record = {"epoch": run.epoch, "train": train_metrics, "val": val_metrics, "lr": run.last_lr,
-                  "seconds": time.perf_counter() - start, "best": improved}
+        record = {
+            "epoch": run.epoch,
+            "train": train_metrics,
+            "val": val_metrics,
+            "lr": run.last_lr,
+            "seconds": time.perf_counter() - start,
+            "best": improved,
+        }
         run.history.append(record)
         run.epoch += 1
         run.save()
         run.log(record)
         epochs_bar.update(1)
-        epochs_bar.set_postfix(train=f"{train_metrics['loss']:.4g}", val=f"{val_metrics['loss']:.4g}",
-                               best=f"{run.best_metric:.4g}")
+        epochs_bar.set_postfix(
+            train=f"{train_metrics['loss']:.4g}",
+            val=f"{val_metrics['loss']:.4g}",
+            best=f"{run.best_metric:.4g}",
+        )
         if verbose:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in val_metrics.items())
-            tqdm.write(f"epoch {record['epoch'] + 1}/{config.epochs}: train loss {train_metrics['loss']:.4g}; "
-                       f"val {shown}{' (best)' if improved else ''} [{record['seconds']:.0f} s]")
+            tqdm.write(
+                f"epoch {record['epoch'] + 1}/{config.epochs}: train loss {train_metrics['loss']:.4g}; "
+                f"val {shown}{' (best)' if improved else ''} [{record['seconds']:.0f} s]"
+            )
         if stop_after is not None and stop_after(record):
             break
     epochs_bar.close()
     if run.best_epoch >= 0:
         run.model.load_state_dict(model_state(workdir / "best.safetensors"))
-    run.log({"event": "end", "epoch": run.epoch, "best_epoch": run.best_epoch, "best_metric": run.best_metric})
-    return FitResult(best_metric=run.best_metric, best_epoch=run.best_epoch, history=run.history,
-                     finished=run.epoch >= config.epochs, workdir=workdir)
+    run.log(
+        {"event": "end", "epoch": run.epoch, "best_epoch": run.best_epoch, "best_metric": run.best_metric}
+    )
+    return FitResult(
+        best_metric=run.best_metric,
+        best_epoch=run.best_epoch,
+        history=run.history,
+        finished=run.epoch >= config.epochs,
+        workdir=workdir,
+    )

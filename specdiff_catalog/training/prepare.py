@@ -35,8 +35,18 @@ from specdiff_catalog.io.trainset import TrainingSetWriter
 COADD_PATTERNS = ("coadd-*.fits", "coadd-*.fits.gz")
 # Object-table columns taken from the joined fibermap + redrock table, with the fill
 # value used when a file lacks the column.
-_CARRIED = {"TARGETID": None, "Z": None, "ZERR": np.nan, "ZWARN": None, "DELTACHI2": np.nan,
-            "SPECTYPE": None, "TARGET_RA": np.nan, "TARGET_DEC": np.nan, "PHOTSYS": "", "EBV": np.nan}
+_CARRIED = {
+    "TARGETID": None,
+    "Z": None,
+    "ZERR": np.nan,
+    "ZWARN": None,
+    "DELTACHI2": np.nan,
+    "SPECTYPE": None,
+    "TARGET_RA": np.nan,
+    "TARGET_DEC": np.nan,
+    "PHOTSYS": "",
+    "EBV": np.nan,
+}
 
 
 @dataclass
@@ -90,9 +100,14 @@ def _photometry_columns(table: pd.DataFrame, bandset: BandSet) -> tuple[dict[str
     wanted = [c for b in bandset.bands for c in (b.flux, b.ivar)]
     found = resolve_columns(table.columns, wanted + [b.mw_transmission for b in bandset.bands])
     absent = [c for c in wanted if c not in found]
-    columns = {c: (table[found[c]].to_numpy() if c in found else np.zeros(len(table), np.float32)) for c in wanted}
-    columns |= {b.mw_transmission: table[found[b.mw_transmission]].to_numpy()
-                for b in bandset.bands if b.mw_transmission in found}
+    columns = {
+        c: (table[found[c]].to_numpy() if c in found else np.zeros(len(table), np.float32)) for c in wanted
+    }
+    columns |= {
+        b.mw_transmission: table[found[b.mw_transmission]].to_numpy()
+        for b in bandset.bands
+        if b.mw_transmission in found
+    }
     return columns, absent
 
 
@@ -101,8 +116,9 @@ def _objects_table(result: SelectionResult, bandset: BandSet, source: str) -> tu
     table = result.table[result.keep].reset_index(drop=True)
     n = len(table)
     found = resolve_columns(table.columns, _CARRIED)
-    objects = pd.DataFrame({c: (table[found[c]].to_numpy() if c in found else np.full(n, fill))
-                            for c, fill in _CARRIED.items()})
+    objects = pd.DataFrame(
+        {c: (table[found[c]].to_numpy() if c in found else np.full(n, fill)) for c, fill in _CARRIED.items()}
+    )
     photometry, absent = _photometry_columns(table, bandset)
     objects = objects.assign(**photometry)
     objects["FLAGS"] = photometric_features(objects, bandset).flags.astype(np.uint16)
@@ -159,16 +175,18 @@ def prepare_training_set(
             report.rejected[name] += count
         for name, count in describe(objects["FLAGS"].to_numpy()).items():
             report.flagged[name] += count
-    writer.close({
-        "kind": "desi",
-        "source_dir": str(desi_dir),
-        "selection": dataclasses.asdict(selection),
-        "bands": bandset.name,
-        "source_files": report.files_read,
-        "failed_files": report.failed_files,
-        "n_spectra_read": report.n_spectra,
-        "rejected": report.rejected,
-        "flagged": report.flagged,
-        "notes": report.notes,
-    })
+    writer.close(
+        {
+            "kind": "desi",
+            "source_dir": str(desi_dir),
+            "selection": dataclasses.asdict(selection),
+            "bands": bandset.name,
+            "source_files": report.files_read,
+            "failed_files": report.failed_files,
+            "n_spectra_read": report.n_spectra,
+            "rejected": report.rejected,
+            "flagged": report.flagged,
+            "notes": report.notes,
+        }
+    )
     return report
