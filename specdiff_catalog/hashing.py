@@ -88,17 +88,26 @@ def seed_key(seed: int) -> int:
 
 
 def mix_torch(key: torch.Tensor | int, counter: torch.Tensor | int) -> torch.Tensor:
-    """One fold of ``counter_hash``: splitmix64(key ^ counter), broadcast, int64."""
-    key = torch.as_tensor(key, dtype=torch.int64)
-    return splitmix64_torch(key ^ torch.as_tensor(counter, dtype=torch.int64, device=key.device))
+    """One fold of ``counter_hash``: splitmix64(key ^ counter), broadcast, int64.
+
+    The result lives on the device of the tensor operand(s); a Python int operand
+    stays a kernel argument, so no host-to-device copy is made (a CUDA sampler calls
+    this inside its step loop).
+    """
+    if isinstance(key, torch.Tensor):
+        return splitmix64_torch(torch.bitwise_xor(key, counter))
+    if isinstance(counter, torch.Tensor):
+        return splitmix64_torch(torch.bitwise_xor(counter, key))
+    return splitmix64_torch(torch.as_tensor(key ^ counter, dtype=torch.int64))
 
 
 def counter_hash_torch(seed: int, *counters: torch.Tensor | int) -> torch.Tensor:
-    """``counter_hash`` in torch: int64 bit patterns equal to the numpy uint64 result."""
-    h = torch.as_tensor(seed_key(seed), dtype=torch.int64)
+    """``counter_hash`` in torch: int64 bit patterns equal to the numpy uint64 result, on
+    the device of the tensor counters (which must share one)."""
+    h: torch.Tensor | int = seed_key(seed)
     for counter in counters:
         h = mix_torch(h, counter)
-    return h
+    return torch.as_tensor(h, dtype=torch.int64)
 
 
 def unit_float(h: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:

@@ -335,3 +335,84 @@ def _draw_batch(gmm, c, rng):
     component = (rng.random(len(c)) >= gmm.weights(c)[:, 0]).astype(int)
     mu = gmm.means(c)[np.arange(len(c)), component]
     return mu + gmm.scales[component][:, None] * rng.standard_normal((len(c), 2))
+
+
+# --- the GPU path, tested on the CPU -------------------------------------------------------
+
+
+def test_autocast_dtype_is_float32_on_the_cpu_and_the_asked_dtype_on_cuda(monkeypatch):
+    from specdiff_catalog.models.sampling import autocast_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert all(autocast_dtype(cpu, p) is None for p in ("fp32", "bf16", "fp16"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert autocast_dtype(cuda, "fp32") is None
+    assert autocast_dtype(cuda, "bf16") == torch.bfloat16 and autocast_dtype(cuda, "fp16") == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # e.g. a V100
+    assert autocast_dtype(cuda, "bf16") == torch.float16
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        autocast_dtype(cpu, "fp8")
+
+
+def test_chunk_rows_follow_the_free_gpu_memory(monkeypatch):
+    from specdiff_catalog.models import sampling
+
+    calls = []
+
+    def footprint():
+        calls.append(1)
+        return 4096.0
+
+    assert sampling.chunk_rows(torch.device("cpu"), footprint) == sampling.CPU_CHUNK_ROWS
+    assert calls == []  # the CPU never measures a GPU footprint
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * 2**30, 80 * 2**30))
+    rows = sampling.chunk_rows(torch.device("cuda", 0), footprint)
+    assert rows == int(sampling.GPU_MEMORY_FRACTION * 8 * 2**30 / 4096) == 1258291 and calls == [1]
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (100 * 2**30, 141 * 2**30))
+    assert sampling.chunk_rows(torch.device("cuda", 0), footprint) == sampling.MAX_CHUNK_ROWS
+    assert sampling.rows_for_memory(1000, 4096.0) == 1  # never less than a row
+
+
+def test_a_chunk_sampler_measures_its_footprint_once_and_sizes_chunks_from_it(monkeypatch):
+    """ChunkSampler on a stand-in 'cuda' device: the probe chunk runs once per setting, the
+    chunk size is fraction x free / measured bytes per row, rounded down to whole galaxies."""
+    from specdiff_catalog.models import sampling
+
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    features, missing = rng.normal(0, 1, (10, 14)).astype(np.float32), np.zeros((10, 5), bool)
+    chunks = sampling.ChunkSampler(model, features, missing, np.arange(10), n_samples=8, seed=0, steps=4)
+    fake = torch.device("cuda", 0)
+    monkeypatch.setattr(type(model), "device", property(lambda self: fake))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1000)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 1000 + 10 * 8 * 512)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**20, 2**30))
+    probes = []
+    monkeypatch.setattr(sampling.ChunkSampler, "__call__", lambda self, lo, hi: probes.append((lo, hi)))
+    sampling._ROW_BYTES.clear()
+    assert chunks.row_bytes() == 512.0 and probes == [(0, 10)]  # 10 galaxies x 8 samples probed
+    assert chunks.chunk_galaxies() == int(0.6 * 2**20 / 512) // 8 == 153
+    assert chunks.chunk_galaxies(64) == 8 and probes == [(0, 10)]  # measured once
+
+
+def test_counter_noise_is_made_on_the_ids_device():
+    """No host round trip: noise for ids on another device (here 'meta') stays there."""
+    noise = CounterNoise(5, torch.arange(3, device="meta"), 4, 11)(2)
+    assert noise.device.type == "meta" and noise.shape == (3, 4, 11)
+
+
+def test_a_compiled_network_gives_the_same_samples():
+    """compile_network wires nn.Module.compile (backend 'eager' here: no compiler needed)."""
+    from specdiff_catalog.models.sampling import compile_network
+
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    features, missing = rng.normal(0, 1, (3, 14)).astype(np.float32), np.zeros((3, 5), bool)
+    kw = {"n_samples": 4, "seed": 1, "steps": 4}
+    ref = sample(model, features, missing, np.arange(3), **kw)
+    compile_network(model, "default", backend="eager")
+    assert model.net._compiled_call_impl is not None
+    assert torch.equal(sample(model, features, missing, np.arange(3), **kw), ref)
+    compile_network(model, None)  # no mode: left as it is

@@ -284,11 +284,13 @@ class GroupedLinear(nn.Linear):
 
     BLAS picks kernels (and so summation orders) by matrix shape: in one (G*M, in)
     product a row's last bits depend on G. Grouped by galaxy, a galaxy's result depends
-    only on its own (M, in) shape. 2-D inputs (training) are one product.
+    only on its own (M, in) shape. 2-D inputs (training) are one product, and so are
+    inputs on a GPU: cuBLAS promises no shape-independent bits either way, and G small
+    products (M = 1 for the per-galaxy modulation) would leave most of a GPU idle.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 3:
+        if x.dim() == 3 and x.device.type == "cpu":
             return torch.baddbmm(self.bias, x, self.weight.t().expand(x.shape[0], -1, -1))
         return super().forward(x)
 
@@ -417,7 +419,8 @@ class DiffusionModel(nn.Module):
     def denoise(self, x_t: torch.Tensor, t: float, cond_emb: torch.Tensor) -> torch.Tensor:
         """x0 predicted from x_t (G, K, D) at one time t with cond_emb (G, 1, H)."""
         alpha, sigma = self.schedule.alpha_sigma(t)
-        out = self.net(x_t, torch.tensor(t, dtype=torch.float32, device=x_t.device), cond_emb)
+        # torch.full: a fill kernel with t as its argument, no host-to-device copy
+        out = self.net(x_t, torch.full((), t, dtype=torch.float32, device=x_t.device), cond_emb)
         if self.config.prediction == "v":
             return alpha * x_t - sigma * out
         return (x_t - sigma * out) / alpha
