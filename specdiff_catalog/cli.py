@@ -220,10 +220,72 @@ def _train_baseline(args: argparse.Namespace) -> None:
     )
 
 
+def _add_train_distill(jobs: argparse._SubParsersAction) -> None:
+    p = jobs.add_parser(
+        "distill",
+        help="distil the model's diffusion teacher into few-step students (1, 2, 4 network evaluations)",
+    )
+    p.add_argument("--model", required=True, type=Path, help="model directory with a trained diffusion model")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="training set (directory or photometry Parquet) whose photometry conditions the teacher "
+        "(default: the diffusion training set recorded in the model's config.json)",
+    )
+    p.add_argument(
+        "--preset", default="default", help="distill preset name or TOML/JSON file (default default)"
+    )
+    p.add_argument(
+        "--evaluations",
+        type=lambda text: tuple(int(v) for v in text.split(",")),
+        help="comma-separated students to train, by network evaluations (default: the preset's, 4,2,1)",
+    )
+    p.add_argument("--epochs", type=int, help="epochs per student (default: the preset's)")
+    p.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
+    p.add_argument("--device", help="auto | cpu | cuda[:N] (default: the preset's, normally auto)")
+    p.add_argument("--seed", type=int, help="random seed (default: the preset's)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoints in MODEL/training/distill/"
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(handler=_train_distill)
+
+
+def _train_distill(args: argparse.Namespace) -> int:
+    from specdiff_catalog.training.distill import distill
+
+    result = distill(
+        args.model,
+        data=args.data,
+        preset=args.preset,
+        evaluations=args.evaluations,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+        resume=args.resume,
+        progress=args.progress,
+    )
+    for n, metrics in sorted((k, v) for k, v in result.validation.items() if k != "teacher"):
+        print(
+            f"student {n} evaluation(s): validation CRPS {metrics['pdf']['crps']:.4f}, sigma_NMAD "
+            f"{metrics['point']['sigma_nmad']:.4f}, PIT KS {metrics['pdf']['pit_ks']:.4f}"
+        )
+    if "teacher" in result.validation:
+        teacher = result.validation["teacher"]
+        print(
+            f"teacher (dpmpp2m, 20 steps): validation CRPS {teacher['pdf']['crps']:.4f}, sigma_NMAD "
+            f"{teacher['point']['sigma_nmad']:.4f}, PIT KS {teacher['pdf']['pit_ks']:.4f}"
+        )
+    print(f"students written to {args.model}" if result.finished else "stopped early, resume with --resume")
+    return 0 if result.finished else 1
+
+
 TRAIN_JOBS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train_autoencoder,
     _add_train_diffusion,
     _add_train_baseline,
+    _add_train_distill,
 ]
 
 
@@ -246,7 +308,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "--model", type=Path, help="model directory (default: the bundled model, trained on simulations)"
     )
     g = p.add_argument_group("what to compute")
-    g.add_argument("--n-samples", type=int, default=100, help="diffusion samples per object (default 100)")
+    g.add_argument(
+        "--n-samples",
+        type=int,
+        help="diffusion samples per object (default: the model's recorded default with its student, "
+        "else 100)",
+    )
     g.add_argument(
         "--save-samples", type=int, default=0, metavar="K", help="store K raw z samples per object"
     )
@@ -256,10 +323,22 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="comma-separated PDF quantile levels inside (0, 1) (default 0.025,0.05,0.16,0.25,0.5,0.75,0.84,0.95,0.975)",
     )
     g.add_argument(
-        "--sampler", choices=("dpmpp2m", "ddim", "ddpm"), default="dpmpp2m", help="default dpmpp2m"
+        "--sampler",
+        choices=("auto", "student", "dpmpp2m", "ddim", "ddpm"),
+        default="auto",
+        help="auto (default): the model's distilled student when it has one, else dpmpp2m",
     )
     g.add_argument(
-        "--steps", type=int, help="sampler steps (default: 20 for dpmpp2m, 50 for ddim, all for ddpm)"
+        "--steps",
+        type=int,
+        help="sampler steps, or the student's network evaluations (default: the model's default "
+        "student; 20 for dpmpp2m, 50 for ddim, all for ddpm)",
+    )
+    g.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="network autocast on CUDA workers (default fp32; the CPU always runs fp32)",
     )
     g.add_argument(
         "--seed", type=int, default=0, help="noise seed; an object's noise is keyed by (seed, object id)"
@@ -316,6 +395,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         sampler=args.sampler,
         steps=args.steps,
+        precision=args.precision,
         quantiles=args.quantiles or RunOptions.quantiles,
         save_samples=args.save_samples,
         batch_size=args.batch_size,

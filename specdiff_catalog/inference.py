@@ -17,9 +17,11 @@ import torch
 
 from specdiff_catalog.features import photometric_features
 from specdiff_catalog.flags import Flag
-from specdiff_catalog.models.sampling import sample
+from specdiff_catalog.models.sampling import DEFAULT_PRECISION, sample
+from specdiff_catalog.models.student_io import resolve_sampling
 from specdiff_catalog.summaries import summarize
 
+DEFAULT_N_SAMPLES = 100
 DEFAULT_QUANTILES = (0.025, 0.05, 0.16, 0.25, 0.5, 0.75, 0.84, 0.95, 0.975)
 DOMAIN_SIGMA = 6.0
 """A feature more than this many training standard deviations from the training mean
@@ -58,11 +60,12 @@ def predict(
     table: Any,
     object_ids: np.ndarray | None = None,
     *,
-    n_samples: int = 100,
+    n_samples: int | None = None,
     seed: int = 0,
-    sampler: str = "dpmpp2m",
+    sampler: str = "auto",
     steps: int | None = None,
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
+    precision: str = DEFAULT_PRECISION,
 ) -> Prediction:
     """Photo-z PDF samples, spectral latents and summaries for every row of ``table``.
 
@@ -70,10 +73,15 @@ def predict(
     pyarrow or a dict of (N,) arrays with the model's band-set columns (fluxes in the
     band set's unit, e.g. nanomaggies; FLUX_IVAR_*; EBV or MW_TRANSMISSION_*).
     object_ids: (N,) int64 noise keys (default 0..N-1): an object's samples depend only
-    on (seed, object id), not on the other rows.
+    on (seed, object id), not on the other rows. n_samples: samples per object (None:
+    the default recorded with the model's students, else 100). sampler: "auto" (the model's default
+    distilled student when it has one, else dpmpp2m), "student" (steps: which student,
+    by its network evaluations) or any of ``sampling.SAMPLERS``. precision: the
+    network's autocast on CUDA (``sampling.autocast_dtype``).
     """
     if model.diffusion is None:
         raise ValueError(f"{model.path}: the model has no diffusion component (train diffusion first)")
+    network, sampler, steps, n_samples = sampler_model(model, sampler, steps, n_samples)
     feats = photometric_features(table, model.bands)
     n = len(feats.flags)
     ids = np.arange(n, dtype=np.int64) if object_ids is None else np.asarray(object_ids, dtype=np.int64)
@@ -85,7 +93,7 @@ def predict(
     if usable.any():
         with torch.inference_mode():
             x = sample(
-                model.diffusion,
+                network,
                 feats.values[usable],
                 feats.missing[usable],
                 ids[usable],
@@ -93,6 +101,7 @@ def predict(
                 seed=seed,
                 sampler=sampler,
                 steps=steps,
+                precision=precision,
             )
             z_use, latent_use = (t.numpy() for t in model.diffusion.to_physical(x))
         z[usable], latent[usable] = z_use, latent_use
@@ -101,6 +110,17 @@ def predict(
     z[failed], latent[failed] = np.nan, np.nan
     summaries = summarize(z, latent if dim else None, quantiles)
     return Prediction(object_id=ids, z_samples=z, latent_samples=latent, summaries=summaries, flags=flags)
+
+
+def sampler_model(
+    model: Any, sampler: str, steps: int | None, n_samples: int | None
+) -> tuple[Any, str, int | None, int]:
+    """(the network to sample, sampler, steps, n_samples) for ``predict``'s options
+    (``student_io.resolve_sampling``: "auto" is the default student when there is one)."""
+    sampler, steps, n_samples = resolve_sampling(model.config, sampler, steps, n_samples, DEFAULT_N_SAMPLES)
+    if sampler != "student":
+        return model.diffusion, sampler, steps, n_samples
+    return model.students[steps], sampler, steps, n_samples
 
 
 def predict_columns(

@@ -7,7 +7,7 @@ loads (``models.store``) and rebuilds each trained component; nothing is unpickl
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ class SpecdiffModel:
     autoencoder: the spectrum autoencoder (``models.autoencoder.SpectrumAutoencoder``);
     diffusion: the conditional diffusion model (``models.diffusion.DiffusionModel``, eval mode);
     baseline: the tree baseline (``models.baseline.BaselineModel``); each None until trained.
+    students: distilled few-step students of the diffusion model by network evaluations
+    (``models.distill.StudentModel``; empty until ``train distill``).
     """
 
     path: Path
@@ -36,6 +38,7 @@ class SpecdiffModel:
     autoencoder: Any = None
     diffusion: Any = None
     baseline: Any = None
+    students: dict[int, Any] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -94,14 +97,23 @@ def load_model(
     )
     autoencoder = load_autoencoder(path, device) if "autoencoder" in config else None
     diffusion = baseline = None
+    students = {}
     if "diffusion" in config:
         from specdiff_catalog.models.diffusion import DiffusionModel
+        from specdiff_catalog.models.student_io import load_students
 
         diffusion = DiffusionModel.from_model_dir(path, device)
+        students = load_students(path, config, diffusion, device)
     if "baseline" in config:
         from specdiff_catalog.models.baseline import BaselineModel
 
         baseline = BaselineModel.from_model_dir(path)
     return SpecdiffModel(
-        path=path, config=config, bands=bands, autoencoder=autoencoder, diffusion=diffusion, baseline=baseline
+        path=path,
+        config=config,
+        bands=bands,
+        autoencoder=autoencoder,
+        diffusion=diffusion,
+        baseline=baseline,
+        students=students,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from distributed import Client, as_completed, get_worker
 from tqdm.auto import tqdm
 
 from specdiff_catalog import __version__
-from specdiff_catalog.inference import DEFAULT_QUANTILES
+from specdiff_catalog.inference import DEFAULT_N_SAMPLES, DEFAULT_QUANTILES
 from specdiff_catalog.io.catalog import (
     Catalog,
     Partition,
@@ -41,22 +41,38 @@ class RunOptions:
     """What a run computes; stored in the output's attributes and checked on resume.
 
     quantiles: PDF quantile levels inside (0, 1). save_samples: raw z samples kept per
-    object (0: none). steps: sampler steps (None: the sampler's default, 20 for
-    dpmpp2m). batch_size: objects per sampler call on a worker.
+    object (0: none). sampler: "auto" (the model's default distilled student when it
+    has one, else dpmpp2m; ``resolved`` makes it concrete before a run starts), "student"
+    or a ``sampling.SAMPLERS`` name. steps: sampler steps, or a student's network
+    evaluations (None: the sampler's default, 20 for dpmpp2m, the model's default
+    student). n_samples None: the model's recorded default with its student, else 100.
+    batch_size: objects per sampler call on a worker. precision: the network's autocast
+    on CUDA workers (fp32, bf16, fp16).
     """
 
-    n_samples: int = 100
+    n_samples: int | None = None
     seed: int = 0
-    sampler: str = "dpmpp2m"
+    sampler: str = "auto"
     steps: int | None = None
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES
     save_samples: int = 0
     batch_size: int = 2048
     id_column: str | None = None
+    precision: str = "fp32"
 
     def provenance(self) -> dict[str, Any]:
         """The options that change results (batch_size does not)."""
         return {k: v for k, v in asdict(self).items() if k != "batch_size"}
+
+    def resolved(self, config: dict[str, Any]) -> RunOptions:
+        """The options with "auto" sampler, default steps and n_samples made concrete for
+        a model's config.json (what the store records and every worker uses)."""
+        from specdiff_catalog.models.student_io import resolve_sampling
+
+        sampler, steps, n_samples = resolve_sampling(
+            config, self.sampler, self.steps, self.n_samples, DEFAULT_N_SAMPLES
+        )
+        return replace(self, sampler=sampler, steps=steps, n_samples=n_samples)
 
 
 @dataclass
@@ -146,6 +162,7 @@ def process_partition(
         sampler=options.sampler,
         steps=options.steps,
         quantiles=options.quantiles,
+        precision=options.precision,
     )
     columns = {**_position_columns(table), "object_id": ids, **result}
     store.write_partition(partition.index, columns)
@@ -211,6 +228,7 @@ def run_catalog(
 
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
     config = read_config(model_dir)
+    options = options.resolved(config)
     notice = simulation_notice(config, model_dir)
     if notice:
         print(notice, file=sys.stderr, flush=True)
