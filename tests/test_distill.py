@@ -98,7 +98,8 @@ def test_teacher_paths_end_where_the_sampler_ends():
 
 @pytest.mark.parametrize("nodes", [(), (1.0,), (-1.0, 1.0, 3.0)])
 def test_a_students_samples_do_not_depend_on_its_batch(nodes):
-    student = StudentModel(tiny_model(), nodes).eval()
+    student = StudentModel(tiny_model(), nodes)
+    assert not student.training  # it follows the wrapped model (in eval mode)
     rng = np.random.default_rng(1)
     n, k = 19, 16
     features = rng.normal(0, 1, (n, 14)).astype(np.float32)

@@ -131,6 +131,7 @@ class StudentModel(nn.Module):
         self.model = model
         self.nodes = tuple(float(v) for v in nodes)
         self.times = student_times(model.schedule, self.nodes)
+        self.train(model.training)  # a wrapper of a model in eval mode is in eval mode
 
     @property
     def evaluations(self) -> int:

@@ -75,7 +75,7 @@ class DistillConfig:
 
     evaluations: tuple[int, ...] = (4, 2, 1)
     nodes: dict[str, list[float]] = field(default_factory=dict)
-    draws: int = 16
+    draws: int = 8
     val_draws: int = 2
     teacher_spacing: float = TEACHER_SPACING
 
