@@ -35,7 +35,7 @@ from distributed import Client, LocalCluster
 from specdiff_catalog.inference import predict
 from specdiff_catalog.io.catalog import open_catalog, read_partition
 from specdiff_catalog.models import load_model
-from specdiff_catalog.models.store import default_model_dir
+from specdiff_catalog.models.store import default_model_dir, read_config
 from specdiff_catalog.pipeline.cluster import ClusterConfig
 from specdiff_catalog.pipeline.run import RunOptions, run_catalog
 
@@ -93,16 +93,27 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--partition-rows", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="samples per object (default: the model's production default)",
+    )
+    parser.add_argument(
+        "--sampler", default="auto", help="default: the model's default student, else dpmpp2m"
+    )
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--compare-rows", type=int, default=2048, help="rows for the sampler-alone timing")
     args = parser.parse_args()
 
-    options = RunOptions(n_samples=args.samples, steps=args.steps, batch_size=args.batch_size)
+    options = RunOptions(
+        n_samples=args.samples, sampler=args.sampler, steps=args.steps, batch_size=args.batch_size
+    ).resolved(read_config(args.model))
     rows = source_rows(args.mock)
     print(
-        f"model {args.model}; {args.workers} workers x 1 thread; {args.samples} samples, steps {args.steps or 'default'}, "
+        f"model {args.model}; {args.workers} workers x 1 thread; {options.n_samples} samples, "
+        f"sampler {options.sampler}, steps {options.steps or 'default'}, "
         f"batch {args.batch_size}, partitions of {args.partition_rows} rows"
     )
     print(

@@ -268,3 +268,22 @@ def test_cost_model_is_monotone():
     model = tiny_model()
     assert flop_per_galaxy(model, 1, 64) < flop_per_galaxy(model, 2, 64) < flop_per_galaxy(model, 20, 100)
     assert math.isclose(flop_per_galaxy(model, 20, 100) / flop_per_galaxy(model, 2, 100), 10, rel_tol=0.02)
+
+
+def test_the_gpu_benchmarks_numpy_metrics_match_the_package_metrics():
+    """benchmarks/sampler.py runs without pandas/scoringrules: its metrics must be metrics.py's."""
+    from benchmarks.sampler import numpy_metrics
+
+    from specdiff_catalog.metrics import pdf_metrics, point_metrics
+    from specdiff_catalog.summaries import sample_quantiles
+
+    rng = np.random.default_rng(3)
+    z_true = rng.uniform(0.05, 0.8, 400)
+    z = z_true[:, None] + rng.normal(0.01, 0.03, (400, 64)) * (1 + z_true[:, None])
+    got = numpy_metrics(z, z_true)
+    pdf = pdf_metrics(z, z_true)
+    point = point_metrics(sample_quantiles(z, [0.5])[:, 0], z_true)
+    assert got["n"] == pdf.n == 400
+    assert got["crps"] == pytest.approx(pdf.crps, rel=1e-12)
+    assert got["pit_ks"] == pytest.approx(pdf.pit_ks, abs=1e-12)
+    assert got["sigma_nmad"] == pytest.approx(point.sigma_nmad, rel=1e-12)

@@ -369,8 +369,8 @@ def distill(
         )
         if not fits[n].finished:
             return DistillResult(fits, {})
-        students[n] = StudentModel(trainee.averaged.cpu().eval(), config.nodes_of(n))
-    validation = {"teacher": validate_pdfs(teacher.cpu().eval(), prepared.val, seed=train_config.seed)}
+        students[n] = StudentModel(trainee.averaged.eval(), config.nodes_of(n))  # on the run's device
+    validation = {"teacher": validate_pdfs(teacher.eval(), prepared.val, seed=train_config.seed)}
     for n, student_model in students.items():
         student_view = cast(DiffusionModel, student_model)  # a SamplerModel with to_physical: all it needs
         validation[str(n)] = validate_pdfs(
