@@ -21,13 +21,15 @@ PYTHON=${PYTHON:-python3}
 MODEL=${MODEL:-specdiff_catalog/data/default_model}
 QUALITY=${QUALITY:-benchmarks/data/quality_mock_s2.npz}
 OUT=${OUT:-gpu_check_out}
+DEVICE=${DEVICE:-cuda}                # DEVICE=cpu with small counts: a dry run of this script anywhere
 GALAXIES=${GALAXIES:-300000}          # production default (cheap per galaxy)
 TEACHER_GALAXIES=${TEACHER_GALAXIES:-20000}  # 20-step x 100-sample teacher (2,000 evaluations per galaxy)
+QUALITY_OBJECTS=${QUALITY_OBJECTS:-5000}     # of the quality set (all 4,988 by default)
 export PYTHONPATH=.
 mkdir -p "$OUT"
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
-"$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+"$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -lms 500 \
     > "$OUT/nvidia_smi.csv" &
@@ -36,9 +38,9 @@ trap 'kill $SMI 2>/dev/null' EXIT
 
 for precision in fp32 bf16; do
     echo "=== sampler, $precision"
-    timeout 150 "$PYTHON" benchmarks/sampler.py --device cuda --model "$MODEL" --precision "$precision" \
+    timeout 150 "$PYTHON" benchmarks/sampler.py --device "$DEVICE" --model "$MODEL" --precision "$precision" \
         --galaxies "$GALAXIES" --teacher-galaxies "$TEACHER_GALAXIES" --repeats 2 \
-        --quality "$QUALITY" --save-samples "$OUT/samples_$precision.npz" --json "$OUT/sampler_$precision.json"
+        --quality "$QUALITY" --quality-objects "$QUALITY_OBJECTS" --save-samples "$OUT/samples_$precision.npz" --json "$OUT/sampler_$precision.json"
     echo "rc=$?"
 done
 kill $SMI 2>/dev/null
@@ -61,7 +63,8 @@ if len(runs) == 2:
     keeps = b["crps"] <= 1.01 * a["crps"] and b["sigma_nmad"] <= 1.01 * a["sigma_nmad"] and b["pit_ks"] <= a["pit_ks"] + 0.005
     print(f"bf16 keeps the production quality (CRPS and sigma_NMAD within 1%, PIT KS within 0.005 of fp32): {keeps}")
     print(f"bf16 / fp32 production galaxies/s: {runs['bf16']['production']['galaxies_per_s'] / runs['fp32']['production']['galaxies_per_s']:.2f}")
-util = [float(line.split(",")[1]) for line in (out / "nvidia_smi.csv").read_text().splitlines() if line.count(",") == 2]
+smi = out / "nvidia_smi.csv"
+util = [float(line.split(",")[1]) for line in (smi.read_text().splitlines() if smi.exists() else []) if line.count(",") == 2]
 busy = [u for u in util if u > 0]
 if util:
     print(f"GPU utilisation over {len(util)} samples at 0.5 s: mean {sum(util) / len(util):.0f}%, "
@@ -69,7 +72,7 @@ if util:
 EOF
 
 echo "=== optional: torch.compile (max-autotune-no-cudagraphs), bf16"
-timeout 150 "$PYTHON" benchmarks/sampler.py --device cuda --model "$MODEL" --precision bf16 \
+timeout 150 "$PYTHON" benchmarks/sampler.py --device "$DEVICE" --model "$MODEL" --precision bf16 \
     --galaxies "$GALAXIES" --teacher-galaxies "$TEACHER_GALAXIES" --repeats 2 \
     --compile max-autotune-no-cudagraphs --json "$OUT/sampler_bf16_compiled.json"
 echo "rc=$?"

@@ -191,6 +191,7 @@ def main() -> None:
         "--compile", help="torch.compile mode of the networks (default, reduce-overhead, ...)"
     )
     parser.add_argument("--quality", type=Path, help="a quality set .npz (see --write-quality)")
+    parser.add_argument("--quality-objects", type=int, help="the first N objects of the quality set only")
     parser.add_argument("--save-samples", type=Path, help="write both settings' z samples on the quality set")
     parser.add_argument(
         "--write-quality", nargs=2, metavar=("MOCK", "N"), help="write --quality from a mock and exit"
@@ -262,7 +263,7 @@ def main() -> None:
     print(f"ratio production / teacher galaxies/s: {ratio:.2f}")
     output: dict[str, Any] = {"device": str(device), "precision": args.precision, "ratio": ratio, **results}
     if args.quality:
-        data = np.load(args.quality)
+        data = {k: v[: args.quality_objects] for k, v in np.load(args.quality).items()}
         quality_inputs = (data["features"], data["missing"], data["object_id"])
         saved = {}
         for setting in (production, reference):
