@@ -35,7 +35,8 @@ import numpy as np
 import pandas as pd
 
 from specdiff_catalog import spectral
-from specdiff_catalog.io.desi import Selection, read_coadd, read_redrock, redrock_path_for, select
+from specdiff_catalog.io.desi import read_coadd, read_redrock, redrock_path_for
+from specdiff_catalog.selection import SpectroSelection, select
 
 SNR_EDGES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, np.inf)
 """Bins of the median per-pixel S/N (0.8 A pixels) of the observed spectrum."""
@@ -367,7 +368,8 @@ def _compare_file(
 def _rms_fraction(
     wave_rest: np.ndarray, rec: np.ndarray, true: np.ndarray, lo: np.ndarray, hi: np.ndarray
 ) -> np.ndarray:
-    """(N,) rms of rec / (B true) - 1 over lo..hi (N,) rest Angstrom, B the least-squares scale of true to rec."""
+    """(N,) rms of rec / (B true) - 1 over lo..hi (N,) rest Angstrom, B the least-squares scale of
+    true to rec."""
     inside = (
         (wave_rest[None, :] >= lo[:, None])
         & (wave_rest[None, :] <= hi[:, None])
@@ -410,7 +412,7 @@ def validate_spectra(
     a model directory); truth: the mock's truth directory (DIR/truth), for the noiseless
     comparison; max_objects: stop after this many spectra (files in order); n_samples,
     seed: of the diffusion prediction; n_examples: spectra kept for plots, spread over S/N.
-    Spectra are selected as for training (``io.desi.select``: ZWARN = 0, GALAXY,
+    Spectra are selected as for training (``selection.select``: ZWARN = 0, GALAXY,
     fibre status 0) inside the model's redshift range.
     """
     from specdiff_catalog.models import load_model
@@ -427,13 +429,14 @@ def validate_spectra(
     lo = float(np.floor(wave_rest[0] / STACK_STEP) * STACK_STEP)
     stacks = {name: _Stack(lo, float(wave_rest[-1]), STACK_STEP) for name in ("model", "truth")}
     truth_table = _Truth.open(truth) if truth is not None else None
-    options = {
-        "selection": Selection(z_min=z_lo, z_max=z_hi),
+    options: dict[str, Any] = {
+        "selection": SpectroSelection(z_min=z_lo, z_max=z_hi),
         "n_samples": n_samples,
         "seed": seed,
         "max_per_file": None,
     }
-    parts, kept = [], []
+    parts: list[pd.DataFrame] = []
+    kept = []
     files = coadd_files(desi)
     for path in files:
         if max_objects is not None:
