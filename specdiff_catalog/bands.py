@@ -87,7 +87,7 @@ class BandSet:
     def columns(self) -> list[str]:
         """Every column the band set can use: fluxes, ivars, MW transmissions and EBV."""
         cols = [c for b in self.bands for c in (b.flux, b.ivar, b.mw_transmission)]
-        return cols + [self.ebv_column]
+        return [*cols, self.ebv_column]
 
     def mw_transmission(self, ebv: np.ndarray) -> np.ndarray:
         """(N, B) Milky Way transmission 10^(-0.4 R E(B-V)) for ``ebv`` (N,) in magnitudes."""

@@ -52,7 +52,7 @@ def survey(tmp_path_factory):
 def test_population_is_reproducible_and_inside_the_cuts():
     a = draw_galaxies(1500, 11, PopulationModel(), BANDS)
     b = draw_galaxies(1500, 11, PopulationModel(), BANDS)
-    assert all(np.array_equal(x, y) for x, y in zip(vars(a).values(), vars(b).values()))
+    assert all(np.array_equal(x, y) for x, y in zip(vars(a).values(), vars(b).values(), strict=True))
     r = 22.5 - 2.5 * np.log10(a.flux[:, BANDS.names.index("r")])
     assert (a.redshift > 0).all() and a.redshift.max() <= 0.8 and r.max() < 22.5
     # the population is not a thin slice: median z ~0.4, both blue and red galaxies, r from < 18 to the limit
@@ -167,7 +167,7 @@ def test_survey_files_read_back_through_the_project_readers(survey):
     from specdiff_catalog.io.catalog import open_catalog
     from specdiff_catalog.io.desi import read_coadd, read_redrock
 
-    out, summary = survey
+    out, _summary = survey
     coadds = sorted((out / "spectra").glob("coadd-mock-*.fits"))
     assert [p.name for p in coadds] == ["coadd-mock-0000.fits", "coadd-mock-0001.fits"]
     n_read, masked = 0, 0

@@ -252,9 +252,9 @@ def test_failed_partition_stays_pending_with_its_message(store):
 
 def test_incompatible_store_refused(store):
     other_model = ATTRS | {"model": {"id": "default-mock", "sha256": {"diffusion.safetensors": "b" * 64}}}
-    with pytest.raises(StoreMismatchError, match="different model.*sha256"):
+    with pytest.raises(StoreMismatchError, match=r"different model.*sha256"):
         create_store(store.path, PARTITIONS, LAYOUT, other_model)
-    with pytest.raises(StoreMismatchError, match="different config.*steps"):
+    with pytest.raises(StoreMismatchError, match=r"different config.*steps"):
         store.check_compatible(ATTRS | {"config": ATTRS["config"] | {"steps": 50}})
     with pytest.raises(StoreMismatchError, match="layout"):
         create_store(

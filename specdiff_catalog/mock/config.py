@@ -34,13 +34,13 @@ class MockConfig:
     bands: str = "ls-dr10-south"
     bad_fiber_fraction: float = 0.01
     cosmics_per_arm: float = 1.0
-    patch: SkyPatch = SkyPatch()
-    reddening: ReddeningModel = ReddeningModel()
+    patch: SkyPatch = field(default_factory=SkyPatch)
+    reddening: ReddeningModel = field(default_factory=ReddeningModel)
     imaging_noise: ImagingNoise = field(default_factory=ImagingNoise)
-    defects: CatalogDefects = CatalogDefects()
-    fibre: FibreModel = FibreModel()
+    defects: CatalogDefects = field(default_factory=CatalogDefects)
+    fibre: FibreModel = field(default_factory=FibreModel)
     spectro_noise: SpectroNoise = field(default_factory=SpectroNoise)
-    redrock: RedrockModel = RedrockModel()
+    redrock: RedrockModel = field(default_factory=RedrockModel)
 
     def population_model(self) -> PopulationModel:
         return PopulationModel(z_max=self.z_max, mag_max=self.r_max, select_band="r")

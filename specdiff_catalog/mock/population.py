@@ -157,7 +157,7 @@ def _draw_one(
         cosmology,
     )
     if len(z) == 0:
-        return tuple(np.empty((0,) + s) for s in [(), (), (5,), (), (len(bandset.bands),), ()])
+        return tuple(np.empty((0, *s)) for s in [(), (), (5,), (), (len(bandset.bands),), ()])
     coeff = dirichlet_coefficients(
         z,
         np.array(pop.dirichlet_alpha0),

@@ -21,7 +21,7 @@ DESI_UNIT = 1e-17  # erg/s/cm^2/A of one unit of DESI flux
 
 def rest_wavelength(lo: float = 2000.0, hi: float = 9824.0, step: float = 2.0) -> np.ndarray:
     """(R,) rest-frame grid of the truth spectra: 2000-9824 A at 2 A (the autoencoder's range)."""
-    return lo + step * np.arange(int(round((hi - lo) / step)) + 1)
+    return lo + step * np.arange(round((hi - lo) / step) + 1)
 
 
 @cache
@@ -38,7 +38,7 @@ def _templates() -> tuple[np.ndarray, np.ndarray]:
 def _interpolated_mixture(weights: np.ndarray, rest: np.ndarray) -> np.ndarray:
     """(N, P) sum_k weights[:, k] T_k(rest) with rest (N, P) or (P,), linear in wavelength."""
     templates, wave = _templates()
-    rest = np.broadcast_to(rest, (len(weights),) + np.shape(rest)[-1:])
+    rest = np.broadcast_to(rest, (len(weights), *np.shape(rest)[-1:]))
     lo = max(np.searchsorted(wave, rest.min()) - 1, 0)
     hi = min(np.searchsorted(wave, rest.max()) + 1, len(wave) - 1)
     mixture = weights @ templates[:, lo : hi + 1]  # (N, K') on the template grid

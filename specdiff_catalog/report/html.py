@@ -91,7 +91,8 @@ class _Page:
 
     def render(self) -> str:
         return (
-            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(self.title)}</title>"
             f"<style>{CSS}</style></head><body><h1>{html.escape(self.title)}</h1>\n"
             + "\n".join(self.parts)
             + "\n</body></html>\n"
@@ -102,7 +103,7 @@ def _provenance(page: _Page, evaluation: Any, spectra: Any) -> None:
     info = dict(evaluation.info) if evaluation is not None else {}
     if info.get("simulated_note"):
         page.paragraph(info["simulated_note"], "note")
-    rows = {
+    rows: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "software": f"specdiff-catalog {__version__}",
     }
@@ -216,7 +217,7 @@ def _photoz_section(page: _Page, evaluation: Any) -> None:
     )
 
 
-def _spectra_section(page: _Page, spectra: Any, high_snr: float) -> None:
+def _spectra_section(page: _Page, spectra: Any, high_snr: float | None) -> None:
     from specdiff_catalog.report.spectral_validation import HIGH_SNR
 
     high_snr = HIGH_SNR if high_snr is None else high_snr
@@ -224,8 +225,8 @@ def _spectra_section(page: _Page, spectra: Any, high_snr: float) -> None:
     page.heading("Spectra from photometry")
     page.paragraph(
         f"{summary['n_objects']} galaxies with DESI-format spectra, predicted from their photometry alone. "
-        "The reconstructed spectrum (decoded from the predicted latent) is compared with the observed one after "
-        "fitting a free amplitude; chi^2 per pixel uses the observed inverse variance (0.8 A pixels)."
+        "The reconstructed spectrum (decoded from the predicted latent) is compared with the observed one "
+        "after fitting a free amplitude; chi^2 per pixel uses the observed inverse variance (0.8 A pixels)."
     )
     page.table(
         spectra.chi2_by_snr(),
