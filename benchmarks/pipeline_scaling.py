@@ -1,6 +1,6 @@
 """End-to-end throughput of ``run`` versus the sampler alone, and peak worker memory vs catalog size.
 
-    python benchmarks/pipeline_scaling.py --mock /work/data/mock_s1 --sizes 10000 100000 1000000
+    python benchmarks/pipeline_scaling.py --mock data/mock_s1 --sizes 10000 100000 1000000
 
 Catalogs are plain Parquet directories of fixed-size partitions (``--partition-rows``)
 whose rows are drawn with replacement from the mock survey's HATS catalog (new object

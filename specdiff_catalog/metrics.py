@@ -1,4 +1,4 @@
-"""Photo-z metrics exactly as /work/shared/METHOD.md "Metric definitions" states them.
+"""Photo-z metrics exactly as docs/metrics.md defines them.
 
 Point estimates: bias, sigma_NMAD, eta_0.15 and the LSST outlier fraction of
 dz = (z_phot - z_true) / (1 + z_true). PDFs given as samples: PIT (ties randomised)

@@ -28,7 +28,6 @@ from specdiff_catalog.metrics import crps, photoz_table, pit
 MAG_EDGES = (10.0, 19.0, 20.0, 21.0, 21.5, 22.0, 22.5, 30.0)
 ZPHOT_EDGES = (-0.1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 2.0)
 QUANTILE_DRAWS = 100  # pseudo-samples per object when only quantiles are stored
-METHODS = ("diffusion", "baseline")
 SUMMARY_METRICS = (
     "n",
     "bias",

@@ -151,7 +151,7 @@ def _photoz_section(page: _Page, evaluation: Any) -> None:
     page.table(
         evaluation.summary("all"),
         caption="All objects: diffusion (the run's PDFs) vs the tree baseline "
-        "(METHOD.md metric definitions; dz = (z_phot - z_true)/(1 + z_true), z_phot = PDF median)",
+        "(metric definitions: docs/metrics.md; dz = (z_phot - z_true)/(1 + z_true), z_phot = PDF median)",
     )
     page.figure(
         "zphot_vs_ztrue",

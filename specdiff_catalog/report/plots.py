@@ -168,7 +168,7 @@ def metric_by_bin(
 def rank_pit(pit: np.ndarray, n_samples: np.ndarray, seed: int = 0) -> np.ndarray:
     """PIT values for display: (rank + U) / (K + 1), rank = round(PIT x K), U ~ U(0, 1) (seeded).
 
-    With K samples the PIT of METHOD.md takes only the K + 1 values j / K, so a histogram
+    With K samples the PIT of docs/metrics.md takes only the K + 1 values j / K, so a histogram
     whose bin edges fall on them shows a comb; the randomised rank is exactly uniform on
     (0, 1) for calibrated PDFs and keeps the same shape otherwise. pit, n_samples: (N,).
     """

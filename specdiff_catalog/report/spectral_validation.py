@@ -3,7 +3,7 @@
 For galaxies that have a DESI spectrum, ``validate_spectra`` does what a user of the
 catalog would: it predicts from the FIBERMAP photometry alone (``inference.predict``),
 decodes the predicted latent into a rest-frame spectrum and compares it with the
-observed coadd (METHOD.md, "what the paper validates"):
+observed coadd (as the paper validates them; Dn4000 as in docs/metrics.md):
 
 - chi^2 per pixel with the observed ivar after fitting a free amplitude A (closed form,
   A = sum(w f m) / sum(w m^2)), with the reconstruction placed at the spectroscopic
