@@ -226,7 +226,7 @@ def _provenance(store: OutputStore, model_dir: Path, config: ModelConfig) -> dic
         "store": str(store.path),
         "model": store.attrs.get("model"),
         "model_path": str(model_dir),
-        "simulated": config.provenance.simulated,
+        "simulated": config.provenance.simulated,  # None: not recorded
         "software_version": __version__,
         "deredden": config.autoencoder is not None and config.autoencoder.config.deredden,
     }

@@ -51,7 +51,7 @@ class SpecdiffModel:
     @property
     def simulated(self) -> bool:
         """True when the model was trained on simulated (mock) data."""
-        return self.config.provenance.simulated
+        return bool(self.config.provenance.simulated)
 
 
 def simulation_notice(config: ModelConfig, path: str | Path) -> str | None:

@@ -213,10 +213,10 @@ class TrainingData:
 @dataclass(frozen=True)
 class Provenance:
     """software_version: of the last writer; simulated: trained on simulated galaxies
-    (every user of the model is told, ``models.simulation_notice``)."""
+    (every user of the model is told, ``models.simulation_notice``); None: not recorded."""
 
     software_version: str = __version__
-    simulated: bool = False
+    simulated: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -261,7 +261,7 @@ class ModelConfig:
         self, bands: BandSet, trainset: Mapping[str, Any], simulated: bool | None
     ) -> ModelConfig:
         """This config after a component was trained on a training set with band set ``bands``,
-        summary ``trainset`` (trainset.json) and ``simulated`` (None: unknown, keep the current)."""
+        summary ``trainset`` (trainset.json) and ``simulated`` (None: not said, keep the current)."""
         provenance = self.provenance if simulated is None else Provenance(simulated=simulated)
         data = self.training_data
         return dataclasses.replace(
@@ -533,7 +533,7 @@ def _migrate_v1(old: dict[str, Any]) -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "provenance": {
             "software_version": old.get("software_version", "0.1.0"),
-            "simulated": bool(old.get("simulated", False)),
+            "simulated": None if old.get("simulated") is None else bool(old["simulated"]),
         },
         "bands": old.get("bands"),
         "training_data": dict(old.get("training_data") or {}),
