@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from specdiff_catalog import __version__, spectral
+from specdiff_catalog import __version__, defaults, spectral
 from specdiff_catalog.io.spectra_file import ReconstructedSpectra
 from specdiff_catalog.io.store import OutputStore, open_store
 
@@ -41,7 +41,7 @@ class ObjectSelection:
     ids: tuple[int, ...] | None = None
     rows: tuple[int, int] | None = None
     random: int | None = None
-    seed: int = 0
+    seed: int = defaults.SEED
 
     def __post_init__(self) -> None:
         given = [v is not None for v in (self.ids, self.rows, self.random)]
@@ -53,7 +53,7 @@ class ObjectSelection:
             raise ValueError(f"random sample size must be >= 1, got {self.random}")
 
     @classmethod
-    def parse(cls, text: str, seed: int = 0) -> ObjectSelection:
+    def parse(cls, text: str, seed: int = defaults.SEED) -> ObjectSelection:
         """From the command line: ``ids=ID,ID,...``, ``ids=@FILE`` (one id per line),
         ``rows=START:STOP`` or ``random=N``."""
         kind, _, value = text.partition("=")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from specdiff_catalog import defaults
 from specdiff_catalog.bands import resolve_columns
 from specdiff_catalog.features import photometric_features
 from specdiff_catalog.io.catalog import object_ids, open_catalog, read_partition
@@ -168,7 +169,7 @@ def evaluate_store(
     truth: str | Path,
     model: str | Path | None = None,
     *,
-    seed: int = 0,
+    seed: int = defaults.SEED,
     mag_band: str = "r",
     mag_edges: tuple[float, ...] = MAG_EDGES,
     zphot_edges: tuple[float, ...] = ZPHOT_EDGES,

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from specdiff_catalog import __version__
+from specdiff_catalog import __version__, defaults
 from specdiff_catalog.report import plots
 
 N_EXAMPLES = 12
@@ -331,7 +331,7 @@ def evaluation_report(
     desi: str | Path | None = None,
     spectra_truth: str | Path | None = None,
     max_spectra: int | None = None,
-    seed: int = 0,
+    seed: int = defaults.SEED,
 ) -> tuple[Any, Report]:
     """``evaluate --report``: the photo-z evaluation of ``store`` against ``truth`` and, with
     ``desi`` (a directory of coadd files), the spectral validation with the store's model

@@ -29,14 +29,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from specdiff_catalog import spectral
+from specdiff_catalog import defaults, spectral
 from specdiff_catalog.io.desi import read_coadd, read_redrock, redrock_path_for
 from specdiff_catalog.selection import SpectroSelection, select
+
+if TYPE_CHECKING:
+    from specdiff_catalog.models import SpecdiffModel
 
 SNR_EDGES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, np.inf)
 """Bins of the median per-pixel S/N (0.8 A pixels) of the observed spectrum."""
@@ -289,7 +292,7 @@ class _Truth:
 
 
 def _compare_file(
-    path: Path, model: Any, truth: _Truth | None, stacks: dict[str, _Stack], options: dict[str, Any]
+    path: Path, model: SpecdiffModel, truth: _Truth | None, stacks: dict[str, _Stack], options: dict[str, Any]
 ):
     """Per-object rows (DataFrame) and the arrays kept for examples, for one coadd file."""
     from specdiff_catalog.inference import predict
@@ -307,11 +310,11 @@ def _compare_file(
     targetid = table["TARGETID"].to_numpy(np.int64)
     flux, ivar = spectral.clean(coadd.flux[keep], coadd.ivar[keep])
     wave = coadd.wave
-    autoencoder = model.autoencoder
+    autoencoder, bands = model.autoencoder, model.bands
+    if autoencoder is None or bands is None:
+        raise ValueError(f"{model.path}: spectral validation needs a trained autoencoder and band set")
     if autoencoder.config.deredden:  # compare intrinsic spectra with intrinsic spectra
-        flux, ivar, _ = spectral.deredden(
-            wave, flux, ivar, table[model.bands.ebv_column].to_numpy(np.float64)
-        )
+        flux, ivar, _ = spectral.deredden(wave, flux, ivar, table[bands.ebv_column].to_numpy(np.float64))
     pred = predict(model, table, targetid, n_samples=options["n_samples"], seed=options["seed"])
     wave_rest = autoencoder.rest_wave()
     rest = decode(autoencoder, pred.summaries["latent"]).astype(np.float64)
@@ -352,7 +355,7 @@ def _compare_file(
         truth_obs = redshift_spectra(wave_rest, true_rest, np.nan_to_num(z_true), wave)
         if not autoencoder.config.deredden:
             truth_obs = truth_obs * spectral.mw_transmission(
-                wave, table[model.bands.ebv_column].to_numpy(np.float64)
+                wave, table[bands.ebv_column].to_numpy(np.float64)
             )
         t_amp, t_chi2, t_n = fit_amplitude(flux, ivar, truth_obs)
         stacks["truth"].add(rest_obs, flux, ivar, truth_obs, t_amp)
@@ -397,12 +400,12 @@ def coadd_files(desi: str | Path | list[str | Path]) -> list[Path]:
 
 def validate_spectra(
     desi: str | Path | list[str | Path],
-    model: Any,
+    model: SpecdiffModel | str | Path,
     *,
     truth: str | Path | None = None,
     max_objects: int | None = None,
-    n_samples: int = 100,
-    seed: int = 0,
+    n_samples: int = defaults.N_SAMPLES,
+    seed: int = defaults.SEED,
     n_examples: int = 12,
 ) -> SpectralValidation:
     """Compare spectra predicted from photometry with the observed DESI spectra of the same galaxies.
@@ -418,7 +421,7 @@ def validate_spectra(
     from specdiff_catalog.models import load_model
 
     start = time.perf_counter()
-    if not hasattr(model, "autoencoder"):
+    if isinstance(model, str | Path):
         model = load_model(model)
     if model.autoencoder is None or model.diffusion is None:
         raise ValueError(
