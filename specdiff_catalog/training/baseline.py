@@ -23,13 +23,26 @@ log = logging.getLogger(__name__)
 VALIDATION_SAMPLES = 200  # samples per validation object for the PDF metrics
 
 
-def trainset_bandset(trainset: TrainingSet) -> BandSet:
-    """The band set recorded in trainset.json ("bands": a preset name, file path or band-set
-    dict), ls-grzw1w2 when absent (e.g. a plain Parquet file)."""
-    bands = trainset.summary.get("bands", DEFAULT_BANDSET)
-    if isinstance(bands, dict):
-        return BandSet.from_dict(bands, source=f"{trainset.path} bands")
-    return BandSet.load(bands)
+def trainset_bandset(trainset: TrainingSet, bands: str | Path | None = None) -> BandSet:
+    """The training set's band set: ``bands`` (a preset name or TOML/JSON file) when given,
+    else the one recorded in trainset.json ("bands": a preset name, file path or band-set
+    dict), else ls-grzw1w2 (e.g. a plain Parquet file without ``bands``).
+
+    Raises ValueError when ``bands`` names another band set than trainset.json records.
+    """
+    recorded = trainset.summary.get("bands")
+    if isinstance(recorded, dict):
+        recorded_set = BandSet.from_dict(recorded, source=f"{trainset.path} bands")
+    else:
+        recorded_set = BandSet.load(recorded) if recorded is not None else None
+    if bands is None:
+        return recorded_set if recorded_set is not None else BandSet.load(DEFAULT_BANDSET)
+    chosen = BandSet.load(bands)
+    if recorded_set is not None and recorded_set.name != chosen.name:
+        raise ValueError(
+            f"{trainset.path} was prepared with band set {recorded_set.name!r}, not {chosen.name!r}"
+        )
+    return chosen
 
 
 def check_model_bands(model_dir: Path, bandset: BandSet) -> None:
@@ -52,12 +65,14 @@ def train_baseline(
     preset: str | Path = "small",
     seed: int = 0,
     threads: int = -1,
+    bands: str | Path | None = None,
 ) -> dict[str, Any]:
     """Fit the baseline on SPLIT == "train", early-stop and recalibrate on "val", and write
     it into ``model_dir`` (baseline.cbm + config.json "baseline" section).
 
     data: a TrainingSet or its path (a training-set directory or a photometry + Z Parquet
-    file); preset: baseline preset name or TOML/JSON path; threads: CPU threads (-1: all).
+    file); preset: baseline preset name or TOML/JSON path; threads: CPU threads (-1: all);
+    bands: the band set (preset name or file) of a Parquet file's columns (``trainset_bandset``).
     Rows flagged NO_PHOTOMETRY (in their FLAGS column or by the features) and rows without a
     finite Z are skipped and counted. Returns the training summary: counts, seconds, best
     iteration and validation metrics (PointMetrics and PdfMetrics fields; the validation
@@ -65,7 +80,7 @@ def train_baseline(
     """
     trainset = data if isinstance(data, TrainingSet) else TrainingSet.open(data)
     model_dir = Path(model_dir)
-    bandset = trainset_bandset(trainset)
+    bandset = trainset_bandset(trainset, bands)
     check_model_bands(model_dir, bandset)
     config = BaselineConfig.load(preset)
     objects = trainset.objects
