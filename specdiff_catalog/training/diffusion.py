@@ -362,8 +362,9 @@ def train_diffusion(
     architecture and training defaults; epochs, batch_size, device and seed override
     them. Checkpoints, log.jsonl and the latent cache go to MODEL/training/diffusion/
     (``resume`` continues there). When all epochs ran, the EMA weights of the best epoch
-    are written to MODEL/diffusion.safetensors with the ``diffusion`` section of config.json (architecture, standardisation,
-    training summary and validation metrics of the PDFs).
+    are written to MODEL/diffusion.safetensors with the ``diffusion`` section of
+    config.json (architecture, standardisation, training summary and validation metrics
+    of the PDFs).
     """
     model_dir = Path(model_dir)
     model_config, train_config = load_diffusion_preset(preset)
