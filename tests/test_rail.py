@@ -171,3 +171,19 @@ def test_inform_and_estimate_run_as_a_ceci_pipeline(tmp_path, monkeypatch):
     trivial = point_metrics(np.full(300, np.median(z_train)), z_true)  # one z for every object: 0.225
     assert trivial.sigma_nmad > 0.2 and point.sigma_nmad < trivial.sigma_nmad / 3, (point, trivial)
     assert point.n == 300 and abs(point.bias) < 0.05 and point.eta_015 < 0.15, point  # 0.0586, 0.002, 0.097
+
+
+def test_the_docs_example_runs(tmp_path, monkeypatch):
+    pytest.importorskip("rail.core")
+    import qp
+
+    text = (Path(__file__).parents[1] / "docs" / "rail.md").read_text()
+    section = text[text.index("## Using them") :]
+    code = section[section.index("```python\n") + 10 : section.index("```\n", section.index("```python\n"))]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "docs/rail.md", "exec"), namespace)
+    pdfs = namespace["pdfs"]
+    assert pdfs.npdf == 512 and qp.read("specdiff_pz.hdf5").npdf == 512
+    assert (tmp_path / "specdiff_model.zip").exists()
+    assert np.isfinite(pdfs.ancil["zmedian"]).all()
