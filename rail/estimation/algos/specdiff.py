@@ -150,7 +150,7 @@ class SpecdiffEstimator(CatEstimator):
     config_options = CatEstimator.config_options.copy()
     config_options.update(
         **_PHOTOMETRY_OPTIONS,
-        n_samples=Param(int, 200, msg="diffusion samples per object"),
+        n_samples=Param(int, 100, msg="diffusion samples per object (as run's --n-samples)"),
         seed=Param(int, 0, msg="seed of the per-object sampling noise"),
         sampler=Param(str, "dpmpp2m", msg="sampler: dpmpp2m, ddim or ddpm"),
         steps=Param(int, 0, msg="sampler steps; 0: the sampler's default"),
