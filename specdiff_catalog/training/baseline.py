@@ -31,10 +31,11 @@ def trainset_bandset(trainset: TrainingSet, bands: str | Path | None = None) -> 
     Raises ValueError when ``bands`` names another band set than trainset.json records.
     """
     recorded = trainset.summary.get("bands")
+    recorded_set: BandSet | None = None
     if isinstance(recorded, dict):
         recorded_set = BandSet.from_dict(recorded, source=f"{trainset.path} bands")
-    else:
-        recorded_set = BandSet.load(recorded) if recorded is not None else None
+    elif recorded is not None:
+        recorded_set = BandSet.load(recorded)
     if bands is None:
         return recorded_set if recorded_set is not None else BandSet.load(DEFAULT_BANDSET)
     chosen = BandSet.load(bands)
