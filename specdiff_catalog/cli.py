@@ -158,7 +158,16 @@ def _add_train_diffusion(jobs: argparse._SubParsersAction) -> None:
         metavar="SCALE",
         help="add SCALE x the quoted flux errors of extra noise to training fluxes (default 0: off)",
     )
+    _bands_option(p)
     p.set_defaults(handler=_train_diffusion)
+
+
+def _bands_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bands",
+        help="band preset name or TOML/JSON file of DATA's photometry columns (default: what the training "
+        "set records; ls-grzw1w2 for a Parquet file), e.g. lsst for a Parquet file of LSST ugrizy fluxes",
+    )
 
 
 def _train_diffusion(args: argparse.Namespace) -> int:
@@ -174,6 +183,7 @@ def _train_diffusion(args: argparse.Namespace) -> int:
         seed=args.seed,
         no_spectra=args.no_spectra,
         flux_noise=args.flux_noise,
+        bands=args.bands,
         resume=args.resume,
         progress=args.progress,
     )
@@ -210,13 +220,16 @@ def _add_train_baseline(jobs: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=defaults.SEED, help=f"random seed (default {defaults.SEED})")
     p.add_argument("--threads", type=int, default=-1, help="CPU threads (default: all)")
+    _bands_option(p)
     p.set_defaults(handler=_train_baseline)
 
 
 def _train_baseline(args: argparse.Namespace) -> None:
     from specdiff_catalog.training.baseline import train_baseline
 
-    outcome = train_baseline(args.data, args.out, preset=args.preset, seed=args.seed, threads=args.threads)
+    outcome = train_baseline(
+        args.data, args.out, preset=args.preset, seed=args.seed, threads=args.threads, bands=args.bands
+    )
     counts, point = outcome.record.counts, outcome.point
     print(
         f"baseline: {counts['n_train']} train / {counts['n_val']} val objects "

@@ -12,6 +12,7 @@ import torch
 from specdiff_catalog.cli import main
 from specdiff_catalog.inference import predict, predict_columns
 from specdiff_catalog.io.catalog import open_catalog
+from specdiff_catalog.io.trainset import write_objects
 from specdiff_catalog.metrics import photoz_table
 from specdiff_catalog.models import load_model
 from specdiff_catalog.models.store import ModelDirectoryError, Provenance, read_config, write_config
@@ -294,3 +295,42 @@ def test_simulated_models_say_so_when_loaded(trained_tiny, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         load_model(trained_tiny.model)
     assert "SIMULATED" not in caplog.text
+
+
+def _lsst_photometry(n: int, seed: int) -> pd.DataFrame:
+    """n objects with TARGETID, Z, EBV and the lsst preset's nJy flux/ivar columns; the colours
+    are linear in z so that redshift is learnable."""
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(0.05, 1.5, n)
+    i_mag = rng.uniform(20.0, 24.0, n)
+    table = {"TARGETID": np.arange(n, dtype=np.int64) + 7 * 10**9, "Z": z, "EBV": np.zeros(n)}
+    for j, band in enumerate("ugrizy"):
+        mag = i_mag + (3 - j) * (0.1 + 0.4 * z)
+        sigma = 10 ** (-0.4 * (27.5 - 31.4))  # nJy
+        table[f"{band.upper()}_CMODELFLUX"] = 10 ** (-0.4 * (mag - 31.4)) + sigma * rng.normal(size=n)
+        table[f"{band.upper()}_CMODELFLUX_IVAR"] = np.full(n, sigma**-2)
+    return pd.DataFrame(table)
+
+
+def test_photoz_only_training_accepts_another_band_set_from_the_cli(tmp_path, one_thread, capsys):
+    parquet = tmp_path / "lsst.parquet"
+    _lsst_photometry(600, seed=3).to_parquet(parquet)
+    args = ["train", "diffusion", "--data", str(parquet), "--preset", "tiny", "--epochs", "2"]
+    args += ["--no-spectra", "--device", "cpu", "--no-progress"]
+    assert main([*args, "--model", str(tmp_path / "default")]) == 2  # a Parquet file means ls-grzw1w2
+    assert "missing column(s) FLUX_G" in capsys.readouterr().err
+    assert main([*args, "--model", str(tmp_path / "pz"), "--bands", "lsst"]) == 0
+    model = load_model(tmp_path / "pz")
+    assert model.bands.name == "lsst" and model.diffusion.data_dim == 1
+    training = read_config(tmp_path / "pz").diffusion.training
+    assert training is not None and training.counts["n_train"] > 500
+    pred = predict(model, _lsst_photometry(50, seed=4), n_samples=16)
+    assert np.isfinite(pred.z_samples).all()
+
+
+def test_a_prepared_training_set_refuses_another_band_set(tmp_path):
+    write_objects(tmp_path, _lsst_photometry(100, seed=5), {"bands": "ls-grzw1w2"})
+    with pytest.raises(ValueError, match="prepared with band set 'ls-grzw1w2', not 'lsst'"):
+        train_diffusion(
+            tmp_path, tmp_path / "m", preset="tiny", no_spectra=True, bands="lsst", progress=False
+        )

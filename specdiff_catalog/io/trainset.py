@@ -171,8 +171,13 @@ class TrainingSet:
         self._spectra = spectra
 
     @classmethod
-    def open(cls, path: str | Path) -> TrainingSet:
-        """Open a training-set directory, or a photometry + Z Parquet file (no spectra)."""
+    def open(cls, path: str | Path, bands: str | Path | None = None) -> TrainingSet:
+        """Open a training-set directory, or a photometry + Z Parquet file (no spectra).
+
+        bands: the band set (preset name or TOML/JSON file) of a Parquet file's columns
+        (default ``defaults.BANDSET``); for a directory it must agree with the band set
+        ``prepare`` recorded, or ValueError names both.
+        """
         path = Path(path)
         if path.is_file():
             objects = pd.read_parquet(path)
@@ -180,14 +185,18 @@ class TrainingSet:
             if "SPLIT" not in objects:
                 val = validation_mask(objects["TARGETID"].to_numpy(), VALIDATION_FRACTION)
                 objects["SPLIT"] = np.where(val, "val", "train")
-            return cls(path, objects, {"source": str(path)}, None)
+            return cls(path, objects, {"source": str(path), "bands": str(bands or defaults.BANDSET)}, None)
         if not (path / OBJECTS).exists():
             raise FileNotFoundError(
                 f"{path} is not a training set (no {OBJECTS}); make one with `specdiff-catalog prepare`"
             )
         summary = json.loads((path / SUMMARY).read_text()) if (path / SUMMARY).exists() else {}
         spectra = zarr.open_group(path / SPECTRA, mode="r") if (path / SPECTRA).exists() else None
-        return cls(path, pd.read_parquet(path / OBJECTS), summary, spectra)
+        trainset = cls(path, pd.read_parquet(path / OBJECTS), summary, spectra)
+        asked = None if bands is None else BandSet.load(bands).name
+        if asked is not None and asked != trainset.bandset.name:
+            raise ValueError(f"{path} was prepared with band set {trainset.bandset.name!r}, not {asked!r}")
+        return trainset
 
     def __len__(self) -> int:
         return len(self.objects)

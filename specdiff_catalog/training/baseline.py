@@ -39,15 +39,17 @@ def train_baseline(
     preset: str | Path = defaults.PRESET,
     seed: int = defaults.SEED,
     threads: int = -1,
+    bands: str | Path | None = None,
 ) -> BaselineOutcome:
     """Fit the baseline on SPLIT == "train", early-stop and recalibrate on "val", and write
     it into ``model_dir`` (baseline.cbm + config.json "baseline" section).
 
     data: a TrainingSet or its path (a training-set directory or a photometry + Z Parquet
-    file); preset: baseline preset name or TOML/JSON path; threads: CPU threads (-1: all).
-    Rows the training set's ``usable`` filter rejects are skipped and counted.
+    file); preset: baseline preset name or TOML/JSON path; threads: CPU threads (-1: all);
+    bands: the band set of a Parquet file's columns (``TrainingSet.open``). Rows the
+    training set's ``usable`` filter rejects are skipped and counted.
     """
-    trainset = data if isinstance(data, TrainingSet) else TrainingSet.open(data)
+    trainset = data if isinstance(data, TrainingSet) else TrainingSet.open(data, bands)
     model_dir = Path(model_dir)
     config = store.read_config(model_dir, missing_ok=True)
     config.check_bands(trainset.bandset, model_dir)

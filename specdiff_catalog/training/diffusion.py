@@ -323,6 +323,7 @@ def train_diffusion(
     seed: int | None = None,
     no_spectra: bool = False,
     flux_noise: float = 0.0,
+    bands: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
     stop_after=None,
@@ -331,17 +332,19 @@ def train_diffusion(
 
     With spectra (default) ``model_dir`` must hold a trained autoencoder, whose encoder
     gives the latent targets; ``no_spectra`` trains on [t(z)] only (data may be a Parquet
-    file of photometry + Z). The preset gives architecture and training defaults; epochs,
-    batch_size, device and seed override them. Checkpoints, log.jsonl and the latent
-    cache go to MODEL/training/diffusion/ (``resume`` continues there). When all epochs
-    ran, the EMA weights of the best epoch are written to MODEL/diffusion.safetensors
-    with the ``diffusion`` section of config.json (architecture, standardisation,
-    training summary and validation metrics of the PDFs).
+    file of photometry + Z, whose band set ``bands`` names: a preset or TOML/JSON file,
+    default what the training set records, else ls-grzw1w2). The preset gives
+    architecture and training defaults; epochs, batch_size, device and seed override
+    them. Checkpoints, log.jsonl and the latent cache go to MODEL/training/diffusion/
+    (``resume`` continues there). When all epochs ran, the EMA weights of the best epoch
+    are written to MODEL/diffusion.safetensors with the ``diffusion`` section of
+    config.json (architecture, standardisation, training summary and validation metrics
+    of the PDFs).
     """
     model_dir = Path(model_dir)
     model_config, train_config = load_diffusion_preset(preset)
     train_config = train_config.overridden(epochs=epochs, batch_size=batch_size, device=device, seed=seed)
-    trainset = TrainingSet.open(data)
+    trainset = TrainingSet.open(data, bands)
     config = store.read_config(model_dir, missing_ok=True)
     config.check_bands(trainset.bandset, model_dir)
     latent = None
