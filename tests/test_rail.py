@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from specdiff_catalog.bands import BandSet
 from specdiff_catalog.metrics import point_metrics
+from specdiff_catalog.models.store import default_model_dir, read_config
 from specdiff_catalog.rail.boundary import (
     MagnitudeColumns,
     magnitudes_to_fluxes,
@@ -78,14 +80,14 @@ def test_samples_become_normalised_histograms_without_losing_mass():
 
 def test_model_archive_round_trip_and_refuses_nested_names(tmp_path):
     model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text('{"files": {"diffusion.safetensors": "x"}}')
-    (model / "diffusion.safetensors").write_bytes(b"weights")
+    shutil.copytree(default_model_dir(), model)
     (model / "training").mkdir()  # work files stay out of the archive
+    (model / "training" / "log.jsonl").write_text("{}")
     write_model_archive(model, tmp_path / "m.zip")
-    assert sorted(zipfile.ZipFile(tmp_path / "m.zip").namelist()) == ["config.json", "diffusion.safetensors"]
+    weights = sorted(w.file for w in read_config(model).weight_files())
+    assert sorted(zipfile.ZipFile(tmp_path / "m.zip").namelist()) == sorted(["config.json", *weights])
     unpacked = read_model_archive(tmp_path / "m.zip")
-    assert (unpacked / "diffusion.safetensors").read_bytes() == b"weights"
+    assert all((unpacked / w).read_bytes() == (model / w).read_bytes() for w in weights)
     assert read_model_archive(model) == model
     with zipfile.ZipFile(tmp_path / "bad.zip", "w") as archive:
         archive.writestr("../config.json", "{}")
