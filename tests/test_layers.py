@@ -26,6 +26,7 @@ LAYERS = {
     "training": 5,
     "pipeline": 5,
     "report": 5,
+    "rail": 6,  # rail/*: the RAIL stages, an adapter beside the CLI
     "cli": 6,
 }
 GROUP_OF = {
