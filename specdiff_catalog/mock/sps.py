@@ -66,8 +66,8 @@ class GridSpec:
 
 # the spectra's grid: 30 km/s pixels over the rest range DESI sees for 0 < z <= 1.6, with margins
 SPECTRUM_GRID = GridSpec(1250.0, 10100.0, 1e-4)
-# the photometry's grid: R ~ 250 bins (averages of 40 finer pixels) up to 6 um for W2 at z ~ 0
-PHOTOMETRY_GRID = GridSpec(1000.0, 60000.0, 4e-3, average=40)
+# the photometry's grid: R ~ 125 bins (averages of 80 finer pixels; bagpipes uses R = 100) up to 6 um for W2 at z ~ 0
+PHOTOMETRY_GRID = GridSpec(1000.0, 60000.0, 8e-3, average=80)
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,8 @@ def load_grids(spec: GridSpec) -> SSPGrids:
 
     wave = spec.wavelength()
     fine = (
-        wave[:, None] * np.exp(spec.dlnlam / spec.average * (np.arange(spec.average) - (spec.average - 1) / 2))
+        wave[:, None]
+        * np.exp(spec.dlnlam / spec.average * (np.arange(spec.average) - (spec.average - 1) / 2))
     ).ravel()
     n_z, n_u = len(config.metallicities), len(config.logU)
     grid = stellar(fine).grid  # (Lfine, Z, A), L_sun/A per M_sun formed
@@ -158,16 +159,39 @@ def load_grids(spec: GridSpec) -> SSPGrids:
     )
 
 
-def _linear_weights(grid: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """(N, G) weights of the two grid points bracketing each value (clipped to the ends), linear."""
-    value = np.clip(value, grid[0], grid[-1])
-    hi = np.clip(np.searchsorted(grid, value, side="left"), 1, len(grid) - 1)
-    frac = (value - grid[hi - 1]) / (grid[hi] - grid[hi - 1])
-    weights = np.zeros((len(value), len(grid)))
-    rows = np.arange(len(value))
-    weights[rows, hi - 1] = 1 - frac
-    weights[rows, hi] += frac
-    return weights
+def _bracket(grid: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lower index (N,), fraction (N,)) of linear interpolation in ``grid``, clipped to its ends
+    (bagpipes interpolates metallicity and log U linearly between the bracketing grid points)."""
+    value = np.clip(np.asarray(value, dtype=float), grid[0], grid[-1])
+    lo = np.clip(np.searchsorted(grid, value, side="right") - 1, 0, len(grid) - 2)
+    return lo, (value - grid[lo]) / (grid[lo + 1] - grid[lo])
+
+
+def _interpolated_sum(
+    grid: np.ndarray, index: list[tuple[np.ndarray, np.ndarray]], weights: np.ndarray
+) -> np.ndarray:
+    """(N, L) sum over age of weights (N, A') x grid[i, j, ..., :A', :] multilinearly interpolated.
+
+    grid: (G1, G2, ..., A, L); index: per interpolated axis (lower index (N,), fraction (N,)).
+    Galaxies sharing the lower corner are done together as one matrix product over the
+    2^k corners x A' ages, so the cost is N x 2^k x A' x L rather than N x prod(G) x A x L.
+    """
+    n, n_age = weights.shape
+    out = np.empty((n, grid.shape[-1]))
+    lows = np.stack([lo for lo, _ in index], axis=1)
+    keys, group = np.unique(lows, axis=0, return_inverse=True)
+    corners = np.array(np.meshgrid(*[[0, 1]] * len(index), indexing="ij")).reshape(len(index), -1).T
+    for g, key in enumerate(keys):
+        rows = np.flatnonzero(group.ravel() == g)
+        blocks, coeffs = [], []
+        for corner in corners:
+            blocks.append(grid[tuple(key + corner)][:n_age])
+            c = np.ones(len(rows))
+            for (_, frac), bit in zip(index, corner):
+                c = c * (frac[rows] if bit else 1 - frac[rows])
+            coeffs.append(c[:, None] * weights[rows])
+        out[rows] = np.concatenate(coeffs, axis=1) @ np.concatenate(blocks, axis=0)
+    return out
 
 
 def delayed_tau_weights(
@@ -190,17 +214,23 @@ def delayed_tau_weights(
     return weights * (1.0 if mass_formed is None else np.asarray(mass_formed)[:, None])
 
 
-def attenuation_curve(wave: np.ndarray, delta: np.ndarray, bump: np.ndarray) -> np.ndarray:
-    """(N, L) A_lambda / A_V: Calzetti et al. (2000) modified by a power law (lambda/5500)^delta and a
-    Drude UV bump of strength ``bump`` (Noll et al. 2009; Salim et al. 2018), as bagpipes' "Salim"."""
+@cache
+def _calzetti(wave: tuple[float, ...]) -> np.ndarray:
+    """(L,) Calzetti et al. (2000) A_lambda / A_V at ``wave`` (A), bagpipes' implementation."""
     _bagpipes_config()
     with contextlib.redirect_stdout(io.StringIO()):
         from bagpipes.models.dust_attenuation_model import dust_attenuation
-    calzetti = dust_attenuation(np.asarray(wave, float), {"type": "Calzetti"}).A_cont
-    delta, bump = np.asarray(delta)[:, None], np.asarray(bump)[:, None]
+    return np.asarray(dust_attenuation(np.asarray(wave), {"type": "Calzetti"}).A_cont, dtype=float)
+
+
+def attenuation_curve(wave: np.ndarray, delta: np.ndarray, bump: np.ndarray) -> np.ndarray:
+    """(N, L) A_lambda / A_V: Calzetti et al. (2000) modified by a power law (lambda/5500)^delta and a
+    Drude UV bump of strength ``bump`` (Noll et al. 2009; Salim et al. 2018), as bagpipes' "Salim"."""
+    wave = np.asarray(wave, dtype=float)
+    delta, bump = np.asarray(delta, dtype=float)[:, None], np.asarray(bump, dtype=float)[:, None]
     rv = 4.05 / ((4.05 + 1) * (4400.0 / 5500.0) ** delta - 4.05)
-    drude = bump * wave**2 * 350.0**2 / ((wave**2 - 2175.0**2) ** 2 + wave**2 * 350.0**2)
-    return (calzetti * rv * (wave / 5500.0) ** delta + drude) / rv
+    drude = wave**2 * 350.0**2 / ((wave**2 - 2175.0**2) ** 2 + wave**2 * 350.0**2)
+    return _calzetti(tuple(wave)) * np.exp(delta * np.log(wave / 5500.0)) + drude * (bump / rv)
 
 
 @dataclass
@@ -228,28 +258,37 @@ class SPSParameters:
 
 def _components(p: SPSParameters, grids: SSPGrids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unattenuated (young stars + nebular continuum (N, L), old stars (N, L), lines (N, K))."""
-    n, n_ages = len(p), grids.stellar.shape[0] // len(grids.metallicity)
-    zw = _linear_weights(grids.metallicity, p.metallicity)  # (N, Z)
-    uw = _linear_weights(grids.log_u, p.log_u)  # (N, U)
+    n_z, n_u = len(grids.metallicity), len(grids.log_u)
+    stellar = grids.stellar.reshape(n_z, -1, len(grids.wave))
+    metal = [_bracket(grids.metallicity, p.metallicity)]
+    both = metal + [_bracket(grids.log_u, p.log_u)]
     w = np.asarray(p.mass_weights, dtype=float)
     n_young = int(np.count_nonzero(grids.young))
-    young_w = (zw[:, :, None] * (w * grids.young)[:, None, :n_young]).reshape(n, -1)
-    old_w = (zw[:, :, None] * (w * (1 - grids.young))[:, None, :]).reshape(n, -1)
-    stellar = grids.stellar.reshape(len(grids.metallicity), n_ages, -1)
-    young = young_w @ stellar[:, :n_young].reshape(-1, stellar.shape[-1])
+    young = _interpolated_sum(stellar, metal, (w * grids.young)[:, :n_young])
     young[:, grids.wave < 912.0] = 0.0  # ionising photons are absorbed by the gas (bagpipes: fesc = 0)
-    old = old_w @ grids.stellar
-    n_neb = grids.n_neb_ages
-    neb_age_w = (w * grids.young)[:, :n_neb]
-    neb_w = (zw[:, :, None, None] * uw[:, None, :, None] * neb_age_w[:, None, None, :]).reshape(n, -1)
-    young += neb_w @ grids.nebular
-    return young, old, neb_w @ grids.lines
+    old = _interpolated_sum(stellar, metal, w * (1 - grids.young))
+    neb_w = (w * grids.young)[:, : min(n_young, grids.n_neb_ages)]
+    young += _interpolated_sum(grids.nebular.reshape(n_z, n_u, grids.n_neb_ages, -1), both, neb_w)
+    lines = _interpolated_sum(grids.lines.reshape(n_z, n_u, grids.n_neb_ages, -1), both, neb_w)
+    return young, old, lines
 
 
-def _dust(p: SPSParameters, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(diffuse transmission (N, L), extra birth-cloud transmission (N, L)) at ``wave``."""
-    a = attenuation_curve(wave, p.dust_delta, p.dust_bump) * np.asarray(p.av)[:, None]
-    return 10.0 ** (-0.4 * a), 10.0 ** (-0.4 * (np.asarray(p.eta)[:, None] - 1.0) * a)
+def _dust(p: SPSParameters, wave: np.ndarray, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(diffuse transmission (N, L), extra birth-cloud transmission (N, L)) at ``wave`` (L,).
+
+    With ``stride`` > 1 the (smooth) curves are computed at every stride-th wavelength and
+    interpolated linearly in pixel index in between (for the 30 km/s spectrum grid).
+    """
+    nodes = np.r_[np.arange(0, len(wave) - 1, stride), len(wave) - 1]
+    log_t = -0.4 * np.log(10.0) * attenuation_curve(wave[nodes], p.dust_delta, p.dust_bump)
+    log_t *= np.asarray(p.av, dtype=float)[:, None]
+    if stride > 1:
+        pos = np.arange(len(wave)) / stride
+        lo = np.minimum(pos.astype(int), len(nodes) - 2)
+        frac = (np.arange(len(wave)) - nodes[lo]) / (nodes[lo + 1] - nodes[lo])
+        log_t = log_t[:, lo] * (1 - frac) + log_t[:, lo + 1] * frac
+    eta = np.asarray(p.eta, dtype=float)[:, None]
+    return np.exp(log_t), np.exp((eta - 1.0) * log_t)
 
 
 def line_luminosities(p: SPSParameters, grids: SSPGrids) -> np.ndarray:
@@ -293,10 +332,13 @@ def broaden(flux: np.ndarray, dlnlam: float, veldisp: np.ndarray) -> np.ndarray:
     padded = np.concatenate(
         [np.repeat(flux[:, :1], pad, axis=1), flux, np.repeat(flux[:, -1:], pad, axis=1)], axis=1
     )
-    k = np.fft.rfftfreq(padded.shape[1])
+    import scipy.fft
+
+    size = scipy.fft.next_fast_len(padded.shape[1], real=True)
+    k = np.fft.rfftfreq(size)
     kernel = np.exp(-2.0 * (np.pi * k[None, :] * sigma[:, None]) ** 2)
-    out = np.fft.irfft(np.fft.rfft(padded, axis=1) * kernel, n=padded.shape[1], axis=1)
-    return out[:, pad:-pad]
+    out = scipy.fft.irfft(scipy.fft.rfft(padded, n=size, axis=1) * kernel, n=size, axis=1)
+    return out[:, pad : pad + flux.shape[1]]
 
 
 def synthesize(p: SPSParameters, spec: GridSpec, *, broadened: bool = True) -> np.ndarray:
@@ -308,7 +350,7 @@ def synthesize(p: SPSParameters, spec: GridSpec, *, broadened: bool = True) -> n
     """
     grids = load_grids(spec)
     young, old, lines = _components(p, grids)
-    diffuse, birth = _dust(p, grids.wave)
+    diffuse, birth = _dust(p, grids.wave, stride=16 if spec.average == 1 else 1)
     continuum = (young * birth + old) * diffuse
     line_diffuse, line_birth = _dust(p, grids.line_wave)
     lines = lines * line_diffuse * line_birth
@@ -320,6 +362,7 @@ def synthesize(p: SPSParameters, spec: GridSpec, *, broadened: bool = True) -> n
 
 def surviving_mass_fraction(p: SPSParameters, grids: SSPGrids) -> np.ndarray:
     """(N,) stellar mass still alive / mass formed (bagpipes' live_frac, metallicity-interpolated)."""
-    zw = _linear_weights(grids.metallicity, p.metallicity)
-    w = np.asarray(p.mass_weights)
-    return np.einsum("nz,za,na->n", zw, grids.live, w) / w.sum(axis=1)
+    w = np.asarray(p.mass_weights, dtype=float)
+    lo, frac = _bracket(grids.metallicity, p.metallicity)
+    per_age = grids.live[lo] * (1 - frac)[:, None] + grids.live[lo + 1] * frac[:, None]
+    return np.sum(per_age * w, axis=1) / w.sum(axis=1)
