@@ -265,7 +265,7 @@ def plot_examples(r: dict, f: dict, truth: pd.DataFrame, t_wave, t_flux, path: P
                     cand[np.argsort(r["snr"][cand])[int(0.8 * (cand.size - 1))]]
                 )  # 80th percentile S/N
     fig, axes = plt.subplots(len(picks), 1, figsize=(10, 2.3 * len(picks)), sharex=True)
-    for ax, i in zip(np.atleast_1d(axes), picks):
+    for ax, i in zip(np.atleast_1d(axes), picks, strict=True):
         obs_rest = r["wave_obs"] / (1 + r["z"][i])
         good = r["data_ivar"][i] > 0
         scale = np.median(r["rest"][i][(r["rest_wave"] >= 5300) & (r["rest_wave"] <= 5850)])
@@ -311,7 +311,7 @@ def plot_dn4000(r: dict, f: dict, path: Path, label: str) -> None:
 
     dn, ok, high = f["_dn4000"], f["_ok"], f["_high"]
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharex=True, sharey=True)
-    for ax, key in zip(axes, ("decoded", "observed")):
+    for ax, key in zip(axes, ("decoded", "observed"), strict=True):
         ax.scatter(dn["truth"][ok & ~high], dn[key][ok & ~high], s=3, alpha=0.4, color="0.5", label="all")
         ax.scatter(
             dn["truth"][ok & high], dn[key][ok & high], s=4, alpha=0.7, color="C3", label="top S/N quartile"

@@ -85,9 +85,10 @@ class BandSet:
         return np.array([b.softening for b in self.bands])
 
     def columns(self) -> list[str]:
-        """Every column the band set can use: fluxes, ivars, MW transmissions and EBV."""
+        """Every column the band set can use: fluxes, ivars, MW transmissions and EBV
+        (what ``photometric_features`` may read)."""
         cols = [c for b in self.bands for c in (b.flux, b.ivar, b.mw_transmission)]
-        return cols + [self.ebv_column]
+        return [*cols, self.ebv_column]
 
     def mw_transmission(self, ebv: np.ndarray) -> np.ndarray:
         """(N, B) Milky Way transmission 10^(-0.4 R E(B-V)) for ``ebv`` (N,) in magnitudes."""
@@ -100,12 +101,8 @@ class BandSet:
 
         return speclite.filters.load_filters(*[b.filter for b in self.bands])
 
-    def flux_to_maggies(self, flux: np.ndarray) -> np.ndarray:
-        """Convert fluxes in this set's unit to maggies (AB: m = -2.5 log10 maggies)."""
-        return np.asarray(flux) * 10.0 ** (-0.4 * self.zeropoint)
-
     def maggies_to_flux(self, maggies: np.ndarray) -> np.ndarray:
-        """Inverse of flux_to_maggies."""
+        """Maggies (AB: m = -2.5 log10 maggies) -> fluxes in this set's unit."""
         return np.asarray(maggies) * 10.0 ** (0.4 * self.zeropoint)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from specdiff_catalog import __version__
+from specdiff_catalog import __version__, defaults
 
 if TYPE_CHECKING:  # the CLI imports torch only in the commands that need it
     from specdiff_catalog.training.loop import FitResult
@@ -64,23 +64,27 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--desi", required=True, type=Path, help="directory searched recursively for coadd-*.fits")
     p.add_argument("--out", required=True, type=Path, help="training-set directory to write")
     p.add_argument(
-        "--bands", default="ls-grzw1w2", help="band preset name or TOML/JSON file (default ls-grzw1w2)"
+        "--bands",
+        default=defaults.BANDSET,
+        help=f"band preset name or TOML/JSON file (default {defaults.BANDSET}); "
+        "the training set records the band set itself",
     )
-    p.add_argument("--z-min", type=float, default=0.0, help="lowest redshift kept (default 0)")
-    p.add_argument("--z-max", type=float, default=0.8, help="highest redshift kept (default 0.8)")
+    z_min, z_max = defaults.TRAINING_Z_RANGE
+    p.add_argument("--z-min", type=float, default=z_min, help=f"lowest redshift kept (default {z_min:g})")
+    p.add_argument("--z-max", type=float, default=z_max, help=f"highest redshift kept (default {z_max:g})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing training set")
     p.set_defaults(handler=_prepare)
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from specdiff_catalog.io.desi import Selection
+    from specdiff_catalog.selection import SpectroSelection
     from specdiff_catalog.training.prepare import prepare_training_set
 
     report = prepare_training_set(
         args.desi,
         args.out,
         bands=args.bands,
-        selection=Selection(z_min=args.z_min, z_max=args.z_max),
+        selection=SpectroSelection(z_min=args.z_min, z_max=args.z_max),
         overwrite=args.overwrite,
     )
     print(report.summary())
@@ -114,7 +118,7 @@ def _add_train_autoencoder(jobs: argparse._SubParsersAction) -> None:
     p = jobs.add_parser(
         "autoencoder", help="train the SPENDER spectrum autoencoder on a training set's spectra"
     )
-    _training_options(p, "small")
+    _training_options(p, defaults.PRESET)
     p.add_argument(
         "--consistency",
         action=argparse.BooleanOptionalAction,
@@ -144,7 +148,7 @@ def _train_autoencoder(args: argparse.Namespace) -> int:
 
 def _add_train_diffusion(jobs: argparse._SubParsersAction) -> None:
     p = jobs.add_parser("diffusion", help="train the conditional diffusion model p(latent, z | photometry)")
-    _training_options(p, "small")
+    _training_options(p, defaults.PRESET)
     p.add_argument(
         "--no-spectra",
         action="store_true",
@@ -204,8 +208,10 @@ def _add_train_baseline(jobs: argparse._SubParsersAction) -> None:
         type=Path,
         help="model directory to write into (created if absent)",
     )
-    p.add_argument("--preset", default="small", help="preset name or TOML/JSON file (default small)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--preset", default=defaults.PRESET, help=f"preset name or TOML/JSON file (default {defaults.PRESET})"
+    )
+    p.add_argument("--seed", type=int, default=defaults.SEED, help=f"random seed (default {defaults.SEED})")
     p.add_argument("--threads", type=int, default=-1, help="CPU threads (default: all)")
     p.set_defaults(handler=_train_baseline)
 
@@ -213,13 +219,14 @@ def _add_train_baseline(jobs: argparse._SubParsersAction) -> None:
 def _train_baseline(args: argparse.Namespace) -> None:
     from specdiff_catalog.training.baseline import train_baseline
 
-    summary = train_baseline(args.data, args.out, preset=args.preset, seed=args.seed, threads=args.threads)
-    point, pdf = summary["validation"]["point"], summary["validation"]["pdf"]
+    outcome = train_baseline(args.data, args.out, preset=args.preset, seed=args.seed, threads=args.threads)
+    counts, point = outcome.record.counts, outcome.point
     print(
-        f"baseline: {summary['n_train']} train / {summary['n_val']} val objects "
-        f"({summary['n_skipped_no_photometry']} without photometry skipped), {summary['best_iteration']} trees, "
-        f"{summary['train_seconds']} s; validation sigma_NMAD {point['sigma_nmad']:.4f}, "
-        f"eta_0.15 {point['eta_015']:.4f}, CRPS {pdf['crps']:.4f}; written to {args.out}"
+        f"baseline: {counts['n_train']} train / {counts['n_val']} val objects "
+        f"({counts['n_skipped_no_photometry']} without photometry skipped), "
+        f"{outcome.record.best_step} trees, "
+        f"{outcome.record.seconds} s; validation sigma_NMAD {point.sigma_nmad:.4f}, "
+        f"eta_0.15 {point.eta_015:.4f}, CRPS {outcome.pdf.crps:.4f}; written to {args.out}"
     )
 
 
@@ -249,28 +256,42 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "--model", type=Path, help="model directory (default: the bundled model, trained on simulations)"
     )
     g = p.add_argument_group("what to compute")
-    g.add_argument("--n-samples", type=int, default=100, help="diffusion samples per object (default 100)")
+    g.add_argument(
+        "--n-samples",
+        type=int,
+        default=defaults.N_SAMPLES,
+        help=f"diffusion samples per object (default {defaults.N_SAMPLES})",
+    )
     g.add_argument(
         "--save-samples", type=int, default=0, metavar="K", help="store K raw z samples per object"
     )
     g.add_argument(
         "--quantiles",
         type=_floats,
-        help="comma-separated PDF quantile levels inside (0, 1) (default 0.025,0.05,0.16,0.25,0.5,0.75,0.84,0.95,0.975)",
+        help="comma-separated PDF quantile levels inside (0, 1) (default "
+        + ",".join(f"{q:g}" for q in defaults.QUANTILES)
+        + ")",
     )
     g.add_argument(
-        "--sampler", choices=("dpmpp2m", "ddim", "ddpm"), default="dpmpp2m", help="default dpmpp2m"
+        "--sampler", choices=defaults.SAMPLERS, default=defaults.SAMPLER, help=f"default {defaults.SAMPLER}"
     )
+    steps = ", ".join(f"{n or 'all'} for {name}" for name, n in defaults.SAMPLER_STEPS.items())
+    g.add_argument("--steps", type=int, help=f"sampler steps (default: {steps})")
     g.add_argument(
-        "--steps", type=int, help="sampler steps (default: 20 for dpmpp2m, 50 for ddim, all for ddpm)"
-    )
-    g.add_argument(
-        "--seed", type=int, default=0, help="noise seed; an object's noise is keyed by (seed, object id)"
+        "--seed",
+        type=int,
+        default=defaults.SEED,
+        help="noise seed; an object's noise is keyed by (seed, object id)",
     )
     g.add_argument(
         "--id-column", help="object id column (default OBJECT_ID, else RELEASE/BRICKID/OBJID packed)"
     )
-    g.add_argument("--batch-size", type=int, default=2048, help="objects per sampler call on a worker")
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.BATCH_SIZE,
+        help=f"objects per sampler call on a worker (default {defaults.BATCH_SIZE})",
+    )
     g = p.add_argument_group("execution")
     g.add_argument(
         "--cluster",
@@ -319,7 +340,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         sampler=args.sampler,
         steps=args.steps,
-        quantiles=args.quantiles or RunOptions.quantiles,
+        quantiles=args.quantiles or defaults.QUANTILES,
         save_samples=args.save_samples,
         batch_size=args.batch_size,
         id_column=args.id_column,
@@ -377,7 +398,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--json", type=Path, metavar="OUT", help="write every metric (all objects and per bin) as JSON"
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of the baseline's samples and PIT ties (default 0)"
+        "--seed",
+        type=int,
+        default=defaults.SEED,
+        help=f"seed of the baseline's samples and PIT ties (default {defaults.SEED})",
     )
     g = p.add_argument_group("validation report")
     g.add_argument(
@@ -433,7 +457,12 @@ def _add_spectra(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="ids=ID,ID,... | ids=@FILE (one id per line) | rows=START:STOP | random=N",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of a random selection (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.SEED,
+        help=f"seed of a random selection (default {defaults.SEED})",
+    )
     p.add_argument("--out", required=True, type=Path, help="file to write: .fits or .zarr")
     p.add_argument("--model", type=Path, help="model directory (default: the store's; its sha256 must match)")
     p.add_argument(
@@ -455,11 +484,11 @@ def _add_spectra(sub: argparse._SubParsersAction) -> None:
 
 def _spectra(args: argparse.Namespace) -> None:
     from specdiff_catalog.io.spectra_file import write_spectra
-    from specdiff_catalog.reconstruct import Selection, reconstruct_spectra
+    from specdiff_catalog.reconstruct import ObjectSelection, reconstruct_spectra
 
     spectra = reconstruct_spectra(
         args.pz,
-        Selection.parse(args.select, args.seed),
+        ObjectSelection.parse(args.select, args.seed),
         model_dir=args.model,
         redshift=args.redshift,
         observed=args.observed,

@@ -7,6 +7,7 @@ row: what cannot be used is masked and flagged (``specdiff_catalog.flags.Flag``)
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -133,7 +134,7 @@ def photometric_features(table: Any, bandset: BandSet) -> Features:
     snr = np.arcsinh(phot.flux * np.sqrt(phot.ivar))
     names = (
         [f"mag_{b}" for b in bandset.names]
-        + [f"{a}-{b}" for a, b in zip(bandset.names[:-1], bandset.names[1:])]
+        + [f"{a}-{b}" for a, b in itertools.pairwise(bandset.names)]
         + [f"asinh_snr_{b}" for b in bandset.names]
     )
     values = np.concatenate([mags, colours, snr], axis=1).astype(np.float32)

@@ -23,4 +23,4 @@ class Flag(enum.IntFlag):
 def describe(flags: np.ndarray) -> dict[str, int]:
     """Count the objects carrying each flag: ``{flag name: count}``."""
     flags = np.asarray(flags, dtype=np.uint16)
-    return {flag.name: int(np.count_nonzero(flags & flag)) for flag in Flag}
+    return {name: int(np.count_nonzero(flags & flag)) for name, flag in Flag.__members__.items()}

@@ -1,4 +1,4 @@
-"""Photo-z metrics exactly as /work/shared/METHOD.md "Metric definitions" states them.
+"""Photo-z metrics exactly as docs/metrics.md defines them.
 
 Point estimates: bias, sigma_NMAD, eta_0.15 and the LSST outlier fraction of
 dz = (z_phot - z_true) / (1 + z_true). PDFs given as samples: PIT (ties randomised)
@@ -10,6 +10,7 @@ in ``n_missing`` and left out of the statistics. docs/metrics.md has the details
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -219,10 +220,10 @@ def photoz_table(
     z_true = np.asarray(z_true, dtype=np.float64)
     selections: list[tuple[dict[str, object], np.ndarray]] = [({}, np.ones(z_true.size, dtype=bool))]
     if bins is not None:
-        name, values, edges = bins
-        values, edges = np.asarray(values, dtype=np.float64), np.asarray(edges, dtype=np.float64)
+        name, bin_values, bin_edges = bins
+        values, edges = np.asarray(bin_values, dtype=np.float64), np.asarray(bin_edges, dtype=np.float64)
         selections = [({name: "all", f"{name}_lo": np.nan, f"{name}_hi": np.nan}, selections[0][1])]
-        for lo, hi in zip(edges[:-1], edges[1:]):
+        for lo, hi in itertools.pairwise(edges):
             label = {name: f"[{lo:g}, {hi:g})", f"{name}_lo": lo, f"{name}_hi": hi}
             selections.append((label, (values >= lo) & (values < hi)))
     rows = []

@@ -14,22 +14,26 @@ its amplitude. Objects without a latent (flagged, NaN) get NaN spectra and Dn400
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from specdiff_catalog import spectral
+from specdiff_catalog import __version__, defaults, spectral
+from specdiff_catalog.io.spectra_file import ReconstructedSpectra
 from specdiff_catalog.io.store import OutputStore, open_store
+
+if TYPE_CHECKING:
+    from specdiff_catalog.models.autoencoder import SpectrumAutoencoder
+    from specdiff_catalog.models.store import ModelConfig
 
 REDSHIFTS = ("median", "mode")
 OBSERVED_GRIDS = ("desi", "model")
 
 
 @dataclass(frozen=True)
-class Selection:
+class ObjectSelection:
     """Which objects: ``ids`` (object ids, in that order), ``rows`` (start, stop) of the
     store's written objects in store order (padding rows do not count), or ``random``
     objects drawn without replacement with ``seed``. Exactly one is set."""
@@ -37,7 +41,7 @@ class Selection:
     ids: tuple[int, ...] | None = None
     rows: tuple[int, int] | None = None
     random: int | None = None
-    seed: int = 0
+    seed: int = defaults.SEED
 
     def __post_init__(self) -> None:
         given = [v is not None for v in (self.ids, self.rows, self.random)]
@@ -49,7 +53,7 @@ class Selection:
             raise ValueError(f"random sample size must be >= 1, got {self.random}")
 
     @classmethod
-    def parse(cls, text: str, seed: int = 0) -> Selection:
+    def parse(cls, text: str, seed: int = defaults.SEED) -> ObjectSelection:
         """From the command line: ``ids=ID,ID,...``, ``ids=@FILE`` (one id per line),
         ``rows=START:STOP`` or ``random=N``."""
         kind, _, value = text.partition("=")
@@ -67,7 +71,7 @@ class Selection:
         raise ValueError(f"selection {text!r}: use ids=ID,ID,... | ids=@FILE | rows=START:STOP | random=N")
 
 
-def select_rows(store: OutputStore, selection: Selection) -> np.ndarray:
+def select_rows(store: OutputStore, selection: ObjectSelection) -> np.ndarray:
     """(n,) store row indices of the selected objects (padding rows are never selected).
 
     ids: in the order given; an id that is not in the store is a ValueError naming it.
@@ -94,7 +98,7 @@ def select_rows(store: OutputStore, selection: Selection) -> np.ndarray:
     n_written = sum(int((b["valid"] == 1).sum()) for _, b in store.blocks(["valid"]))
     rng = np.random.default_rng(selection.seed)
     return _written_rows(
-        store, np.sort(rng.choice(n_written, size=min(selection.random, n_written), replace=False))
+        store, np.sort(rng.choice(n_written, size=min(selection.random or 0, n_written), replace=False))
     )
 
 
@@ -111,58 +115,6 @@ def _written_rows(store: OutputStore, positions: np.ndarray) -> np.ndarray:
         if done == positions.size:
             break
     return out[:done]
-
-
-@dataclass
-class ReconstructedSpectra:
-    """Decoded spectra of n objects.
-
-    object_id, row (store row), flags (n,); z_median, z_mode (n,) from the store;
-    redshift: "median" | "mode", which of them ``z`` (n,) is (the redshift of the
-    observed-frame spectra); wave_rest (L,) rest-frame vacuum Angstrom; flux_rest (n, L)
-    float32 F_lambda / its median over norm_window (rest frame); wave_obs (P,) and
-    flux_obs (n, P) on an observed grid (None when not asked), the same normalisation,
-    NaN outside the redshifted rest grid; dn4000 (n,); provenance: store path, model id
-    and path, trained-on-simulations flag, software version.
-    """
-
-    object_id: np.ndarray
-    row: np.ndarray
-    flags: np.ndarray
-    z_median: np.ndarray
-    z_mode: np.ndarray
-    redshift: str
-    z: np.ndarray
-    wave_rest: np.ndarray
-    flux_rest: np.ndarray
-    dn4000: np.ndarray
-    norm_window: tuple[float, float]
-    wave_obs: np.ndarray | None = None
-    flux_obs: np.ndarray | None = None
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return self.object_id.size
-
-    @property
-    def has_latent(self) -> np.ndarray:
-        """(n,) bool: the object had a latent (its spectra are finite)."""
-        return np.isfinite(self.flux_rest).all(axis=1)
-
-    def table(self) -> pd.DataFrame:
-        """One row per object: object_id, row, z, z_median, z_mode, flags, dn4000, has_latent."""
-        return pd.DataFrame(
-            {
-                "object_id": self.object_id,
-                "row": self.row,
-                "z": self.z,
-                "z_median": self.z_median,
-                "z_mode": self.z_mode,
-                "flags": self.flags,
-                "dn4000": self.dn4000,
-                "has_latent": self.has_latent,
-            }
-        )
 
 
 def store_model_dir(store: OutputStore, model_dir: str | Path | None = None) -> Path:
@@ -187,7 +139,7 @@ def store_model_dir(store: OutputStore, model_dir: str | Path | None = None) -> 
     return path
 
 
-def observed_grid(name: str | np.ndarray, autoencoder: Any) -> np.ndarray:
+def observed_grid(name: str | np.ndarray, autoencoder: SpectrumAutoencoder) -> np.ndarray:
     """(P,) observed-frame grid, Angstrom: "desi" (the 7781-pixel DESI grid), "model"
     (the autoencoder's observed grid) or an array."""
     if isinstance(name, str):
@@ -201,7 +153,7 @@ def observed_grid(name: str | np.ndarray, autoencoder: Any) -> np.ndarray:
     return np.asarray(name, dtype=np.float64)
 
 
-def decode(autoencoder: Any, latent: np.ndarray) -> np.ndarray:
+def decode(autoencoder: SpectrumAutoencoder, latent: np.ndarray) -> np.ndarray:
     """(n, L) rest-frame spectra of latents (n, S); NaN rows where a latent is not finite."""
     latent = np.asarray(latent, dtype=np.float32)
     ok = np.isfinite(latent).all(axis=1)
@@ -213,7 +165,7 @@ def decode(autoencoder: Any, latent: np.ndarray) -> np.ndarray:
 
 def reconstruct_spectra(
     store_path: str | Path,
-    selection: Selection,
+    selection: ObjectSelection,
     *,
     model_dir: str | Path | None = None,
     redshift: str = "median",
@@ -227,6 +179,7 @@ def reconstruct_spectra(
     grid in Angstrom.
     """
     from specdiff_catalog.models import load_autoencoder
+    from specdiff_catalog.models.store import read_config
 
     if redshift not in REDSHIFTS:
         raise ValueError(f"redshift must be one of {REDSHIFTS}, got {redshift!r}")
@@ -234,17 +187,15 @@ def reconstruct_spectra(
     if "latent" not in store.group:
         raise ValueError(f"{store_path}: the store has no latents (its model has no autoencoder)")
     path = store_model_dir(store, model_dir)
-    autoencoder = load_autoencoder(path)
+    config = read_config(path)
+    autoencoder = load_autoencoder(path, config=config)
     rows = select_rows(store, selection)
     order = np.argsort(rows, kind="stable")  # zarr reads sorted coordinates
-    columns = {
-        name: np.empty((rows.size,) + store.group[name].shape[1:], dtype=store.group[name].dtype)
-        for name in ("object_id", "flags", "z_median", "z_mode", "latent")
-    }
-    for name, values in columns.items():
-        values[order] = store.group[name].get_orthogonal_selection(
-            (rows[order],) + (slice(None),) * (values.ndim - 1)
-        )
+    columns = {}
+    for name in ("object_id", "flags", "z_median", "z_mode", "latent"):
+        values = store.read(name, rows[order])
+        columns[name] = np.empty_like(values)
+        columns[name][order] = values
     wave_rest = autoencoder.rest_wave()
     flux_rest = decode(autoencoder, columns["latent"])
     z = columns["z_median" if redshift == "median" else "z_mode"].astype(np.float64)
@@ -259,8 +210,8 @@ def reconstruct_spectra(
         wave_rest=wave_rest,
         flux_rest=flux_rest,
         dn4000=spectral.dn4000(wave_rest, flux_rest),
-        norm_window=tuple(autoencoder.config.norm_window),
-        provenance=_provenance(store, path),
+        norm_window=autoencoder.config.norm_window,
+        provenance=_provenance(store, path, config),
     )
     if observed is not None:
         from specdiff_catalog.models.autoencoder import redshift_spectra
@@ -270,16 +221,12 @@ def reconstruct_spectra(
     return result
 
 
-def _provenance(store: OutputStore, model_dir: Path) -> dict[str, Any]:
-    from specdiff_catalog import __version__
-    from specdiff_catalog.models.store import read_config
-
-    config = read_config(model_dir)
+def _provenance(store: OutputStore, model_dir: Path, config: ModelConfig) -> dict[str, Any]:
     return {
         "store": str(store.path),
         "model": store.attrs.get("model"),
         "model_path": str(model_dir),
-        "simulated": config.get("simulated"),
+        "simulated": config.provenance.simulated,  # None: not recorded
         "software_version": __version__,
-        "deredden": bool(config.get("autoencoder", {}).get("architecture", {}).get("deredden", False)),
+        "deredden": config.autoencoder is not None and config.autoencoder.config.deredden,
     }

@@ -87,7 +87,7 @@ def shortest_interval(samples: np.ndarray, fraction: float) -> np.ndarray:
     """(N,) width of the shortest interval holding ``fraction`` of each row's finite samples
     (the "shorth" of Rousseeuw & Leroy 1988 for fraction 1/2); NaN without samples."""
     x = np.sort(_finite(samples), axis=1)
-    n, k = x.shape
+    _n, k = x.shape
     m = np.isfinite(x).sum(axis=1)
     span = np.maximum(np.ceil(fraction * m).astype(np.intp) - 1, 0)  # samples j..j+span
     end = np.arange(k)[None, :] + span[:, None]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from specdiff_catalog.defaults import QUANTILES as DEFAULT_QUANTILES
 from specdiff_catalog.flags import Flag
-from specdiff_catalog.inference import DEFAULT_QUANTILES
 from specdiff_catalog.io.store import StoreLayout, create_store
 from specdiff_catalog.summaries import summarize
 

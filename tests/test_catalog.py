@@ -241,7 +241,7 @@ def test_corrupt_parquet_is_named(hats_copy):
     (hats_copy / "dataset" / "_metadata").unlink()
     victim = hats_copy / "dataset" / "Norder=1" / "Dir=0" / "Npix=7.parquet"
     victim.write_bytes(b"this is not parquet at all")
-    with pytest.raises(CatalogError, match="Npix=7.parquet"):
+    with pytest.raises(CatalogError, match=r"Npix=7.parquet"):
         open_catalog(hats_copy)
 
 
@@ -252,7 +252,7 @@ def test_corrupt_data_pages_named_on_read(hats_copy):
     data[4:200] = b"\x00" * 196
     victim.write_bytes(bytes(data))
     part = next(p for p in open_catalog(hats_copy).partitions if p.pixel == 7)
-    with pytest.raises(CatalogError, match="Npix=7.parquet"):
+    with pytest.raises(CatalogError, match=r"Npix=7.parquet"):
         read_partition(part, ["_healpix_29", "OBJID", "RA", "DEC", "FLUX_G", "FLUX_R", "TYPE"])
 
 
@@ -266,7 +266,7 @@ def test_stale_metadata_row_count_is_caught(hats_copy):
 def test_missing_partition_file(hats_copy):
     (hats_copy / "dataset" / "Norder=1" / "Dir=0" / "Npix=7.parquet").unlink()
     (hats_copy / "dataset" / "_metadata").unlink()
-    with pytest.raises(FileNotFoundError, match="Npix=7.parquet"):
+    with pytest.raises(FileNotFoundError, match=r"Npix=7.parquet"):
         open_catalog(hats_copy)
 
 
@@ -311,7 +311,7 @@ def test_object_ids_from_column_or_ls_id_packing():
     assert ids[1] >> 40 == 9010 and (ids[1] >> 16) & 0xFFFFFF == 1 and ids[1] & 0xFFFF == 65535
     assert list(object_ids(ls.assign(object_id=[7, 8]))) == [7, 8]
     assert list(object_ids(ls.assign(MYID=[3, 4]), "myid")) == [3, 4]
-    with pytest.raises(MissingColumnError, match="part.parquet.*OBJID"):
+    with pytest.raises(MissingColumnError, match=r"part.parquet.*OBJID"):
         object_ids(ls.drop(columns="OBJID"), where="part.parquet")
 
 

@@ -26,12 +26,13 @@ DEMO_TRUTH = demo_catalog_dir().parent / "truth.parquet"
 def test_default_model_files_verify_and_fit_the_size_budget():
     model_dir = default_model_dir()
     config = read_config(model_dir)
-    assert set(config["files"]) == {"autoencoder.safetensors", "diffusion.safetensors", "baseline.cbm"}
-    for name in config["files"]:
-        verified_path(model_dir, name)  # raises if a sha256 differs
+    files = config.weight_files()
+    assert {w.file for w in files} == {"autoencoder.safetensors", "diffusion.safetensors", "baseline.cbm"}
+    for weights in files:
+        verified_path(model_dir, weights)  # raises if a sha256 differs
     size = sum(p.stat().st_size for p in model_dir.iterdir())
     assert size < 32e6
-    assert config["simulated"] is True and "simulated galaxies" in config["training_data"]["description"]
+    assert config.provenance.simulated and "simulated galaxies" in config.training_data.description
 
 
 def test_default_model_loads_every_component_and_says_it_is_simulated(caplog):

@@ -127,7 +127,9 @@ def test_crps_equals_the_energy_form_exactly():
     x[30] = np.nan
     y = np.where(np.arange(60) < 10, x[:, 0], rng.normal(0.5, 0.1, 60))
     got = crps(x, y)
-    expected = [_crps_direct(row, yi) if np.isfinite(row).any() else np.nan for row, yi in zip(x, y)]
+    expected = [
+        _crps_direct(row, yi) if np.isfinite(row).any() else np.nan for row, yi in zip(x, y, strict=True)
+    ]
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10)
 
 
@@ -136,7 +138,8 @@ def test_crps_matches_the_gaussian_closed_form():
     samples, z_true, mu, sigma = _calibrated(rng, 2000, 1000)
     w = (z_true - mu) / sigma
     closed = sigma * (w * (2 * stats.norm.cdf(w) - 1) + 2 * stats.norm.pdf(w) - 1 / np.sqrt(np.pi))
-    # the empirical CRPS exceeds the true one by E|X-X'|/2K, 1/K of its mean for calibrated samples: 0.1% here;
+    # the empirical CRPS exceeds the true one by E|X-X'|/2K, 1/K of its mean for calibrated
+    # samples: 0.1% here;
     # per-object Monte-Carlo scatter ~2% averages down to ~0.05% over 2000 objects
     assert pdf_metrics(samples, z_true).crps == pytest.approx(closed.mean(), rel=0.005)
 

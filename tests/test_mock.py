@@ -22,7 +22,7 @@ from specdiff_catalog.mock.spectra import (
     observed_flux,
     synthetic_maggies,
 )
-from specdiff_catalog.mock.targets import PhotometricLimit, select_targets
+from specdiff_catalog.mock.targets import select_targets
 
 BANDS = BandSet.load("ls-dr10-south")
 
@@ -33,7 +33,9 @@ def _galaxies(n: int, seed: int, *, photometry: bool = False):
     from astropy.cosmology import Planck18
 
     rng = np.random.default_rng(seed)
-    g = galaxy_parameters(rng.uniform(0.02, 1.6, n), rng.uniform(9, 11.5, n), PopulationModel(), rng, Planck18)
+    g = galaxy_parameters(
+        rng.uniform(0.02, 1.6, n), rng.uniform(9, 11.5, n), PopulationModel(), rng, Planck18
+    )
     if photometry:
         maggies, g.dn4000 = model_maggies(g, tuple(b.filter for b in BANDS.bands))
         g.flux = BANDS.maggies_to_flux(maggies)
@@ -217,7 +219,7 @@ def test_survey_files_read_back_through_the_project_readers(survey):
     from specdiff_catalog.io.catalog import open_catalog
     from specdiff_catalog.io.desi import read_coadd, read_redrock
 
-    out, summary = survey
+    out, _summary = survey
     coadds = sorted((out / "spectra").glob("coadd-mock-*.fits"))
     assert [p.name for p in coadds] == ["coadd-mock-0000.fits", "coadd-mock-0001.fits"]
     n_read, masked = 0, 0
@@ -262,7 +264,11 @@ def test_target_classes_have_desi_like_redshifts_and_pass_their_cuts(survey):
     assert 0.4 < z.median()["LRG"] < 0.9 and z.quantile(0.95)["LRG"] < 1.2
     assert z.median()["ELG"] > 0.7 and z.max()["ELG"] > 1.3
     assert truth["Z"].max() <= 1.6 and np.isfinite(truth["DN4000"]).all()
-    assert truth.groupby("TARGET_CLASS")["DN4000"].median()["LRG"] > 1.4 > truth.groupby("TARGET_CLASS")["DN4000"].median()["ELG"]
+    assert (
+        truth.groupby("TARGET_CLASS")["DN4000"].median()["LRG"]
+        > 1.4
+        > truth.groupby("TARGET_CLASS")["DN4000"].median()["ELG"]
+    )
     # the fibermap photometry the spectra carry passes the class cut it was selected by
     coadd = read_coadd(out / "spectra" / "coadd-mock-0000.fits")
     fm = coadd.fibermap.reset_index(drop=True)
@@ -272,8 +278,12 @@ def test_target_classes_have_desi_like_redshifts_and_pass_their_cuts(survey):
         ]
     again = select_targets(fm)
     expected = truth.set_index("TARGETID").loc[fm["TARGETID"], "TARGET_CLASS"].to_numpy()
-    assert (again["TARGET_CLASS"].to_numpy() == expected).mean() > 0.98  # rows with injected defects may differ
-    np.testing.assert_array_equal(fm["DESI_TARGET"].to_numpy(), truth.set_index("TARGETID").loc[fm["TARGETID"], "DESI_TARGET"])
+    assert (
+        again["TARGET_CLASS"].to_numpy() == expected
+    ).mean() > 0.98  # rows with injected defects may differ
+    np.testing.assert_array_equal(
+        fm["DESI_TARGET"].to_numpy(), truth.set_index("TARGETID").loc[fm["TARGETID"], "DESI_TARGET"]
+    )
 
 
 def test_rest_spectra_reproduce_the_noiseless_observed_spectrum(survey):

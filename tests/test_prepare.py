@@ -1,4 +1,4 @@
-"""prepare: DESI files -> training set, on the real files and on files written by io.desi."""
+"""prepare: DESI files -> training set, on the real files and on files written by mock.desi_files."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from specdiff_catalog.bands import BandSet
 from specdiff_catalog.cli import main
 from specdiff_catalog.flags import Flag
 from specdiff_catalog.hashing import validation_mask
@@ -43,7 +44,7 @@ def test_prepare_real_files(real_desi_dir, tmp_path):
     np.testing.assert_array_equal(ivar[0], coadd.ivar[0])
     summary = json.loads((tmp_path / "train" / "trainset.json").read_text())
     assert summary["source_files"] == ["coadd-4-80613-thru20210324.fits", "coadd-special-dark-27247.fits"]
-    assert summary["selection"]["z_max"] == 0.8 and summary["bands"] == "ls-grzw1w2"
+    assert summary["selection"]["z_max"] == 0.8 and summary["bands"] == BandSet.load("ls-grzw1w2").to_dict()
 
 
 def _survey(directory, n_files=5, per_file=6):

@@ -111,7 +111,8 @@ def test_spectral_validation_against_the_mock_truth(trained_tiny):
     )
     obj = result.objects
     assert len(obj) == 80 and obj["targetid"].is_unique
-    # the noiseless truth is the floor: chi^2/pixel ~1.1 (sky-line residuals are not in the ivar; docs/mock.md)
+    # the noiseless truth is the floor: chi^2/pixel ~1.1 (sky-line residuals are not in the ivar;
+    # docs/mock.md)
     assert obj["chi2_pix_truth"].between(0.95, 1.4).all()
     assert (obj["chi2_pix"] >= obj["chi2_pix_truth"] - 0.02).mean() > 0.95
     # Dn4000 of the truth is what the observed spectrum measures, at high S/N

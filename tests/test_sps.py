@@ -61,7 +61,9 @@ def test_synthesis_agrees_with_bagpipes_model_galaxy(case):
         a = (model.wavelengths > lo) & (model.wavelengths < lo + 100)
         b = (grids.wave > lo) & (grids.wave < lo + 100)
         ratio = np.trapezoid(mine[b], grids.wave[b]) / (grids.wave[b][-1] - grids.wave[b][0])
-        ratio /= np.trapezoid(full[a], model.wavelengths[a]) / (model.wavelengths[a][-1] - model.wavelengths[a][0])
+        ratio /= np.trapezoid(full[a], model.wavelengths[a]) / (
+            model.wavelengths[a][-1] - model.wavelengths[a][0]
+        )
         assert abs(ratio - 1) < 0.02, (lo, ratio)  # measured: within 0.4%, 1.4% in the UV of the old galaxy
     # surviving stellar mass
     assert abs(np.log10(1e10 * sps.surviving_mass_fraction(p, grids))[0] - model.sfh.stellar_mass) < 0.005

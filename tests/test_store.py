@@ -12,8 +12,10 @@ import pytest
 import zarr
 
 from specdiff_catalog.flags import Flag
+from specdiff_catalog.io.columns import output_columns
 from specdiff_catalog.io.store import (
     OutputStore,
+    PartitionStatus,
     StoreLayout,
     StoreMismatchError,
     create_store,
@@ -121,6 +123,23 @@ def test_arrays_dtypes_dimension_names(store):
     np.testing.assert_array_equal(group["quantile"][:], LAYOUT.quantiles)
     for name in ("norder", "npix", "start", "stop", "n_rows", "status", "error"):
         assert group["partitions"][name].metadata.dimension_names == ("partition",), name
+
+
+def test_every_array_carries_the_column_spec_cf_attributes(store):
+    """units and long_name from io.columns, the one definition of the output row; the
+    status values are PartitionStatus's, decodable through flag_values / flag_meanings."""
+    group = zarr.open_group(store.path, mode="r")
+    spec = output_columns(5, 6, 4)
+    assert set(spec) == set(group.array_keys()) - {"quantile"}
+    for name, column in spec.items():
+        attrs = dict(group[name].attrs)
+        assert attrs["long_name"] == column.long_name and attrs.get("units") == column.units, name
+    assert group["ra"].attrs["units"] == "deg" and group["z_median"].attrs["units"] == "1"
+    assert "units" not in group["flags"].attrs and "units" not in group["object_id"].attrs
+    status = dict(group["partitions"]["status"].attrs)
+    meanings = dict(zip(status["flag_values"], status["flag_meanings"].split(), strict=True))
+    assert meanings == {0: "pending", 1: "done", 2: "failed"}
+    assert [int(s) for s in PartitionStatus] == [0, 1, 2]
 
 
 def test_no_samples_or_latents_when_not_asked(tmp_path):
@@ -252,9 +271,9 @@ def test_failed_partition_stays_pending_with_its_message(store):
 
 def test_incompatible_store_refused(store):
     other_model = ATTRS | {"model": {"id": "default-mock", "sha256": {"diffusion.safetensors": "b" * 64}}}
-    with pytest.raises(StoreMismatchError, match="different model.*sha256"):
+    with pytest.raises(StoreMismatchError, match=r"different model.*sha256"):
         create_store(store.path, PARTITIONS, LAYOUT, other_model)
-    with pytest.raises(StoreMismatchError, match="different config.*steps"):
+    with pytest.raises(StoreMismatchError, match=r"different config.*steps"):
         store.check_compatible(ATTRS | {"config": ATTRS["config"] | {"steps": 50}})
     with pytest.raises(StoreMismatchError, match="layout"):
         create_store(

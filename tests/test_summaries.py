@@ -34,7 +34,8 @@ def test_sample_quantiles_are_numpy_type6_per_row_ignoring_nan():
 
 
 def test_quantiles_of_known_distributions():
-    # K = 4000 draws: a sample quantile's standard error is sqrt(p(1-p)/K)/f(q) <= 0.008 (uniform), 0.02 sigma (normal)
+    # K = 4000 draws: a sample quantile's standard error is sqrt(p(1-p)/K)/f(q) <= 0.008 (uniform),
+    # 0.02 sigma (normal)
     rng = np.random.default_rng(1)
     uniform = sample_quantiles(rng.random((3, 4000)), LEVELS)
     np.testing.assert_allclose(uniform, np.tile(LEVELS, (3, 1)), atol=0.025)
@@ -74,7 +75,7 @@ def test_mode_matches_a_direct_kde_evaluation():
     grid = np.linspace(0.0, 1.0, 100001)
     direct = [
         grid[np.exp(-0.5 * ((grid[:, None] - row[None, :]) / hi) ** 2).sum(axis=1).argmax()]
-        for row, hi in zip(x, h)
+        for row, hi in zip(x, h, strict=True)
     ]
     np.testing.assert_allclose(kde_mode(x), direct, atol=0.02 * h.min())
 

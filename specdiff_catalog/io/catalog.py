@@ -178,7 +178,7 @@ def write_hats(
     counts = np.diff(np.r_[starts, len(pixels)])
     write_kwargs = hats.io.file_io.get_parquet_write_table_kwargs(arrow.schema)
     healpix = []
-    for start, count in zip(starts, counts):
+    for start, count in zip(starts, counts, strict=True):
         pixel = HealpixPixel(order, int(pixels[start]))
         file = Path(hats.io.paths.pixel_catalog_file(root, pixel).path)
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +188,9 @@ def write_hats(
     hats.io.write_parquet_metadata(root)
     partition_info = PartitionInfo.from_healpix(healpix)
     partition_info.write_to_file(catalog_path=root)
-    properties = TableProperties(
+    # hats' pydantic model takes field names (populate_by_name); without pydantic's mypy plugin
+    # mypy knows only the aliases
+    properties = TableProperties(  # type: ignore[call-arg]
         catalog_name=catalog_name,
         catalog_type="object",
         total_rows=len(frame),
@@ -236,7 +238,9 @@ def _hats_catalog(root: Path) -> Catalog:
         )
     files = [_pixel_file(root, k, n) for k, n in pixels]
     counts = _row_counts(files, root / "dataset" / "_metadata")
-    partitions = [Partition(f, k, n, counts[f], i) for i, (f, (k, n)) in enumerate(zip(files, pixels))]
+    partitions = [
+        Partition(f, k, n, counts[f], i) for i, (f, (k, n)) in enumerate(zip(files, pixels, strict=True))
+    ]
     schema_file = root / "dataset" / "_common_metadata"
     schema = _read_schema(schema_file if schema_file.is_file() else files[0])
     return Catalog(root, "hats", properties, partitions, _data_columns(schema))
@@ -274,7 +278,7 @@ def _hats_pixels(root: Path) -> list[tuple[int, int]]:
     if info.is_file():
         try:
             table = pd.read_csv(info)
-            pixels = list(zip(table["Norder"].astype(int), table["Npix"].astype(int)))
+            pixels = list(zip(table["Norder"].astype(int), table["Npix"].astype(int), strict=True))
         except (KeyError, ValueError, pd.errors.ParserError) as err:
             raise CatalogError(f"{info}: not a partition_info.csv with Norder,Npix columns ({err})") from err
     else:

@@ -17,19 +17,71 @@ attributes, so ``xarray.open_zarr`` reads it.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import zarr
 from astropy.io import fits
-
-from specdiff_catalog.reconstruct import ReconstructedSpectra
 
 WAVE_UNIT = "Angstrom"
 FLUX_UNIT = ""  # dimensionless: F_lambda divided by its median in the normalisation window
 TABLE_UNITS = {"Z": "", "Z_MEDIAN": "", "Z_MODE": "", "DN4000": ""}
 FITS_SUFFIXES = (".fits", ".fit", ".fits.gz")
+
+
+@dataclass
+class ReconstructedSpectra:
+    """Decoded spectra of n objects.
+
+    object_id, row (store row), flags (n,); z_median, z_mode (n,) from the store;
+    redshift: "median" | "mode", which of them ``z`` (n,) is (the redshift of the
+    observed-frame spectra); wave_rest (L,) rest-frame vacuum Angstrom; flux_rest (n, L)
+    float32 F_lambda / its median over norm_window (rest frame); wave_obs (P,) and
+    flux_obs (n, P) on an observed grid (None when not asked), the same normalisation,
+    NaN outside the redshifted rest grid; dn4000 (n,); provenance: store path, model id
+    and path, trained-on-simulations flag, software version.
+    """
+
+    object_id: np.ndarray
+    row: np.ndarray
+    flags: np.ndarray
+    z_median: np.ndarray
+    z_mode: np.ndarray
+    redshift: str
+    z: np.ndarray
+    wave_rest: np.ndarray
+    flux_rest: np.ndarray
+    dn4000: np.ndarray
+    norm_window: tuple[float, float]
+    wave_obs: np.ndarray | None = None
+    flux_obs: np.ndarray | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.object_id.size
+
+    @property
+    def has_latent(self) -> np.ndarray:
+        """(n,) bool: the object had a latent (its spectra are finite)."""
+        return np.isfinite(self.flux_rest).all(axis=1)
+
+    def table(self) -> pd.DataFrame:
+        """One row per object: object_id, row, z, z_median, z_mode, flags, dn4000, has_latent."""
+        return pd.DataFrame(
+            {
+                "object_id": self.object_id,
+                "row": self.row,
+                "z": self.z,
+                "z_median": self.z_median,
+                "z_mode": self.z_mode,
+                "flags": self.flags,
+                "dn4000": self.dn4000,
+                "has_latent": self.has_latent,
+            }
+        )
 
 
 def _flux_note(spectra: ReconstructedSpectra) -> str:
@@ -79,7 +131,7 @@ def write_fits(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bo
         _image(spectra.wave_rest.astype(np.float64), "WAVELENGTH", WAVE_UNIT, "rest-frame vacuum wavelength"),
         _image(spectra.flux_rest.astype(np.float32), "FLUX", FLUX_UNIT, _bunit_note(spectra)),
     ]
-    if spectra.wave_obs is not None:
+    if spectra.wave_obs is not None and spectra.flux_obs is not None:
         hdus += [
             _image(
                 spectra.wave_obs.astype(np.float64), "OBS_WAVELENGTH", WAVE_UNIT, "observed vacuum wavelength"
@@ -105,7 +157,7 @@ def write_fits(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bo
     ]
     objects = fits.BinTableHDU.from_columns(columns, name="OBJECTS")
     objects.header["ZTYPE"] = (f"z_{spectra.redshift}", "which redshift the Z column is")
-    fits.HDUList(hdus + [objects]).writeto(path, overwrite=overwrite, checksum=True)
+    fits.HDUList([*hdus, objects]).writeto(path, overwrite=overwrite, checksum=True)
 
 
 def write_zarr(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bool = False) -> None:
@@ -126,7 +178,7 @@ def write_zarr(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bo
         "wavelength": (spectra.wave_rest, ("wavelength",), {"units": WAVE_UNIT, "frame": "rest"}),
         "flux": (spectra.flux_rest, ("object", "wavelength"), {"units": _flux_note(spectra)}),
     }
-    if spectra.wave_obs is not None:
+    if spectra.wave_obs is not None and spectra.flux_obs is not None:
         arrays["obs_wavelength"] = (
             spectra.wave_obs,
             ("obs_wavelength",),

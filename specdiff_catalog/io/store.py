@@ -1,6 +1,7 @@
 """The Zarr v3 output store of ``run``: shard-aligned partition regions, status, resume, provenance.
 
-One group, one row per input object in catalog order (see docs/formats.md)::
+One group, one row per input object in catalog order (see docs/formats.md; the
+per-object columns, with their units and long names, are ``io.columns.output_columns``)::
 
     OUT.zarr/   attrs: format, layout, software_version, created, model, config, input, ...
       object_id, _healpix_29 (object,) int64      ra, dec (object,) float64
@@ -10,9 +11,6 @@ One group, one row per input object in catalog order (see docs/formats.md)::
       latent, latent_std (object, latent_dim) float32
       z_samples (object, sample) float16
       partitions/  norder, npix, start, stop, n_rows, status, error   (partition,)
-
-The latent dimension is named ``latent_dim``: xarray takes a variable named like one
-of its dimensions for that dimension's coordinate.
 
 Partition i owns the rows ``start:stop`` (whole shards); its objects are the first
 ``n_rows`` of them, the rest is padding (valid = 0, flags = PADDING). No two
@@ -24,6 +22,7 @@ between leaves the partition pending, and a resumed run writes it again.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import shutil
 import warnings
@@ -31,20 +30,33 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import zarr
 
 from specdiff_catalog import __version__
-from specdiff_catalog.flags import Flag
+from specdiff_catalog.io.columns import Column, output_columns
 
 FORMAT = "specdiff-catalog output"
 FORMAT_VERSION = 1
 PARTITIONS = "partitions"
-STATUS = {0: "pending", 1: "done", 2: "failed"}
-PENDING, DONE, FAILED = 0, 1, 2
+
+
+class PartitionStatus(enum.IntEnum):
+    """The uint8 ``partitions/status`` values; a partition's status is written last."""
+
+    PENDING = 0
+    DONE = 1
+    FAILED = 2
+
+    @property
+    def label(self) -> str:
+        """'pending', 'done' or 'failed'."""
+        return self.name.lower()
+
+
 COMPATIBILITY_KEYS = ("model", "config")
 """Attributes that must match for ``run`` to resume into an existing store."""
 
@@ -75,28 +87,19 @@ class StoreLayout:
             raise ValueError("latent_size and n_samples_saved must be >= 0")
         if self.shard_rows < 1:
             raise ValueError(f"shard_rows must be >= 1, got {self.shard_rows}")
-        if self.chunk_rows is None:
-            object.__setattr__(self, "chunk_rows", self.shard_rows)
-        if self.chunk_rows < 1 or self.shard_rows % self.chunk_rows:
-            raise ValueError(f"chunk_rows ({self.chunk_rows}) must divide shard_rows ({self.shard_rows})")
+        chunk_rows = self.shard_rows if self.chunk_rows is None else self.chunk_rows
+        object.__setattr__(self, "chunk_rows", chunk_rows)
+        if chunk_rows < 1 or self.shard_rows % chunk_rows:
+            raise ValueError(f"chunk_rows ({chunk_rows}) must divide shard_rows ({self.shard_rows})")
 
-    def arrays(self) -> dict[str, tuple[str, int | None, str | None, Any]]:
-        """Per-object arrays: name -> (dtype, width or None for 1-D, second dimension, padding value)."""
-        spec: dict[str, tuple[str, int | None, str | None, Any]] = {
-            "object_id": ("int64", None, None, -1),
-            "_healpix_29": ("int64", None, None, -1),
-            "ra": ("float64", None, None, np.nan),
-            "dec": ("float64", None, None, np.nan),
-            "valid": ("uint8", None, None, 0),
-            "flags": ("uint16", None, None, int(Flag.PADDING)),
-            "z_quantiles": ("float32", len(self.quantiles), "quantile", np.nan),
-        }
-        spec |= dict.fromkeys(("z_median", "z_mode", "z_mean", "z_std"), ("float32", None, None, np.nan))
-        if self.latent_size:
-            spec |= dict.fromkeys(("latent", "latent_std"), ("float32", self.latent_size, "latent_dim", np.nan))
-        if self.n_samples_saved:
-            spec["z_samples"] = ("float16", self.n_samples_saved, "sample", np.nan)
-        return spec
+    @property
+    def rows_per_chunk(self) -> int:
+        """chunk_rows, resolved (shard_rows when not given)."""
+        return self.shard_rows if self.chunk_rows is None else self.chunk_rows
+
+    def columns(self) -> dict[str, Column]:
+        """The per-object arrays of this layout (``io.columns.output_columns``)."""
+        return output_columns(len(self.quantiles), self.latent_size, self.n_samples_saved)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"quantiles": list(self.quantiles)}
@@ -160,26 +163,18 @@ def create_store(
 
 def _create_object_arrays(group: zarr.Group, layout: StoreLayout, n_objects: int) -> None:
     """The per-object arrays, sharded along ``object``, and the ``quantile`` coordinate."""
-    for name, (dtype, width, dim, pad) in layout.arrays().items():
-        shape, chunks, shards = (n_objects,), (layout.chunk_rows,), (layout.shard_rows,)
-        dims: tuple[str, ...] = ("object",)
-        if width is not None:
-            shape, chunks, shards, dims = (
-                shape + (width,),
-                chunks + (width,),
-                shards + (width,),
-                dims + (dim,),
-            )
+    for name, column in layout.columns().items():
+        tail = column.shape_tail
         # Unwritten rows read as "no result": NaN / -1, valid = 0, no flags.
-        fill = 0 if name == "flags" else pad
         group.create_array(
             name,
-            shape=shape,
-            dtype=dtype,
-            chunks=chunks,
-            shards=shards,
-            fill_value=fill,
-            dimension_names=dims,
+            shape=(n_objects, *tail),
+            dtype=column.dtype,
+            chunks=(layout.rows_per_chunk, *tail),
+            shards=(layout.shard_rows, *tail),
+            fill_value=0 if name == "flags" else column.fill,
+            dimension_names=column.dims,
+            attributes=column.attributes(),
         )
     group.create_array(
         "quantile",
@@ -209,16 +204,19 @@ def _create_partition_table(
         shape=(len(table),),
         dtype="uint8",
         chunks=(1,),
-        fill_value=PENDING,
+        fill_value=int(PartitionStatus.PENDING),
         dimension_names=("partition",),
-        attributes={"flag_values": list(STATUS), "flag_meanings": " ".join(STATUS.values())},
+        attributes={
+            "flag_values": [int(s) for s in PartitionStatus],
+            "flag_meanings": " ".join(s.label for s in PartitionStatus),
+        },
     )
     parts.create_array(
         "error", shape=(len(table),), dtype=str, chunks=(1,), fill_value="", dimension_names=("partition",)
     )
 
 
-def open_store(path: str | Path, mode: str = "r+") -> OutputStore:
+def open_store(path: str | Path, mode: Literal["r", "r+"] = "r+") -> OutputStore:
     """Open an existing output store for reading and writing partitions (mode "r": reading only)."""
     path = Path(path)
     if not (path / "zarr.json").is_file():
@@ -235,13 +233,27 @@ class OutputStore:
     def __init__(self, path: Path, group: zarr.Group):
         self.path = path
         self.group = group
-        self.layout = StoreLayout(
-            **{**group.attrs["layout"], "quantiles": tuple(group.attrs["layout"]["quantiles"])}
+        layout = dict(self.attrs["layout"])
+        self.layout = StoreLayout(**{**layout, "quantiles": tuple(layout["quantiles"])})
+        self._start, self._stop, self._n_rows = (
+            self.read(f"{PARTITIONS}/{n}") for n in ("start", "stop", "n_rows")
         )
-        parts = group[PARTITIONS]
-        self._start = parts["start"][:]
-        self._stop = parts["stop"][:]
-        self._n_rows = parts["n_rows"][:]
+
+    def array(self, name: str) -> zarr.Array:
+        """The Zarr array ``name`` ("partitions/status" for the partition table's)."""
+        node = self.group[name]
+        if not isinstance(node, zarr.Array):
+            raise StoreMismatchError(f"{self.path}: {name} is not an array")
+        return node
+
+    def read(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
+        """Array ``name`` (all of it, or the rows ``rows``: a slice or sorted indices) as numpy."""
+        array = self.array(name)
+        if rows is None:
+            return np.asarray(array[...])
+        if isinstance(rows, slice):
+            return np.asarray(array[rows])
+        return np.asarray(array.get_orthogonal_selection((rows,) + (slice(None),) * (array.ndim - 1)))
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -255,16 +267,18 @@ class OutputStore:
         """One row per partition (index = partition index): norder, npix (-1 when not HEALPix),
         start, stop (its rows, shard-aligned), n_rows (objects; the rest is padding),
         status ('pending' | 'done' | 'failed'), error (message of a failed partition)."""
-        parts = self.group[PARTITIONS]
-        frame = pd.DataFrame({name: parts[name][:] for name in ("norder", "npix", "start", "stop", "n_rows")})
-        frame["status"] = pd.Series(parts["status"][:]).map(STATUS)
-        frame["error"] = np.asarray(parts["error"][:], dtype=object)
+        names = ("norder", "npix", "start", "stop", "n_rows")
+        frame = pd.DataFrame({name: self.read(f"{PARTITIONS}/{name}") for name in names})
+        labels = {int(s): s.label for s in PartitionStatus}
+        frame["status"] = pd.Series(self.read(f"{PARTITIONS}/status")).map(labels)
+        frame["error"] = np.asarray(self.read(f"{PARTITIONS}/error"), dtype=object)
         frame.index.name = "partition"
         return frame
 
     def pending(self) -> list[int]:
         """Indices of the partitions not done (pending or failed), in catalog order."""
-        return [int(i) for i in np.flatnonzero(self.group[PARTITIONS]["status"][:] != DONE)]
+        status = self.read(f"{PARTITIONS}/status")
+        return [int(i) for i in np.flatnonzero(status != PartitionStatus.DONE)]
 
     def region(self, index: int) -> slice:
         """The rows partition ``index`` owns (whole shards, padding included)."""
@@ -278,27 +292,27 @@ class OutputStore:
         (valid = 0, flags = PADDING, NaN / -1 elsewhere) and written whole shards at a time.
         """
         region, n = self.region(index), int(self._n_rows[index])
-        spec = self.layout.arrays()
+        spec = self.layout.columns()
         expected = set(spec) - {"valid"}
         if set(columns) != expected:
             missing, extra = sorted(expected - set(columns)), sorted(set(columns) - expected)
             raise ValueError(f"{self.path} partition {index}: missing arrays {missing}, unexpected {extra}")
         data = {**columns, "valid": np.ones(n, dtype=np.uint8)}
-        for name, (dtype, width, _, pad) in spec.items():
+        for name, column in spec.items():
             values = np.asarray(data[name])
-            want = (n,) if width is None else (n, width)
+            want = (n, *column.shape_tail)
             if values.shape != want:
                 raise ValueError(
                     f"{self.path} partition {index}: {name} has shape {values.shape}, expected {want}"
                 )
-            padded = np.full((region.stop - region.start,) + want[1:], pad, dtype=dtype)
+            padded = column.empty(region.stop - region.start)
             padded[:n] = values
-            self.group[name][region] = padded
-        self._set_status(index, DONE, "")
+            self.array(name)[region] = padded
+        self._set_status(index, PartitionStatus.DONE, "")
 
     def mark_failed(self, index: int, message: str) -> None:
         """Record that partition ``index`` failed (it stays in pending() for the next run)."""
-        self._set_status(index, FAILED, message)
+        self._set_status(index, PartitionStatus.FAILED, message)
 
     def check_compatible(self, attrs: Mapping[str, Any]) -> None:
         """Refuse to resume with another model (sha256) or configuration than the store's."""
@@ -318,7 +332,7 @@ class OutputStore:
 
     def n_rows(self) -> int:
         """Rows of the per-object arrays, padding included."""
-        return int(self.group["valid"].shape[0])
+        return int(self.array("valid").shape[0])
 
     def blocks(
         self, names: Sequence[str], block_rows: int | None = None
@@ -332,12 +346,11 @@ class OutputStore:
         step = max(1, (block_rows or max(shard, (1 << 20) // shard * shard)) // shard) * shard
         for start in range(0, self.n_rows(), step):
             rows = slice(start, min(start + step, self.n_rows()))
-            yield rows, {name: self.group[name][rows] for name in names}
+            yield rows, {name: self.read(name, rows) for name in names}
 
-    def _set_status(self, index: int, code: int, message: str) -> None:
-        parts = self.group[PARTITIONS]
-        parts["error"][index] = message
-        parts["status"][index] = code
+    def _set_status(self, index: int, status: PartitionStatus, message: str) -> None:
+        self.array(f"{PARTITIONS}/error")[index] = message
+        self.array(f"{PARTITIONS}/status")[index] = int(status)
 
     def _check_same(self, table: pd.DataFrame, layout: StoreLayout) -> None:
         if layout != self.layout:
@@ -347,7 +360,8 @@ class OutputStore:
         mine = self.partitions()[["norder", "npix", "n_rows"]].reset_index(drop=True)
         if not mine.equals(table.reset_index(drop=True)):
             raise StoreMismatchError(
-                f"{self.path} was made for other partitions ({len(mine)} partitions, {int(mine['n_rows'].sum())} rows;"
+                f"{self.path} was made for other partitions ({len(mine)} partitions, "
+                f"{int(mine['n_rows'].sum())} rows;"
                 f" now {len(table)}, {int(table['n_rows'].sum())}); use another output path or overwrite"
             )
 

@@ -43,13 +43,13 @@ class MockConfig:
     population: PopulationModel = field(default_factory=PopulationModel)
     photometric_limit: PhotometricLimit = field(default_factory=PhotometricLimit)
     exptime: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EXPTIME))
-    patch: SkyPatch = SkyPatch()
-    reddening: ReddeningModel = ReddeningModel()
+    patch: SkyPatch = field(default_factory=SkyPatch)
+    reddening: ReddeningModel = field(default_factory=ReddeningModel)
     imaging_noise: ImagingNoise = field(default_factory=ImagingNoise)
-    defects: CatalogDefects = CatalogDefects()
-    fibre: FibreModel = FibreModel()
+    defects: CatalogDefects = field(default_factory=CatalogDefects)
+    fibre: FibreModel = field(default_factory=FibreModel)
     spectro_noise: SpectroNoise = field(default_factory=SpectroNoise)
-    redrock: RedrockModel = RedrockModel()
+    redrock: RedrockModel = field(default_factory=RedrockModel)
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible setting."""
@@ -62,7 +62,8 @@ class MockConfig:
         z_top = 3600.0 / REST_RANGE[0] - 1  # the truth grid must cover DESI's blue end
         if not self.population.z_min < self.population.z_max <= min(z_top, self.redrock.z_fit_max):
             raise ValueError(
-                f"z_max must be in ({self.population.z_min}, {min(z_top, 1.7):.2f}], got {self.population.z_max}"
+                f"z_max must be in ({self.population.z_min}, {min(z_top, 1.7):.2f}], "
+                f"got {self.population.z_max}"
             )
         if not 0 <= self.order <= 12:
             raise ValueError(f"--order must be in 0..12, got {self.order}")

@@ -301,7 +301,7 @@ def expected_counts(
 
 def z_grid_edges(model: PopulationModel) -> np.ndarray:
     """(Z+1,) redshift cell edges of the population draw."""
-    n = int(round((model.z_max - model.z_min) / model.z_step))
+    n = round((model.z_max - model.z_min) / model.z_step)
     return np.linspace(model.z_min, model.z_max, n + 1)
 
 

@@ -39,7 +39,7 @@ def luminosity_scale(redshift: np.ndarray, cosmology: FLRW = Planck18) -> np.nda
 
 
 def rest_frame_flux(galaxies: Galaxies, cosmology: FLRW = Planck18) -> np.ndarray:
-    """(N, R) rest-frame spectra r on ``rest_wavelength()`` such that the observed total flux is r(lambda / (1+z))."""
+    """(N, R) rest-frame spectra r on ``rest_wavelength()``: the observed total flux is r(lambda / (1+z))."""
     wave = SPECTRUM_GRID.wavelength()
     keep = (wave >= REST_RANGE[0]) & (wave <= REST_RANGE[1])
     lum = synthesize(galaxies.sps_parameters(), SPECTRUM_GRID)[:, keep]
@@ -49,7 +49,7 @@ def rest_frame_flux(galaxies: Galaxies, cosmology: FLRW = Planck18) -> np.ndarra
 def redshift_onto(
     rest: np.ndarray, rest_wave: np.ndarray, redshift: np.ndarray, wave: np.ndarray
 ) -> np.ndarray:
-    """(N, P) rest spectra (N, R) on ``rest_wave`` (R,) evaluated at ``wave`` (P,) / (1+z), linearly; 0 outside."""
+    """(N, P) rest spectra (N, R) on ``rest_wave`` (R,) at ``wave`` (P,) / (1+z), linearly; 0 outside."""
     position = np.interp(
         np.log(wave[None, :] / (1 + redshift[:, None])),
         np.log(rest_wave),

@@ -66,7 +66,8 @@ class GridSpec:
 
 # the spectra's grid: 30 km/s pixels over the rest range DESI sees for 0 < z <= 1.6, with margins
 SPECTRUM_GRID = GridSpec(1250.0, 10100.0, 1e-4)
-# the photometry's grid: R ~ 125 bins (averages of 80 finer pixels; bagpipes uses R = 100) up to 6 um for W2 at z ~ 0
+# the photometry's grid: R ~ 125 bins (averages of 80 finer pixels; bagpipes uses R = 100) up to 6 um
+# (W2 at z ~ 0)
 PHOTOMETRY_GRID = GridSpec(1000.0, 60000.0, 8e-3, average=80)
 
 
@@ -187,7 +188,7 @@ def _interpolated_sum(
         for corner in corners:
             blocks.append(grid[tuple(key + corner)][:n_age])
             c = np.ones(len(rows))
-            for (_, frac), bit in zip(index, corner):
+            for (_, frac), bit in zip(index, corner, strict=True):
                 c = c * (frac[rows] if bit else 1 - frac[rows])
             coeffs.append(c[:, None] * weights[rows])
         out[rows] = np.concatenate(coeffs, axis=1) @ np.concatenate(blocks, axis=0)
@@ -261,7 +262,7 @@ def _components(p: SPSParameters, grids: SSPGrids) -> tuple[np.ndarray, np.ndarr
     n_z, n_u = len(grids.metallicity), len(grids.log_u)
     stellar = grids.stellar.reshape(n_z, -1, len(grids.wave))
     metal = [_bracket(grids.metallicity, p.metallicity)]
-    both = metal + [_bracket(grids.log_u, p.log_u)]
+    both = [*metal, _bracket(grids.log_u, p.log_u)]
     w = np.asarray(p.mass_weights, dtype=float)
     n_young = int(np.count_nonzero(grids.young))
     young = _interpolated_sum(stellar, metal, (w * grids.young)[:, :n_young])

@@ -1,6 +1,6 @@
 """Assemble a mock survey and write it in the real formats through the project's writers.
 
-DIR/spectra/coadd-mock-NNNN.fits + redrock-mock-NNNN.fits (io.desi, <= targets_per_file each),
+DIR/spectra/coadd-mock-NNNN.fits + redrock-mock-NNNN.fits (mock.desi_files, <= targets_per_file each),
 DIR/catalog/ (io.catalog.write_hats), DIR/truth/{spectroscopic,photometric}.parquet,
 DIR/truth/rest_spectra.zarr, DIR/mock.json. Spectra are made and written file by file.
 """
@@ -134,7 +134,7 @@ def galaxies_from_truth(truth: pd.DataFrame) -> Galaxies:
 
 def _fibermap(table: pd.DataFrame, fiberstatus: np.ndarray, config: MockConfig) -> pd.DataFrame:
     """DESI FIBERMAP rows from Legacy Surveys rows: the fibermap's own names, PHOTSYS S."""
-    from specdiff_catalog.io.desi import FIBERMAP_SCHEMA
+    from specdiff_catalog.mock.desi_files import FIBERMAP_SCHEMA
 
     renamed = table.rename(
         columns={
@@ -202,7 +202,8 @@ def _write_spectra_file(
     out: Path,
 ) -> pd.DataFrame:
     """Make, write and return the redrock rows of one coadd/redrock file pair."""
-    from specdiff_catalog.io.desi import ARM_WAVE, write_coadd, write_redrock
+    from specdiff_catalog.io.desi import ARM_WAVE
+    from specdiff_catalog.mock.desi_files import write_coadd, write_redrock
 
     rng = _rng(config.seed, _SPECTRA, index)
     g = galaxies.take(rows)
@@ -276,13 +277,15 @@ def _versions() -> dict[str, str]:
 
 
 def make_mock_survey(
-    out: str | Path, config: MockConfig = MockConfig(), *, overwrite: bool = False
+    out: str | Path, config: MockConfig | None = None, *, overwrite: bool = False
 ) -> dict[str, Any]:
-    """Write a mock survey into ``out`` (layout in docs/mock.md); returns the mock.json summary."""
+    """Write a mock survey into ``out`` (layout in docs/mock.md; config default ``MockConfig()``);
+    returns the mock.json summary."""
     from specdiff_catalog.io.catalog import write_hats
 
     started = time.perf_counter()
     out = Path(out)
+    config = config or MockConfig()
     config.validate()
     _prepare_dir(out, overwrite)
     bandset = BandSet.load(config.bands)

@@ -9,7 +9,8 @@ fluxes (flux / MW_TRANSMISSION) of the Legacy Surveys photometry:
 - LRG (Zhou et al. 2023, AJ 165, 58), south: z - W1 > 0.8 (r - z) - 0.6; zfib < 21.6;
   (g - W1 > 2.9) or (r - W1 > 1.8); ((r - W1 > 1.8 (W1 - 17.14)) and (r - W1 > W1 - 16.33)) or (r - W1 > 3.3).
 - ELG (Raichoor et al. 2023, AJ 165, 126): g > 20, gfib < 24.1, r - z > 0.15,
-  g - r < 0.5 (r - z) + 0.1, and g - r < -1.2 (r - z) + 1.3 (LOP) or -1.2 (r - z) + 1.3 <= g - r < -1.2 (r - z) + 1.6 (VLO).
+  g - r < 0.5 (r - z) + 0.1, and g - r < -1.2 (r - z) + 1.3 (LOP) or
+  -1.2 (r - z) + 1.3 <= g - r < -1.2 (r - z) + 1.6 (VLO).
 
 Quality cuts that need columns the mock does not have (NOBS, MASKBITS, Gaia) are not
 applied; the flux signal-to-noise cuts are (LRG: W1 S/N > 4, r and z S/N > 0; ELG: g, r, z S/N > 0).

@@ -15,6 +15,7 @@ Flux in the model is normalised (divided by the median in the rest-frame window
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,7 +144,7 @@ def _mlp(n_in: int, hidden: tuple[int, ...], n_out: int) -> nn.Sequential:
     """Linear + LeakyReLU layers, linear output."""
     sizes = [n_in, *hidden]
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), nn.LeakyReLU()]
     return nn.Sequential(*layers, nn.Linear(sizes[-1], n_out))
 
@@ -158,7 +159,7 @@ class SpectrumEncoder(nn.Module):
             nn.Sequential(
                 nn.Conv1d(c_in, c_out, k, padding=k // 2), nn.InstanceNorm1d(c_out), nn.PReLU(c_out)
             )
-            for c_in, c_out, k in zip(channels[:-1], channels[1:], config.conv_kernels)
+            for c_in, c_out, k in zip(channels[:-1], channels[1:], config.conv_kernels, strict=True)
         )
         self.pools = nn.ModuleList(nn.MaxPool1d(p, padding=p // 2) for p in config.pool)
         n_aux = 1 if config.redshift_input else 0
@@ -175,6 +176,8 @@ class SpectrumEncoder(nn.Module):
         values, logits = x.chunk(2, dim=1)
         pooled = (values * torch.softmax(logits, dim=-1)).sum(dim=-1)
         if self.redshift_input:
+            if z is None:
+                raise ValueError("this encoder takes the redshift as an input (redshift_input = true)")
             pooled = torch.cat([pooled, z[:, None].to(pooled.dtype)], dim=1)
         return self.mlp(pooled)
 
@@ -210,6 +213,10 @@ class SpectrumAutoencoder(nn.Module):
     wave_obs: (P,) model observed grid, Angstrom; wave_rest: (L,) rest grid, Angstrom;
     z_range: (2,) training redshift range (the consistency loss draws new redshifts in it).
     """
+
+    wave_obs: torch.Tensor  # buffers, saved with the weights
+    wave_rest: torch.Tensor
+    z_range: torch.Tensor
 
     def __init__(
         self,

@@ -13,14 +13,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from distributed import Client, as_completed, get_worker
 from tqdm.auto import tqdm
 
-from specdiff_catalog import __version__
-from specdiff_catalog.inference import DEFAULT_QUANTILES
+from specdiff_catalog import __version__, defaults
 from specdiff_catalog.io.catalog import (
     Catalog,
     Partition,
@@ -33,7 +32,13 @@ from specdiff_catalog.io.catalog import (
 from specdiff_catalog.io.store import OutputStore, StoreLayout, create_store
 from specdiff_catalog.pipeline.cluster import ClusterConfig, connect, dashboard_link
 
-_MODELS: dict[str, Any] = {}  # per worker process: model sha256 -> loaded SpecdiffModel
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from specdiff_catalog.models import SpecdiffModel
+    from specdiff_catalog.models.store import ModelConfig
+
+_MODELS: dict[str, SpecdiffModel] = {}  # per worker process: model sha256 -> loaded model
 
 
 @dataclass(frozen=True)
@@ -45,13 +50,13 @@ class RunOptions:
     dpmpp2m). batch_size: objects per sampler call on a worker.
     """
 
-    n_samples: int = 100
-    seed: int = 0
-    sampler: str = "dpmpp2m"
+    n_samples: int = defaults.N_SAMPLES
+    seed: int = defaults.SEED
+    sampler: str = defaults.SAMPLER
     steps: int | None = None
-    quantiles: tuple[float, ...] = DEFAULT_QUANTILES
+    quantiles: tuple[float, ...] = defaults.QUANTILES
     save_samples: int = 0
-    batch_size: int = 2048
+    batch_size: int = defaults.BATCH_SIZE
     id_column: str | None = None
 
     def provenance(self) -> dict[str, Any]:
@@ -96,7 +101,7 @@ def shard_rows_for(catalog: Catalog) -> int:
     return int(np.clip(2 ** int(np.ceil(np.log2(max(1.0, float(np.median(sizes)))))), 1024, 65536))
 
 
-def _worker_model(model_dir: str, sha: str):
+def _worker_model(model_dir: str, sha: str) -> SpecdiffModel:
     """The model, loaded once per worker process (onto its GPU when it has one)."""
     if sha not in _MODELS:
         import torch
@@ -122,6 +127,8 @@ def process_partition(
     store = open_store(store_path)
     model = _worker_model(model_dir, sha)
     bands = model.bands
+    if bands is None:
+        raise ValueError(f"{model_dir}: the model has no band set (train diffusion first)")
     id_columns = [options.id_column] if options.id_column else []
     try:
         table = read_partition(
@@ -152,7 +159,7 @@ def process_partition(
     return PartitionOutcome(partition.index, len(table), time.perf_counter() - start)
 
 
-def _position_columns(table) -> dict[str, np.ndarray]:
+def _position_columns(table: pd.DataFrame) -> dict[str, np.ndarray]:
     """ra, dec (NaN when absent) and _healpix_29 (from the catalog, else computed from ra/dec)."""
     n = len(table)
     ra = table["RA"].to_numpy(np.float64) if "RA" in table else np.full(n, np.nan)
@@ -162,14 +169,13 @@ def _position_columns(table) -> dict[str, np.ndarray]:
 
 
 def _store_attrs(
-    catalog: Catalog, model_dir: Path, config: dict[str, Any], sha: str, options: RunOptions
+    catalog: Catalog, model_dir: Path, config: ModelConfig, sha: str, options: RunOptions
 ) -> dict[str, Any]:
     return {
         "software_version": __version__,
         "model": sha,
         "model_path": str(model_dir),
-        "model_trained_on": config.get("training_data")
-        or config.get("diffusion", {}).get("training_data", "unknown"),
+        "model_trained_on": config.trained_on(),
         "config": options.provenance(),
         "quantile_levels": list(options.quantiles),
         "input": str(catalog.root),
@@ -189,8 +195,8 @@ def run_catalog(
     input_path: str | Path | None,
     out: str | Path,
     model_dir: str | Path | None,
-    options: RunOptions = RunOptions(),
-    cluster: ClusterConfig = ClusterConfig(),
+    options: RunOptions | None = None,
+    cluster: ClusterConfig | None = None,
     *,
     overwrite: bool = False,
     max_in_flight: int | None = None,
@@ -201,25 +207,30 @@ def run_catalog(
     """Photo-z PDF summaries and latents for every object of ``input_path`` into ``out``.
 
     input_path None: the bundled demo catalog; model_dir None: the bundled default model
-    (trained on simulations, which is printed to stderr).
+    (trained on simulations, which is printed to stderr); options, cluster None: their defaults.
 
     Re-running on an existing store resumes: finished partitions are skipped; a store
     made with another model or options is refused (``overwrite`` starts over).
     """
     from specdiff_catalog.models import simulation_notice
-    from specdiff_catalog.models.store import default_model_dir, model_id, read_config
+    from specdiff_catalog.models.store import ModelDirectoryError, default_model_dir, model_id, read_config
 
+    options = options or RunOptions()
+    cluster = cluster or ClusterConfig()
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
     config = read_config(model_dir)
     notice = simulation_notice(config, model_dir)
     if notice:
         print(notice, file=sys.stderr, flush=True)
+    if config.diffusion is None:
+        raise ModelDirectoryError(
+            f"{model_dir}: the model has no diffusion component (train diffusion first)"
+        )
     catalog = open_catalog(input_path if input_path is not None else demo_catalog_dir())
     sha = model_id(model_dir)
-    latent_size = _latent_size(config, model_dir)
     layout = StoreLayout(
         quantiles=options.quantiles,
-        latent_size=latent_size,
+        latent_size=config.diffusion.latent_size,
         n_samples_saved=options.save_samples,
         shard_rows=shard_rows or shard_rows_for(catalog),
     )
@@ -263,18 +274,6 @@ def run_catalog(
         }
     )
     return report
-
-
-def _latent_size(config: dict[str, Any], model_dir: Path) -> int:
-    """Width of the latents the diffusion model samples (0 for a photo-z-only model)."""
-    from specdiff_catalog.models.store import ModelDirectoryError
-
-    section = config.get("diffusion")
-    if section is None:
-        raise ModelDirectoryError(
-            f"{model_dir}: the model has no diffusion component (train diffusion first)"
-        )
-    return len(section["standardisation"]["latent_mean"])
 
 
 def _submit_all(

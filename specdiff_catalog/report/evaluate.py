@@ -18,18 +18,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import zarr
 
+from specdiff_catalog import defaults
 from specdiff_catalog.bands import resolve_columns
 from specdiff_catalog.features import photometric_features
 from specdiff_catalog.io.catalog import object_ids, open_catalog, read_partition
-from specdiff_catalog.io.store import FORMAT
+from specdiff_catalog.io.store import open_store
 from specdiff_catalog.metrics import crps, photoz_table, pit
 
 MAG_EDGES = (10.0, 19.0, 20.0, 21.0, 21.5, 22.0, 22.5, 30.0)
 ZPHOT_EDGES = (-0.1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 2.0)
 QUANTILE_DRAWS = 100  # pseudo-samples per object when only quantiles are stored
-METHODS = ("diffusion", "baseline")
 SUMMARY_METRICS = (
     "n",
     "bias",
@@ -113,15 +112,9 @@ def _json_default(value: Any) -> Any:
 
 def read_store_columns(path: str | Path, names: list[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The valid rows of the named per-object arrays of an output store (read-only), and its attrs."""
-    path = Path(path)
-    if not (path / "zarr.json").is_file():
-        raise FileNotFoundError(f"{path}: no output store here (no zarr.json)")
-    group = zarr.open_group(path, mode="r")
-    attrs = dict(group.attrs)
-    if attrs.get("format") != FORMAT:
-        raise ValueError(f"{path}: a Zarr group, but not a {FORMAT} store")
-    valid = group["valid"][:] == 1
-    return {name: group[name][:][valid] for name in names if name in group}, attrs
+    store = open_store(path, mode="r")
+    valid = store.read("valid") == 1
+    return {name: store.read(name)[valid] for name in names if name in store.group}, store.attrs
 
 
 def read_truth(path: str | Path) -> pd.DataFrame:
@@ -176,7 +169,7 @@ def evaluate_store(
     truth: str | Path,
     model: str | Path | None = None,
     *,
-    seed: int = 0,
+    seed: int = defaults.SEED,
     mag_band: str = "r",
     mag_edges: tuple[float, ...] = MAG_EDGES,
     zphot_edges: tuple[float, ...] = ZPHOT_EDGES,
@@ -201,7 +194,9 @@ def evaluate_store(
             f"{model_dir}: the model has no baseline to compare with (train one with `train baseline`, "
             "or pass --model with a model directory that has one)"
         )
-    bands = loaded.baseline.bandset or loaded.bands
+    bands = loaded.bands
+    if bands is None:
+        raise ValueError(f"{model_dir}: the model records no band set")
     store_frame = pd.DataFrame(
         {"object_id": columns["object_id"], "row": np.arange(len(columns["object_id"]))}
     )

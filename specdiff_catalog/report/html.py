@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from specdiff_catalog import __version__
+from specdiff_catalog import __version__, defaults
 from specdiff_catalog.report import plots
 
 N_EXAMPLES = 12
@@ -91,7 +91,8 @@ class _Page:
 
     def render(self) -> str:
         return (
-            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(self.title)}</title>"
             f"<style>{CSS}</style></head><body><h1>{html.escape(self.title)}</h1>\n"
             + "\n".join(self.parts)
             + "\n</body></html>\n"
@@ -102,7 +103,7 @@ def _provenance(page: _Page, evaluation: Any, spectra: Any) -> None:
     info = dict(evaluation.info) if evaluation is not None else {}
     if info.get("simulated_note"):
         page.paragraph(info["simulated_note"], "note")
-    rows = {
+    rows: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "software": f"specdiff-catalog {__version__}",
     }
@@ -150,7 +151,7 @@ def _photoz_section(page: _Page, evaluation: Any) -> None:
     page.table(
         evaluation.summary("all"),
         caption="All objects: diffusion (the run's PDFs) vs the tree baseline "
-        "(METHOD.md metric definitions; dz = (z_phot - z_true)/(1 + z_true), z_phot = PDF median)",
+        "(metric definitions: docs/metrics.md; dz = (z_phot - z_true)/(1 + z_true), z_phot = PDF median)",
     )
     page.figure(
         "zphot_vs_ztrue",
@@ -216,7 +217,7 @@ def _photoz_section(page: _Page, evaluation: Any) -> None:
     )
 
 
-def _spectra_section(page: _Page, spectra: Any, high_snr: float) -> None:
+def _spectra_section(page: _Page, spectra: Any, high_snr: float | None) -> None:
     from specdiff_catalog.report.spectral_validation import HIGH_SNR
 
     high_snr = HIGH_SNR if high_snr is None else high_snr
@@ -224,8 +225,8 @@ def _spectra_section(page: _Page, spectra: Any, high_snr: float) -> None:
     page.heading("Spectra from photometry")
     page.paragraph(
         f"{summary['n_objects']} galaxies with DESI-format spectra, predicted from their photometry alone. "
-        "The reconstructed spectrum (decoded from the predicted latent) is compared with the observed one after "
-        "fitting a free amplitude; chi^2 per pixel uses the observed inverse variance (0.8 A pixels)."
+        "The reconstructed spectrum (decoded from the predicted latent) is compared with the observed one "
+        "after fitting a free amplitude; chi^2 per pixel uses the observed inverse variance (0.8 A pixels)."
     )
     page.table(
         spectra.chi2_by_snr(),
@@ -330,7 +331,7 @@ def evaluation_report(
     desi: str | Path | None = None,
     spectra_truth: str | Path | None = None,
     max_spectra: int | None = None,
-    seed: int = 0,
+    seed: int = defaults.SEED,
 ) -> tuple[Any, Report]:
     """``evaluate --report``: the photo-z evaluation of ``store`` against ``truth`` and, with
     ``desi`` (a directory of coadd files), the spectral validation with the store's model

@@ -15,19 +15,14 @@ from specdiff_catalog.io.store import open_store
 
 
 def _simulated(attrs: dict[str, Any]) -> bool | None:
-    """Whether the store's model was trained on simulations: the model's config.json says so
-    (``simulated``); None when unknown."""
+    """Whether the store's model was trained on simulations, as its model directory says;
+    None when the directory is gone or unreadable."""
     from specdiff_catalog.models.store import ModelDirectoryError, read_config
 
-    if "model_simulated" in attrs:
-        return bool(attrs["model_simulated"])
     try:
-        config = read_config(attrs.get("model_path", ""))
+        return read_config(attrs.get("model_path", "")).provenance.simulated
     except (ModelDirectoryError, OSError):
         return None
-    if "simulated" in config:
-        return bool(config["simulated"])
-    return None
 
 
 def store_info(path: str | Path) -> dict[str, Any]:
@@ -75,7 +70,7 @@ def store_info(path: str | Path) -> dict[str, Any]:
             "failed_partitions": {int(i): str(m) for i, m in failed["error"].items()},
         },
         "flags": flag_counts,
-        "quantile_levels": [float(q) for q in store.group["quantile"][:]],
+        "quantile_levels": [float(q) for q in store.read("quantile")],
     }
 
 
@@ -96,7 +91,8 @@ def format_info(info: dict[str, Any]) -> str:
         f"created          {prov['created']}",
         f"command line     {prov['command_line']}",
         f"run options      {json.dumps(prov['config'], sort_keys=True)}",
-        f"objects          {counts['objects']} ({counts['valid']} written, {counts['rows']} rows with padding)",
+        f"objects          {counts['objects']} ({counts['valid']} written, "
+        f"{counts['rows']} rows with padding)",
         f"partitions       {counts['partitions']}: {counts['done']} done, {counts['pending']} pending, "
         f"{counts['failed']} failed",
     ]

@@ -68,7 +68,7 @@ def zphot_vs_ztrue(
     fig, axes = _figure(5.2 * len(z_phot), 4.8, ncols=len(z_phot), sharey=True)
     edges = np.linspace(0, top, 81)
     line = np.array([0, top])
-    for ax, (method, zp) in zip(axes[0], z_phot.items()):
+    for ax, (method, zp) in zip(axes[0], z_phot.items(), strict=True):
         ok = np.isfinite(zp) & np.isfinite(z_true)
         counts, _, _ = np.histogram2d(z_true[ok], zp[ok], bins=[edges, edges])
         image = ax.pcolormesh(
@@ -147,7 +147,7 @@ def metric_by_bin(
     rows = table[table["binning"] == binning].sort_values("bin_lo", kind="stable")
     labels = list(dict.fromkeys(rows["bin"]))
     fig, axes = _figure(3.4 * len(metrics), 3.6, ncols=len(metrics))
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric in zip(axes[0], metrics, strict=True):
         for i, (method, part) in enumerate(rows.groupby("method", sort=False)):
             ax.plot(
                 [labels.index(b) for b in part["bin"]],
@@ -168,7 +168,7 @@ def metric_by_bin(
 def rank_pit(pit: np.ndarray, n_samples: np.ndarray, seed: int = 0) -> np.ndarray:
     """PIT values for display: (rank + U) / (K + 1), rank = round(PIT x K), U ~ U(0, 1) (seeded).
 
-    With K samples the PIT of METHOD.md takes only the K + 1 values j / K, so a histogram
+    With K samples the PIT of docs/metrics.md takes only the K + 1 values j / K, so a histogram
     whose bin edges fall on them shows a comb; the randomised rank is exactly uniform on
     (0, 1) for calibrated PDFs and keeps the same shape otherwise. pit, n_samples: (N,).
     """
@@ -247,14 +247,14 @@ def example_pdfs(
     fig, panels = _panel_grid(len(labels), ncols, 3.2, 2.4)
     for k, ax in panels:
         rows = [x[k][np.isfinite(x[k])] for x in samples.values()]
-        pooled = np.concatenate(rows + [[z_true[k]]])
+        pooled = np.concatenate([*rows, [z_true[k]]])
         lo, hi = np.percentile(pooled, [0.5, 99.5])
         pad = max(0.05, 0.15 * (hi - lo))
         edges = np.linspace(max(lo - pad, 0), hi + pad, 41)
-        for i, (method, values) in enumerate(zip(samples, rows)):
+        for i, (method, values) in enumerate(zip(samples, rows, strict=True)):
             ax.hist(
                 values,
-                bins=edges,
+                bins=edges.tolist(),
                 density=True,
                 histtype="stepfilled" if i == 0 else "step",
                 lw=1.5,

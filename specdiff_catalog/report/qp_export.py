@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from specdiff_catalog.io.store import open_store
+from specdiff_catalog.io.store import OutputStore, open_store
 
 CHUNKED = (".hdf5",)
 IN_MEMORY = (".fits", ".pq", ".parquet")
@@ -52,7 +52,8 @@ class QpExportSummary:
 
     def summary(self) -> str:
         return (
-            f"{self.path}: {self.n_written} PDFs as a qp quant ensemble ({len(self.levels)} levels incl. 0 and 1);"
+            f"{self.path}: {self.n_written} PDFs as a qp quant ensemble "
+            f"({len(self.levels)} levels incl. 0 and 1);"
             f" {self.n_skipped} objects without a PDF left out"
         )
 
@@ -82,7 +83,7 @@ def padded_quantiles(levels: np.ndarray, locs: np.ndarray) -> tuple[np.ndarray, 
 def _ensemble(qp: Any, levels: np.ndarray, block: dict[str, np.ndarray]) -> Any:
     """A quant ensemble of one block's rows that have a PDF (``block`` already filtered)."""
     quants, locs = padded_quantiles(levels, block["z_quantiles"])
-    ens = qp.Ensemble(qp.quant, data=dict(quants=quants, locs=locs))
+    ens = qp.Ensemble(qp.quant, data={"quants": quants, "locs": locs})
     ens.set_ancil(
         {
             "id": block["object_id"].astype(np.int64),
@@ -120,7 +121,7 @@ def export_qp(
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     qp = _import_qp()
     store = open_store(store_path, mode="r")
-    levels = store.group["quantile"][:]
+    levels = store.read("quantile")
     n_rows = n_written = 0
     for _, block in store.blocks(["valid", "z_quantiles"], block_rows):
         n_rows += int((block["valid"] == 1).sum())
@@ -147,7 +148,7 @@ def export_qp(
 
 
 def _write_hdf5_chunks(
-    qp: Any, store: Any, levels: np.ndarray, out: Path, n_total: int, block_rows: int | None
+    qp: Any, store: OutputStore, levels: np.ndarray, out: Path, n_total: int, block_rows: int | None
 ) -> None:
     """qp's chunked HDF5 writer (as RAIL's estimators use it): allocate, write blocks, finalise."""
     groups = handle = ens = None
@@ -167,4 +168,6 @@ def _write_hdf5_chunks(
             handle.close()
             out.unlink(missing_ok=True)
         raise
+    if ens is None:  # n_total > 0 rows with a PDF were counted first
+        raise ValueError(f"{store.path}: no object has a PDF")
     ens.finalizeHdf5Write(handle)  # writes the metadata (levels, parameterisation) and closes

@@ -3,7 +3,7 @@
 For galaxies that have a DESI spectrum, ``validate_spectra`` does what a user of the
 catalog would: it predicts from the FIBERMAP photometry alone (``inference.predict``),
 decodes the predicted latent into a rest-frame spectrum and compares it with the
-observed coadd (METHOD.md, "what the paper validates"):
+observed coadd (as the paper validates them; Dn4000 as in docs/metrics.md):
 
 - chi^2 per pixel with the observed ivar after fitting a free amplitude A (closed form,
   A = sum(w f m) / sum(w m^2)), with the reconstruction placed at the spectroscopic
@@ -29,13 +29,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from specdiff_catalog import spectral
-from specdiff_catalog.io.desi import Selection, read_coadd, read_redrock, redrock_path_for, select
+from specdiff_catalog import defaults, spectral
+from specdiff_catalog.io.desi import read_coadd, read_redrock, redrock_path_for
+from specdiff_catalog.selection import SpectroSelection, select
+
+if TYPE_CHECKING:
+    from specdiff_catalog.models import SpecdiffModel
 
 SNR_EDGES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, np.inf)
 """Bins of the median per-pixel S/N (0.8 A pixels) of the observed spectrum."""
@@ -289,7 +293,7 @@ class _Truth:
 
 
 def _compare_file(
-    path: Path, model: Any, truth: _Truth | None, stacks: dict[str, _Stack], options: dict[str, Any]
+    path: Path, model: SpecdiffModel, truth: _Truth | None, stacks: dict[str, _Stack], options: dict[str, Any]
 ):
     """Per-object rows (DataFrame) and the arrays kept for examples, for one coadd file."""
     from specdiff_catalog.inference import predict
@@ -307,11 +311,11 @@ def _compare_file(
     targetid = table["TARGETID"].to_numpy(np.int64)
     flux, ivar = spectral.clean(coadd.flux[keep], coadd.ivar[keep])
     wave = coadd.wave
-    autoencoder = model.autoencoder
+    autoencoder, bands = model.autoencoder, model.bands
+    if autoencoder is None or bands is None:
+        raise ValueError(f"{model.path}: spectral validation needs a trained autoencoder and band set")
     if autoencoder.config.deredden:  # compare intrinsic spectra with intrinsic spectra
-        flux, ivar, _ = spectral.deredden(
-            wave, flux, ivar, table[model.bands.ebv_column].to_numpy(np.float64)
-        )
+        flux, ivar, _ = spectral.deredden(wave, flux, ivar, table[bands.ebv_column].to_numpy(np.float64))
     pred = predict(model, table, targetid, n_samples=options["n_samples"], seed=options["seed"])
     wave_rest = autoencoder.rest_wave()
     rest = decode(autoencoder, pred.summaries["latent"]).astype(np.float64)
@@ -352,7 +356,7 @@ def _compare_file(
         truth_obs = redshift_spectra(wave_rest, true_rest, np.nan_to_num(z_true), wave)
         if not autoencoder.config.deredden:
             truth_obs = truth_obs * spectral.mw_transmission(
-                wave, table[model.bands.ebv_column].to_numpy(np.float64)
+                wave, table[bands.ebv_column].to_numpy(np.float64)
             )
         t_amp, t_chi2, t_n = fit_amplitude(flux, ivar, truth_obs)
         stacks["truth"].add(rest_obs, flux, ivar, truth_obs, t_amp)
@@ -368,7 +372,8 @@ def _compare_file(
 def _rms_fraction(
     wave_rest: np.ndarray, rec: np.ndarray, true: np.ndarray, lo: np.ndarray, hi: np.ndarray
 ) -> np.ndarray:
-    """(N,) rms of rec / (B true) - 1 over lo..hi (N,) rest Angstrom, B the least-squares scale of true to rec."""
+    """(N,) rms of rec / (B true) - 1 over lo..hi (N,) rest Angstrom, B the least-squares scale of
+    true to rec."""
     inside = (
         (wave_rest[None, :] >= lo[:, None])
         & (wave_rest[None, :] <= hi[:, None])
@@ -396,12 +401,12 @@ def coadd_files(desi: str | Path | list[str | Path]) -> list[Path]:
 
 def validate_spectra(
     desi: str | Path | list[str | Path],
-    model: Any,
+    model: SpecdiffModel | str | Path,
     *,
     truth: str | Path | None = None,
     max_objects: int | None = None,
-    n_samples: int = 100,
-    seed: int = 0,
+    n_samples: int = defaults.N_SAMPLES,
+    seed: int = defaults.SEED,
     n_examples: int = 12,
 ) -> SpectralValidation:
     """Compare spectra predicted from photometry with the observed DESI spectra of the same galaxies.
@@ -411,13 +416,13 @@ def validate_spectra(
     a model directory); truth: the mock's truth directory (DIR/truth), for the noiseless
     comparison; max_objects: stop after this many spectra (files in order); n_samples,
     seed: of the diffusion prediction; n_examples: spectra kept for plots, spread over S/N.
-    Spectra are selected as for training (``io.desi.select``: ZWARN = 0, GALAXY,
+    Spectra are selected as for training (``selection.select``: ZWARN = 0, GALAXY,
     fibre status 0) inside the model's redshift range.
     """
     from specdiff_catalog.models import load_model
 
     start = time.perf_counter()
-    if not hasattr(model, "autoencoder"):
+    if isinstance(model, str | Path):
         model = load_model(model)
     if model.autoencoder is None or model.diffusion is None:
         raise ValueError(
@@ -428,13 +433,14 @@ def validate_spectra(
     lo = float(np.floor(wave_rest[0] / STACK_STEP) * STACK_STEP)
     stacks = {name: _Stack(lo, float(wave_rest[-1]), STACK_STEP) for name in ("model", "truth")}
     truth_table = _Truth.open(truth) if truth is not None else None
-    options = {
-        "selection": Selection(z_min=z_lo, z_max=z_hi),
+    options: dict[str, Any] = {
+        "selection": SpectroSelection(z_min=z_lo, z_max=z_hi),
         "n_samples": n_samples,
         "seed": seed,
         "max_per_file": None,
     }
-    parts, kept = [], []
+    parts: list[pd.DataFrame] = []
+    kept = []
     files = coadd_files(desi)
     for path in files:
         if max_objects is not None:

@@ -1,6 +1,6 @@
 """``prepare``: DESI coadd + redrock files -> a training set, streamed one file at a time.
 
-Each coadd file is read, joined with its redrock file, cut by a ``Selection`` and
+Each coadd file is read, joined with its redrock file, cut by a ``SpectroSelection`` and
 appended to a ``TrainingSetWriter``; only one file is in memory at a time. Kept
 spectra whose photometry is unusable stay in the set with their ``Flag`` bits (they
 still train the autoencoder; the diffusion job skips NO_PHOTOMETRY rows). A file
@@ -17,20 +17,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from specdiff_catalog import defaults
 from specdiff_catalog.bands import BandSet, resolve_columns
 from specdiff_catalog.features import photometric_features
 from specdiff_catalog.flags import Flag, describe
-from specdiff_catalog.io.desi import (
-    REJECTION_REASONS,
-    WAVE,
-    Selection,
-    SelectionResult,
-    read_coadd,
-    read_redrock,
-    redrock_path_for,
-    select,
-)
+from specdiff_catalog.io.desi import WAVE, read_coadd, read_redrock, redrock_path_for
 from specdiff_catalog.io.trainset import TrainingSetWriter
+from specdiff_catalog.selection import REJECTION_REASONS, SelectionResult, SpectroSelection, select
 
 COADD_PATTERNS = ("coadd-*.fits", "coadd-*.fits.gz")
 # Object-table columns taken from the joined fibermap + redrock table, with the fill
@@ -65,7 +58,7 @@ class PrepareReport:
     n_spectra: int = 0
     n_kept: int = 0
     rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REJECTION_REASONS, 0))
-    flagged: dict[str, int] = field(default_factory=lambda: {flag.name: 0 for flag in Flag})
+    flagged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(Flag.__members__, 0))
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -136,19 +129,21 @@ def prepare_training_set(
     desi_dir: str | Path,
     out: str | Path,
     *,
-    bands: str | Path | BandSet = "ls-grzw1w2",
-    selection: Selection = Selection(),
+    bands: str | Path | BandSet = defaults.BANDSET,
+    selection: SpectroSelection | None = None,
     overwrite: bool = False,
 ) -> PrepareReport:
     """Turn every coadd-*.fits under ``desi_dir`` (with its redrock file) into a training set at ``out``.
 
     Spectra are on ``io.desi.WAVE`` (7781 px, 3600-9824 A, 1e-17 erg/s/cm^2/A); the
     objects table holds TARGETID, Z, ZERR, ZWARN, DELTACHI2, SPECTYPE, TARGET_RA,
-    TARGET_DEC, PHOTSYS, EBV, the band set's photometry, FLAGS (uint16) and SOURCE_FILE.
+    TARGET_DEC, PHOTSYS, EBV, the band set's photometry, FLAGS (uint16) and SOURCE_FILE;
+    trainset.json records the band set itself. selection: default ``SpectroSelection()``.
     Raises FileNotFoundError when ``desi_dir`` holds no coadd file; files that cannot
     be read are listed in ``PrepareReport.failed_files``.
     """
     desi_dir = Path(desi_dir)
+    selection = selection or SpectroSelection()
     bandset = bands if isinstance(bands, BandSet) else BandSet.load(bands)
     files = find_coadd_files(desi_dir)
     if not files:
@@ -180,13 +175,13 @@ def prepare_training_set(
             "kind": "desi",
             "source_dir": str(desi_dir),
             "selection": dataclasses.asdict(selection),
-            "bands": bandset.name,
             "source_files": report.files_read,
             "failed_files": report.failed_files,
             "n_spectra_read": report.n_spectra,
             "rejected": report.rejected,
             "flagged": report.flagged,
             "notes": report.notes,
-        }
+        },
+        bands=bandset,
     )
     return report
