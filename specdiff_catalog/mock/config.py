@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from specdiff_catalog.mock.desi_files import DEFAULT_RESOLUTION_SIGMA_PIX
 from specdiff_catalog.mock.footprint import MAX_SEED, SkyPatch
 from specdiff_catalog.mock.imaging import CatalogDefects
 from specdiff_catalog.mock.noise import ImagingNoise, SpectroNoise
@@ -29,6 +30,8 @@ class MockConfig:
     order: HEALPix order of the catalog partitions (4: ~15 partitions over the default patch).
     n_rest_spectra: spectroscopic targets whose noiseless rest-frame spectra go to truth.
     exptime: effective exposure (s) of the spectra per target class.
+    resolution_sigma_pix: Gaussian sigma (0.8 A pixels) of the line-spread function per arm: the
+    spectra are convolved with it and the coadds' RESOLUTION HDUs carry it.
     """
 
     n_spec: int = 2000
@@ -43,6 +46,7 @@ class MockConfig:
     population: PopulationModel = field(default_factory=PopulationModel)
     photometric_limit: PhotometricLimit = field(default_factory=PhotometricLimit)
     exptime: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EXPTIME))
+    resolution_sigma_pix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RESOLUTION_SIGMA_PIX))
     patch: SkyPatch = field(default_factory=SkyPatch)
     reddening: ReddeningModel = field(default_factory=ReddeningModel)
     imaging_noise: ImagingNoise = field(default_factory=ImagingNoise)
@@ -69,6 +73,11 @@ class MockConfig:
             raise ValueError(f"--order must be in 0..12, got {self.order}")
         if not 1 <= self.targets_per_file <= 500:
             raise ValueError(f"targets_per_file must be in 1..500, got {self.targets_per_file}")
+        if set(self.resolution_sigma_pix) != {"b", "r", "z"} or min(self.resolution_sigma_pix.values()) <= 0:
+            raise ValueError(
+                "resolution_sigma_pix must give a positive sigma for arms b, r, z, "
+                f"got {self.resolution_sigma_pix}"
+            )
         if set(self.exptime) != set(CLASS_PRIORITY):
             raise ValueError(
                 f"exptime must give every target class {CLASS_PRIORITY}, got {sorted(self.exptime)}"

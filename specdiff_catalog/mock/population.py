@@ -29,6 +29,7 @@ import numpy as np
 from astropy import units as u
 from astropy.cosmology import FLRW, Planck18
 
+from specdiff_catalog.mock.distances import distances
 from specdiff_catalog.mock.sps import PHOTOMETRY_GRID, SPSParameters, delayed_tau_weights, load_grids
 
 STAR_FORMING, QUIESCENT = 0, 1
@@ -259,8 +260,7 @@ def _half_light_radius(
     a0, zslope, alpha, scatter = np.where(quiescent[None, :], early[:, None], late[:, None])
     log_r = a0 + zslope * np.log10((1 + z) / 1.25) + alpha * (log_mass - np.log10(5e10))
     kpc = 10.0 ** (log_r + rng.normal(0.0, 1.0, len(z)) * scatter)
-    kpc_per_arcsec = cosmology.angular_diameter_distance(z).to_value(u.kpc) * np.pi / 180 / 3600
-    return kpc / kpc_per_arcsec
+    return kpc / distances(cosmology).kpc_per_arcsec(z)
 
 
 def draw_parameters(
@@ -312,7 +312,7 @@ def galaxy_parameters(
     phys = model.physics
     n = len(z)
     quiescent = rng.uniform(size=n) < model.quenching(log_mass, z)
-    t_univ = cosmology.age(z).to_value(u.Gyr)
+    t_univ = distances(cosmology).age(z)
     frac = np.where(
         quiescent, rng.uniform(*phys.start_fraction_q, n), rng.uniform(*phys.start_fraction_sf, n)
     )

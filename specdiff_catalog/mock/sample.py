@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from specdiff_catalog.bands import BandSet
+from specdiff_catalog.mock.distances import distances
 from specdiff_catalog.mock.footprint import brick_ids, object_ids
 from specdiff_catalog.mock.population import (
     Galaxies,
@@ -27,7 +28,7 @@ from specdiff_catalog.mock.population import (
     normalise_masses,
     z_grid_edges,
 )
-from specdiff_catalog.mock.spectra import model_maggies
+from specdiff_catalog.mock.spectra import model_maggies, true_dn4000
 from specdiff_catalog.mock.targets import PhotometricLimit, select_targets
 
 MAX_PER_ROUND = 150_000  # galaxies synthesised per round (memory stays ~1 GB)
@@ -70,11 +71,11 @@ def _completeness(
     zz = np.asarray(z)
     n = len(zz)
     ref = galaxy_parameters(zz, np.full(n, 9.0), model, np.random.default_rng(0), Planck18)
-    youngest = (1 - model.physics.start_fraction_sf[1]) * Planck18.age(zz).value  # Gyr
+    youngest = (1 - model.physics.start_fraction_sf[1]) * distances(Planck18).age(zz)  # Gyr
     ref.sfh_age, ref.sfh_tau = youngest, 1000 * youngest
     ref.metallicity, ref.av = np.full(n, 0.2), np.zeros(n)
     normalise_masses(ref)
-    maggies, _ = model_maggies(ref, tuple(b.filter for b in bandset.bands))
+    maggies = model_maggies(ref, tuple(b.filter for b in bandset.bands))
     per_mass = maggies / 1e9
     need = []
     for band, mag in limits:
@@ -107,12 +108,13 @@ def draw_set(
         g = draw_parameters(area, model, log_m_min, rng)
         drawn_area += area
         if len(g):
-            maggies, g.dn4000 = model_maggies(g, filters)
-            g.flux = bandset.maggies_to_flux(maggies)
+            g.flux = bandset.maggies_to_flux(model_maggies(g, filters))
             table = observe(g, rng)
             table = pd.concat([table, select_targets(table)], axis=1)
             keep = limit(table) & ((table["TARGET_CLASS"] != "").to_numpy() | (not request.targets_only))
-            galaxies.append(g.take(keep))
+            chosen = g.take(keep)
+            chosen.dn4000 = true_dn4000(chosen)
+            galaxies.append(chosen)
             tables.append(table[keep])
             kept += int(keep.sum())
         density = max(kept, 1) / drawn_area

@@ -15,13 +15,18 @@ from functools import cache
 import numpy as np
 from astropy.cosmology import FLRW, Planck18
 
+from specdiff_catalog.mock.distances import distances
 from specdiff_catalog.mock.population import Galaxies
 from specdiff_catalog.mock.sps import L_SUN, PHOTOMETRY_GRID, SPECTRUM_GRID, GridSpec, synthesize
 
 DESI_UNIT = 1e-17  # erg/s/cm^2/A of one unit of DESI flux
 REST_RANGE = (1300.0, 9900.0)  # A: the truth grid, DESI's 3600-9824 A for 0 < z <= 1.6
 DN4000_GRID = GridSpec(3700.0, 4250.0, 5e-4)  # 150 km/s pixels: Dn4000 averages over 100 A
-CHUNK = 20000  # galaxies synthesised at once on the photometry grid (~160 MB)
+# galaxies synthesised at once on the photometry grid (8 MB arrays) and on the spectrum grid (10 MB):
+# small arrays are reused by the allocator, large ones cost page faults (measured: 20,000 at once spent
+# more time in the kernel than in numpy)
+CHUNK = 2000
+SPECTRUM_CHUNK = 64
 _C_A = 2.99792458e18  # speed of light, A/s
 
 
@@ -34,16 +39,20 @@ def rest_wavelength() -> np.ndarray:
 def luminosity_scale(redshift: np.ndarray, cosmology: FLRW = Planck18) -> np.ndarray:
     """(N,) DESI flux units per L_sun/A of rest-frame luminosity density: L_sun / (4 pi d_L^2 (1+z))."""
     z = np.asarray(redshift, dtype=float)
-    d_l = cosmology.luminosity_distance(z).to_value("cm")
+    d_l = distances(cosmology).luminosity_distance(z)
     return L_SUN / (4 * np.pi * d_l**2 * (1 + z)) / DESI_UNIT
 
 
 def rest_frame_flux(galaxies: Galaxies, cosmology: FLRW = Planck18) -> np.ndarray:
     """(N, R) rest-frame spectra r on ``rest_wavelength()``: the observed total flux is r(lambda / (1+z))."""
     wave = SPECTRUM_GRID.wavelength()
-    keep = (wave >= REST_RANGE[0]) & (wave <= REST_RANGE[1])
-    lum = synthesize(galaxies.sps_parameters(), SPECTRUM_GRID)[:, keep]
-    return lum * luminosity_scale(galaxies.redshift, cosmology)[:, None]
+    keep = np.flatnonzero((wave >= REST_RANGE[0]) & (wave <= REST_RANGE[1]))
+    out = np.empty((len(galaxies), len(keep)))
+    for start in range(0, len(galaxies), SPECTRUM_CHUNK):
+        part = galaxies.take(np.arange(start, min(start + SPECTRUM_CHUNK, len(galaxies))))
+        lum = synthesize(part.sps_parameters(), SPECTRUM_GRID)[:, keep[0] : keep[-1] + 1]
+        out[start : start + len(part)] = lum * luminosity_scale(part.redshift, cosmology)[:, None]
+    return out
 
 
 def redshift_onto(
@@ -94,15 +103,12 @@ def band_response(filter_name: str, z_max: float = 1.7, dz: float = 1e-3) -> tup
 
 def model_maggies(
     galaxies: Galaxies, filter_names: tuple[str, ...], cosmology: FLRW = Planck18
-) -> tuple[np.ndarray, np.ndarray]:
-    """((N, B) noiseless observed AB maggies through ``filter_names``, (N,) Dn4000) of the galaxies.
+) -> np.ndarray:
+    """(N, B) noiseless observed AB maggies of the galaxies through ``filter_names``.
 
     Total light, no Milky Way dust. Synthesised in chunks of ``CHUNK`` galaxies.
     """
-    from specdiff_catalog.spectral import dn4000
-
     maggies = np.empty((len(galaxies), len(filter_names)))
-    d4000 = np.empty(len(galaxies))
     for start in range(0, len(galaxies), CHUNK):
         part = galaxies.take(np.arange(start, min(start + CHUNK, len(galaxies))))
         params = part.sps_parameters()
@@ -118,8 +124,20 @@ def model_maggies(
             lo = np.einsum("nl,nl->n", sed, response[i0])
             hi = np.einsum("nl,nl->n", sed, response[i0 + 1])
             maggies[start : start + len(part), b] = lo + frac * (hi - lo)
-        d4000[start : start + len(part)] = dn4000(DN4000_GRID.wavelength(), synthesize(params, DN4000_GRID))
-    return maggies, d4000
+    return maggies
+
+
+def true_dn4000(galaxies: Galaxies) -> np.ndarray:
+    """(N,) Dn4000 of the noiseless rest-frame spectra (``spectral.dn4000`` on 150 km/s pixels)."""
+    from specdiff_catalog.spectral import dn4000
+
+    out = np.empty(len(galaxies))
+    for start in range(0, len(galaxies), CHUNK):
+        part = galaxies.take(np.arange(start, min(start + CHUNK, len(galaxies))))
+        out[start : start + len(part)] = dn4000(
+            DN4000_GRID.wavelength(), synthesize(part.sps_parameters(), DN4000_GRID)
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -140,6 +158,24 @@ class FibreModel:
     def aperture(self, half_light_radius: np.ndarray) -> np.ndarray:
         """(N,) spectrum flux / total flux: DESI calibrates spectra to point sources."""
         return self.fraction(half_light_radius) / self.fraction(np.zeros(1))
+
+
+def instrument_resolution(flux: np.ndarray, sigma_pix: float | np.ndarray) -> np.ndarray:
+    """(N, P) spectra ``flux`` (N, P) on one DESI arm convolved with that arm's resolution matrix.
+
+    sigma_pix: Gaussian sigma (pixels, scalar or (P,)) of the line-spread function, the same
+    that ``desi_files.write_coadd`` writes as the RESOLUTION HDU (``resolution_diagonals``):
+    the spectra in a coadd are R @ (true flux), as in desispec.
+    """
+    import scipy.sparse
+
+    from specdiff_catalog.mock.desi_files import RESOLUTION_NDIAG, resolution_diagonals
+
+    n_pix = flux.shape[1]
+    half = RESOLUTION_NDIAG // 2
+    offsets = np.arange(half, -half - 1, -1)
+    matrix = scipy.sparse.dia_array((resolution_diagonals(sigma_pix, n_pix), offsets), shape=(n_pix, n_pix))
+    return np.asarray((matrix.tocsr() @ flux.T).T)
 
 
 def mw_transmission_spectrum(wave: np.ndarray, ebv: np.ndarray) -> np.ndarray:

