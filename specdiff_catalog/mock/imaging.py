@@ -113,9 +113,9 @@ def imaging_catalog(
             b.ivar: ivar[:, i],
             b.mw_transmission: transmission[:, i].astype(np.float32),
         }
-    fraction = fibre.fraction(galaxies.half_light_radius)
-    for i, b in enumerate(bandset.bands):
-        columns["FIBER" + b.flux] = (galaxies.flux[:, i] * transmission[:, i] * fraction).astype(np.float32)
+    fraction = fibre.catalog_fraction(galaxies.half_light_radius, galaxies.population)
+    for i, b in enumerate(bandset.bands):  # the Tractor model's flux in the fibre: noisy as FLUX is
+        columns["FIBER" + b.flux] = (flux[:, i] * fraction).astype(np.float32)
     table = pd.DataFrame(columns)
     _inject_defects(table, bandset, defects, rng)
     return table

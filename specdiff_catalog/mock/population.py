@@ -30,9 +30,16 @@ from astropy import units as u
 from astropy.cosmology import FLRW, Planck18
 
 from specdiff_catalog.mock.distances import distances
-from specdiff_catalog.mock.sps import PHOTOMETRY_GRID, SPSParameters, delayed_tau_weights, load_grids
+from specdiff_catalog.mock.sps import (
+    PHOTOMETRY_GRID,
+    SPSParameters,
+    burst_weights,
+    delayed_tau_weights,
+    load_grids,
+)
 
 STAR_FORMING, QUIESCENT = 0, 1
+BURST_DURATION = 0.1  # Gyr: a truth column holds each burst's start, its length is fixed
 POPULATION_NAMES = ("star-forming", "quiescent")
 Z_SUN_OH = 8.69  # 12 + log(O/H) of the Sun (Asplund et al. 2009)
 
@@ -51,6 +58,9 @@ class StellarMassFunction:
     log_mstar: tuple[float, float, float] = (10.79, 10.88, 10.84)
     alpha1: float = -0.28
     alpha2: float = -1.48
+    # Leja et al.'s non-parametric (Prospector) masses exceed those of parametric fits like our delayed-tau
+    # synthesis by ~0.1-0.3 dex (Leja et al. 2019, ApJ 877, 140): phi_ours(log M) = phi_Leja(log M + offset)
+    mass_offset: float = 0.0
 
     def _at(self, y: tuple[float, float, float], z: np.ndarray) -> np.ndarray:
         z1, z2, z3 = self.z_anchor
@@ -65,7 +75,7 @@ class StellarMassFunction:
 
     def phi(self, log_mass: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Number density (Mpc^-3 dex^-1) at log10(M/M_sun) and z (broadcast)."""
-        x = 10.0 ** (log_mass - self._at(self.log_mstar, z))
+        x = 10.0 ** (log_mass + self.mass_offset - self._at(self.log_mstar, z))
         return (
             np.log(10)
             * np.exp(-x)
@@ -93,6 +103,8 @@ class PhysicsModel:
 
     start_fraction: star formation began at a uniform fraction of the age of the universe
     (star-forming, quiescent). quiescent_ssfr_offset: dex below the main sequence.
+    burst_*: a fraction of the galaxies formed burst_fraction of their mass in a burst of
+    burst_duration that began burst_age ago, on top of the smooth history (ours).
     eta: birth-cloud dust factor (young stars and lines see eta x A_V; Calzetti et al. 2000).
     """
 
@@ -101,12 +113,20 @@ class PhysicsModel:
     quiescent_ssfr_scatter: float = 0.4
     start_fraction_sf: tuple[float, float] = (0.0, 0.7)
     start_fraction_q: tuple[float, float] = (0.0, 0.3)
-    mzr_z0: float = 9.102
-    mzr_gamma: float = 0.513
-    mzr_log_m0: tuple[float, float] = (9.219, 2.144)  # log M0 = a + b log(1+z)
+    mzr_z0: float = 8.793  # Curti et al. (2020) z ~ 0: Z0, log M0, gamma, beta
+    mzr_log_m0: float = 10.02
+    mzr_gamma: float = 0.28
+    mzr_beta: float = 1.2
+    mzr_dlogoh_dz: float = -0.11  # Sanders et al. (2021), at fixed mass
     metallicity_scatter: float = 0.1
-    a_halpha_scatter: float = 0.3  # mag
+    a_halpha_scatter: float = 0.3  # mag: the width of a lognormal about the Garn & Best mean (see _dust)
+    a_halpha_max_ln_width: float = 0.7  # its largest sigma of ln A_Halpha (where the mean is small)
     quiescent_av_mean: float = 0.15  # mag, exponential
+    burst_probability: tuple[float, float] = (0.25, 0.1)  # star-forming, quiescent
+    burst_age_sf: tuple[float, float] = (0.05, 1.0)  # Gyr since it began, log-uniform
+    burst_age_q: tuple[float, float] = (0.3, 1.5)  # Gyr: over before observation (post-starbursts)
+    # of the mass formed, log-uniform, in a burst of BURST_DURATION
+    burst_fraction: tuple[float, float] = (0.005, 0.05)
     eta: float = 2.0
     dust_delta: tuple[float, float] = (-0.3, 0.2)  # mean, sigma
     log_u_scatter: float = 0.25
@@ -145,7 +165,9 @@ class Galaxies:
 
     redshift; population: STAR_FORMING or QUIESCENT (int8); log_mass: log10 stellar mass
     (M_sun, surviving); log_mass_formed; sfh_age, sfh_tau: delayed-tau start (Gyr before
-    observation) and timescale (Gyr); log_ssfr: log10 SFR / M over the last 100 Myr (yr^-1);
+    observation) and timescale (Gyr); burst_fraction, burst_age: mass fraction formed in a
+    0.1 Gyr burst that began burst_age Gyr ago (0, 0 for none); log_ssfr: log10 SFR / M over the
+    last 100 Myr (yr^-1);
     metallicity: Z/Z_sun; log_u; av (mag); eta; dust_delta; dust_bump; veldisp (km/s);
     half_light_radius (arcsec); flux: (N, B) noiseless observed fluxes before Milky Way
     extinction (band set's unit, nanomaggies); dn4000: of the noiseless rest-frame spectrum.
@@ -157,6 +179,8 @@ class Galaxies:
     log_mass_formed: np.ndarray
     sfh_age: np.ndarray
     sfh_tau: np.ndarray
+    burst_fraction: np.ndarray
+    burst_age: np.ndarray
     log_ssfr: np.ndarray
     metallicity: np.ndarray
     log_u: np.ndarray
@@ -180,10 +204,16 @@ class Galaxies:
     def concatenate(cls, parts: list[Galaxies]) -> Galaxies:
         return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
 
+    def history(self, age_bins: np.ndarray) -> np.ndarray:
+        """(N, A) fraction of the mass formed in each lookback-time bin: delayed tau plus burst."""
+        smooth = delayed_tau_weights(self.sfh_age, self.sfh_tau, age_bins)
+        burst = burst_weights(np.maximum(self.burst_age, 1e-4), BURST_DURATION, age_bins)
+        f = self.burst_fraction[:, None]
+        return (1 - f) * smooth + f * burst
+
     def sps_parameters(self) -> SPSParameters:
         """The synthesis inputs of these galaxies (mass formed per bagpipes age bin)."""
-        age_bins = load_grids(PHOTOMETRY_GRID).age_bins
-        weights = delayed_tau_weights(self.sfh_age, self.sfh_tau, age_bins, 10.0**self.log_mass_formed)
+        weights = self.history(load_grids(PHOTOMETRY_GRID).age_bins) * 10.0 ** self.log_mass_formed[:, None]
         return SPSParameters(
             weights,
             self.metallicity,
@@ -209,11 +239,14 @@ def _tau_for_ssfr(age_gyr: np.ndarray, ssfr: np.ndarray) -> tuple[np.ndarray, np
     """(age, tau) in Gyr of delayed-tau histories with specific SFR ``ssfr`` (yr^-1, per mass formed).
 
     A delayed-tau history cannot exceed sSFR x age = 2 (tau >> age): higher targets are capped
-    there (tau = 1000 x age), so no galaxy is younger than its drawn start time.
+    there (tau = 1000 x age), so no galaxy is younger than its drawn start time. (Starting such
+    galaxies later instead, to reach the Speagle et al. sequence extrapolated to 10^8-9 M_sun,
+    doubled the catalog density: dwarfs that young are far brighter than real ones.)
     """
-    target = np.asarray(ssfr) * np.asarray(age_gyr) * 1e9
+    age = np.asarray(age_gyr, dtype=float)
+    target = np.asarray(ssfr) * age * 1e9
     x = np.interp(-np.minimum(target, _G_GRID[0]), -_G_GRID, _X_GRID)
-    return np.asarray(age_gyr), np.asarray(age_gyr) / x
+    return age, age / x
 
 
 def _main_sequence(log_mass: np.ndarray, t_gyr: np.ndarray) -> np.ndarray:
@@ -222,9 +255,11 @@ def _main_sequence(log_mass: np.ndarray, t_gyr: np.ndarray) -> np.ndarray:
 
 
 def _metallicity(log_mass: np.ndarray, z: np.ndarray, phys: PhysicsModel, rng) -> np.ndarray:
-    """Z / Z_sun from the Zahid et al. (2014) mass-metallicity relation plus scatter."""
-    log_m0 = phys.mzr_log_m0[0] + phys.mzr_log_m0[1] * np.log10(1 + z)
-    oh = phys.mzr_z0 + np.log10(-np.expm1(-(10.0 ** ((log_mass - log_m0) * phys.mzr_gamma))))
+    """Z / Z_sun from the mass-metallicity relation of Curti et al. (2020), on a scale where the Sun is
+    12 + log O/H = 8.69, lowered by 0.11 dex per unit redshift at fixed mass (Sanders et al. 2021),
+    plus scatter."""
+    x = 10.0 ** (-phys.mzr_beta * (log_mass - phys.mzr_log_m0))
+    oh = phys.mzr_z0 - phys.mzr_gamma / phys.mzr_beta * np.log10(1 + x) + phys.mzr_dlogoh_dz * z
     return 10.0 ** (oh - Z_SUN_OH + rng.normal(0.0, phys.metallicity_scatter, len(z)))
 
 
@@ -232,9 +267,13 @@ def _dust(
     log_mass: np.ndarray, quiescent: np.ndarray, phys: PhysicsModel, rng
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(A_V of the diffuse dust, curve slope delta, UV bump) per galaxy."""
-    x = log_mass - 10.0
+    x = np.clip(log_mass - 10.0, -1.5, 1.5)  # the range of the fit
     a_halpha = 0.91 + 0.77 * x + 0.11 * x**2 - 0.09 * x**3  # Garn & Best (2010)
-    a_halpha = np.clip(a_halpha + rng.normal(0.0, phys.a_halpha_scatter, len(x)), 0.0, 3.5)
+    # lognormal, as wide as Gaussian scatter of a_halpha_scatter mag where the mean is large, at most
+    # a_halpha_max_ln_width in ln where it is small: positive, without the pile of dust-free galaxies
+    # of a clipped Gaussian
+    width = np.minimum(phys.a_halpha_scatter / a_halpha, phys.a_halpha_max_ln_width)
+    a_halpha = np.minimum(a_halpha * np.exp(width * rng.normal(0.0, 1.0, len(x))), 3.5)
     k_halpha = 0.82  # A(Halpha) / A_V of the Calzetti curve: lines see eta x A_V
     av = np.where(
         quiescent, rng.exponential(phys.quiescent_av_mean, len(x)), a_halpha / (k_halpha * phys.eta)
@@ -242,6 +281,21 @@ def _dust(
     delta = np.clip(rng.normal(*phys.dust_delta, len(x)), -0.8, 0.4)
     bump = np.clip(0.85 - 1.9 * delta, 0.0, None)  # Kriek & Conroy (2013)
     return av, delta, bump
+
+
+def _bursts(
+    quiescent: np.ndarray, age: np.ndarray, phys: PhysicsModel, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(burst mass fraction, burst age in Gyr) per galaxy, (0, 0) for galaxies without a burst."""
+    n = len(age)
+    p_sf, p_q = phys.burst_probability
+    has = rng.uniform(size=n) < np.where(quiescent, p_q, p_sf)
+    ages_q, ages_sf = np.array(phys.burst_age_q)[:, None], np.array(phys.burst_age_sf)[:, None]
+    lo, hi = np.log(np.where(quiescent[None, :], ages_q, ages_sf))
+    burst_age = np.minimum(np.exp(lo + (hi - lo) * rng.uniform(size=n)), age)
+    f_lo, f_hi = np.log(phys.burst_fraction)
+    fraction = np.exp(f_lo + (f_hi - f_lo) * rng.uniform(size=n))
+    return np.where(has, fraction, 0.0), np.where(has, burst_age, 0.0)
 
 
 def _veldisp(log_mass: np.ndarray, phys: PhysicsModel, rng) -> np.ndarray:
@@ -328,6 +382,7 @@ def galaxy_parameters(
         -0.8 * np.log10(metallicity) - 3.58 + rng.normal(0, phys.log_u_scatter, n), *phys.log_u_range
     )
     av, delta, bump = _dust(log_mass, quiescent, phys, rng)
+    burst_fraction, burst_age = _bursts(quiescent, age, phys, rng)
     # the sSFR target is per surviving mass; per mass formed it is ~0.6-0.9x that: close enough for
     # choosing tau (the stored log_ssfr is recomputed from the history below)
     age, tau = _tau_for_ssfr(age, 10.0**log_ssfr)
@@ -338,6 +393,8 @@ def galaxy_parameters(
         log_mass_formed=np.zeros(n),
         sfh_age=age,
         sfh_tau=tau,
+        burst_fraction=burst_fraction,
+        burst_age=burst_age,
         log_ssfr=np.zeros(n),
         metallicity=metallicity,
         log_u=log_u,
@@ -359,7 +416,7 @@ def normalise_masses(galaxies: Galaxies) -> None:
     from specdiff_catalog.mock.sps import surviving_mass_fraction
 
     grids = load_grids(PHOTOMETRY_GRID)
-    unit = delayed_tau_weights(galaxies.sfh_age, galaxies.sfh_tau, grids.age_bins)
+    unit = galaxies.history(grids.age_bins)
     p = SPSParameters(unit, galaxies.metallicity, *(np.zeros(len(galaxies)),) * 6)
     live = surviving_mass_fraction(p, grids)
     galaxies.log_mass_formed = galaxies.log_mass - np.log10(live)

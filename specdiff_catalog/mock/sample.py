@@ -49,7 +49,8 @@ def completeness_mass(
     """(Z,) log M per redshift cell below which no galaxy can pass ``limit`` (minus ``margin`` dex).
 
     A metal-poor, dust-free galaxy with the youngest history the population draws (constant SFR
-    since its latest possible start) has about the lowest mass-to-light ratio of the population;
+    since its latest possible start, plus its largest and youngest burst) has about the lowest
+    mass-to-light ratio of the population;
     a galaxy of lower stellar mass than it needs to reach the limit is not drawn.
     """
     edges = z_grid_edges(model)
@@ -71,8 +72,11 @@ def _completeness(
     zz = np.asarray(z)
     n = len(zz)
     ref = galaxy_parameters(zz, np.full(n, 9.0), model, np.random.default_rng(0), Planck18)
-    youngest = (1 - model.physics.start_fraction_sf[1]) * distances(Planck18).age(zz)  # Gyr
+    phys = model.physics
+    youngest = (1 - phys.start_fraction_sf[1]) * distances(Planck18).age(zz)  # Gyr
     ref.sfh_age, ref.sfh_tau = youngest, 1000 * youngest
+    ref.burst_fraction = np.full(n, phys.burst_fraction[1])  # the largest, youngest burst drawn
+    ref.burst_age = np.full(n, phys.burst_age_sf[0])
     ref.metallicity, ref.av = np.full(n, 0.2), np.zeros(n)
     normalise_masses(ref)
     maggies = model_maggies(ref, tuple(b.filter for b in bandset.bands))

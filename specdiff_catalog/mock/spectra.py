@@ -16,7 +16,7 @@ import numpy as np
 from astropy.cosmology import FLRW, Planck18
 
 from specdiff_catalog.mock.distances import distances
-from specdiff_catalog.mock.population import Galaxies
+from specdiff_catalog.mock.population import QUIESCENT, STAR_FORMING, Galaxies
 from specdiff_catalog.mock.sps import L_SUN, PHOTOMETRY_GRID, SPECTRUM_GRID, GridSpec, synthesize
 
 DESI_UNIT = 1e-17  # erg/s/cm^2/A of one unit of DESI flux
@@ -140,24 +140,75 @@ def true_dn4000(galaxies: Galaxies) -> np.ndarray:
     return out
 
 
+SERSIC_B = {1: 1.6783, 4: 7.6692}  # b_n of exp(-b_n (r / R_e)^(1/n)): half the light inside R_e
+
+
+@cache
+def _sersic_transform(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(u (U,), I~(u) (U,)): the Hankel transform of a unit-flux Sersic profile of R_e = 1 at
+    spatial frequency u (cycles per R_e); I~(0) = 1. Exponential: analytic; de Vaucouleurs:
+    numerical, on r <= 40 R_e (the light beyond is < 0.1%)."""
+    from scipy.special import j0
+
+    u = np.r_[0.0, np.geomspace(1e-3, 40.0, 800)]
+    if n == 1:
+        return u, (1.0 + (2 * np.pi * u / SERSIC_B[1]) ** 2) ** -1.5
+    r = np.r_[np.geomspace(1e-8, 1.0, 4000)[:-1], np.arange(1.0, 40.0, 0.004)]
+    weight = np.gradient(r) * 2 * np.pi * r * np.exp(-SERSIC_B[n] * r ** (1.0 / n))
+    return u, (j0(2 * np.pi * u[:, None] * r[None, :]) @ weight) / weight.sum()
+
+
+@cache
+def _encircled(n: int, radius: float, seeing_fwhm: float) -> tuple[np.ndarray, np.ndarray]:
+    """(log10 R_e (T,), fraction (T,)): the fraction of a Sersic-n galaxy's light within ``radius``
+    arcsec after Gaussian seeing, F = 2 pi a int I~(k) exp(-2 pi^2 sigma^2 k^2) J1(2 pi k a) dk."""
+    from scipy.special import j1
+
+    sigma = seeing_fwhm / 2.3548
+    k = np.linspace(0.0, 7.0 / (2 * np.pi * sigma), 3000)  # arcsec^-1: the seeing ends it
+    psf_disk = np.exp(-2 * np.pi**2 * sigma**2 * k**2) * j1(2 * np.pi * k * radius) * 2 * np.pi * radius
+    log_re = np.linspace(-3.0, 1.5, 181)
+    u, transform = _sersic_transform(n)
+    profile = np.interp(k[None, :] * 10.0 ** log_re[:, None], u, transform, right=0.0)
+    return log_re, np.trapezoid(profile * psf_disk, k, axis=1)
+
+
 @dataclass(frozen=True)
 class FibreModel:
-    """DESI fibre (1.52 arcsec diameter) and seeing (FWHM, arcsec) for aperture fractions.
+    """Fibre-aperture fractions of galaxy light: exponential profiles for star-forming galaxies and
+    de Vaucouleurs profiles for quiescent ones, circular, of the drawn half-light radius, convolved
+    with Gaussian seeing (FWHM, arcsec).
 
-    Galaxy light is approximated by a circular Gaussian of the same half-light radius.
+    The catalog's FIBERFLUX follows the Legacy Surveys definition (flux in a 1.5" diameter fibre
+    under 1" seeing); the spectra get the light in a DESI fibre (1.52") under ``seeing_fwhm``.
     """
 
     diameter: float = 1.52
     seeing_fwhm: float = 1.1
+    catalog_diameter: float = 1.5
+    catalog_seeing_fwhm: float = 1.0
 
-    def fraction(self, half_light_radius: np.ndarray) -> np.ndarray:
-        """(N,) fraction of a galaxy's light inside the fibre (FIBERFLUX / FLUX)."""
-        sigma2 = (np.asarray(half_light_radius) / 1.1774) ** 2 + (self.seeing_fwhm / 2.3548) ** 2
-        return 1.0 - np.exp(-((self.diameter / 2) ** 2) / (2 * sigma2))
+    @staticmethod
+    def _fraction(
+        half_light_radius: np.ndarray, population: np.ndarray, diameter: float, seeing: float
+    ) -> np.ndarray:
+        log_re = np.log10(np.clip(np.asarray(half_light_radius, dtype=float), 1e-3, 30.0))
+        out = np.empty(len(log_re))
+        for pop, n in ((STAR_FORMING, 1), (QUIESCENT, 4)):
+            rows = np.asarray(population) == pop
+            grid, fraction = _encircled(n, diameter / 2, seeing)
+            out[rows] = np.interp(log_re[rows], grid, fraction)
+        return out
 
-    def aperture(self, half_light_radius: np.ndarray) -> np.ndarray:
-        """(N,) spectrum flux / total flux: DESI calibrates spectra to point sources."""
-        return self.fraction(half_light_radius) / self.fraction(np.zeros(1))
+    def catalog_fraction(self, half_light_radius: np.ndarray, population: np.ndarray) -> np.ndarray:
+        """(N,) FIBERFLUX / FLUX of the Legacy Surveys catalog."""
+        return self._fraction(half_light_radius, population, self.catalog_diameter, self.catalog_seeing_fwhm)
+
+    def aperture(self, half_light_radius: np.ndarray, population: np.ndarray) -> np.ndarray:
+        """(N,) spectrum flux / total flux: the light in a DESI fibre relative to a point source's
+        (DESI calibrates spectra to point sources)."""
+        point = self._fraction(np.zeros(1), np.zeros(1, np.int8), self.diameter, self.seeing_fwhm)
+        return self._fraction(half_light_radius, population, self.diameter, self.seeing_fwhm) / point
 
 
 def instrument_resolution(flux: np.ndarray, sigma_pix: float | np.ndarray) -> np.ndarray:

@@ -247,6 +247,15 @@ def delayed_tau_weights(
     return weights * (1.0 if mass_formed is None else np.asarray(mass_formed)[:, None])
 
 
+def burst_weights(burst_age: np.ndarray, duration: float, age_bins: np.ndarray) -> np.ndarray:
+    """(N, A) fraction of a burst's mass formed in each lookback-time bin: constant SFR from
+    ``burst_age`` (N,) Gyr ago for ``duration`` Gyr (or until now, if that is sooner). Rows sum to 1."""
+    start = np.asarray(burst_age, dtype=float)[:, None] * 1e9
+    end = np.maximum(start - duration * 1e9, 0.0)
+    overlap = np.clip(np.minimum(age_bins[None, 1:], start) - np.maximum(age_bins[None, :-1], end), 0.0, None)
+    return overlap / (start - end)
+
+
 def calzetti(wave: np.ndarray) -> np.ndarray:
     """(L,) A_lambda / A_V of the Calzetti et al. (2000, ApJ 533, 682) curve at ``wave`` (A), R_V = 4.05.
 

@@ -91,6 +91,8 @@ TRUTH_COLUMNS = {
     "LOG_MFORMED": "log_mass_formed",
     "SFH_AGE": "sfh_age",
     "SFH_TAU": "sfh_tau",
+    "BURST_FRACTION": "burst_fraction",
+    "BURST_AGE": "burst_age",
     "LOG_SSFR": "log_ssfr",
     "METALLICITY": "metallicity",
     "LOG_U": "log_u",
@@ -324,13 +326,13 @@ def _make_mock_survey(out: Path, config: MockConfig, overwrite: bool) -> dict[st
         catalog_name="mock_ls_dr10_south",
         extra_properties={"obs_title": f"specdiff-catalog mock survey, seed {config.seed}"},
     )
-    phot_aperture = config.fibre.aperture(phot.half_light_radius)
+    phot_aperture = config.fibre.aperture(phot.half_light_radius, phot.population)
     _truth(phot, phot_table, "OBJECT_ID", bandset, phot_aperture).to_parquet(
         out / "truth" / "photometric.parquet"
     )
 
     spec, spec_table, target_density = _draw_set(config, config.n_spec, SPECTROSCOPIC, bandset)
-    aperture = config.fibre.aperture(spec.half_light_radius)
+    aperture = config.fibre.aperture(spec.half_light_radius, spec.population)
     redrock = [
         _write_spectra_file(
             i,
