@@ -60,7 +60,7 @@ class StellarMassFunction:
     alpha2: float = -1.48
     # Leja et al.'s non-parametric (Prospector) masses exceed those of parametric fits like our delayed-tau
     # synthesis by ~0.1-0.3 dex (Leja et al. 2019, ApJ 877, 140): phi_ours(log M) = phi_Leja(log M + offset)
-    mass_offset: float = 0.0
+    mass_offset: float = 0.12
 
     def _at(self, y: tuple[float, float, float], z: np.ndarray) -> np.ndarray:
         z1, z2, z3 = self.z_anchor
@@ -112,13 +112,16 @@ class PhysicsModel:
     quiescent_ssfr_offset: float = -1.8
     quiescent_ssfr_scatter: float = 0.4
     start_fraction_sf: tuple[float, float] = (0.0, 0.7)
-    start_fraction_q: tuple[float, float] = (0.0, 0.3)
+    start_fraction_q: tuple[float, float] = (0.35, 0.65)
     mzr_z0: float = 8.793  # Curti et al. (2020) z ~ 0: Z0, log M0, gamma, beta
     mzr_log_m0: float = 10.02
     mzr_gamma: float = 0.28
     mzr_beta: float = 1.2
     mzr_dlogoh_dz: float = -0.11  # Sanders et al. (2021), at fixed mass
     metallicity_scatter: float = 0.1
+    # quiescent galaxies are more metal-rich than star-forming ones of the same mass (Peng, Maiolino &
+    # Cochrane 2015, Nature 521, 192: ~0.1-0.3 dex), dex
+    quiescent_metallicity_offset: float = 0.2
     a_halpha_scatter: float = 0.3  # mag: the width of a lognormal about the Garn & Best mean (see _dust)
     a_halpha_max_ln_width: float = 0.7  # its largest sigma of ln A_Halpha (where the mean is small)
     quiescent_av_mean: float = 0.15  # mag, exponential
@@ -128,7 +131,7 @@ class PhysicsModel:
     # of the mass formed, log-uniform, in a burst of BURST_DURATION
     burst_fraction: tuple[float, float] = (0.005, 0.05)
     eta: float = 2.0
-    dust_delta: tuple[float, float] = (-0.3, 0.2)  # mean, sigma
+    dust_delta: tuple[float, float] = (0.0, 0.2)  # mean, sigma
     log_u_scatter: float = 0.25
     log_u_range: tuple[float, float] = (-4.0, -1.0)
     veldisp_break: tuple[float, float] = (10.3, 2.05)  # log M_b, log sigma_b (km/s)
@@ -377,7 +380,10 @@ def galaxy_parameters(
         log_ssfr_ms + phys.quiescent_ssfr_offset + rng.normal(0, phys.quiescent_ssfr_scatter, n),
         log_ssfr_ms + rng.normal(0, phys.ms_scatter, n),
     )
-    metallicity = np.clip(_metallicity(log_mass, z, phys, rng), 0.005, 5.0)
+    metallicity = _metallicity(log_mass, z, phys, rng) * 10.0 ** (
+        phys.quiescent_metallicity_offset * quiescent
+    )
+    metallicity = np.clip(metallicity, 0.005, 5.0)
     log_u = np.clip(
         -0.8 * np.log10(metallicity) - 3.58 + rng.normal(0, phys.log_u_scatter, n), *phys.log_u_range
     )
