@@ -31,7 +31,7 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=0, help="random seed 0..1023; seeds never share object ids (default 0)"
     )
     p.add_argument(
-        "--r-max", type=float, default=22.5, help="r-band AB magnitude limit of both sets (default 22.5)"
+        "--z-max", type=float, default=1.6, help="largest redshift of the galaxy population (default 1.6)"
     )
     p.add_argument("--order", type=int, default=4, help="HEALPix order of the catalog partitions (default 4)")
     p.add_argument(
@@ -42,13 +42,16 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
 
 
 def _mock(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
     from specdiff_catalog.mock import MockConfig, make_mock_survey
 
+    defaults = MockConfig()
     config = MockConfig(
         n_spec=args.n_spec,
         n_phot=args.n_phot,
         seed=args.seed,
-        r_max=args.r_max,
+        population=replace(defaults.population, z_max=args.z_max),
         order=args.order,
         n_rest_spectra=args.n_rest,
     )

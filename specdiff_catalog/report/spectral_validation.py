@@ -16,7 +16,7 @@ observed coadd (as the paper validates them; Dn4000 as in docs/metrics.md):
   the spectroscopic z), as a function of the spectrum's S/N per pixel around 4000 A.
 
 With the truth of a mock survey (``truth=DIR/truth``) the noiseless true spectrum of
-each galaxy (``mock.spectra.rest_frame_flux``) gives the floor: the chi^2 of the truth
+each galaxy (``mock.spectra.rest_frame_flux`` of its SPS parameters) gives the floor: the chi^2 of the truth
 itself against the data, its Dn4000, and the rms fractional difference between the
 reconstruction and the truth over the observed rest range.
 
@@ -278,15 +278,16 @@ class _Truth:
 
     def rest_spectra(self, targetid: np.ndarray, wave_rest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Noiseless rest-frame spectra (N, L) on wave_rest (NaN rows for unknown ids) and true z (N,)."""
-        from specdiff_catalog.mock.spectra import rest_frame_flux
+        from specdiff_catalog.mock.spectra import redshift_onto, rest_frame_flux, rest_wavelength
+        from specdiff_catalog.mock.survey import galaxies_from_truth
 
         rows = self.table.reindex(targetid)
         known = rows["Z"].notna().to_numpy()
         flux = np.full((len(targetid), wave_rest.size), np.nan)
-        if known.any():
-            coeff = rows.loc[known, [f"COEFF_{k}" for k in range(5)]].to_numpy()
-            flux[known] = rest_frame_flux(
-                coeff, rows.loc[known, "STELLAR_MASS"].to_numpy(), rows.loc[known, "Z"].to_numpy(), wave_rest
+        if known.any():  # re-synthesised from the truth's SPS parameters, then sampled at wave_rest
+            galaxies = galaxies_from_truth(rows.loc[known])
+            flux[known] = redshift_onto(
+                rest_frame_flux(galaxies), rest_wavelength(), np.zeros(len(galaxies)), wave_rest
             )
         return flux, rows["Z"].to_numpy(dtype=np.float64)
 
