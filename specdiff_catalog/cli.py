@@ -248,7 +248,17 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="HATS catalog or directory of Parquet files (default: the bundled demo catalog)",
     )
-    p.add_argument("--out", required=True, type=Path, help="output Zarr store (re-running resumes it)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output Zarr store: a path or an fsspec URL such as s3://bucket/pz.zarr (re-running resumes it)",
+    )
+    p.add_argument(
+        "--out-storage-options",
+        type=_json_object,
+        metavar="JSON",
+        help="options of the --out URL's filesystem, e.g. '{\"anon\": false}' for s3://",
+    )
     p.add_argument(
         "--model", type=Path, help="model directory (default: the bundled model, trained on simulations)"
     )
@@ -321,6 +331,18 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run)
 
 
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r} ({err})") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"not a JSON object: {text!r}")
+    return value
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(","))
@@ -373,6 +395,7 @@ def _run(args: argparse.Namespace) -> int:
         retries=args.retries,
         shard_rows=args.shard_rows,
         progress=not args.no_progress,
+        storage_options=args.out_storage_options,
     )
     print(report.summary())
     return 1 if report.failed else 0
@@ -399,6 +422,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=defaults.SEED,
         help=f"seed of the baseline's samples and PIT ties (default {defaults.SEED})",
+    )
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="evaluate the done partitions of a store that has failed or pending ones (says how many "
+        "objects are left out)",
     )
     g = p.add_argument_group("validation report")
     g.add_argument(
@@ -436,10 +465,11 @@ def _evaluate(args: argparse.Namespace) -> None:
             spectra_truth=args.spectra_truth,
             max_spectra=args.max_spectra,
             seed=args.seed,
+            partial=args.partial,
         )
         print(f"report written to {report.html} ({len(report.figures)} figures, metrics in {report.metrics})")
     else:
-        result = evaluate_store(args.pz, args.truth, args.model, seed=args.seed)
+        result = evaluate_store(args.pz, args.truth, args.model, seed=args.seed, partial=args.partial)
     print(result.format())
     if args.json:
         result.write_json(args.json)
@@ -525,13 +555,19 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "--out", required=True, type=Path, help="file to write (.hdf5: RAIL's format, written in blocks)"
     )
     q.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    q.add_argument(
+        "--partial",
+        action="store_true",
+        help="export the done partitions of a store that has failed or pending ones (says how many "
+        "objects are left out)",
+    )
     q.set_defaults(handler=_export_qp)
 
 
 def _export_qp(args: argparse.Namespace) -> None:
     from specdiff_catalog.report.qp_export import export_qp
 
-    print(export_qp(args.pz, args.out, overwrite=args.overwrite).summary())
+    print(export_qp(args.pz, args.out, overwrite=args.overwrite, partial=args.partial).summary())
 
 
 def build_parser() -> argparse.ArgumentParser:
