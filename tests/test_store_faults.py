@@ -261,11 +261,11 @@ def test_readers_refuse_a_store_with_failed_partitions(tmp_path, capsys):
     assert "644 PDFs" in printed and "partial: 50 objects of failed or pending partitions left out" in printed
 
 
-def test_samples_wider_than_drawn_leave_no_valid_row(small_catalogs, tmp_path, capsys):
-    """--save-samples 50 --n-samples 8 (case 3): the run fails (or is refused up front), and no
-    row of the store is valid, counted as written or exported."""
+def test_a_failing_partition_leaves_no_valid_row(small_catalogs, tmp_path, capsys):
+    """--batch-size -5 (case 3: the worker hands the writer arrays of 0 rows): the run fails (or
+    is refused up front), and no row of the store is valid, counted as written or exported."""
     out = tmp_path / "pz.zarr"
-    assert _run(small_catalogs[0], out, "--save-samples", "50", "--retries", "0") != 0
+    assert _run(small_catalogs[0], out, "--batch-size", "-5", "--retries", "0") != 0
     if out.exists():
         store = open_store(out, mode="r")
         assert not store.read("valid").any() and "done" not in set(store.partitions()["status"])
