@@ -32,6 +32,7 @@ from specdiff_catalog.io.store import (
     open_store,
     padding,
     regions,
+    shard_files,
 )
 
 LAYOUT = StoreLayout(
@@ -471,9 +472,12 @@ def test_shard_rows_keep_padding_small():
     shard = choose_shard_rows(demo)
     assert shard == 64 and padding(demo, shard) == 176  # 2,176 rows, not 6,144
     assert choose_shard_rows([5_000_000] * 200) == 65536  # big partitions: the upper bound
-    # a billion objects in a million tiny partitions: the shard-count floor wins over padding
-    tiny = choose_shard_rows([1000] * 1_000_000)
-    assert tiny == 8192 and 10**9 / tiny <= 2**17
+    assert choose_shard_rows([1000] * 1_000_000) == 1024  # one shard per partition: 2.4% padding
+    # 1e9 objects in partitions just over a power of two: 4096 keeps padding at 6% but takes
+    # 17 shards per partition (259,386 files per array); the file bound raises it to 16384
+    over = [65_537] * 15_258
+    assert padding(over, 4096) < 0.1 * sum(over) < padding(over, 8192)
+    assert choose_shard_rows(over) == 16384 and shard_files(over, 16384) <= 2**17 < shard_files(over, 8192)
     assert choose_shard_rows([]) == 64
 
 

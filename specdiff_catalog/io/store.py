@@ -175,6 +175,11 @@ def padding(n_rows: Sequence[int], shard_rows: int) -> int:
     return int((-(-n // shard_rows) * shard_rows - n).sum())
 
 
+def shard_files(n_rows: Sequence[int], shard_rows: int) -> int:
+    """Shards (files per array) the partitions ``n_rows`` take with ``shard_rows`` rows per shard."""
+    return int((-(-np.asarray(n_rows, dtype=np.int64) // shard_rows)).sum())
+
+
 def choose_shard_rows(
     n_rows: Sequence[int],
     *,
@@ -184,17 +189,18 @@ def choose_shard_rows(
 ) -> int:
     """Rows per shard for partitions of ``n_rows`` objects: a power of two within ``bounds``.
 
-    The largest one whose padding stays within ``max_padding`` of the objects, raised to
-    at least total / ``max_shards`` (so no array has more than ``max_shards`` shard files,
-    at the price of more padding when partitions are tiny). docs/formats.md has numbers.
+    The largest one whose padding stays within ``max_padding`` of the objects; raised, when
+    that one gives an array more than ``max_shards`` shard files (or one per partition,
+    if that is more), to the smallest that does not, at the price of more padding.
+    docs/formats.md has the numbers for catalogs from 2,000 to 3e9 objects.
     """
     total = int(np.sum(n_rows, dtype=np.int64))
     lo, hi = (int(b).bit_length() - 1 for b in bounds)
-    sizes = [1 << k for k in range(hi, lo - 1, -1)]
+    sizes = [1 << k for k in range(hi, lo - 1, -1)]  # largest first
     fits = [s for s in sizes if total and padding(n_rows, s) <= max_padding * total]
-    best = fits[0] if fits else sizes[-1]
-    floor = 1 << max(0, int(np.ceil(np.log2(max(1.0, total / max_shards)))))
-    return int(min(max(best, floor), sizes[0]))
+    limit = max(max_shards, len(n_rows))
+    few = [s for s in sizes if shard_files(n_rows, s) <= limit]
+    return max(fits[0] if fits else sizes[-1], few[-1] if few else sizes[0])
 
 
 @dataclass(frozen=True)
