@@ -405,7 +405,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="photo-z metrics of a run's store against true redshifts, diffusion vs baseline"
     )
-    p.add_argument("--pz", required=True, type=Path, metavar="STORE", help="output store written by `run`")
+    p.add_argument("--pz", required=True, metavar="STORE", help="output store written by `run` (path or URL)")
     p.add_argument(
         "--truth", required=True, type=Path, help="Parquet file with OBJECT_ID and Z (true redshift)"
     )
@@ -478,7 +478,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _add_spectra(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("spectra", help="decode stored latents of selected objects into spectra, with Dn4000")
-    p.add_argument("--pz", required=True, type=Path, help="output Zarr store written by `run`")
+    p.add_argument("--pz", required=True, help="output Zarr store written by `run` (path or URL)")
     p.add_argument(
         "--select",
         required=True,
@@ -532,7 +532,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "info", help="print an output store's provenance, counts, flag counts and quantile levels"
     )
-    p.add_argument("store", type=Path, help="output Zarr store written by `run`")
+    p.add_argument("store", help="output Zarr store written by `run` (path or URL)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=_info)
 
@@ -550,7 +550,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write the PDFs in another format (qp for RAIL)")
     formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
     q = formats.add_parser("qp", help="a qp quant ensemble (.hdf5, .fits or .pq) readable by qp.read")
-    q.add_argument("--pz", required=True, type=Path, help="output Zarr store written by `run`")
+    q.add_argument("--pz", required=True, help="output Zarr store written by `run` (path or URL)")
     q.add_argument(
         "--out", required=True, type=Path, help="file to write (.hdf5: RAIL's format, written in blocks)"
     )
