@@ -167,6 +167,31 @@ def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(small_catalogs, 
     assert read_lock(out) is None  # released
 
 
+def test_info_names_the_run_holding_the_store(finished, tmp_path, capsys):
+    out = tmp_path / "pz.zarr"
+    shutil.copytree(finished, out)
+    holder = _python(
+        f"""
+        import time
+        from specdiff_catalog.io.store_lock import store_lock
+        with store_lock({str(out)!r}):
+            print("holding", flush=True)
+            time.sleep(120)
+        """
+    )
+    try:
+        _wait_for_line(holder, "holding")
+        capsys.readouterr()
+        assert main(["info", str(out)]) == 0
+        line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("being written"))
+        assert f"pid {holder.pid}" in line and "gone" not in line
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert main(["info", str(out)]) == 0
+    assert "that process is gone: a stale lock" in capsys.readouterr().out
+
+
 def test_run_killed_during_store_creation(small_catalogs, tmp_path, capsys):
     """SIGKILL while the store is being created: no store (a leftover that `info` names in one
     line), and the next `run`, without --overwrite, creates it and finishes."""

@@ -475,8 +475,9 @@ class OutputStore:
 
     def ref(self) -> StoreRef:
         """What a worker process needs to open this very store (``StoreRef.open``)."""
-        options = {} if is_local(self.path) else dict(self.path.storage_options)
-        return StoreRef(str(self.path), options, self.uuid)
+        if is_local(self.path):  # absolute: a worker may run in another directory
+            return StoreRef(os.path.abspath(self.path.path), {}, self.uuid)
+        return StoreRef(str(self.path), dict(self.path.storage_options), self.uuid)
 
     def __len__(self) -> int:
         """Number of partitions."""
@@ -529,7 +530,9 @@ class OutputStore:
         finite model outputs in every row whose flags do not say why not). Then, each
         whole shards at a time: valid = 0 over the region, the arrays (padded: flags =
         PADDING, NaN / -1 elsewhere), valid = 1 for the objects, and the status last.
-        Raises StoreReplacedError (nothing written) when the store is not the one opened.
+        The store's identity (``check_identity``) is checked before the first write and
+        again before ``valid = 1``: a store replaced meanwhile raises StoreReplacedError and
+        never gets this partition's status.
         """
         region = self.region(index)
         data = self._checked(index, columns, region.stop - region.start)
@@ -539,6 +542,7 @@ class OutputStore:
             self.array(name)[region] = values
         valid = np.zeros(region.stop - region.start, dtype=np.uint8)
         valid[: int(self._n_rows[index])] = 1
+        self.check_identity()  # again: a store replaced meanwhile keeps this partition pending
         self.array("valid")[region] = valid
         self._set_status(index, PartitionStatus.DONE, "")
 

@@ -36,7 +36,8 @@ def store_info(path: str | Path) -> dict[str, Any]:
     created, command_line, config); counts (rows incl. padding, objects, valid = objects
     written in done partitions, partitions done / pending / failed and the failed
     partitions' messages); flags ({flag name: objects carrying it}, over those objects);
-    quantile_levels; writer (the run holding the store's lock: host, pid, started; None).
+    quantile_levels; writer (the run holding the store's lock: host, pid, started, alive
+    (None: another host); None when no run holds it).
     """
     store = open_store(path, mode="r")
     attrs = store.attrs
@@ -81,8 +82,11 @@ def store_info(path: str | Path) -> dict[str, Any]:
 
 
 def _writer(path: Any) -> dict[str, Any] | None:
+    """The run holding the store's lock: host, pid, started, alive (False: a stale lock)."""
     holder = read_lock(path)
-    return None if holder is None else {"host": holder.host, "pid": holder.pid, "started": holder.started}
+    if holder is None:
+        return None
+    return {"host": holder.host, "pid": holder.pid, "started": holder.started, "alive": holder.alive()}
 
 
 def _yes_no(value: bool | None) -> str:
@@ -110,7 +114,10 @@ def format_info(info: dict[str, Any]) -> str:
     lines += [f"  failed {i}: {msg}" for i, msg in counts["failed_partitions"].items()]
     if info.get("writer"):
         w = info["writer"]
-        lines.append(f"being written    by a run on host {w['host']}, pid {w['pid']}, since {w['started']}")
+        gone = " (that process is gone: a stale lock the next run takes over)" if w["alive"] is False else ""
+        lines.append(
+            f"being written    by a run on host {w['host']}, pid {w['pid']}, since {w['started']}{gone}"
+        )
     lines.append("flags (objects)  " + ", ".join(f"{k} {v}" for k, v in info["flags"].items()))
     lines.append("quantile levels  " + ", ".join(f"{q:g}" for q in info["quantile_levels"]))
     return "\n".join(lines)
