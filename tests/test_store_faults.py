@@ -286,6 +286,20 @@ def test_readers_refuse_a_store_with_failed_partitions(tmp_path, capsys):
     assert "644 PDFs" in printed and "partial: 50 objects of failed or pending partitions left out" in printed
 
 
+def test_evaluate_partial_scores_the_done_partitions(finished, tmp_path, capsys):
+    out = tmp_path / "pz.zarr"
+    shutil.copytree(finished, out)
+    open_store(out).mark_failed(1, "unreadable file")
+    truth = demo_catalog_dir().parent / "truth.parquet"
+    capsys.readouterr()
+    assert main(["evaluate", "--pz", str(out), "--truth", str(truth)]) == 2
+    assert "(failed: Norder=3/Npix=" in _error(capsys.readouterr().err)
+    assert main(["evaluate", "--pz", str(out), "--truth", str(truth), "--partial"]) == 0
+    printed = capsys.readouterr().out
+    assert "40 objects with a true redshift (40 in the store" in printed
+    assert "partial: 20 objects of failed or pending partitions are left out" in printed
+
+
 def test_a_failing_partition_leaves_no_valid_row(small_catalogs, tmp_path, capsys):
     """--batch-size -5 (case 3: the worker hands the writer arrays of 0 rows): the run fails (or
     is refused up front), and no row of the store is valid, counted as written or exported."""
