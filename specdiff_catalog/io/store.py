@@ -446,6 +446,7 @@ class OutputStore:
         self._start, self._stop, self._n_rows = (
             self.read(f"{PARTITIONS}/{n}") for n in ("start", "stop", "n_rows")
         )
+        self._status: np.ndarray | None = None
 
     def array(self, name: str) -> zarr.Array:
         """The Zarr array ``name`` ("partitions/status" for the partition table's)."""
@@ -658,9 +659,14 @@ class OutputStore:
             yield rows, {name: self.read(name, rows) for name in names}
 
     def result_mask(self, rows: slice, valid: np.ndarray) -> np.ndarray:
-        """(len(rows),) bool: the rows that are results: valid == 1 and in a done partition."""
+        """(len(rows),) bool: the rows that are results: valid == 1 and in a done partition.
+
+        The partition statuses are read on the first call and kept (a consistent snapshot
+        for one reading pass; open the store again to see later progress)."""
         done = np.zeros(rows.stop - rows.start, dtype=bool)
-        status = self.read(f"{PARTITIONS}/status")
+        if self._status is None:  # one file per partition: read once, a reader's snapshot
+            self._status = self.read(f"{PARTITIONS}/status")
+        status = self._status
         first = int(np.searchsorted(self._stop, rows.start, side="right"))
         last = int(np.searchsorted(self._start, rows.stop, side="left"))
         for i in range(first, last):
