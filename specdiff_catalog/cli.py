@@ -264,7 +264,17 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="HATS catalog or directory of Parquet files (default: the bundled demo catalog)",
     )
-    p.add_argument("--out", required=True, type=Path, help="output Zarr store (re-running resumes it)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output Zarr store: a path or an fsspec URL such as s3://bucket/pz.zarr (re-running resumes it)",
+    )
+    p.add_argument(
+        "--out-storage-options",
+        type=_json_object,
+        metavar="JSON",
+        help="options of the --out URL's filesystem, e.g. '{\"anon\": false}' for s3://",
+    )
     p.add_argument(
         "--model", type=Path, help="model directory (default: the bundled model, trained on simulations)"
     )
@@ -337,6 +347,18 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run)
 
 
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r} ({err})") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"not a JSON object: {text!r}")
+    return value
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(","))
@@ -389,6 +411,7 @@ def _run(args: argparse.Namespace) -> int:
         retries=args.retries,
         shard_rows=args.shard_rows,
         progress=not args.no_progress,
+        storage_options=args.out_storage_options,
     )
     print(report.summary())
     return 1 if report.failed else 0
@@ -398,7 +421,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="photo-z metrics of a run's store against true redshifts, diffusion vs baseline"
     )
-    p.add_argument("--pz", required=True, type=Path, metavar="STORE", help="output store written by `run`")
+    p.add_argument("--pz", required=True, metavar="STORE", help="output store written by `run` (path or URL)")
     p.add_argument(
         "--truth", required=True, type=Path, help="Parquet file with OBJECT_ID and Z (true redshift)"
     )
@@ -415,6 +438,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=defaults.SEED,
         help=f"seed of the baseline's samples and PIT ties (default {defaults.SEED})",
+    )
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="evaluate the done partitions of a store that has failed or pending ones (says how many "
+        "objects are left out)",
     )
     g = p.add_argument_group("validation report")
     g.add_argument(
@@ -452,10 +481,11 @@ def _evaluate(args: argparse.Namespace) -> None:
             spectra_truth=args.spectra_truth,
             max_spectra=args.max_spectra,
             seed=args.seed,
+            partial=args.partial,
         )
         print(f"report written to {report.html} ({len(report.figures)} figures, metrics in {report.metrics})")
     else:
-        result = evaluate_store(args.pz, args.truth, args.model, seed=args.seed)
+        result = evaluate_store(args.pz, args.truth, args.model, seed=args.seed, partial=args.partial)
     print(result.format())
     if args.json:
         result.write_json(args.json)
@@ -464,7 +494,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _add_spectra(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("spectra", help="decode stored latents of selected objects into spectra, with Dn4000")
-    p.add_argument("--pz", required=True, type=Path, help="output Zarr store written by `run`")
+    p.add_argument("--pz", required=True, help="output Zarr store written by `run` (path or URL)")
     p.add_argument(
         "--select",
         required=True,
@@ -518,7 +548,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "info", help="print an output store's provenance, counts, flag counts and quantile levels"
     )
-    p.add_argument("store", type=Path, help="output Zarr store written by `run`")
+    p.add_argument("store", help="output Zarr store written by `run` (path or URL)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=_info)
 
@@ -536,18 +566,24 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write the PDFs in another format (qp for RAIL)")
     formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
     q = formats.add_parser("qp", help="a qp quant ensemble (.hdf5, .fits or .pq) readable by qp.read")
-    q.add_argument("--pz", required=True, type=Path, help="output Zarr store written by `run`")
+    q.add_argument("--pz", required=True, help="output Zarr store written by `run` (path or URL)")
     q.add_argument(
         "--out", required=True, type=Path, help="file to write (.hdf5: RAIL's format, written in blocks)"
     )
     q.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    q.add_argument(
+        "--partial",
+        action="store_true",
+        help="export the done partitions of a store that has failed or pending ones (says how many "
+        "objects are left out)",
+    )
     q.set_defaults(handler=_export_qp)
 
 
 def _export_qp(args: argparse.Namespace) -> None:
     from specdiff_catalog.report.qp_export import export_qp
 
-    print(export_qp(args.pz, args.out, overwrite=args.overwrite).summary())
+    print(export_qp(args.pz, args.out, overwrite=args.overwrite, partial=args.partial).summary())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,17 @@ class Flag(enum.IntFlag):
     PADDING = 1 << 15  # a padding row of the output store (valid = 0)
 
 
+NO_RESULT = Flag.NO_PHOTOMETRY | Flag.SAMPLER_FAILURE
+"""Flags that explain NaN model outputs: a valid row without one of them has finite outputs
+(``io.store.OutputStore.write_partition`` refuses a partition that breaks this)."""
+
+
+def cf_attributes() -> dict[str, list[int] | str]:
+    """CF ``flag_masks`` / ``flag_meanings`` of the ``flags`` column (one entry per Flag bit)."""
+    members = Flag.__members__.items()
+    return {"flag_masks": [int(f) for _, f in members], "flag_meanings": " ".join(n for n, _ in members)}
+
+
 def describe(flags: np.ndarray) -> dict[str, int]:
     """Count the objects carrying each flag: ``{flag name: count}``."""
     flags = np.asarray(flags, dtype=np.uint16)

@@ -72,7 +72,8 @@ class ObjectSelection:
 
 
 def select_rows(store: OutputStore, selection: ObjectSelection) -> np.ndarray:
-    """(n,) store row indices of the selected objects (padding rows are never selected).
+    """(n,) store row indices of the selected objects: object rows of done partitions only
+    (padding rows and rows of failed or pending partitions are never selected).
 
     ids: in the order given; an id that is not in the store is a ValueError naming it.
     rows / random: in store order.
@@ -81,21 +82,24 @@ def select_rows(store: OutputStore, selection: ObjectSelection) -> np.ndarray:
         wanted = np.asarray(selection.ids, dtype=np.int64)
         found = np.full(wanted.size, -1, dtype=np.int64)
         for rows, block in store.blocks(["object_id", "valid"]):
-            ids = block["object_id"]
+            results = np.flatnonzero(store.result_mask(rows, block["valid"]))
+            if results.size == 0:
+                continue
+            ids = block["object_id"][results]
             order = np.argsort(ids, kind="stable")
             at = order[np.clip(np.searchsorted(ids, wanted, sorter=order), 0, ids.size - 1)]
-            hit = (ids[at] == wanted) & (block["valid"][at] == 1) & (found < 0)
-            found[hit] = rows.start + at[hit]
+            hit = (ids[at] == wanted) & (found < 0)
+            found[hit] = rows.start + results[at[hit]]
         if (found < 0).any():
             missing = wanted[found < 0]
             raise ValueError(
-                f"{store.path}: {missing.size} object id(s) not in the store: "
+                f"{store.path}: {missing.size} object id(s) not in the store's done partitions: "
                 f"{', '.join(map(str, missing[:10]))}{' ...' if missing.size > 10 else ''}"
             )
         return found
     if selection.rows is not None:
         return _written_rows(store, np.arange(*selection.rows))
-    n_written = sum(int((b["valid"] == 1).sum()) for _, b in store.blocks(["valid"]))
+    n_written = sum(int(store.result_mask(r, b["valid"]).sum()) for r, b in store.blocks(["valid"]))
     rng = np.random.default_rng(selection.seed)
     return _written_rows(
         store, np.sort(rng.choice(n_written, size=min(selection.random or 0, n_written), replace=False))
@@ -108,7 +112,7 @@ def _written_rows(store: OutputStore, positions: np.ndarray) -> np.ndarray:
     out = np.empty(positions.size, dtype=np.int64)
     seen = done = 0
     for rows, block in store.blocks(["valid"]):
-        written = np.flatnonzero(block["valid"] == 1)
+        written = np.flatnonzero(store.result_mask(rows, block["valid"]))
         upto = int(np.searchsorted(positions, seen + written.size))
         out[done:upto] = rows.start + written[positions[done:upto] - seen]
         done, seen = upto, seen + written.size

@@ -11,7 +11,8 @@ qp = pytest.importorskip("qp")
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return write_store(tmp_path_factory.mktemp("qp") / "out.zarr")
+    # every partition done (a store with a failed one is refused: tests/test_store_faults.py)
+    return write_store(tmp_path_factory.mktemp("qp") / "out.zarr", failed=None)
 
 
 def _store_rows(path):
@@ -27,9 +28,9 @@ def test_qp_read_gives_back_the_store_medians(store, tmp_path, suffix):
     # blocks of one shard: the HDF5 file is written in 8 chunks
     summary = export_qp(store, out, block_rows=128)
     rows = _store_rows(store)
-    assert summary.n_written == len(rows["object_id"]) == 644 and summary.n_skipped == 6
+    assert summary.n_written == len(rows["object_id"]) == 692 and summary.n_skipped == 8
     ens = qp.read(str(out))
-    assert ens.npdf == 644 and ens.gen_class.name == "quant"
+    assert ens.npdf == 692 and ens.gen_class.name == "quant"
     assert np.array_equal(ens.ancil["id"], rows["object_id"])
     # the median of the qp PDF (its quantile function at 0.5, a stored level) is the store's z_median
     assert np.allclose(ens.median().ravel(), rows["z_median"], rtol=0, atol=1e-6)
@@ -61,7 +62,7 @@ def test_padding_continues_the_outer_quantiles_and_clips_at_zero():
 def test_cli_export_qp_and_refusals(store, tmp_path, capsys):
     out = tmp_path / "pz.hdf5"
     assert main(["export", "qp", "--pz", str(store), "--out", str(out)]) == 0
-    assert "644 PDFs" in capsys.readouterr().out
+    assert "692 PDFs" in capsys.readouterr().out
     assert main(["export", "qp", "--pz", str(store), "--out", str(out)]) == 2
     assert "exists" in capsys.readouterr().err
     assert main(["export", "qp", "--pz", str(store), "--out", str(tmp_path / "pz.h5")]) == 2

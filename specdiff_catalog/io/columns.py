@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from specdiff_catalog.flags import Flag
+from specdiff_catalog.flags import Flag, cf_attributes
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class Column:
     """One per-object array: dims[0] is always "object"; a second dimension has ``width`` entries.
 
     fill: the value of padding rows (valid = 0); units: CF units or None (no attribute).
+    finite: a model output, finite in every object row unless its flags say why not
+    (``flags.NO_RESULT``); cf: further CF attributes (name, value) pairs.
     """
 
     name: str
@@ -31,6 +33,8 @@ class Column:
     fill: Any
     dims: tuple[str, ...] = ("object",)
     width: int | None = None
+    finite: bool = False
+    cf: tuple[tuple[str, Any], ...] = ()
 
     @property
     def shape_tail(self) -> tuple[int, ...]:
@@ -39,7 +43,8 @@ class Column:
 
     def attributes(self) -> dict[str, Any]:
         """The array's CF attributes."""
-        return {"long_name": self.long_name} | ({} if self.units is None else {"units": self.units})
+        units = {} if self.units is None else {"units": self.units}
+        return {"long_name": self.long_name} | units | dict(self.cf)
 
     def empty(self, n: int = 0) -> np.ndarray:
         """(n, ...) of this column's dtype filled with its padding value."""
@@ -63,7 +68,14 @@ def output_columns(n_quantiles: int, latent_size: int, n_samples_saved: int) -> 
         Column("ra", "float64", "right ascension", "deg", np.nan),
         Column("dec", "float64", "declination", "deg", np.nan),
         Column("valid", "uint8", "1 for an object row, 0 for a padding row", None, 0),
-        Column("flags", "uint16", "quality flag bits (specdiff_catalog.flags.Flag)", None, int(Flag.PADDING)),
+        Column(
+            "flags",
+            "uint16",
+            "quality flag bits (specdiff_catalog.flags.Flag)",
+            None,
+            int(Flag.PADDING),
+            cf=tuple(cf_attributes().items()),
+        ),
         _dimensionless(
             "z_quantiles",
             "redshift PDF quantiles at the quantile levels",
@@ -97,5 +109,5 @@ def _dimensionless(
     width: int | None = None,
     dtype: str = "float32",
 ) -> Column:
-    """A float column of a dimensionless quantity (units "1"), NaN in padding rows."""
-    return Column(name, dtype, long_name, "1", np.nan, dims, width)
+    """A float model output of a dimensionless quantity (units "1"), NaN in padding rows."""
+    return Column(name, dtype, long_name, "1", np.nan, dims, width, finite=True)

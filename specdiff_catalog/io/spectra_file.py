@@ -11,11 +11,13 @@ FITS (astropy), laid out like a DESI spectra file::
 
 Zarr v3: the same arrays (``wavelength``, ``flux``, ``obs_wavelength``, ``obs_flux``
 and the table's columns in lower case) with ``dimension_names`` and units in the
-attributes, so ``xarray.open_zarr`` reads it.
+attributes, so ``xarray.open_zarr`` reads it. ``overwrite`` replaces only a spectra
+group this package wrote that holds nothing but its own arrays.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +27,14 @@ import numpy as np
 import pandas as pd
 import zarr
 from astropy.io import fits
+from upath import UPath
 
 WAVE_UNIT = "Angstrom"
 FLUX_UNIT = ""  # dimensionless: F_lambda divided by its median in the normalisation window
 TABLE_UNITS = {"Z": "", "Z_MEDIAN": "", "Z_MODE": "", "DN4000": ""}
 FITS_SUFFIXES = (".fits", ".fit", ".fits.gz")
+TABLE_COLUMNS = ("object_id", "row", "z", "z_median", "z_mode", "flags", "dn4000", "has_latent")
+ZARR_ARRAYS = ("wavelength", "flux", "obs_wavelength", "obs_flux", *TABLE_COLUMNS)
 
 
 @dataclass
@@ -70,18 +75,7 @@ class ReconstructedSpectra:
 
     def table(self) -> pd.DataFrame:
         """One row per object: object_id, row, z, z_median, z_mode, flags, dn4000, has_latent."""
-        return pd.DataFrame(
-            {
-                "object_id": self.object_id,
-                "row": self.row,
-                "z": self.z,
-                "z_median": self.z_median,
-                "z_mode": self.z_mode,
-                "flags": self.flags,
-                "dn4000": self.dn4000,
-                "has_latent": self.has_latent,
-            }
-        )
+        return pd.DataFrame({name: getattr(self, name) for name in TABLE_COLUMNS})
 
 
 def _flux_note(spectra: ReconstructedSpectra) -> str:
@@ -161,13 +155,18 @@ def write_fits(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bo
 
 
 def write_zarr(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bool = False) -> None:
-    """Write ``spectra`` as a Zarr v3 group (arrays with dimension_names, units in attributes)."""
+    """Write ``spectra`` as a Zarr v3 group (arrays with dimension_names, units in attributes).
+
+    An existing ``path`` is replaced only with ``overwrite`` and only when it is a spectra
+    group written here holding nothing else (FileExistsError otherwise)."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; use --overwrite to replace it")
+    if path.exists():
+        if not overwrite:
+            raise FileExistsError(f"{path} exists; use --overwrite to replace it")
+        _remove_spectra_group(path)
     group = zarr.open_group(
         path,
-        mode="w",
+        mode="w-",
         attributes={
             **{k.lower(): v for k, v, _ in _header_cards(spectra)},
             "flux_unit": _flux_note(spectra),
@@ -196,6 +195,21 @@ def write_zarr(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bo
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
         zarr.consolidate_metadata(path)
+
+
+def _remove_spectra_group(path: Path) -> None:
+    """Delete a spectra group this package wrote (ORIGIN and PZSTORE attributes, only its arrays)."""
+    from specdiff_catalog.io.store import remove_owned_group
+
+    try:
+        attrs = json.loads((path / "zarr.json").read_text()).get("attributes") or {}
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        attrs = {}
+    if attrs.get("origin") != "specdiff-catalog" or "pzstore" not in attrs:
+        raise FileExistsError(
+            f"{path} is not a spectra file written by specdiff-catalog; refusing to overwrite it"
+        )
+    remove_owned_group(UPath(path), ZARR_ARRAYS, "a spectra file")
 
 
 def write_spectra(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bool = False) -> None:

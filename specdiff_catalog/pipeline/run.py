@@ -29,7 +29,10 @@ from specdiff_catalog.io.catalog import (
     read_partition,
     spatial_index,
 )
-from specdiff_catalog.io.store import OutputStore, StoreLayout, create_store
+from specdiff_catalog.io.fingerprint import input_fingerprint, partition_sources
+from specdiff_catalog.io.paths import PathLike, to_upath
+from specdiff_catalog.io.store import OutputStore, StoreLayout, StoreRef, choose_shard_rows, create_store
+from specdiff_catalog.io.store_lock import store_lock
 from specdiff_catalog.pipeline.cluster import ClusterConfig, connect, dashboard_link
 
 if TYPE_CHECKING:
@@ -76,7 +79,7 @@ class PartitionOutcome:
 class RunReport:
     """What a run did: partitions done now, skipped (done before), failed (with messages)."""
 
-    store: Path
+    store: PathLike
     n_partitions: int
     done: int = 0
     skipped: int = 0
@@ -96,9 +99,8 @@ class RunReport:
 
 
 def shard_rows_for(catalog: Catalog) -> int:
-    """Rows per store shard: a power of two near the median partition size (1024-65536)."""
-    sizes = [p.n_rows for p in catalog.partitions if p.n_rows] or [1]
-    return int(np.clip(2 ** int(np.ceil(np.log2(max(1.0, float(np.median(sizes)))))), 1024, 65536))
+    """Rows per store shard: ``io.store.choose_shard_rows`` of the partition sizes."""
+    return choose_shard_rows([p.n_rows for p in catalog.partitions])
 
 
 def _worker_model(model_dir: str, sha: str) -> SpecdiffModel:
@@ -117,14 +119,16 @@ def _worker_model(model_dir: str, sha: str) -> SpecdiffModel:
 
 
 def process_partition(
-    partition: Partition, store_path: str, model_dir: str, sha: str, options: RunOptions
+    partition: Partition, store_ref: StoreRef, model_dir: str, sha: str, options: RunOptions
 ) -> PartitionOutcome:
-    """Read one partition, predict every row, write its region; runs on a worker."""
+    """Read one partition, predict every row, write its region; runs on a worker.
+
+    The store is opened and checked to be this run's (``StoreRef.open``) before anything is
+    read, and again before each write: a replaced store raises StoreReplacedError."""
     from specdiff_catalog.inference import predict_columns
-    from specdiff_catalog.io.store import open_store
 
     start = time.perf_counter()
-    store = open_store(store_path)
+    store = store_ref.open()
     model = _worker_model(model_dir, sha)
     bands = model.bands
     if bands is None:
@@ -193,7 +197,7 @@ def _gpu_resources(client: Client) -> dict[str, int] | None:
 
 def run_catalog(
     input_path: str | Path | None,
-    out: str | Path,
+    out: PathLike,
     model_dir: str | Path | None,
     options: RunOptions | None = None,
     cluster: ClusterConfig | None = None,
@@ -203,18 +207,23 @@ def run_catalog(
     retries: int = 2,
     shard_rows: int | None = None,
     progress: bool = True,
+    storage_options: dict[str, Any] | None = None,
 ) -> RunReport:
     """Photo-z PDF summaries and latents for every object of ``input_path`` into ``out``.
 
     input_path None: the bundled demo catalog; model_dir None: the bundled default model
     (trained on simulations, which is printed to stderr); options, cluster None: their defaults.
 
+    out: a local path or an fsspec URL (``storage_options`` for its filesystem).
     Re-running on an existing store resumes: finished partitions are skipped; a store
-    made with another model or options is refused (``overwrite`` starts over).
+    made for another input, model or options is refused (``overwrite`` starts over). The
+    store's lock (``io.store_lock``) is held for the whole run: a second run on the same
+    ``out`` is refused. A store replaced under the run makes it fail (StoreReplacedError).
     """
     from specdiff_catalog.models import simulation_notice
     from specdiff_catalog.models.store import ModelDirectoryError, default_model_dir, model_id, read_config
 
+    out = to_upath(out, storage_options)  # PathError for an unusable URL, before anything happens
     options = options or RunOptions()
     cluster = cluster or ClusterConfig()
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
@@ -234,45 +243,46 @@ def run_catalog(
         n_samples_saved=options.save_samples,
         shard_rows=shard_rows or shard_rows_for(catalog),
     )
+    sources = partition_sources(catalog)
     attrs = _store_attrs(catalog, model_dir, config, sha, options)
-    parts = [(p.order, p.pixel, p.n_rows) for p in catalog.partitions]
-    store = create_store(out, parts, layout, attrs, overwrite=overwrite)
-    store.check_compatible(attrs)
-    todo = store.pending()
-    report = RunReport(
-        store=Path(out), n_partitions=len(catalog.partitions), skipped=len(catalog.partitions) - len(todo)
-    )
-    start = time.perf_counter()
-    with connect(cluster) as client:
-        link = dashboard_link(client)
-        print(
-            f"Dask dashboard: {link}" if link else "Dask dashboard: not available",
-            file=sys.stderr,
-            flush=True,
+    attrs["input_fingerprint"] = input_fingerprint(catalog, sources)
+    with store_lock(out):
+        store = create_store(out, sources, layout, attrs, overwrite=overwrite)
+        todo = store.pending()
+        report = RunReport(
+            store=out, n_partitions=len(catalog.partitions), skipped=len(catalog.partitions) - len(todo)
         )
-        _submit_all(
-            client,
-            catalog,
-            todo,
-            store,
-            str(model_dir),
-            sha,
-            options,
-            report,
-            max_in_flight=max_in_flight,
-            retries=retries,
-            progress=progress,
-        )
-    report.seconds = time.perf_counter() - start
-    store.set_attrs(
-        {
-            "last_run": {
-                "seconds": report.seconds,
-                "objects": report.n_objects,
-                "failed": {str(k): v for k, v in report.failed.items()},
+        start = time.perf_counter()
+        with connect(cluster) as client:
+            link = dashboard_link(client)
+            print(
+                f"Dask dashboard: {link}" if link else "Dask dashboard: not available",
+                file=sys.stderr,
+                flush=True,
+            )
+            _submit_all(
+                client,
+                catalog,
+                todo,
+                store,
+                str(model_dir),
+                sha,
+                options,
+                report,
+                max_in_flight=max_in_flight,
+                retries=retries,
+                progress=progress,
+            )
+        report.seconds = time.perf_counter() - start
+        store.set_attrs(  # checks first that the store is still this run's (StoreReplacedError)
+            {
+                "last_run": {
+                    "seconds": report.seconds,
+                    "objects": report.n_objects,
+                    "failed": {str(k): v for k, v in report.failed.items()},
+                }
             }
-        }
-    )
+        )
     return report
 
 
@@ -302,7 +312,7 @@ def _submit_all(
         return client.submit(
             process_partition,
             partition,
-            str(store.path),
+            store.ref(),
             model_dir,
             sha,
             options,

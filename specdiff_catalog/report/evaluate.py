@@ -80,6 +80,10 @@ class EvaluationResult:
             f"({info['n_store']} in the store, {info['n_truth']} in the truth table)",
             f"diffusion PDFs from {self.pdf_source}; baseline: {info['baseline_model']}",
         ]
+        if info.get("n_left_out"):
+            lines.append(
+                f"partial: {info['n_left_out']} objects of failed or pending partitions are left out"
+            )
         if info.get("simulated_note"):
             lines.append(info["simulated_note"])
         with pd.option_context(
@@ -110,11 +114,15 @@ def _json_default(value: Any) -> Any:
 # --- reading -------------------------------------------------------------------------------
 
 
-def read_store_columns(path: str | Path, names: list[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The valid rows of the named per-object arrays of an output store (read-only), and its attrs."""
+def read_store_columns(
+    path: str | Path, names: list[str], *, partial: bool = False
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The named per-object arrays of an output store (read-only) at its object rows of done
+    partitions, and its attrs. Raises ``io.store.NotDoneError`` naming the failed or pending
+    partitions unless ``partial`` (then their objects are left out)."""
     store = open_store(path, mode="r")
-    valid = store.read("valid") == 1
-    return {name: store.read(name)[valid] for name in names if name in store.group}, store.attrs
+    store.require_done(partial=partial)
+    return store.read_results(names), store.attrs
 
 
 def read_truth(path: str | Path) -> pd.DataFrame:
@@ -173,6 +181,7 @@ def evaluate_store(
     mag_band: str = "r",
     mag_edges: tuple[float, ...] = MAG_EDGES,
     zphot_edges: tuple[float, ...] = ZPHOT_EDGES,
+    partial: bool = False,
 ) -> EvaluationResult:
     """Score the store's photo-z against ``truth`` side by side with the model's baseline.
 
@@ -181,11 +190,16 @@ def evaluate_store(
     ``model_path`` attribute). The baseline sees the same objects, read from the store's
     ``input`` catalog, and draws as many samples as the store kept (100 without
     ``z_samples``). seed: of the baseline's draws and of PIT ties. mag_band: the band
-    of the magnitude bins.
+    of the magnitude bins. A store with failed or pending partitions raises
+    ``io.store.NotDoneError`` naming them, unless ``partial``: then the done partitions are
+    scored and ``info["n_left_out"]`` counts the objects left out.
     """
     from specdiff_catalog.models import load_model, simulation_notice
 
-    columns, attrs = read_store_columns(store, ["object_id", "flags", "z_median", "z_quantiles", "z_samples"])
+    opened = open_store(store, mode="r")
+    left_out = opened.require_done(partial=partial)
+    columns = opened.read_results(["object_id", "flags", "z_median", "z_quantiles", "z_samples"])
+    attrs = opened.attrs
     truth_table = read_truth(truth)
     model_dir = Path(model) if model is not None else Path(attrs["model_path"])
     loaded = load_model(model_dir, notice=False)  # the note is part of the printed report
@@ -248,6 +262,7 @@ def evaluate_store(
         "n_store": len(store_frame),
         "n_truth": len(truth_table),
         "n_matched": len(joined),
+        "n_left_out": left_out,
         "seed": seed,
         "simulated_note": simulation_notice(loaded.config, model_dir),
     }

@@ -332,19 +332,21 @@ def evaluation_report(
     spectra_truth: str | Path | None = None,
     max_spectra: int | None = None,
     seed: int = defaults.SEED,
+    partial: bool = False,
 ) -> tuple[Any, Report]:
     """``evaluate --report``: the photo-z evaluation of ``store`` against ``truth`` and, with
     ``desi`` (a directory of coadd files), the spectral validation with the store's model
     (``spectra_truth``: the mock truth directory; default: the directory of ``truth`` when it
     holds spectroscopic.parquet). The spectra are predicted with the model that wrote the
-    store (``model`` only chooses the baseline). Returns the EvaluationResult and the Report."""
+    store (``model`` only chooses the baseline); ``partial``: as ``evaluate_store``'s. Returns the
+    EvaluationResult and the Report."""
     from specdiff_catalog.io.store import open_store
     from specdiff_catalog.models import load_model
     from specdiff_catalog.reconstruct import store_model_dir
     from specdiff_catalog.report.evaluate import evaluate_store
     from specdiff_catalog.report.spectral_validation import validate_spectra
 
-    evaluation = evaluate_store(store, truth, model, seed=seed)
+    evaluation = evaluate_store(store, truth, model, seed=seed, partial=partial)
     spectra = None
     if desi is not None:
         if spectra_truth is None and (Path(truth).parent / "spectroscopic.parquet").is_file():

@@ -8,7 +8,9 @@ clipped at z = 0 (a redshift PDF has no support below 0) unless the stored quant
 themselves are below 0. Ancillary columns: ``id``
 (object id), ``zmedian``, ``zmode``, ``zmean`` (RAIL's point-estimate names) and
 ``flags``. Only rows with a PDF are written: padding rows and objects with NaN
-quantiles (flag NO_PHOTOMETRY or SAMPLER_FAILURE) are left out and counted.
+quantiles (flag NO_PHOTOMETRY or SAMPLER_FAILURE) are left out and counted. A store
+with failed or pending partitions is refused (``io.store.NotDoneError`` naming them)
+unless ``partial``: then only the done partitions' objects are exported, and counted.
 
 HDF5 (``.hdf5``, RAIL's format) is written in row blocks through qp's chunked writer,
 so memory does not grow with the catalog; FITS and Parquet are written in one piece.
@@ -43,18 +45,25 @@ def _import_qp() -> Any:
 @dataclass
 class QpExportSummary:
     """path: the file written; n_written: PDFs in it; n_skipped: objects without a PDF
-    (not written); levels: the ensemble's quantile levels (0 and 1 included)."""
+    (not written); levels: the ensemble's quantile levels (0 and 1 included);
+    n_not_done: objects of failed or pending partitions left out (``partial`` only)."""
 
     path: Path
     n_written: int
     n_skipped: int
     levels: np.ndarray
+    n_not_done: int = 0
 
     def summary(self) -> str:
+        partial = (
+            f"; partial: {self.n_not_done} objects of failed or pending partitions left out"
+            if self.n_not_done
+            else ""
+        )
         return (
             f"{self.path}: {self.n_written} PDFs as a qp quant ensemble "
             f"({len(self.levels)} levels incl. 0 and 1);"
-            f" {self.n_skipped} objects without a PDF left out"
+            f" {self.n_skipped} objects without a PDF left out{partial}"
         )
 
 
@@ -96,13 +105,18 @@ def _ensemble(qp: Any, levels: np.ndarray, block: dict[str, np.ndarray]) -> Any:
     return ens
 
 
-def _with_pdf(block: dict[str, np.ndarray]) -> np.ndarray:
-    """(n,) bool: real rows whose quantiles are all finite."""
-    return (block["valid"] == 1) & np.isfinite(block["z_quantiles"]).all(axis=1)
+def _with_pdf(store: OutputStore, rows: slice, block: dict[str, np.ndarray]) -> np.ndarray:
+    """(n,) bool: object rows of done partitions whose quantiles are all finite."""
+    return store.result_mask(rows, block["valid"]) & np.isfinite(block["z_quantiles"]).all(axis=1)
 
 
 def export_qp(
-    store_path: str | Path, out: str | Path, *, block_rows: int | None = None, overwrite: bool = False
+    store_path: str | Path,
+    out: str | Path,
+    *,
+    block_rows: int | None = None,
+    overwrite: bool = False,
+    partial: bool = False,
 ) -> QpExportSummary:
     """Write the PDFs of an output store as a qp quant ensemble to ``out`` (.hdf5, .fits or .pq).
 
@@ -121,11 +135,12 @@ def export_qp(
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     qp = _import_qp()
     store = open_store(store_path, mode="r")
+    n_not_done = store.require_done(partial=partial)
     levels = store.read("quantile")
     n_rows = n_written = 0
-    for _, block in store.blocks(["valid", "z_quantiles"], block_rows):
-        n_rows += int((block["valid"] == 1).sum())
-        n_written += int(_with_pdf(block).sum())
+    for rows, block in store.blocks(["valid", "z_quantiles"], block_rows):
+        n_rows += int(store.result_mask(rows, block["valid"]).sum())
+        n_written += int(_with_pdf(store, rows, block).sum())
     if n_written == 0:
         raise ValueError(f"{store_path}: no object has a PDF (no finite quantiles); nothing to export")
     if out.exists():
@@ -135,7 +150,8 @@ def export_qp(
         _write_hdf5_chunks(qp, store, levels, out, n_written, block_rows)
     else:
         parts = [
-            {k: v[_with_pdf(b)] for k, v in b.items()} for _, b in store.blocks(STORE_COLUMNS, block_rows)
+            {k: v[_with_pdf(store, rows, b)] for k, v in b.items()}
+            for rows, b in store.blocks(STORE_COLUMNS, block_rows)
         ]
         whole = {k: np.concatenate([p[k] for p in parts]) for k in STORE_COLUMNS}
         _ensemble(qp, levels, whole).write_to(str(out))
@@ -144,6 +160,7 @@ def export_qp(
         n_written=n_written,
         n_skipped=n_rows - n_written,
         levels=padded_quantiles(levels, np.zeros((0, levels.size)))[0],
+        n_not_done=n_not_done,
     )
 
 
@@ -154,8 +171,8 @@ def _write_hdf5_chunks(
     groups = handle = ens = None
     start = 0
     try:
-        for _, block in store.blocks(STORE_COLUMNS, block_rows):
-            keep = _with_pdf(block)
+        for rows, block in store.blocks(STORE_COLUMNS, block_rows):
+            keep = _with_pdf(store, rows, block)
             if not keep.any():
                 continue
             ens = _ensemble(qp, levels, {k: v[keep] for k, v in block.items()})
