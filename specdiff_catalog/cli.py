@@ -245,8 +245,16 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="photo-z PDFs and spectral latents for every object of a catalog, on Dask")
     p.add_argument(
         "--input",
-        type=Path,
-        help="HATS catalog or directory of Parquet files (default: the bundled demo catalog)",
+        metavar="CATALOG",
+        help="HATS catalog or collection, directory of Parquet files or one Parquet file: a path or "
+        "an fsspec URL (file://, s3://, gs://, https://, ...) (default: the bundled demo catalog)",
+    )
+    p.add_argument(
+        "--storage-options",
+        type=_json_object,
+        metavar="JSON",
+        help="options of the input URL's filesystem, a JSON object, e.g. '{\"anon\": true}' for a public "
+        "S3 bucket (passed to fsspec; not recorded in the store)",
     )
     p.add_argument("--out", required=True, type=Path, help="output Zarr store (re-running resumes it)")
     p.add_argument(
@@ -328,6 +336,18 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from err
 
 
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"not a JSON object: {text!r}")
+    return value
+
+
 def _run(args: argparse.Namespace) -> int:
     from specdiff_catalog.pipeline.cluster import ClusterConfig, SlurmOptions
     from specdiff_catalog.pipeline.run import RunOptions, run_catalog
@@ -373,6 +393,7 @@ def _run(args: argparse.Namespace) -> int:
         retries=args.retries,
         shard_rows=args.shard_rows,
         progress=not args.no_progress,
+        storage_options=args.storage_options,
     )
     print(report.summary())
     return 1 if report.failed else 0
