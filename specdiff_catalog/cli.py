@@ -261,8 +261,16 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="photo-z PDFs and spectral latents for every object of a catalog, on Dask")
     p.add_argument(
         "--input",
-        type=Path,
-        help="HATS catalog or directory of Parquet files (default: the bundled demo catalog)",
+        metavar="CATALOG",
+        help="HATS catalog or collection, directory of Parquet files or one Parquet file: a path or "
+        "an fsspec URL (file://, s3://, gs://, https://, ...) (default: the bundled demo catalog)",
+    )
+    p.add_argument(
+        "--storage-options",
+        type=_json_object,
+        metavar="JSON",
+        help="options of the input URL's filesystem, a JSON object, e.g. '{\"anon\": true}' for a public "
+        "S3 bucket (passed to fsspec; not recorded in the store)",
     )
     p.add_argument(
         "--out",
@@ -411,7 +419,8 @@ def _run(args: argparse.Namespace) -> int:
         retries=args.retries,
         shard_rows=args.shard_rows,
         progress=not args.no_progress,
-        storage_options=args.out_storage_options,
+        storage_options=args.storage_options,
+        out_storage_options=args.out_storage_options,
     )
     print(report.summary())
     return 1 if report.failed else 0

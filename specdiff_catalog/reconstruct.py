@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from specdiff_catalog.models.store import ModelConfig
 
 REDSHIFTS = ("median", "mode")
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 OBSERVED_GRIDS = ("desi", "model")
 
 
@@ -51,6 +52,14 @@ class ObjectSelection:
             raise ValueError(f"row range must be START:STOP with 0 <= START < STOP, got {self.rows}")
         if self.random is not None and self.random < 1:
             raise ValueError(f"random sample size must be >= 1, got {self.random}")
+        if self.ids is not None and not self.ids:
+            raise ValueError("ids= names no object id")
+        outside = [i for i in self.ids or () if not _INT64_MIN <= i <= _INT64_MAX]
+        if outside:
+            raise ValueError(
+                f"object id(s) {', '.join(map(str, outside[:5]))} outside the int64 range of the store's "
+                "object_id (-2^63 .. 2^63 - 1): no object has them"
+            )
 
     @classmethod
     def parse(cls, text: str, seed: int = defaults.SEED) -> ObjectSelection:
@@ -76,7 +85,7 @@ def select_rows(store: OutputStore, selection: ObjectSelection) -> np.ndarray:
     (padding rows and rows of failed or pending partitions are never selected).
 
     ids: in the order given; an id that is not in the store is a ValueError naming it.
-    rows / random: in store order.
+    rows / random: in store order; a row range past the last written object is a ValueError.
     """
     if selection.ids is not None:
         wanted = np.asarray(selection.ids, dtype=np.int64)
@@ -97,9 +106,15 @@ def select_rows(store: OutputStore, selection: ObjectSelection) -> np.ndarray:
                 f"{', '.join(map(str, missing[:10]))}{' ...' if missing.size > 10 else ''}"
             )
         return found
-    if selection.rows is not None:
-        return _written_rows(store, np.arange(*selection.rows))
     n_written = sum(int(store.result_mask(r, b["valid"]).sum()) for r, b in store.blocks(["valid"]))
+    if selection.rows is not None:
+        start, stop = selection.rows
+        if stop > n_written:
+            raise ValueError(
+                f"{store.path}: rows={start}:{stop} goes past the end: the store has {n_written} written "
+                f"objects (rows 0:{n_written})"
+            )
+        return _written_rows(store, np.arange(start, stop))
     rng = np.random.default_rng(selection.seed)
     return _written_rows(
         store, np.sort(rng.choice(n_written, size=min(selection.random or 0, n_written), replace=False))

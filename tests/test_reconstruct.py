@@ -153,3 +153,21 @@ def test_cli_spectra(model_and_store, tmp_path, capsys):
         assert hdul["OBS_WAVELENGTH"].data.size == WAVE.size and len(hdul["OBJECTS"].data) == 5
     assert main(["spectra", "--pz", str(path), "--select", "ids=77", "--out", str(tmp_path / "x.fits")]) == 2
     assert "not in the store: 77" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("select", "message"),
+    [
+        (f"ids=1000,{2**63}", f"object id(s) {2**63} outside the int64 range"),  # was an OverflowError
+        ("rows=150:400", "rows=150:400 goes past the end: the store has 180 written objects (rows 0:180)"),
+        ("rows=180:190", "rows=180:190 goes past the end"),  # was an empty file with exit 0
+        ("ids=", "ids= names no object id"),
+    ],
+)
+def test_spectra_selection_errors_are_one_line(model_and_store, tmp_path, capsys, select, message):
+    _, path = model_and_store
+    out = tmp_path / "s.fits"
+    assert main(["spectra", "--pz", str(path), "--select", select, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()

@@ -168,3 +168,23 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     # the figures are drawn: most 500-pixel bands of the page hold dark (plotted) pixels
     bands = [(image[i : i + 500] < 128).mean() for i in range(0, 9000, 500)]
     assert sum(b > 0.005 for b in bands) >= 14, bands
+
+
+def test_evaluate_without_matching_or_with_repeated_ids_names_the_files(
+    trained_tiny, tiny_run, tmp_path, capsys
+):
+    """It said "cannot reshape array of size 0" (no match) or failed without naming an id (repeats)."""
+    import pandas as pd
+
+    truth = pd.read_parquet(trained_tiny.truth)
+    other = tmp_path / "other_truth.parquet"
+    truth.assign(OBJECT_ID=truth["OBJECT_ID"] + (1 << 50)).to_parquet(other)
+    assert main(["evaluate", "--pz", str(tiny_run), "--truth", str(other)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"no object of {tiny_run} (400 objects) has a true redshift in {other}" in err[0]
+    repeated = tmp_path / "repeated_truth.parquet"
+    pd.concat([truth, truth.iloc[[3, 7]]]).to_parquet(repeated)
+    assert main(["evaluate", "--pz", str(tiny_run), "--truth", str(repeated)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    ids = ", ".join(str(i) for i in truth["OBJECT_ID"].iloc[[3, 7]])
+    assert len(err) == 1 and f"{repeated} (OBJECT_ID): 2 object id(s) occur more than once: {ids}" in err[0]

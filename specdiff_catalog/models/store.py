@@ -369,12 +369,27 @@ def read_tensors(
     return load_file(str(verified_path(model_dir, weights)), device=str(device))
 
 
+CATBOOST_SIGNATURE = b"CBM1"  # the first bytes of a model file in CatBoost's own format
+
+
 def read_catboost(model_dir: str | Path, weights: WeightFile) -> catboost.CatBoostRegressor:
-    """The verified CatBoost model (FlatBuffers; nothing unpickled)."""
+    """The verified CatBoost model (FlatBuffers; nothing unpickled). ModelDirectoryError, one
+    line, for a file that is not in CatBoost's format (e.g. a pickle) or that CatBoost refuses."""
     import catboost
 
+    path = verified_path(model_dir, weights)
+    with open(path, "rb") as fh:
+        head = fh.read(len(CATBOOST_SIGNATURE))
+    if head != CATBOOST_SIGNATURE:
+        what = "a Python pickle, which is never loaded" if head[:1] == b"\x80" else "no CBM1 signature"
+        raise ModelDirectoryError(f"{path}: not a CatBoost model file ({what})")
     booster = catboost.CatBoostRegressor()
-    booster.load_model(str(verified_path(model_dir, weights)), format="cbm")
+    try:
+        booster.load_model(str(path), format="cbm")
+    except catboost.CatBoostError as err:
+        raise ModelDirectoryError(
+            f"{path}: CatBoost cannot read it ({str(err).splitlines()[0][:200]})"
+        ) from err
     return booster
 
 

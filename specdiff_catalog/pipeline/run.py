@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,20 +21,13 @@ from distributed import Client, as_completed, get_worker
 from tqdm.auto import tqdm
 
 from specdiff_catalog import __version__, defaults
-from specdiff_catalog.io.catalog import (
-    Catalog,
-    Partition,
-    demo_catalog_dir,
-    object_ids,
-    open_catalog,
-    read_partition,
-    spatial_index,
-)
+from specdiff_catalog.io.catalog import Catalog, Partition, read_objects, spatial_index
 from specdiff_catalog.io.fingerprint import input_fingerprint, partition_sources
 from specdiff_catalog.io.paths import PathLike, to_upath
 from specdiff_catalog.io.store import OutputStore, StoreLayout, StoreRef, choose_shard_rows, create_store
 from specdiff_catalog.io.store_lock import store_lock
 from specdiff_catalog.pipeline.cluster import ClusterConfig, connect, dashboard_link
+from specdiff_catalog.pipeline.preflight import preflight
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -133,15 +127,14 @@ def process_partition(
     bands = model.bands
     if bands is None:
         raise ValueError(f"{model_dir}: the model has no band set (train diffusion first)")
-    id_columns = [options.id_column] if options.id_column else []
     try:
-        table = read_partition(
+        table, ids = read_objects(
             partition,
-            [c for b in bands.bands for c in (b.flux, b.ivar)] + id_columns,
+            [c for b in bands.bands for c in (b.flux, b.ivar)],
             optional=[b.mw_transmission for b in bands.bands]
-            + [bands.ebv_column, "RA", "DEC", "_healpix_29", "OBJECT_ID", "RELEASE", "BRICKID", "OBJID"],
+            + [bands.ebv_column, "RA", "DEC", "_healpix_29"],
+            id_column=options.id_column,
         )
-        ids = object_ids(table, options.id_column, where=str(partition.path))
     except (OSError, ValueError) as err:
         message = str(err).splitlines()[0]
         store.mark_failed(partition.index, message)
@@ -196,7 +189,7 @@ def _gpu_resources(client: Client) -> dict[str, int] | None:
 
 
 def run_catalog(
-    input_path: str | Path | None,
+    input_path: PathLike | None,
     out: PathLike,
     model_dir: str | Path | None,
     options: RunOptions | None = None,
@@ -207,35 +200,35 @@ def run_catalog(
     retries: int = 2,
     shard_rows: int | None = None,
     progress: bool = True,
-    storage_options: dict[str, Any] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    out_storage_options: Mapping[str, Any] | None = None,
 ) -> RunReport:
     """Photo-z PDF summaries and latents for every object of ``input_path`` into ``out``.
 
     input_path None: the bundled demo catalog; model_dir None: the bundled default model
     (trained on simulations, which is printed to stderr); options, cluster None: their defaults.
+    storage_options: for the input's fsspec filesystem (an s3://, gs://, https:// ... URL).
+    Options, model and the catalog's schema are checked first (``preflight``), before any
+    worker or store exists.
 
-    out: a local path or an fsspec URL (``storage_options`` for its filesystem).
+    out: a local path or an fsspec URL (``out_storage_options`` for its filesystem).
     Re-running on an existing store resumes: finished partitions are skipped; a store
     made for another input, model or options is refused (``overwrite`` starts over). The
     store's lock (``io.store_lock``) is held for the whole run: a second run on the same
     ``out`` is refused. A store replaced under the run makes it fail (StoreReplacedError).
     """
     from specdiff_catalog.models import simulation_notice
-    from specdiff_catalog.models.store import ModelDirectoryError, default_model_dir, model_id, read_config
+    from specdiff_catalog.models.store import model_id
 
-    out = to_upath(out, storage_options)  # PathError for an unusable URL, before anything happens
+    out = to_upath(out, out_storage_options)  # PathError for an unusable URL, before anything happens
     options = options or RunOptions()
     cluster = cluster or ClusterConfig()
-    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
-    config = read_config(model_dir)
+    checked = preflight(input_path, model_dir, options, cluster, storage_options=storage_options)
+    catalog, model_dir, config = checked.catalog, checked.model_dir, checked.config
+    assert config.diffusion is not None  # preflight refuses a model without one
     notice = simulation_notice(config, model_dir)
     if notice:
         print(notice, file=sys.stderr, flush=True)
-    if config.diffusion is None:
-        raise ModelDirectoryError(
-            f"{model_dir}: the model has no diffusion component (train diffusion first)"
-        )
-    catalog = open_catalog(input_path if input_path is not None else demo_catalog_dir())
     sha = model_id(model_dir)
     layout = StoreLayout(
         quantiles=options.quantiles,

@@ -22,7 +22,7 @@ import pandas as pd
 from specdiff_catalog import defaults
 from specdiff_catalog.bands import resolve_columns
 from specdiff_catalog.features import photometric_features
-from specdiff_catalog.io.catalog import object_ids, open_catalog, read_partition
+from specdiff_catalog.io.catalog import open_catalog, read_objects
 from specdiff_catalog.io.store import open_store
 from specdiff_catalog.metrics import crps, photoz_table, pit
 
@@ -143,19 +143,21 @@ def read_truth(path: str | Path) -> pd.DataFrame:
 def read_catalog_photometry(catalog_path: str | Path, bands, id_column: str | None = None) -> pd.DataFrame:
     """Every row of a catalog: the band set's columns plus ``object_id`` (as ``run`` computes it)."""
     catalog = open_catalog(catalog_path)
-    required = [c for b in bands.bands for c in (b.flux, b.ivar)] + ([id_column] if id_column else [])
-    optional = [b.mw_transmission for b in bands.bands] + [
-        bands.ebv_column,
-        "OBJECT_ID",
-        "RELEASE",
-        "BRICKID",
-        "OBJID",
-    ]
+    required = [c for b in bands.bands for c in (b.flux, b.ivar)]
+    optional = [b.mw_transmission for b in bands.bands] + [bands.ebv_column]
     frames = []
     for partition in catalog.partitions:
-        table = read_partition(partition, required, optional=optional)
-        frames.append(table.assign(object_id=object_ids(table, id_column, where=str(partition.path))))
+        table, ids = read_objects(partition, required, optional=optional, id_column=id_column)
+        frames.append(table.assign(object_id=ids))
     return pd.concat(frames, ignore_index=True)
+
+
+def _check_unique_ids(ids: pd.Series, where: str) -> None:
+    """ValueError naming the ids that occur more than once in ``where``."""
+    repeated = ids[ids.duplicated()].unique()
+    if repeated.size:
+        shown = ", ".join(map(str, repeated[:5])) + (" ..." if repeated.size > 5 else "")
+        raise ValueError(f"{where}: {repeated.size} object id(s) occur more than once: {shown}")
 
 
 def quantile_draws(levels: np.ndarray, quantiles: np.ndarray, n: int = QUANTILE_DRAWS) -> np.ndarray:
@@ -214,9 +216,17 @@ def evaluate_store(
     store_frame = pd.DataFrame(
         {"object_id": columns["object_id"], "row": np.arange(len(columns["object_id"]))}
     )
+    _check_unique_ids(store_frame["object_id"], f"{store} (object_id)")
+    _check_unique_ids(truth_table["object_id"], f"{truth} (OBJECT_ID)")
     joined = store_frame.merge(truth_table, on="object_id", how="inner", validate="one_to_one")
+    if joined.empty:
+        raise ValueError(
+            f"no object of {store} ({len(store_frame)} objects) has a true redshift in {truth} "
+            f"({len(truth_table)} rows): their object ids do not match (is it the truth of that catalog?)"
+        )
     rows = joined["row"].to_numpy()
     photometry = read_catalog_photometry(attrs["input"], bands, (attrs.get("config") or {}).get("id_column"))
+    _check_unique_ids(photometry["object_id"], f"{attrs['input']} (the store's input catalog)")
     photometry = joined[["object_id"]].merge(photometry, on="object_id", how="left", validate="one_to_one")
     features = photometric_features(photometry, bands)
     z_true = joined["z_true"].to_numpy()
