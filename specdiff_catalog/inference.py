@@ -18,7 +18,7 @@ import torch
 
 from specdiff_catalog import defaults
 from specdiff_catalog.features import photometric_features
-from specdiff_catalog.flags import Flag
+from specdiff_catalog.flags import Flag, flag_where
 from specdiff_catalog.io.columns import POSITION_COLUMNS, output_columns
 from specdiff_catalog.models.sampling import sample
 from specdiff_catalog.summaries import summarize
@@ -56,7 +56,7 @@ def domain_flags(model: DiffusionModel, values: np.ndarray, missing: np.ndarray)
         pulls = np.abs((values - std.feature_mean) / std.feature_std)
     uses_missing = (missing.astype(np.float32) @ std.feature_bands.T.astype(np.float32)) > 0
     outside = np.where(uses_missing | ~np.isfinite(pulls), False, pulls > DOMAIN_SIGMA).any(axis=1)
-    return np.where(outside, np.uint16(Flag.OUTSIDE_TRAINING_DOMAIN), np.uint16(0)).astype(np.uint16)
+    return flag_where(outside, Flag.OUTSIDE_TRAINING_DOMAIN)
 
 
 def predict(
@@ -104,8 +104,10 @@ def predict(
             z_use, latent_use = (t.numpy() for t in diffusion.to_physical(x))
         z[usable], latent[usable] = z_use, latent_use
     failed = usable & ~(np.isfinite(z).all(axis=1) & np.isfinite(latent).all(axis=(1, 2)))
-    flags = flags | np.where(failed, np.uint16(Flag.SAMPLER_FAILURE), np.uint16(0)).astype(np.uint16)
     z[failed], latent[failed] = np.nan, np.nan
+    negative = (z < 0).any(axis=1)  # only transforms without positive support (log1p) give z < 0
+    z[z < 0] = 0.0
+    flags = flags | flag_where(failed, Flag.SAMPLER_FAILURE) | flag_where(negative, Flag.Z_CLIPPED)
     summaries = summarize(z, latent if dim else None, quantiles)
     return Prediction(object_id=ids, z_samples=z, latent_samples=latent, summaries=summaries, flags=flags)
 

@@ -354,7 +354,7 @@ def train_diffusion(
         if not trainset.has_spectra:
             raise ValueError(f"{data}: this training set has no spectra; use --no-spectra (photo-z only)")
         latent = encode_trainset(trainset, model_dir)
-    prepared = prepare_data(trainset, latent)
+    prepared = prepare_data(trainset, latent, model_config.z_transform)
     torch.manual_seed(train_config.seed)
     trainee = DiffusionTrainee(DiffusionModel(model_config, prepared.standardisation), model_config.ema_decay)
     task = DiffusionTask(prepared.train, prepared.val, prepared.standardisation, trainset.bandset, flux_noise)
