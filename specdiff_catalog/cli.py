@@ -68,7 +68,12 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     )
     z_min, z_max = defaults.TRAINING_Z_RANGE
     p.add_argument("--z-min", type=float, default=z_min, help=f"lowest redshift kept (default {z_min:g})")
-    p.add_argument("--z-max", type=float, default=z_max, help=f"highest redshift kept (default {z_max:g})")
+    p.add_argument(
+        "--z-max",
+        type=float,
+        default=z_max,
+        help="redshifts kept are below this (default: no upper cut, every good GALAXY redshift)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing training set")
     p.set_defaults(handler=_prepare)
 
@@ -85,6 +90,8 @@ def _prepare(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     print(report.summary())
+    for warning in report.warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
     return 1 if report.failed_files else 0
 
 

@@ -38,5 +38,9 @@ QUANTILES: tuple[float, ...] = (0.025, 0.05, 0.16, 0.25, 0.5, 0.75, 0.84, 0.95, 
 PRESET = "small"
 """Model preset of every ``train`` job."""
 
-TRAINING_Z_RANGE: tuple[float, float] = (0.0, 0.8)
-"""Redshifts ``prepare`` keeps by default: z_min <= Z < z_max."""
+TRAINING_Z_RANGE: tuple[float, float | None] = (0.0, None)
+"""Redshifts ``prepare`` keeps by default: z_min <= Z < z_max, None: no upper cut. Every GALAXY
+with a good redshift is kept (DESI's reach 0 < z < ~1.7); z < 0 is not a galaxy redshift."""
+
+CUT_WARNING_FRACTION = 0.03
+"""``prepare`` warns (stderr and trainset.json) when one cut removes more than this fraction."""
