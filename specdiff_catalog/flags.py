@@ -23,13 +23,25 @@ class Flag(enum.IntFlag):
     SAMPLER_FAILURE = 1 << 6  # non-finite samples from the sampler
     UNPHYSICAL_INPUT = 1 << 7  # a band beyond features.INPUT_LIMITS (absurd flux or S/N): not used
     Z_CLIPPED = 1 << 8  # some redshift samples came out < 0 and were set to 0 (log1p models)
+    LOW_COVERAGE = 1 << 9  # coverage score below the model's threshold: the training set
+    #                        barely populates the object's region of feature space
+    PHOTOMETRY_NOT_REPRODUCED = 1 << 10  # posterior-predictive check failed: spectra decoded from
+    #                                      the object's draws do not reproduce its fluxes
     PADDING = 1 << 15  # a padding row of the output store (valid = 0)
 
     @classmethod
     def untrusted(cls) -> Flag:
         """The bits that say an object's PDF and spectrum cannot be taken at face value: no
-        usable photometry, unphysical input, outside the training domain, a sampler failure."""
-        return cls.NO_PHOTOMETRY | cls.UNPHYSICAL_INPUT | cls.OUTSIDE_TRAINING_DOMAIN | cls.SAMPLER_FAILURE
+        usable photometry, unphysical input, outside the training domain or its coverage,
+        a sampler failure, or photometry the model does not reproduce."""
+        return (
+            cls.NO_PHOTOMETRY
+            | cls.UNPHYSICAL_INPUT
+            | cls.OUTSIDE_TRAINING_DOMAIN
+            | cls.LOW_COVERAGE
+            | cls.SAMPLER_FAILURE
+            | cls.PHOTOMETRY_NOT_REPRODUCED
+        )
 
 
 def describe(flags: np.ndarray) -> dict[str, int]:

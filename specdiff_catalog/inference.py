@@ -9,6 +9,7 @@ Rows are never dropped: objects without usable photometry get NaN outputs and fl
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,10 +18,13 @@ import numpy as np
 import torch
 
 from specdiff_catalog import defaults
-from specdiff_catalog.features import photometric_features
+from specdiff_catalog.bands import BandSet
+from specdiff_catalog.features import deredden, photometric_features
 from specdiff_catalog.flags import Flag, flag_where
 from specdiff_catalog.io.columns import POSITION_COLUMNS, output_columns
+from specdiff_catalog.models.autoencoder import SpectrumAutoencoder
 from specdiff_catalog.models.sampling import sample
+from specdiff_catalog.ppc import PhotometryCheck
 from specdiff_catalog.summaries import summarize
 
 if TYPE_CHECKING:
@@ -39,7 +43,9 @@ class Prediction:
     z_samples: (N, K) redshift samples (NaN rows where no PDF could be given);
     latent_samples: (N, K, S) spectral latents (S = 0 for a photo-z-only model);
     summaries: ``summaries.summarize`` output (z_quantiles (N, Q), z_median, ...);
-    flags: (N,) uint16 ``Flag`` bits.
+    flags: (N,) uint16 ``Flag`` bits; checks: the per-object checks of the model, (N,)
+    each: ``coverage`` (the training-set coverage score, NaN without a coverage section) and,
+    for a model with spectra, ``ppc_chi2``, ``ppc_dof``, ``ppc_pvalue`` (``ppc``).
     """
 
     object_id: np.ndarray
@@ -47,6 +53,7 @@ class Prediction:
     latent_samples: np.ndarray
     summaries: dict[str, np.ndarray]
     flags: np.ndarray
+    checks: dict[str, np.ndarray]
 
 
 def domain_flags(model: DiffusionModel, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
@@ -85,6 +92,10 @@ def predict(
     n = len(feats.flags)
     ids = np.arange(n, dtype=np.int64) if object_ids is None else np.asarray(object_ids, dtype=np.int64)
     flags = feats.flags | domain_flags(diffusion, feats.values, feats.missing)
+    coverage = np.full(n, np.nan, dtype=np.float32)
+    if model.coverage is not None:
+        coverage = model.coverage.score(feats.values, feats.missing)
+        flags |= flag_where(model.coverage.low(coverage), Flag.LOW_COVERAGE)
     usable = (flags & np.uint16(Flag.NO_PHOTOMETRY)) == 0
     dim = diffusion.standardisation.latent_dim
     z = np.full((n, n_samples), np.nan, dtype=np.float32)
@@ -109,7 +120,30 @@ def predict(
     z[z < 0] = 0.0
     flags = flags | flag_where(failed, Flag.SAMPLER_FAILURE) | flag_where(negative, Flag.Z_CLIPPED)
     summaries = summarize(z, latent if dim else None, quantiles)
-    return Prediction(object_id=ids, z_samples=z, latent_samples=latent, summaries=summaries, flags=flags)
+    checks = {"coverage": coverage}
+    if dim and model.autoencoder is not None:
+        result = _photometry_check(model.autoencoder, bands)(deredden(table, bands), z, latent)
+        checks |= {"ppc_chi2": result.chi2, "ppc_dof": result.dof, "ppc_pvalue": result.pvalue}
+        with np.errstate(invalid="ignore"):
+            flags = flags | flag_where(result.pvalue < defaults.PPC_PVALUE, Flag.PHOTOMETRY_NOT_REPRODUCED)
+    return Prediction(
+        object_id=ids,
+        z_samples=z,
+        latent_samples=latent,
+        summaries=summaries,
+        flags=flags,
+        checks=checks,
+    )
+
+
+_CHECKS: weakref.WeakKeyDictionary[SpectrumAutoencoder, PhotometryCheck] = weakref.WeakKeyDictionary()
+
+
+def _photometry_check(autoencoder: SpectrumAutoencoder, bands: BandSet) -> PhotometryCheck:
+    """The posterior-predictive check of a loaded autoencoder, built once (filter grids)."""
+    if autoencoder not in _CHECKS:
+        _CHECKS[autoencoder] = PhotometryCheck(autoencoder, bands)
+    return _CHECKS[autoencoder]
 
 
 def predict_columns(
@@ -154,7 +188,12 @@ def predict_columns(
             steps=steps,
             quantiles=quantiles,
         )
-        values = {"flags": pred.flags, "z_samples": pred.z_samples[:, :save_samples], **pred.summaries}
+        values = {
+            "flags": pred.flags,
+            "z_samples": pred.z_samples[:, :save_samples],
+            **pred.summaries,
+            **pred.checks,
+        }
         parts.append({name: values[name].astype(column.dtype) for name, column in spec.items()})
     return {name: np.concatenate([p[name] for p in parts]) for name in spec}
 

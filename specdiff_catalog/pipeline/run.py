@@ -83,6 +83,7 @@ class RunReport:
     failed: dict[int, str] = field(default_factory=dict)
     n_objects: int = 0
     seconds: float = 0.0
+    checks: dict[str, int] = field(default_factory=dict)  # objects written, and per CHECKED flag
 
     def summary(self) -> str:
         rate = self.n_objects / self.seconds if self.seconds else 0.0
@@ -92,7 +93,47 @@ class RunReport:
             f"{self.seconds:.1f} s ({rate:.0f} objects/s)"
         ]
         lines += [f"  failed partition {i}: {msg}" for i, msg in sorted(self.failed.items())]
+        total = self.checks.get("written", 0)
+        for name, (expected, meaning, absent) in CHECKED.items():
+            if name not in self.checks:
+                lines.append(f"{name}: not checked, {absent}")
+            elif total:
+                share = self.checks[name] / total
+                loud = "WARNING: " if share > expected else ""
+                lines.append(
+                    f"{loud}{self.checks[name]} of {total} objects ({100 * share:.1f}%) {meaning} ({name})"
+                )
         return "\n".join(lines)
+
+
+CHECKED = {
+    "LOW_COVERAGE": (
+        0.02,
+        "lie outside the training set's coverage: their PDFs and spectra extrapolate (docs/coverage.md)",
+        "the model has no coverage section (add one: specdiff-catalog train coverage --model MODEL)",
+    ),
+}
+"""Flags ``run`` counts over the whole store at its end: name -> (the share above which the
+line starts with WARNING, what it means, why a model may not check it). ~1% of objects
+drawn like the training set are LOW_COVERAGE by construction."""
+
+
+def _checked(config: ModelConfig) -> list[str]:
+    """The CHECKED flags this model can set."""
+    return ["LOW_COVERAGE"] if config.coverage is not None else []
+
+
+def _count_checks(store: OutputStore, names: list[str]) -> dict[str, int]:
+    """Objects written and, for each flag of ``names``, how many carry it (read block by block)."""
+    from specdiff_catalog.flags import Flag
+
+    counts = dict.fromkeys(["written", *names], 0)
+    for _, block in store.blocks(["valid", "flags"]):
+        written = block["valid"] == 1
+        counts["written"] += int(written.sum())
+        for name in names:
+            counts[name] += int((written & ((block["flags"] & Flag[name]) != 0)).sum())
+    return counts
 
 
 def shard_rows_for(catalog: Catalog) -> int:
@@ -264,6 +305,7 @@ def run_catalog(
             progress=progress,
         )
     report.seconds = time.perf_counter() - start
+    report.checks = _count_checks(store, _checked(config))
     store.set_attrs(
         {
             "last_run": {
