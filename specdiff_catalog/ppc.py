@@ -36,11 +36,13 @@ SPECTRA_CHUNK = 4096  # decoded spectra per block: 4096 x ~4,000 rest pixels x 4
 @dataclass
 class CheckResult:
     """chi2: (N,) mean chi^2 over the draws; dof: (N,) int8 degrees of freedom (0: not checked,
-    fewer than two usable bands); pvalue: (N,) posterior-predictive p-value (NaN unchecked)."""
+    fewer than two usable bands); pvalue: (N,) posterior-predictive p-value (NaN unchecked);
+    chi2_draws: (N, M) the chi^2 of each draw (each follows chi^2_dof if the model is right)."""
 
     chi2: np.ndarray
     dof: np.ndarray
     pvalue: np.ndarray
+    chi2_draws: np.ndarray
 
 
 def coverable_bands(autoencoder: SpectrumAutoencoder, synth: SyntheticPhotometry) -> np.ndarray:
@@ -124,4 +126,5 @@ class PhotometryCheck:
             chi2=np.where(checked, chi2.mean(axis=1), np.nan).astype(np.float32),
             dof=np.where(checked, dof, 0).astype(np.int8),
             pvalue=np.where(checked, pvalue, np.nan).astype(np.float32),
+            chi2_draws=np.where(checked[:, None], chi2, np.nan).astype(np.float32),
         )

@@ -84,8 +84,8 @@ def kth_distance(query: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray
 class CoverageModel:
     """The reference and calibration samples, in standardised feature space, and the score.
 
-    reference: (R, F) float32, calibration: (C, F) float32 standardised features (NaN where a
-    band is missing); feature_mean, feature_std: (F,); feature_bands: (F, B) bool.
+    reference: (R, F), calibration: (C, F) standardised features (NaN where a band is missing;
+    float32 in memory, float16 on disk); feature_mean, feature_std: (F,); feature_bands: (F, B) bool.
     """
 
     def __init__(
@@ -125,12 +125,14 @@ class CoverageModel:
         return model
 
     def state(self) -> dict[str, torch.Tensor]:
-        """The tensors of coverage.safetensors."""
+        """The tensors of coverage.safetensors. The samples are stored as float16: 3 significant
+        digits of a standardised feature (1e-3 of a training standard deviation) are far below
+        the photometric noise, and half the size keeps a 20,000-object reference at 0.6 MB."""
         import torch
 
         return {
-            "reference": torch.as_tensor(self.reference),
-            "calibration": torch.as_tensor(self.calibration),
+            "reference": torch.as_tensor(self.reference.astype(np.float16)),
+            "calibration": torch.as_tensor(self.calibration.astype(np.float16)),
             "feature_mean": torch.as_tensor(self.feature_mean),
             "feature_std": torch.as_tensor(self.feature_std),
             "feature_bands": torch.as_tensor(self.feature_bands.astype(np.uint8)),

@@ -112,15 +112,31 @@ CHECKED = {
         "lie outside the training set's coverage: their PDFs and spectra extrapolate (docs/coverage.md)",
         "the model has no coverage section (add one: specdiff-catalog train coverage --model MODEL)",
     ),
+    "PHOTOMETRY_NOT_REPRODUCED": (
+        0.01,
+        "have fluxes that spectra decoded from their own posterior do not reproduce (docs/coverage.md)",
+        "the model has no spectra (photo-z only)",
+    ),
 }
 """Flags ``run`` counts over the whole store at its end: name -> (the share above which the
 line starts with WARNING, what it means, why a model may not check it). ~1% of objects
-drawn like the training set are LOW_COVERAGE by construction."""
+drawn like the training set are LOW_COVERAGE by construction; far fewer should fail the
+photometry check (its p-value threshold is 0.001)."""
 
 
 def _checked(config: ModelConfig) -> list[str]:
     """The CHECKED flags this model can set."""
-    return ["LOW_COVERAGE"] if config.coverage is not None else []
+    spectra = (
+        config.diffusion is not None and config.diffusion.latent_size > 0 and config.autoencoder is not None
+    )
+    return [
+        name
+        for name, checked in (
+            ("LOW_COVERAGE", config.coverage is not None),
+            ("PHOTOMETRY_NOT_REPRODUCED", spectra),
+        )
+        if checked
+    ]
 
 
 def _count_checks(store: OutputStore, names: list[str]) -> dict[str, int]:
