@@ -39,11 +39,12 @@ from scipy import stats
 from specdiff_catalog import defaults
 from specdiff_catalog.features import deredden, photometric_features
 from specdiff_catalog.flags import Flag
-from specdiff_catalog.inference import _photometry_check, predict
+from specdiff_catalog.inference import predict
 from specdiff_catalog.io.catalog import object_ids, open_catalog, read_partition
 from specdiff_catalog.metrics import crps, photoz_table
 from specdiff_catalog.models import load_model
 from specdiff_catalog.models.sampling import sample
+from specdiff_catalog.ppc import PhotometryCheck
 
 COVERAGE_EDGES = (0.0, 0.01, 0.1, 1.0 + 1e-6)
 BATCH = 1024
@@ -113,7 +114,7 @@ def run(
         check = None
         if model.autoencoder is not None:
             start = time.perf_counter()
-            check = _photometry_check(model.autoencoder, bands)(
+            check = PhotometryCheck(model.autoencoder, bands)(
                 deredden(chunk, bands), pred.z_samples, pred.latent_samples
             )
             seconds["ppc"] += time.perf_counter() - start

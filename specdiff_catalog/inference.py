@@ -9,7 +9,6 @@ Rows are never dropped: objects without usable photometry get NaN outputs and fl
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,11 +17,9 @@ import numpy as np
 import torch
 
 from specdiff_catalog import defaults
-from specdiff_catalog.bands import BandSet
 from specdiff_catalog.features import deredden, photometric_features
 from specdiff_catalog.flags import Flag, flag_where
 from specdiff_catalog.io.columns import POSITION_COLUMNS, output_columns
-from specdiff_catalog.models.autoencoder import SpectrumAutoencoder
 from specdiff_catalog.models.sampling import sample
 from specdiff_catalog.ppc import PhotometryCheck
 from specdiff_catalog.summaries import summarize
@@ -122,7 +119,8 @@ def predict(
     summaries = summarize(z, latent if dim else None, quantiles)
     checks = {"coverage": coverage}
     if dim and model.autoencoder is not None:
-        result = _photometry_check(model.autoencoder, bands)(deredden(table, bands), z, latent)
+        # built per call: 1 ms once the band set's filter curves are loaded (cached on the BandSet)
+        result = PhotometryCheck(model.autoencoder, bands)(deredden(table, bands), z, latent)
         checks |= {"ppc_chi2": result.chi2, "ppc_dof": result.dof, "ppc_pvalue": result.pvalue}
         with np.errstate(invalid="ignore"):
             flags = flags | flag_where(result.pvalue < defaults.PPC_PVALUE, Flag.PHOTOMETRY_NOT_REPRODUCED)
@@ -134,16 +132,6 @@ def predict(
         flags=flags,
         checks=checks,
     )
-
-
-_CHECKS: weakref.WeakKeyDictionary[SpectrumAutoencoder, PhotometryCheck] = weakref.WeakKeyDictionary()
-
-
-def _photometry_check(autoencoder: SpectrumAutoencoder, bands: BandSet) -> PhotometryCheck:
-    """The posterior-predictive check of a loaded autoencoder, built once (filter grids)."""
-    if autoencoder not in _CHECKS:
-        _CHECKS[autoencoder] = PhotometryCheck(autoencoder, bands)
-    return _CHECKS[autoencoder]
 
 
 def predict_columns(
