@@ -3,6 +3,8 @@ directory round trip, the CLI and the selection effect it exists to catch (issue
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import spatial
@@ -125,3 +127,20 @@ def test_coverage_of_a_model_records_its_training_set(tmp_path, capsys):
     assert config.bands is not None and config.bands.name == "ls-grzw1w2"
     assert config.coverage.weights.file == "coverage.safetensors"
     assert feature_bands(5).shape == load_coverage(tmp_path / "m").feature_bands.shape
+
+
+def test_run_ends_with_the_share_outside_coverage_impossible_to_miss():
+    from specdiff_catalog.pipeline.run import RunReport
+
+    report = RunReport(store=Path("o.zarr"), n_partitions=3, done=3, n_objects=1000, seconds=2.0)
+    report.checks = {"written": 1000, "LOW_COVERAGE": 57}
+    lines = report.summary().splitlines()
+    assert (
+        "WARNING: 57 of 1000 objects (5.7%) lie outside the training set's coverage: their PDFs and "
+        "spectra extrapolate (docs/coverage.md) (LOW_COVERAGE)" in lines
+    )
+    assert "PHOTOMETRY_NOT_REPRODUCED: not checked, the model has no spectra (photo-z only)" in lines
+    report.checks = {"written": 1000, "LOW_COVERAGE": 9, "PHOTOMETRY_NOT_REPRODUCED": 2}
+    lines = report.summary().splitlines()
+    assert lines[1].startswith("9 of 1000 objects (0.9%) lie outside")  # ~1% is expected: no warning
+    assert lines[2].startswith("2 of 1000 objects (0.2%) have fluxes that spectra decoded")
