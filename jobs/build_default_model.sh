@@ -61,7 +61,7 @@ store.write_config(sys.argv[1], dataclasses.replace(
 run rm -rf "$DATA/default_model"
 run mkdir -p "$DATA/default_model"
 run cp "$MODEL/config.json" "$MODEL/autoencoder.safetensors" "$MODEL/diffusion.safetensors" "$MODEL/baseline.cbm" \
-    "$DATA/default_model/"
+    "$MODEL/coverage.safetensors" "$DATA/default_model/"
 
 sdc mock --out "$WORK/demo" --n-spec 1 --n-phot 2000 --seed "$DEMO_SEED" --n-rest 0 --order 3 --overwrite
 run rm -rf "$DATA/demo_catalog"

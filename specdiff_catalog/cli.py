@@ -71,7 +71,12 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     )
     z_min, z_max = defaults.TRAINING_Z_RANGE
     p.add_argument("--z-min", type=float, default=z_min, help=f"lowest redshift kept (default {z_min:g})")
-    p.add_argument("--z-max", type=float, default=z_max, help=f"highest redshift kept (default {z_max:g})")
+    p.add_argument(
+        "--z-max",
+        type=float,
+        default=z_max,
+        help="redshifts kept are below this (default: no upper cut, every good GALAXY redshift)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing training set")
     p.set_defaults(handler=_prepare)
 
@@ -88,6 +93,8 @@ def _prepare(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     print(report.summary())
+    for warning in report.warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
     return 1 if report.failed_files else 0
 
 
@@ -243,10 +250,74 @@ def _train_baseline(args: argparse.Namespace) -> None:
     )
 
 
+def _add_train_coverage(jobs: argparse._SubParsersAction) -> None:
+    p = jobs.add_parser(
+        "coverage",
+        help="add the training-set coverage score to a model (train diffusion writes one itself)",
+    )
+    p.add_argument("--model", "--out", dest="out", metavar="MODEL", required=True, type=Path)
+    p.add_argument(
+        "--data", type=Path, help="training set (default: the one the model's diffusion section records)"
+    )
+    p.add_argument(
+        "--k", type=int, default=defaults.COVERAGE_K, help=f"neighbour rank (default {defaults.COVERAGE_K})"
+    )
+    p.add_argument(
+        "--n-reference",
+        type=int,
+        default=defaults.COVERAGE_REFERENCE,
+        help=f"training objects kept with the model (default {defaults.COVERAGE_REFERENCE})",
+    )
+    p.add_argument(
+        "--n-calibration",
+        type=int,
+        default=defaults.COVERAGE_CALIBRATION,
+        help=f"validation objects that calibrate the score (default {defaults.COVERAGE_CALIBRATION})",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=defaults.COVERAGE_THRESHOLD,
+        help=f"LOW_COVERAGE below this score (default {defaults.COVERAGE_THRESHOLD}: "
+        "~1%% of training-like objects)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=defaults.SEED, help=f"subsample seed (default {defaults.SEED})"
+    )
+    p.set_defaults(handler=_train_coverage)
+
+
+def _train_coverage(args: argparse.Namespace) -> None:
+    from specdiff_catalog.models.coverage import CoverageConfig
+    from specdiff_catalog.training.coverage import train_coverage
+
+    config = CoverageConfig(
+        k=args.k,
+        n_reference=args.n_reference,
+        n_calibration=args.n_calibration,
+        threshold=args.threshold,
+        seed=args.seed,
+    )
+    section = train_coverage(args.out, args.data, config)
+    record = section.training
+    held = record.validation.get("held_out_low_fraction") if record else None
+    print(
+        f"coverage: {section.n_reference} reference and {section.n_calibration} calibration objects "
+        f"from {record.data if record else args.data}; "
+        + (
+            f"{100 * held:.2f}% of held-out training objects below {config.threshold}; "
+            if held is not None
+            else ""
+        )
+        + f"written to {args.out}"
+    )
+
+
 TRAIN_JOBS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train_autoencoder,
     _add_train_diffusion,
     _add_train_baseline,
+    _add_train_coverage,
 ]
 
 

@@ -38,5 +38,31 @@ QUANTILES: tuple[float, ...] = (0.025, 0.05, 0.16, 0.25, 0.5, 0.75, 0.84, 0.95, 
 PRESET = "small"
 """Model preset of every ``train`` job."""
 
-TRAINING_Z_RANGE: tuple[float, float] = (0.0, 0.8)
-"""Redshifts ``prepare`` keeps by default: z_min <= Z < z_max."""
+TRAINING_Z_RANGE: tuple[float, float | None] = (0.0, None)
+"""Redshifts ``prepare`` keeps by default: z_min <= Z < z_max, None: no upper cut. Every GALAXY
+with a good redshift is kept (DESI's reach 0 < z < ~1.7); z < 0 is not a galaxy redshift."""
+
+CUT_WARNING_FRACTION = 0.03
+"""``prepare`` warns (stderr and trainset.json) when one cut removes more than this fraction."""
+
+COVERAGE_K = 10
+"""The neighbour whose distance the training-set coverage score ranks (docs/coverage.md)."""
+
+COVERAGE_REFERENCE = 20000
+"""Training (train split) objects a model keeps for its coverage score."""
+
+COVERAGE_CALIBRATION = 5000
+"""Validation-split objects whose neighbour distances calibrate the coverage score."""
+
+COVERAGE_THRESHOLD = 0.01
+"""LOW_COVERAGE below this coverage score: ~1% of objects drawn like the training set."""
+
+PPC_DRAWS = 8
+"""Posterior draws per object decoded by the posterior-predictive check of the photometry."""
+
+PPC_FLUX_FLOOR = 0.03
+"""Fractional error of a predicted band flux added in quadrature in the check's chi^2: what
+the decoder, the fibre-to-total colour difference and flux calibration leave (docs/coverage.md)."""
+
+PPC_PVALUE = 0.001
+"""PHOTOMETRY_NOT_REPRODUCED below this posterior-predictive p-value."""

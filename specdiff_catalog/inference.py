@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from specdiff_catalog import defaults
-from specdiff_catalog.features import photometric_features
-from specdiff_catalog.flags import Flag
+from specdiff_catalog.features import deredden, photometric_features
+from specdiff_catalog.flags import Flag, flag_where
 from specdiff_catalog.io.columns import POSITION_COLUMNS, output_columns
 from specdiff_catalog.models.sampling import sample
+from specdiff_catalog.ppc import PhotometryCheck
 from specdiff_catalog.summaries import summarize
 
 if TYPE_CHECKING:
@@ -39,7 +40,9 @@ class Prediction:
     z_samples: (N, K) redshift samples (NaN rows where no PDF could be given);
     latent_samples: (N, K, S) spectral latents (S = 0 for a photo-z-only model);
     summaries: ``summaries.summarize`` output (z_quantiles (N, Q), z_median, ...);
-    flags: (N,) uint16 ``Flag`` bits.
+    flags: (N,) uint16 ``Flag`` bits; checks: the per-object checks of the model, (N,)
+    each: ``coverage`` (the training-set coverage score, NaN without a coverage section) and,
+    for a model with spectra, ``ppc_chi2``, ``ppc_dof``, ``ppc_pvalue`` (``ppc``).
     """
 
     object_id: np.ndarray
@@ -47,6 +50,7 @@ class Prediction:
     latent_samples: np.ndarray
     summaries: dict[str, np.ndarray]
     flags: np.ndarray
+    checks: dict[str, np.ndarray]
 
 
 def domain_flags(model: DiffusionModel, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
@@ -56,7 +60,7 @@ def domain_flags(model: DiffusionModel, values: np.ndarray, missing: np.ndarray)
         pulls = np.abs((values - std.feature_mean) / std.feature_std)
     uses_missing = (missing.astype(np.float32) @ std.feature_bands.T.astype(np.float32)) > 0
     outside = np.where(uses_missing | ~np.isfinite(pulls), False, pulls > DOMAIN_SIGMA).any(axis=1)
-    return np.where(outside, np.uint16(Flag.OUTSIDE_TRAINING_DOMAIN), np.uint16(0)).astype(np.uint16)
+    return flag_where(outside, Flag.OUTSIDE_TRAINING_DOMAIN)
 
 
 def predict(
@@ -85,6 +89,10 @@ def predict(
     n = len(feats.flags)
     ids = np.arange(n, dtype=np.int64) if object_ids is None else np.asarray(object_ids, dtype=np.int64)
     flags = feats.flags | domain_flags(diffusion, feats.values, feats.missing)
+    coverage = np.full(n, np.nan, dtype=np.float32)
+    if model.coverage is not None:
+        coverage = model.coverage.score(feats.values, feats.missing)
+        flags |= flag_where(model.coverage.low(coverage), Flag.LOW_COVERAGE)
     usable = (flags & np.uint16(Flag.NO_PHOTOMETRY)) == 0
     dim = diffusion.standardisation.latent_dim
     z = np.full((n, n_samples), np.nan, dtype=np.float32)
@@ -104,10 +112,26 @@ def predict(
             z_use, latent_use = (t.numpy() for t in diffusion.to_physical(x))
         z[usable], latent[usable] = z_use, latent_use
     failed = usable & ~(np.isfinite(z).all(axis=1) & np.isfinite(latent).all(axis=(1, 2)))
-    flags = flags | np.where(failed, np.uint16(Flag.SAMPLER_FAILURE), np.uint16(0)).astype(np.uint16)
     z[failed], latent[failed] = np.nan, np.nan
+    negative = (z < 0).any(axis=1)  # only transforms without positive support (log1p) give z < 0
+    z[z < 0] = 0.0
+    flags = flags | flag_where(failed, Flag.SAMPLER_FAILURE) | flag_where(negative, Flag.Z_CLIPPED)
     summaries = summarize(z, latent if dim else None, quantiles)
-    return Prediction(object_id=ids, z_samples=z, latent_samples=latent, summaries=summaries, flags=flags)
+    checks = {"coverage": coverage}
+    if dim and model.autoencoder is not None:
+        # built per call: 1 ms once the band set's filter curves are loaded (cached on the BandSet)
+        result = PhotometryCheck(model.autoencoder, bands)(deredden(table, bands), z, latent)
+        checks |= {"ppc_chi2": result.chi2, "ppc_dof": result.dof, "ppc_pvalue": result.pvalue}
+        with np.errstate(invalid="ignore"):
+            flags = flags | flag_where(result.pvalue < defaults.PPC_PVALUE, Flag.PHOTOMETRY_NOT_REPRODUCED)
+    return Prediction(
+        object_id=ids,
+        z_samples=z,
+        latent_samples=latent,
+        summaries=summaries,
+        flags=flags,
+        checks=checks,
+    )
 
 
 def predict_columns(
@@ -152,7 +176,12 @@ def predict_columns(
             steps=steps,
             quantiles=quantiles,
         )
-        values = {"flags": pred.flags, "z_samples": pred.z_samples[:, :save_samples], **pred.summaries}
+        values = {
+            "flags": pred.flags,
+            "z_samples": pred.z_samples[:, :save_samples],
+            **pred.summaries,
+            **pred.checks,
+        }
         parts.append({name: values[name].astype(column.dtype) for name, column in spec.items()})
     return {name: np.concatenate([p[name] for p in parts]) for name in spec}
 

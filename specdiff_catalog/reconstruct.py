@@ -8,8 +8,10 @@ redshifts each spectrum to its z_median or z_mode and resamples it onto an obser
 grid (the DESI grid by default), and measures Dn4000 (``spectral.dn4000``).
 
 Flux is F_lambda in units of its median over the rest-frame window
-``config.norm_window`` (5300-5850 A): the latent carries the shape of a spectrum, not
-its amplitude. Objects without a latent (flagged, NaN) get NaN spectra and Dn4000.
+``config.norm_window`` (5300-5850 A) of the decoded spectrum ("window" models: the
+decoder was trained in units of the observed spectrum's median there): the latent
+carries the shape of a spectrum, not its amplitude. Objects without a latent (flagged,
+NaN) get NaN spectra and Dn4000.
 """
 
 from __future__ import annotations

@@ -17,6 +17,14 @@ from specdiff_catalog import defaults
 from specdiff_catalog.io.desi import Coadd
 
 REJECTION_REASONS = ("missing_redshift", "fiberstatus", "zwarn", "spectype", "z_range")
+WHAT_TO_CHECK = {
+    "missing_redshift": "targets without a redrock row: is each coadd's redrock file complete?",
+    "fiberstatus": "COADD_FIBERSTATUS != 0: bad fibres or positioning",
+    "zwarn": "ZWARN != 0: redrock did not trust these redshifts",
+    "spectype": "SPECTYPE is not the selected one (stars, QSOs)",
+    "z_range": "Z outside the redshift range: widen --z-min / --z-max if these galaxies belong in the model",
+}
+"""Per rejection reason, what a user should look at when it removes many spectra."""
 
 
 @dataclass(frozen=True)
@@ -24,11 +32,11 @@ class SpectroSelection:
     """Which coadd spectra are kept for training (as SPENDER's DESI loader).
 
     Kept: a redrock row exists, COADD_FIBERSTATUS == 0, ZWARN == 0, SPECTYPE == spectype,
-    z_min <= Z < z_max.
+    z_min <= Z < z_max (z_max None: no upper cut; a non-finite Z is always cut).
     """
 
     z_min: float = defaults.TRAINING_Z_RANGE[0]
-    z_max: float = defaults.TRAINING_Z_RANGE[1]
+    z_max: float | None = defaults.TRAINING_Z_RANGE[1]
     spectype: str = "GALAXY"
     require_fiberstatus_ok: bool = True
     require_zwarn_zero: bool = True
@@ -88,7 +96,11 @@ def select(
             if selection.require_zwarn_zero
             else np.zeros(len(table), bool),
             "spectype": np.char.upper(table["SPECTYPE"].to_numpy().astype(str)) != selection.spectype.upper(),
-            "z_range": ~((z >= selection.z_min) & (z < selection.z_max)),
+            "z_range": ~(
+                np.isfinite(z)
+                & (z >= selection.z_min)
+                & (z < (np.inf if selection.z_max is None else selection.z_max))
+            ),
         }
     reason = np.full(len(table), "", dtype=object)
     for name in reversed(REJECTION_REASONS):  # the first failing reason wins

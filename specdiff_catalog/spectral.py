@@ -1,10 +1,10 @@
 """Spectral measurements shared by training, evaluation and reports.
 
 Vectorised numpy functions over a batch of N spectra on a grid of P pixels:
-cleaning non-finite pixels, inverse-variance-weighted rebinning, normalisation by the
-median flux in a rest-frame window, band averages of piecewise-linear spectra and the
-Dn4000 break index. Flux is F_lambda in any unit (the DESI unit is
-1e-17 erg/s/cm^2/A); wavelengths are in Angstrom.
+cleaning non-finite pixels, inverse-variance-weighted rebinning, normalisation (by the
+median flux in a rest-frame window, or by the median |flux| of the valid pixels), band
+averages of piecewise-linear spectra and the Dn4000 break index. Flux is F_lambda in any
+unit (the DESI unit is 1e-17 erg/s/cm^2/A); wavelengths are in Angstrom.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ LINE_BANDS = {
 class SpectrumFlag(enum.IntFlag):
     """Per-spectrum bits of the preprocessing (uint8). SKIP: the bits training skips."""
 
-    NORM_FALLBACK = 1 << 0  # fewer than min_pixels valid pixels in the window, or median <= 0:
-    #                         normalised by the median of all valid pixels instead
+    NORM_FALLBACK = 1 << 0  # window normalisation only: fewer than min_pixels valid pixels in the
+    #                         window, or median <= 0: normalised by the median of all valid pixels
     UNUSABLE = 1 << 1  # no valid pixel or no positive median at all: norm = 1, not usable
     NO_EXTINCTION = 1 << 2  # E(B-V) missing or not finite: not de-reddened (E(B-V) = 0 used)
 
@@ -153,6 +153,28 @@ def median_norm(
         norm[bad] = np.where(ok, fallback, 1.0)
         flags[bad] = np.where(ok, SpectrumFlag.NORM_FALLBACK, SpectrumFlag.UNUSABLE)
     return Normalisation(norm=norm.astype(np.float32), flags=flags)
+
+
+def scale_norm(flux: np.ndarray, ivar: np.ndarray) -> Normalisation:
+    """The factor each spectrum is divided by before the encoder sees it: median |flux| of its
+    valid pixels (the autoencoder's "amplitude" normalisation; its amplitude is fitted in the loss).
+
+    flux, ivar: (N, P). Exists whatever range a spectrum covers, so no spectrum falls back;
+    UNUSABLE (norm = 1) only without a valid pixel or when every valid flux is 0.
+    """
+    flux, ivar = clean(flux, ivar)
+    norm, _ = _row_median(np.abs(flux), ivar > 0)
+    bad = ~(norm > 0)
+    flags = np.where(bad, SpectrumFlag.UNUSABLE, 0).astype(np.uint8)
+    return Normalisation(norm=np.where(bad, 1.0, norm).astype(np.float32), flags=flags)
+
+
+def window_median(
+    wave: np.ndarray, flux: np.ndarray, window: tuple[float, float] = NORM_WINDOW
+) -> np.ndarray:
+    """(N,) median of spectra flux (N, L) over the pixels of wave (L,) inside [lo, hi] (NaN if none)."""
+    inside = (np.asarray(wave) >= window[0]) & (np.asarray(wave) <= window[1])
+    return _row_median(np.asarray(flux, dtype=np.float64), np.broadcast_to(inside, np.shape(flux)))[0]
 
 
 def normalise(flux: np.ndarray, ivar: np.ndarray, norm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,9 @@
 """Posterior samples -> the per-object summaries the output store holds.
 
 Every function works on a batch of N objects with K samples each and treats
-non-finite samples (NaN, inf) as absent: a row with some NaN samples is summarised
-from its finite ones, a row with none gives NaN outputs, never an exception.
+non-finite samples (NaN, inf) and absurd ones (|x| > SAMPLE_LIMIT) as absent: a row
+with some NaN samples is summarised from its finite ones, a row with none gives NaN
+outputs, never an exception.
 Definitions and tolerances are in docs/metrics.md ("Summaries").
 """
 
@@ -37,10 +38,15 @@ def check_levels(
     return levels
 
 
+SAMPLE_LIMIT = 1e30
+"""Samples with |x| above this count as absent (like NaN): every summary of the rest, even a
+standard deviation, then fits the float32 the store keeps."""
+
+
 def _finite(samples: np.ndarray) -> np.ndarray:
-    """float64 copy with every non-finite value replaced by NaN."""
+    """float64 copy with every non-finite value, and every |value| > SAMPLE_LIMIT, replaced by NaN."""
     x = np.array(samples, dtype=np.float64)
-    x[~np.isfinite(x)] = np.nan
+    x[~(np.abs(x) <= SAMPLE_LIMIT)] = np.nan
     return x
 
 
@@ -157,8 +163,9 @@ def kde_mode(
     samples: (N, K); bandwidth: (N,) (default ``kde_bandwidth``). The KDE is evaluated on
     a per-object grid of ``grid_size`` points spanning the central 99% of the samples
     plus 3 bandwidths, in one batched FFT per chunk of rows; the maximum is refined by
-    a parabola through its grid neighbours. Rows whose bandwidth is 0 (all samples
-    equal) return that value; rows without finite samples return NaN.
+    a parabola through its grid neighbours, and kept within the sample range (where the
+    exact mode lies). Rows whose bandwidth is 0 (all samples equal) return that value;
+    rows without finite samples return NaN.
     """
     x = _finite(samples)
     h = kde_bandwidth(x) if bandwidth is None else np.asarray(bandwidth, dtype=np.float64)
@@ -169,7 +176,9 @@ def kde_mode(
     for chunk in np.array_split(todo, max(1, -(-todo.size // MODE_CHUNK_ROWS))):
         if chunk.size:
             mode[chunk] = _binned_kde_argmax(x[chunk], h[chunk], start[chunk], stop[chunk], grid_size)
-    return mode
+    # a Gaussian mixture rises below its lowest and falls above its highest centre: the exact
+    # mode lies between them, and so does the estimate (the grid and the parabola may not)
+    return np.clip(mode, sample_quantiles(x, [0.0])[:, 0], sample_quantiles(x, [1.0])[:, 0])
 
 
 def conditional_latent(

@@ -26,6 +26,13 @@ def partition_columns(ids: np.ndarray, latent_size: int, seed: int, bad: int = 0
         latent[:bad] = np.nan
     flags[:bad] = Flag.NO_PHOTOMETRY | Flag.MISSING_BAND
     columns = summarize(z, latent, DEFAULT_QUANTILES)
+    checks = {"coverage": rng.uniform(0, 1, n)}
+    if latent_size:
+        checks |= {
+            "ppc_chi2": rng.chisquare(2, n),
+            "ppc_dof": np.full(n, 2),
+            "ppc_pvalue": rng.uniform(0, 1, n),
+        }
     return {
         "object_id": np.asarray(ids, np.int64),
         "_healpix_29": np.arange(n, dtype=np.int64),
@@ -33,6 +40,7 @@ def partition_columns(ids: np.ndarray, latent_size: int, seed: int, bad: int = 0
         "dec": rng.uniform(0, 10, n),
         "flags": flags,
         **columns,
+        **checks,
     }
 
 

@@ -27,7 +27,12 @@ def test_default_model_files_verify_and_fit_the_size_budget():
     model_dir = default_model_dir()
     config = read_config(model_dir)
     files = config.weight_files()
-    assert {w.file for w in files} == {"autoencoder.safetensors", "diffusion.safetensors", "baseline.cbm"}
+    assert {w.file for w in files} == {
+        "autoencoder.safetensors",
+        "diffusion.safetensors",
+        "baseline.cbm",
+        "coverage.safetensors",
+    }
     for weights in files:
         verified_path(model_dir, weights)  # raises if a sha256 differs
     size = sum(p.stat().st_size for p in model_dir.iterdir())
@@ -38,6 +43,7 @@ def test_default_model_files_verify_and_fit_the_size_budget():
 def test_default_model_loads_every_component_and_says_it_is_simulated(caplog):
     model = load_model()
     assert model.autoencoder is not None and model.diffusion is not None and model.baseline is not None
+    assert model.coverage is not None  # train coverage --model specdiff_catalog/data/default_model
     assert model.simulated and "bundled default model was trained on SIMULATED galaxies" in caplog.text
     assert model.diffusion.standardisation.latent_dim == model.autoencoder.config.latent_size
 

@@ -10,7 +10,15 @@ import torch
 from specdiff_catalog.config import ConfigError, available_presets
 from specdiff_catalog.features import feature_bands
 from specdiff_catalog.models import load_diffusion
-from specdiff_catalog.models.diffusion import CosineSchedule, DiffusionConfig, DiffusionModel, Standardisation
+from specdiff_catalog.models.diffusion import (
+    SOFTPLUS_SCALE,
+    Z_FLOOR,
+    Z_TRANSFORMS,
+    CosineSchedule,
+    DiffusionConfig,
+    DiffusionModel,
+    Standardisation,
+)
 from specdiff_catalog.models.store import (
     DiffusionSection,
     ModelConfig,
@@ -180,6 +188,28 @@ def test_standardisation_round_trip_and_fit():
     np.testing.assert_allclose(back_z.numpy(), z, rtol=2e-5, atol=2e-6)
     np.testing.assert_allclose(back_latent.numpy(), latent, rtol=1e-5, atol=2e-5)
     assert Standardisation.from_dict(std.to_dict()).to_dict() == std.to_dict()
+
+
+def test_softplus_log1p_transform_has_positive_support_and_round_trips():
+    """The new models' z transform: z = expm1(u0 softplus(t)) >= 0 for every t, linear in
+    log(1 + z) above z ~ u0 = 0.02, and the inverse of the forward map above Z_FLOOR."""
+    forward, inverse = Z_TRANSFORMS["softplus_log1p"]
+    z = np.r_[Z_FLOOR, np.geomspace(1e-3, 2.0, 200)]
+    t = forward(z)
+    assert np.isfinite(t).all() and (np.diff(t) > 0).all()
+    np.testing.assert_allclose(inverse(torch.as_tensor(t)).numpy(), z, rtol=1e-9)
+    # z <= Z_FLOOR (and z = 0, even slightly negative redrock redshifts) train at the floor
+    np.testing.assert_array_equal(forward(np.array([0.0, -0.003, Z_FLOOR])), forward(np.array([Z_FLOOR] * 3)))
+    # above z ~ u0 the transform is log(1 + z) / u0 up to exp(-log(1+z)/u0) corrections
+    assert forward(np.array([1.0]))[0] == pytest.approx(np.log(2.0) / SOFTPLUS_SCALE, abs=1e-12)
+    # every standardised value maps to z >= 0, the extremes included (float32 sampler outputs)
+    x = torch.tensor([-1e30, -1e4, -50.0, 0.0, 50.0, 1e4], dtype=torch.float32)
+    out = inverse(x)
+    assert (out[:4] >= 0).all() and out[-1] == float("inf")  # inf is caught as a sampler failure
+    assert DiffusionConfig.load("small").z_transform == "softplus_log1p"
+    assert DiffusionConfig().z_transform == "log1p"  # what a config.json written before it means
+    with pytest.raises(ConfigError, match="z_transform='sqrt'"):
+        DiffusionConfig(z_transform="sqrt")
 
 
 def test_state_round_trip_through_the_model_directory(tmp_path):

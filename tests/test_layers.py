@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "specdiff_catalog"
 # group -> layer; data walks down: a module may import a lower layer or its own group
 LAYERS = {
     "base": 0,  # defaults, config, flags, bands, hashing: configuration as data
-    "numerics": 1,  # features, spectral, summaries, metrics
+    "numerics": 1,  # features, spectral, summaries, metrics, synphot
     "io": 2,  # io/*: files at the edges
     "models": 3,  # models/*: networks, samplers, the model directory
     "selection": 3,  # which DESI spectra train a model
@@ -41,8 +41,10 @@ GROUP_OF = {
     "spectral": "numerics",
     "summaries": "numerics",
     "metrics": "numerics",
+    "synphot": "numerics",
     "selection": "selection",
     "inference": "inference",
+    "ppc": "inference",  # the posterior-predictive check of the photometry, one of predict's checks
     "reconstruct": "reconstruct",
     "cli": "cli",
 }
@@ -110,6 +112,7 @@ def test_io_imports_nothing_above_it():
         "pipeline",
         "report",
         "inference",
+        "ppc",
         "reconstruct",
         "mock",
         "selection",

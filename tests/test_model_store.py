@@ -90,13 +90,15 @@ def test_invalid_configs_are_named(tmp_path):
 
 
 def test_version_1_is_migrated_to_the_bundled_version_2(tmp_path):
-    """The bundled config.json is the v1 file migrated (paths made repository-relative): a v1
-    directory with the same weights loads the same model."""
+    """The bundled config.json is the v1 file migrated (paths made repository-relative) plus a
+    coverage section (``train coverage``, which v1 did not have): a v1 directory with the
+    same weights loads the same model."""
     for name in ("autoencoder.safetensors", "diffusion.safetensors", "baseline.cbm"):
         (tmp_path / name).symlink_to(default_model_dir() / name)
     shutil.copy(V1_CONFIG, tmp_path / CONFIG)
     old, new = read_config(tmp_path), read_config(default_model_dir())
-    assert old.weight_files() == new.weight_files() and len(new.weight_files()) == 3
+    assert new.coverage is not None and old.coverage is None
+    assert old.weight_files() == new.weight_files()[:3] and len(new.weight_files()) == 4
     assert old.bands == new.bands and old.provenance == new.provenance and old.provenance.simulated
     assert old.autoencoder is not None and new.autoencoder is not None
     assert dataclasses.replace(old.autoencoder, training=None) == dataclasses.replace(

@@ -23,6 +23,9 @@ FIGURES = (
     "pit_histogram",
     "coverage",
     "example_pdfs",
+    "metrics_by_coverage",
+    "coverage_map",
+    "ppc_pvalues",
     "spectra_examples",
     "dn4000",
     "chi2_vs_snr",
@@ -153,6 +156,10 @@ def test_report_has_every_figure_and_the_metrics(report_dir):
     metrics = json.loads((report_dir / "metrics.json").read_text())
     methods = {row["method"] for row in metrics["photoz"]["metrics"]}
     assert methods == {"diffusion", "baseline"}
+    # metrics per coverage-score bin, both methods (the store's coverage column; docs/coverage.md)
+    bins = {(r["method"], r["bin"]) for r in metrics["photoz"]["metrics"] if r["binning"] == "coverage"}
+    assert ("diffusion", "[0.1, 1)") in bins and ("baseline", "[0.1, 1)") in bins
+    assert "Training-set coverage and the photometry check" in html
     spectra = metrics["spectra"]
     assert spectra["n_objects"] == 120 and spectra["chi2_pix_mean"] > 0.9
     assert spectra["dn4000_high_snr"]["n"] >= 1

@@ -85,6 +85,12 @@ def _columns(n: int, seed: int, layout: StoreLayout = LAYOUT) -> dict[str, np.nd
         "latent": rng.normal(size=(n, layout.latent_size)),
         "latent_std": rng.uniform(size=(n, layout.latent_size)),
         "z_samples": rng.uniform(0, 2, (n, layout.n_samples_saved)),
+        "coverage": rng.uniform(0, 1, n),
+        **(
+            {"ppc_chi2": rng.chisquare(2, n), "ppc_dof": np.full(n, 2), "ppc_pvalue": rng.uniform(0, 1, n)}
+            if layout.latent_size
+            else {}
+        ),
     }
 
 
@@ -160,7 +166,9 @@ def test_no_samples_or_latents_when_not_asked(tmp_path):
     names = set(zarr.open_group(out.path, mode="r").array_keys())
     assert not names & {"z_samples", "latent", "latent_std"}
     columns = {
-        k: v for k, v in _columns(3, 0, layout).items() if k not in ("z_samples", "latent", "latent_std")
+        k: v
+        for k, v in _columns(3, 0, layout).items()
+        if k not in ("z_samples", "latent", "latent_std", "ppc_chi2", "ppc_dof", "ppc_pvalue")
     }
     out.write_partition(0, columns)
     assert out.pending() == []

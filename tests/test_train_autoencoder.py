@@ -131,3 +131,32 @@ def test_consistency_loss_is_logged_and_decreases(train_dir, tmp_path):
     assert result.history[-1]["val"]["chi2_per_pixel"] < 0.25 * result.history[0]["val"]["chi2_per_pixel"]
     section = read_config(tmp_path / "c").autoencoder
     assert section is not None and section.config.consistency and section.config.consistency_weight == 1.0
+
+
+def test_every_spectrum_to_z_1_5_trains_with_the_amplitude_normalisation(tmp_path):
+    """Issue 14 item 0: with the fixed 5300-5850 A window, spectra above z ~ 0.85 fell back and
+    were skipped for the whole training; the fitted amplitude skips none."""
+    import dataclasses
+
+    from specdiff_catalog.training.autoencoder import AutoencoderTask, load_autoencoder_preset
+
+    ts = write_trainset(tmp_path / "wide", n=300, z_max=1.5, seed=5)
+    config, _ = load_autoencoder_preset("tiny")
+    assert config.normalisation == "amplitude"
+
+    def skipped(cfg):
+        task = AutoencoderTask(ts, cfg)
+        batches = [*task.train_batches(64, 0, 0), *task.val_batches(64)]
+        return sum(int(b.skipped.sum()) for b in batches) / sum(len(b.z) for b in batches)
+
+    z = ts.objects["Z"].to_numpy()
+    assert skipped(config) == 0.0
+    window = skipped(dataclasses.replace(config, normalisation="window"))
+    assert window == pytest.approx(np.mean(z > 9824 / 5300 - 1), abs=0.03)  # z > 0.854: ~43%
+    result = train_autoencoder(ts.path, tmp_path / "m", preset="tiny", epochs=12, progress=False)
+    val = [r["val"] for r in result.history]
+    assert all(v["skipped"] == 0 for v in val)
+    assert val[-1]["chi2_per_pixel"] < 0.25 * val[0]["chi2_per_pixel"]
+    section = read_config(tmp_path / "m").autoencoder
+    assert section is not None and section.config.normalisation == "amplitude"
+    assert section.rest_grid.min == pytest.approx(3600 / (1 + z.max()), rel=1e-5)

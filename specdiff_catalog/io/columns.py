@@ -86,12 +86,24 @@ def output_columns(n_quantiles: int, latent_size: int, n_samples_saved: int) -> 
         _dimensionless("z_mode", "mode of the redshift PDF (Gaussian KDE)"),
         _dimensionless("z_mean", "mean of the redshift PDF"),
         _dimensionless("z_std", "standard deviation of the redshift PDF"),
+        _dimensionless(
+            "coverage",
+            "training-set coverage score: fraction of training-like objects in sparser regions "
+            "of feature space (docs/coverage.md)",
+        ),
     ]
     if latent_size:
         dims = ("object", "latent_dim")
         columns += [
             _dimensionless("latent", "spectral latent at the redshift mode", dims, latent_size),
             _dimensionless("latent_std", "spread of the spectral latent there", dims, latent_size),
+            _dimensionless(
+                "ppc_chi2",
+                "posterior-predictive chi^2 of the fluxes against spectra decoded from the posterior "
+                "(free amplitude; mean over draws)",
+            ),
+            Column("ppc_dof", "int8", "degrees of freedom of ppc_chi2 (0: not checked)", "1", -1),
+            _dimensionless("ppc_pvalue", "posterior-predictive p-value of the photometry"),
         ]
     if n_samples_saved:
         columns.append(

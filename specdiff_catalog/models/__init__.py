@@ -17,6 +17,7 @@ from specdiff_catalog.bands import BandSet
 from specdiff_catalog.models import store
 from specdiff_catalog.models.autoencoder import SpectrumAutoencoder
 from specdiff_catalog.models.baseline import BaselineModel
+from specdiff_catalog.models.coverage import CoverageModel
 from specdiff_catalog.models.diffusion import DiffusionModel
 from specdiff_catalog.models.store import ModelConfig
 
@@ -29,8 +30,9 @@ class SpecdiffModel:
 
     path: the directory; config: its config.json (typed); bands: the band set the
     photometric components were trained with (None before any was); autoencoder,
-    diffusion (eval mode), baseline: each None until trained. A distilled student
-    (``config.student``) is recorded in the config; loading it comes with its sampler.
+    diffusion (eval mode), baseline, coverage (the training-set coverage score): each None
+    until trained. A distilled student (``config.student``) is recorded in the config;
+    loading it comes with its sampler.
     """
 
     path: Path
@@ -38,6 +40,7 @@ class SpecdiffModel:
     autoencoder: SpectrumAutoencoder | None = None
     diffusion: DiffusionModel | None = None
     baseline: BaselineModel | None = None
+    coverage: CoverageModel | None = None
 
     @property
     def bands(self) -> BandSet | None:
@@ -115,6 +118,17 @@ def load_baseline(model_dir: str | Path, *, config: ModelConfig | None = None) -
     )
 
 
+def load_coverage(model_dir: str | Path, *, config: ModelConfig | None = None) -> CoverageModel:
+    """The verified training-set coverage score of a model directory (numpy, CPU)."""
+    config = config or store.read_config(model_dir)
+    section = config.coverage
+    if section is None:
+        raise store.ModelDirectoryError(
+            f"{model_dir}: the model has no coverage section (add one with `train coverage`)"
+        )
+    return CoverageModel.from_state(section.config, store.read_tensors(model_dir, section.weights))
+
+
 def load_model(
     model_dir: str | Path | None = None, device: str | torch.device = "cpu", *, notice: bool = True
 ) -> SpecdiffModel:
@@ -136,4 +150,5 @@ def load_model(
         autoencoder=load_autoencoder(path, device, config=config) if config.autoencoder else None,
         diffusion=load_diffusion(path, device, config=config) if config.diffusion else None,
         baseline=load_baseline(path, config=config) if config.baseline else None,
+        coverage=load_coverage(path, config=config) if config.coverage else None,
     )

@@ -52,6 +52,8 @@ class DiffusionConfig:
         offset and its clip of the last beta.
     band_dropout: training probability of hiding each present band. ema_decay: of the
         weights' exponential moving average.
+    z_transform: the redshift transform of the target (a key of ``Z_TRANSFORMS``); the
+        default log1p is what models before "softplus_log1p" were trained with.
     """
 
     hidden: int = 256
@@ -66,9 +68,12 @@ class DiffusionConfig:
     beta_max: float = 0.999
     band_dropout: float = 0.1
     ema_decay: float = 0.999
+    z_transform: str = "log1p"
 
     def __post_init__(self) -> None:
         problems = []
+        if self.z_transform not in Z_TRANSFORMS:
+            problems.append(f"z_transform={self.z_transform!r} must be one of {sorted(Z_TRANSFORMS)}")
         if self.hidden <= 0 or self.hidden % 64:
             problems.append(f"hidden={self.hidden} must be a positive multiple of 64")
         if self.prediction not in PREDICTIONS:
@@ -149,10 +154,30 @@ class CosineSchedule:
 
 # --- standardisation ---------------------------------------------------------------------
 
-# forward transform (numpy, for training targets) and inverse (torch, for samples)
+SOFTPLUS_SCALE = 0.02
+"""u0 of the "softplus_log1p" transform: below log(1 + z) ~ u0 it is logarithmic, above linear."""
+Z_FLOOR = 1e-4
+"""Training redshifts below this are raised to it by "softplus_log1p" (its t(0) is -inf)."""
+
+
+def _softplus_log1p(z: np.ndarray) -> np.ndarray:
+    """t = log(expm1(u / u0)) with u = log(1 + max(z, Z_FLOOR)): inverse of u0 softplus(t)."""
+    a = np.log1p(np.maximum(np.asarray(z, dtype=np.float64), Z_FLOOR)) / SOFTPLUS_SCALE
+    return a + np.log(-np.expm1(-a))  # log(expm1(a)) without overflow
+
+
+def _softplus_expm1(t: torch.Tensor) -> torch.Tensor:
+    """z = expm1(u0 softplus(t)) >= 0 for every t: the positive-support inverse."""
+    return torch.expm1(SOFTPLUS_SCALE * F.softplus(t))
+
+
+# forward transform (numpy, for training targets) and inverse (torch, for samples).
+# log1p and identity can give z < 0 (inference clips those samples at 0, flag Z_CLIPPED);
+# softplus_log1p cannot: t(z) is log(1 + z) / u0 above z ~ u0 and log(z / u0) below.
 Z_TRANSFORMS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[torch.Tensor], torch.Tensor]]] = {
     "log1p": (np.log1p, torch.expm1),
     "identity": (np.asarray, torch.clone),
+    "softplus_log1p": (_softplus_log1p, _softplus_expm1),
 }
 
 

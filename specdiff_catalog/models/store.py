@@ -6,6 +6,7 @@ Layout (docs/formats.md)::
     MODEL/autoencoder.safetensors  tensors of the spectrum autoencoder
     MODEL/diffusion.safetensors    tensors of the conditional diffusion network
     MODEL/baseline.cbm             the gradient-boosted baseline (CatBoost's FlatBuffers format)
+    MODEL/coverage.safetensors     the training-set sample the coverage score compares with
     MODEL/<student files>          distilled few-step samplers, when trained (``StudentSection``)
 
 config.json holds one JSON object per ``ModelConfig`` field; each component section names
@@ -39,6 +40,7 @@ from specdiff_catalog.bands import BandSet
 from specdiff_catalog.config import ConfigError
 from specdiff_catalog.models.autoencoder import AutoencoderConfig
 from specdiff_catalog.models.baseline import BaselineConfig, BaselineModel
+from specdiff_catalog.models.coverage import CoverageConfig
 from specdiff_catalog.models.diffusion import DiffusionConfig, Standardisation
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ FORMAT_VERSION = 2
 AUTOENCODER_FILE = "autoencoder.safetensors"
 DIFFUSION_FILE = "diffusion.safetensors"
 BASELINE_FILE = "baseline.cbm"
+COVERAGE_FILE = "coverage.safetensors"
 
 
 class ModelDirectoryError(ValueError):
@@ -188,6 +191,24 @@ class BaselineSection:
 
 
 @dataclass(frozen=True)
+class CoverageSection:
+    """The training-set coverage score (docs/coverage.md): its file (reference and calibration
+    samples in standardised feature space), settings and the features it compares.
+
+    feature_names: the ``photometric_features`` columns; n_reference, n_calibration: the
+    samples' sizes; training: how it was built, with the fraction of held-out training
+    objects below the threshold in ``validation``.
+    """
+
+    weights: WeightFile
+    config: CoverageConfig
+    feature_names: tuple[str, ...]
+    n_reference: int
+    n_calibration: int
+    training: TrainingRecord | None = None
+
+
+@dataclass(frozen=True)
 class TrainingData:
     """What the model was trained on: a description and the command / script that made the
     data, and the training set's own summary (trainset.json: selection, counts, sources)."""
@@ -231,10 +252,12 @@ class ModelConfig:
     diffusion: DiffusionSection | None = None
     student: StudentSection | None = None
     baseline: BaselineSection | None = None
+    coverage: CoverageSection | None = None
 
     def weight_files(self) -> list[WeightFile]:
         """Every file the sections record."""
-        files = [s.weights for s in (self.autoencoder, self.diffusion, self.baseline) if s is not None]
+        sections = (self.autoencoder, self.diffusion, self.baseline, self.coverage)
+        files = [s.weights for s in sections if s is not None]
         if self.student is not None:
             files += [s.weights for s in self.student.samplers.values()]
         return files

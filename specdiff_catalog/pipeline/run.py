@@ -80,6 +80,7 @@ class RunReport:
     failed: dict[int, str] = field(default_factory=dict)
     n_objects: int = 0
     seconds: float = 0.0
+    checks: dict[str, int] = field(default_factory=dict)  # objects written, and per CHECKED flag
 
     def summary(self) -> str:
         rate = self.n_objects / self.seconds if self.seconds else 0.0
@@ -89,7 +90,63 @@ class RunReport:
             f"{self.seconds:.1f} s ({rate:.0f} objects/s)"
         ]
         lines += [f"  failed partition {i}: {msg}" for i, msg in sorted(self.failed.items())]
+        total = self.checks.get("written", 0)
+        for name, (expected, meaning, absent) in CHECKED.items():
+            if name not in self.checks:
+                lines.append(f"{name}: not checked, {absent}")
+            elif total:
+                share = self.checks[name] / total
+                loud = "WARNING: " if share > expected else ""
+                lines.append(
+                    f"{loud}{self.checks[name]} of {total} objects ({100 * share:.1f}%) {meaning} ({name})"
+                )
         return "\n".join(lines)
+
+
+CHECKED = {
+    "LOW_COVERAGE": (
+        0.02,
+        "lie outside the training set's coverage: their PDFs and spectra extrapolate (docs/coverage.md)",
+        "the model has no coverage section (add one: specdiff-catalog train coverage --model MODEL)",
+    ),
+    "PHOTOMETRY_NOT_REPRODUCED": (
+        0.01,
+        "have fluxes that spectra decoded from their own posterior do not reproduce (docs/coverage.md)",
+        "the model has no spectra (photo-z only)",
+    ),
+}
+"""Flags ``run`` counts over the whole store at its end: name -> (the share above which the
+line starts with WARNING, what it means, why a model may not check it). ~1% of objects
+drawn like the training set are LOW_COVERAGE by construction; far fewer should fail the
+photometry check (its p-value threshold is 0.001)."""
+
+
+def _checked(config: ModelConfig) -> list[str]:
+    """The CHECKED flags this model can set."""
+    spectra = (
+        config.diffusion is not None and config.diffusion.latent_size > 0 and config.autoencoder is not None
+    )
+    return [
+        name
+        for name, checked in (
+            ("LOW_COVERAGE", config.coverage is not None),
+            ("PHOTOMETRY_NOT_REPRODUCED", spectra),
+        )
+        if checked
+    ]
+
+
+def _count_checks(store: OutputStore, names: list[str]) -> dict[str, int]:
+    """Objects written and, for each flag of ``names``, how many carry it (read block by block)."""
+    from specdiff_catalog.flags import Flag
+
+    counts = dict.fromkeys(["written", *names], 0)
+    for rows, block in store.blocks(["valid", "flags"]):
+        written = store.result_mask(rows, block["valid"])
+        counts["written"] += int(written.sum())
+        for name in names:
+            counts[name] += int((written & ((block["flags"] & Flag[name]) != 0)).sum())
+    return counts
 
 
 def shard_rows_for(catalog: Catalog) -> int:
@@ -267,6 +324,7 @@ def run_catalog(
                 progress=progress,
             )
         report.seconds = time.perf_counter() - start
+        report.checks = _count_checks(store, _checked(config))
         store.set_attrs(  # checks first that the store is still this run's (StoreReplacedError)
             {
                 "last_run": {

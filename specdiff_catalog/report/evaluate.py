@@ -28,6 +28,8 @@ from specdiff_catalog.metrics import crps, photoz_table, pit
 
 MAG_EDGES = (10.0, 19.0, 20.0, 21.0, 21.5, 22.0, 22.5, 30.0)
 ZPHOT_EDGES = (-0.1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 2.0)
+COVERAGE_EDGES = (0.0, 0.01, 0.1, 1.0 + 1e-6)  # [0, 0.01) is LOW_COVERAGE (docs/coverage.md)
+CHECK_COLUMNS = ("coverage", "ppc_chi2", "ppc_dof", "ppc_pvalue")  # carried into objects when stored
 QUANTILE_DRAWS = 100  # pseudo-samples per object when only quantiles are stored
 SUMMARY_METRICS = (
     "n",
@@ -47,10 +49,13 @@ SUMMARY_METRICS = (
 class EvaluationResult:
     """Metrics of the store's photo-z (``diffusion``) and the baseline on the same objects.
 
-    table: one row per method and bin: ``binning`` ("all", "mag_r" (the mag_band), "z_phot"), ``bin``
-        label, ``bin_lo``, ``bin_hi``, then the ``metrics.photoz_table`` columns.
+    table: one row per method and bin: ``binning`` ("all", "mag_r" (the mag_band), "z_phot",
+        and "coverage" (the coverage score) when the store has it), ``bin`` label, ``bin_lo``,
+        ``bin_hi``, then the ``metrics.photoz_table`` columns.
     objects: one row per scored object: object_id, z_true, mag_r (de-reddened asinh
-        magnitude), flags, and per method z_phot_<m>, pit_<m>, crps_<m>.
+        magnitude), the first colour of the band set (e.g. g-r), flags, the stored checks
+        (coverage, ppc_chi2, ppc_dof, ppc_pvalue) when present, and per method z_phot_<m>,
+        pit_<m>, crps_<m>.
     samples: method -> (N, K) redshift samples the PDF metrics used (rows as ``objects``).
     pdf_source: where the diffusion PDFs came from (stored samples or quantiles).
     info: paths, model, counts of matched / unmatched objects, the simulated-model note.
@@ -200,7 +205,9 @@ def evaluate_store(
 
     opened = open_store(store, mode="r")
     left_out = opened.require_done(partial=partial)
-    columns = opened.read_results(["object_id", "flags", "z_median", "z_quantiles", "z_samples"])
+    columns = opened.read_results(
+        ["object_id", "flags", "z_median", "z_quantiles", "z_samples", *CHECK_COLUMNS]
+    )
     attrs = opened.attrs
     truth_table = read_truth(truth)
     model_dir = Path(model) if model is not None else Path(attrs["model_path"])
@@ -250,13 +257,17 @@ def evaluate_store(
         ),
     }
     mag = features.values[:, features.names.index(f"mag_{mag_band}")].astype(np.float64)
-    table = _tables(results, z_true, mag, mag_band, mag_edges, zphot_edges, seed)
+    coverage = columns["coverage"][rows] if "coverage" in columns else None
+    table = _tables(results, z_true, mag, mag_band, mag_edges, zphot_edges, seed, coverage)
+    colour = features.names[len(bands.bands)]  # the first adjacent colour, e.g. g-r
     objects = pd.DataFrame(
         {
             "object_id": joined["object_id"].to_numpy(),
             "z_true": z_true,
             f"mag_{mag_band}": mag,
+            colour: features.values[:, len(bands.bands)].astype(np.float64),
             "flags": columns["flags"][rows],
+            **{name: columns[name][rows] for name in CHECK_COLUMNS if name in columns},
         }
     )
     for method, (point, samples) in results.items():
@@ -285,8 +296,9 @@ def evaluate_store(
     )
 
 
-def _tables(results, z_true, mag, mag_band, mag_edges, zphot_edges, seed) -> pd.DataFrame:
-    """photoz_table over all objects, per magnitude bin and per bin of each method's own z_phot."""
+def _tables(results, z_true, mag, mag_band, mag_edges, zphot_edges, seed, coverage=None) -> pd.DataFrame:
+    """photoz_table over all objects, per magnitude bin, per bin of each method's own z_phot and,
+    when the store has it (finite anywhere), per bin of the coverage score."""
 
     def relabel(frame: pd.DataFrame, binning: str, name: str | None) -> pd.DataFrame:
         frame = (
@@ -307,6 +319,9 @@ def _tables(results, z_true, mag, mag_band, mag_edges, zphot_edges, seed) -> pd.
     for method, result in results.items():
         binned = photoz_table({method: result}, z_true, bins=("z_phot", result[0], zphot_edges), seed=seed)
         parts.append(relabel(binned, "z_phot", "z_phot"))
+    if coverage is not None and np.isfinite(coverage).any():
+        binned = photoz_table(results, z_true, bins=("coverage", coverage, COVERAGE_EDGES), seed=seed)
+        parts.append(relabel(binned, "coverage", "coverage"))
     table = pd.concat(parts, ignore_index=True)
     first = ["binning", "bin", "bin_lo", "bin_hi", "method"]
     return table[first + [c for c in table.columns if c not in first]]

@@ -180,6 +180,7 @@ def _photoz_section(page: _Page, evaluation: Any) -> None:
     for binning, label in (
         (mag_column, f"{mag_column.replace('mag_', '')}-band magnitude bin [AB]"),
         ("z_phot", "z_phot bin (each method's own PDF median)"),
+        ("coverage", "training-set coverage score bin ([0, 0.01) = LOW_COVERAGE; docs/coverage.md)"),
     ):
         if (evaluation.table["binning"] == binning).any():
             page.table(evaluation.summary(binning), caption=f"Per {label}")
@@ -215,6 +216,52 @@ def _photoz_section(page: _Page, evaluation: Any) -> None:
         plots.example_pdfs({m: samples[m][rows] for m in methods}, z_true[rows], labels),
         "Example PDFs (histograms of the samples) of objects spread over the redshift range; black: z_true.",
     )
+
+
+def _checks_section(page: _Page, evaluation: Any) -> None:
+    """Where the model stands on its training data: the coverage map and the photometry check."""
+    objects = evaluation.objects
+    if "coverage" not in objects or not np.isfinite(objects["coverage"]).any():
+        return
+    from specdiff_catalog.flags import Flag
+
+    mag_column = next(c for c in objects.columns if c.startswith("mag_"))
+    colour = objects.columns[objects.columns.get_loc(mag_column) + 1]
+    low = (objects["flags"].to_numpy() & Flag.LOW_COVERAGE) != 0
+    page.heading("Training-set coverage and the photometry check")
+    page.paragraph(
+        f"{int(low.sum())} of {len(objects)} objects ({100 * low.mean():.1f}%) are LOW_COVERAGE (coverage "
+        "score < 0.01: ~1% of objects drawn like the training set are). The metrics per coverage bin are "
+        "in the tables above; docs/coverage.md explains both checks."
+    )
+    page.figure(
+        "coverage_map",
+        plots.coverage_map(
+            objects[mag_column].to_numpy(),
+            objects[colour].to_numpy(),
+            low,
+            f"{mag_column.replace('mag_', '')} [AB, de-reddened asinh]",
+            colour,
+        ),
+        "Share of objects outside the training set's coverage (LOW_COVERAGE) per cell of "
+        "colour-magnitude space.",
+    )
+    if "ppc_pvalue" in objects:
+        pvalue = objects["ppc_pvalue"].to_numpy()
+        flagged = (objects["flags"].to_numpy() & Flag.PHOTOMETRY_NOT_REPRODUCED) != 0
+        page.paragraph(
+            f"Posterior-predictive check: {int(flagged.sum())} objects ({100 * flagged.mean():.1f}%) "
+            f"PHOTOMETRY_NOT_REPRODUCED (p < {defaults.PPC_PVALUE:g}); "
+            f"{100 * flagged[~low].mean():.1f}% inside coverage, "
+            f"{100 * flagged[low].mean() if low.any() else float('nan'):.1f}% outside."
+        )
+        page.figure(
+            "ppc_pvalues",
+            plots.ppc_pvalues({"inside coverage": pvalue[~low], "LOW_COVERAGE": pvalue[low]}),
+            "Posterior-predictive p-values of the photometry (mean over 8 posterior draws of P(chi^2_dof > "
+            "chi^2)): roughly flat, with a deficit at 0, for objects the model reproduces; a pile at 0 "
+            "for photometry it does not.",
+        )
 
 
 def _spectra_section(page: _Page, spectra: Any, high_snr: float | None) -> None:
@@ -303,6 +350,7 @@ def write_report(
     metrics: dict[str, Any] = {"software_version": __version__}
     if evaluation is not None:
         _photoz_section(page, evaluation)
+        _checks_section(page, evaluation)
         metrics["photoz"] = evaluation.to_json()
     if spectra is not None:
         _spectra_section(page, spectra, high_snr)

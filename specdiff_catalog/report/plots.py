@@ -231,6 +231,51 @@ def coverage(
     return fig
 
 
+def coverage_map(
+    mag: np.ndarray, colour: np.ndarray, low: np.ndarray, mag_label: str, colour_label: str
+) -> Figure:
+    """Share of LOW_COVERAGE objects (low (N,) bool) per hexagonal cell of colour (N,) vs magnitude (N,)."""
+    fig, axes = _figure(6.4, 4.6)
+    ax = axes[0, 0]
+    ok = np.isfinite(mag) & np.isfinite(colour)
+    cells = ax.hexbin(
+        mag[ok],
+        colour[ok],
+        C=np.asarray(low, dtype=float)[ok],
+        reduce_C_function=np.mean,
+        gridsize=30,
+        cmap="magma_r",
+        vmin=0,
+        vmax=1,
+        mincnt=3,
+    )
+    fig.colorbar(cells, ax=ax, label="share with LOW_COVERAGE")
+    ax.set(xlabel=mag_label, ylabel=colour_label, title="training-set coverage (cells with >= 3 objects)")
+    return fig
+
+
+def ppc_pvalues(pvalues: Mapping[str, np.ndarray], n_bins: int = 20) -> Figure:
+    """Histograms (density) of posterior-predictive p-values, one line per group."""
+    fig, axes = _figure(5.6, 4.2)
+    ax = axes[0, 0]
+    bins = np.linspace(0, 1, n_bins + 1)
+    for i, (label, p) in enumerate(pvalues.items()):
+        p = np.asarray(p)[np.isfinite(p)]
+        if p.size:
+            ax.hist(
+                p,
+                bins=bins,
+                density=True,
+                histtype="step",
+                lw=1.8,
+                color=f"C{i}",
+                label=f"{label} ({p.size})",
+            )
+    ax.set(xlabel="posterior-predictive p-value of the photometry", ylabel="density", xlim=(0, 1))
+    ax.legend(fontsize=8)
+    return fig
+
+
 def _panel_grid(n: int, ncols: int, width: float, height: float) -> tuple[Figure, list[tuple[int, Axes]]]:
     """A figure of n panels (width x height inches each) in rows of ncols; unused panels hidden."""
     nrows = -(-n // ncols)

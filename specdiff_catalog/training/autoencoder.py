@@ -2,9 +2,11 @@
 
 Spectra stream from the on-disk training set; each batch is rebinned and normalised
 on the fly (``models.autoencoder.prepare_spectra``) in the loop's prefetch thread.
-The loss is the ivar-weighted chi^2 per valid pixel of the batch, plus SPENDER-II's
-redshift-augmentation consistency loss when the preset turns it on. Spectra whose
-normalisation fell back (``spectral.SpectrumFlag.skip()``) are skipped: their ivar is zeroed.
+The loss is the ivar-weighted chi^2 per valid pixel of the batch (for the "amplitude"
+normalisation against the best-amplitude model of each spectrum),
+plus SPENDER-II's redshift-augmentation consistency loss when the preset turns it on.
+Spectra the normalisation cannot handle (``spectral.SpectrumFlag.skip()``: with
+"amplitude" only those without a valid pixel) are skipped: their ivar is zeroed.
 """
 
 from __future__ import annotations
@@ -107,12 +109,12 @@ class AutoencoderTask:
         self, model: SpectrumAutoencoder, batch: SpectraBatch, device: torch.device, train: bool
     ) -> StepResult:
         flux, ivar, z = (torch.as_tensor(a, device=device) for a in (batch.flux, batch.ivar, batch.z))
-        latent, _, observed, inside = model(flux, ivar, z)
+        latent, _, observed, inside = model(flux, ivar, z)  # "amplitude": observed at the best amplitude
         chi2_sum, n_valid = chi2(flux, ivar, observed, inside)
         loss = chi2_sum.sum() / n_valid.sum().clamp_min(1)
         n = torch.tensor(float(len(z)))
         spread = latent.detach().float().std(dim=0, correction=0).mean()  # collapse shows as spread -> 0
-        metrics = {
+        metrics: dict[str, tuple[torch.Tensor | float, torch.Tensor | float]] = {
             "chi2_per_pixel": (chi2_sum.sum(), n_valid.sum()),
             "skipped": (float(batch.skipped.sum()), n),
             "latent_std": (spread * n, n),
@@ -143,13 +145,25 @@ class AutoencoderTask:
 
 
 def build_autoencoder(trainset: TrainingSet, config: AutoencoderConfig) -> SpectrumAutoencoder:
-    """A fresh model whose grids follow the training set: its rebinned grid and z range."""
+    """A fresh model whose grids follow the training set: its rebinned grid and z range.
+
+    With the "amplitude" normalisation the norm window (where decoded spectra have unit
+    median) must lie on the rest grid; a ValueError says which window would.
+    """
     z = trainset.objects["Z"].to_numpy()
     z_range = (float(z.min()), float(z.max()))
     wave_obs = rebin(
         trainset.wave, np.zeros((1, trainset.wave.size)), np.zeros((1, trainset.wave.size)), config.rebin
     )[0]
-    return SpectrumAutoencoder(config, wave_obs, rest_grid(wave_obs, *z_range, config.rest_step), z_range)
+    wave_rest = rest_grid(wave_obs, *z_range, config.rest_step)
+    lo, hi = config.norm_window
+    if config.normalisation == "amplitude" and not (wave_rest[0] <= lo < hi <= wave_rest[-1]):
+        raise ValueError(
+            f"{trainset.path}: the normalisation window {lo:g}-{hi:g} A is not on the rest grid "
+            f"{wave_rest[0]:.0f}-{wave_rest[-1]:.0f} A of redshifts {z_range[0]:.3f}-{z_range[1]:.3f}; "
+            "set norm_window in the preset's [model] table to a window inside it"
+        )
+    return SpectrumAutoencoder(config, wave_obs, wave_rest, z_range)
 
 
 def autoencoder_section(

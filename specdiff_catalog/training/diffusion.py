@@ -36,6 +36,7 @@ from specdiff_catalog.models.diffusion import DiffusionConfig, DiffusionModel, S
 from specdiff_catalog.models.sampling import sample
 from specdiff_catalog.summaries import sample_quantiles
 from specdiff_catalog.training.augment import drop_bands, perturb_fluxes
+from specdiff_catalog.training.coverage import train_coverage
 from specdiff_catalog.training.ema import EMA
 from specdiff_catalog.training.loop import FitResult, StepResult, TrainConfig, fit
 
@@ -339,7 +340,8 @@ def train_diffusion(
     (``resume`` continues there). When all epochs ran, the EMA weights of the best epoch
     are written to MODEL/diffusion.safetensors with the ``diffusion`` section of
     config.json (architecture, standardisation, training summary and validation metrics
-    of the PDFs).
+    of the PDFs), and the training-set coverage score in its feature space
+    (``training.coverage.train_coverage``, default settings).
     """
     model_dir = Path(model_dir)
     model_config, train_config = load_diffusion_preset(preset)
@@ -357,7 +359,7 @@ def train_diffusion(
         if not trainset.has_spectra:
             raise ValueError(f"{data}: this training set has no spectra; use --no-spectra (photo-z only)")
         latent = encode_trainset(trainset, model_dir)
-    prepared = prepare_data(trainset, latent)
+    prepared = prepare_data(trainset, latent, model_config.z_transform)
     torch.manual_seed(train_config.seed)
     trainee = DiffusionTrainee(DiffusionModel(model_config, prepared.standardisation), model_config.ema_decay)
     task = DiffusionTask(prepared.train, prepared.val, prepared.standardisation, trainset.bandset, flux_noise)
@@ -409,4 +411,5 @@ def train_diffusion(
         store.write_config(
             model_dir, config.with_training_set(trainset.bandset, trainset.summary, trainset.simulated)
         )
+        train_coverage(model_dir, data)  # the coverage score in this network's feature space
     return result

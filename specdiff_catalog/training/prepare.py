@@ -23,7 +23,13 @@ from specdiff_catalog.features import photometric_features
 from specdiff_catalog.flags import Flag, describe
 from specdiff_catalog.io.desi import WAVE, read_coadd, read_redrock, redrock_path_for
 from specdiff_catalog.io.trainset import TrainingSetWriter
-from specdiff_catalog.selection import REJECTION_REASONS, SelectionResult, SpectroSelection, select
+from specdiff_catalog.selection import (
+    REJECTION_REASONS,
+    WHAT_TO_CHECK,
+    SelectionResult,
+    SpectroSelection,
+    select,
+)
 
 COADD_PATTERNS = ("coadd-*.fits", "coadd-*.fits.gz")
 # Object-table columns taken from the joined fibermap + redrock table, with the fill
@@ -49,7 +55,10 @@ class PrepareReport:
     files_read: coadd files used, relative to the input directory; failed_files:
     {file: one-line reason}; n_spectra: spectra in the files read; n_kept: spectra
     written; rejected: {reason: count}; flagged: {Flag name: count} among the kept;
-    notes: one line per file-level oddity that did not stop the file (absent columns).
+    notes: one line per file-level oddity that did not stop the file (absent columns);
+    selection: the cuts applied; warnings: one line per cut that removed more than
+    ``defaults.CUT_WARNING_FRACTION`` of the spectra read (printed to stderr by the CLI,
+    recorded in trainset.json).
     """
 
     out: Path
@@ -60,15 +69,40 @@ class PrepareReport:
     rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REJECTION_REASONS, 0))
     flagged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(Flag.__members__, 0))
     notes: list[str] = field(default_factory=list)
+    selection: SpectroSelection = field(default_factory=SpectroSelection)
+
+    def _percent(self, count: int) -> str:
+        return f"{100.0 * count / self.n_spectra:.1f}%" if self.n_spectra else "-"
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per cut that removed more than CUT_WARNING_FRACTION of the spectra read."""
+        return [
+            f"prepare: the {reason} cut removed {count} of {self.n_spectra} spectra "
+            f"({self._percent(count)}); {WHAT_TO_CHECK[reason]}"
+            for reason, count in self.rejected.items()
+            if self.n_spectra and count > defaults.CUT_WARNING_FRACTION * self.n_spectra
+        ]
 
     def summary(self) -> str:
-        """A few human-readable lines."""
-        rejected = ", ".join(f"{k} {v}" for k, v in self.rejected.items() if v) or "none"
+        """A few human-readable lines: what each cut removed (count, share of the spectra read)."""
+        z_max = "no upper cut" if self.selection.z_max is None else f"< {self.selection.z_max:g}"
+        cuts = {
+            "missing_redshift": "no redrock row",
+            "fiberstatus": "COADD_FIBERSTATUS != 0",
+            "zwarn": "ZWARN != 0",
+            "spectype": f"SPECTYPE != {self.selection.spectype}",
+            "z_range": f"Z outside >= {self.selection.z_min:g}, {z_max}",
+        }
         flagged = ", ".join(f"{k} {v}" for k, v in self.flagged.items() if v) or "none"
         lines = [
             f"training set {self.out}: {self.n_kept} spectra kept of {self.n_spectra} "
             f"from {len(self.files_read)} coadd file(s)",
-            f"rejected: {rejected}",
+            "removed by each cut (a spectrum counts under its first failing cut):",
+            *(
+                f"  {reason:<17} {count:>8} ({self._percent(count)})  {cuts[reason]}"
+                for reason, count in self.rejected.items()
+            ),
             f"flagged (kept): {flagged}",
             *(f"note: {note}" for note in self.notes),
         ]
@@ -148,7 +182,7 @@ def prepare_training_set(
     files = find_coadd_files(desi_dir)
     if not files:
         raise FileNotFoundError(f"no coadd-*.fits files under {desi_dir}")
-    report = PrepareReport(out=Path(out))
+    report = PrepareReport(out=Path(out), selection=selection)
     writer = TrainingSetWriter(out, WAVE, overwrite=overwrite)
     for path in tqdm(files, desc="prepare", unit="file", disable=None):
         source = path.relative_to(desi_dir).as_posix()
@@ -181,6 +215,7 @@ def prepare_training_set(
             "rejected": report.rejected,
             "flagged": report.flagged,
             "notes": report.notes,
+            "warnings": report.warnings,
         },
         bands=bandset,
     )
