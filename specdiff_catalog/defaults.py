@@ -40,3 +40,6 @@ PRESET = "small"
 
 TRAINING_Z_RANGE: tuple[float, float] = (0.0, 0.8)
 """Redshifts ``prepare`` keeps by default: z_min <= Z < z_max."""
+
+QP_DZ = 0.005
+"""Bin width in redshift of the histograms ``export qp`` writes (docs/output.md)."""

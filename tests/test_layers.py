@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "specdiff_catalog"
 
 # group -> layer; data walks down: a module may import a lower layer or its own group
 LAYERS = {
-    "base": 0,  # defaults, config, flags, bands, hashing: configuration as data
+    "base": 0,  # defaults, config, flags, bands, hashing, extras: configuration as data
     "numerics": 1,  # features, spectral, summaries, metrics
     "io": 2,  # io/*: files at the edges
     "models": 3,  # models/*: networks, samplers, the model directory
@@ -36,6 +36,7 @@ GROUP_OF = {
     "flags": "base",
     "bands": "base",
     "hashing": "base",
+    "extras": "base",
     "features": "numerics",
     "spectral": "numerics",
     "summaries": "numerics",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from specdiff_catalog.io.catalog import (
 )
 from specdiff_catalog.io.store import OutputStore, StoreLayout, create_store
 from specdiff_catalog.pipeline.cluster import ClusterConfig, connect, dashboard_link
+from specdiff_catalog.summaries import SampleCountWarning, sample_count_note
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -194,7 +196,7 @@ def _gpu_resources(client: Client) -> dict[str, int] | None:
 def run_catalog(
     input_path: str | Path | None,
     out: str | Path,
-    model_dir: str | Path | None,
+    model_dir: str | Path | None = None,
     options: RunOptions | None = None,
     cluster: ClusterConfig | None = None,
     *,
@@ -208,6 +210,8 @@ def run_catalog(
 
     input_path None: the bundled demo catalog; model_dir None: the bundled default model
     (trained on simulations, which is printed to stderr); options, cluster None: their defaults.
+    Warns (``summaries.SampleCountWarning``) when ``options.n_samples`` is too few for the
+    quantile levels (``summaries.min_samples``: 39 for 0.025 / 0.975).
 
     Re-running on an existing store resumes: finished partitions are skipped; a store
     made with another model or options is refused (``overwrite`` starts over).
@@ -217,6 +221,9 @@ def run_catalog(
 
     options = options or RunOptions()
     cluster = cluster or ClusterConfig()
+    note = sample_count_note(options.quantiles, options.n_samples)
+    if note:
+        warnings.warn(note, SampleCountWarning, stacklevel=2)
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
     config = read_config(model_dir)
     notice = simulation_notice(config, model_dir)

@@ -12,6 +12,7 @@ named in ``pdf_source``). The result carries the per-object values too, for plot
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from specdiff_catalog.features import photometric_features
 from specdiff_catalog.io.catalog import object_ids, open_catalog, read_partition
 from specdiff_catalog.io.store import open_store
 from specdiff_catalog.metrics import crps, photoz_table, pit
+from specdiff_catalog.summaries import SampleCountWarning, sample_count_note
 
 MAG_EDGES = (10.0, 19.0, 20.0, 21.0, 21.5, 22.0, 22.5, 30.0)
 ZPHOT_EDGES = (-0.1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 2.0)
@@ -53,7 +55,8 @@ class EvaluationResult:
         magnitude), flags, and per method z_phot_<m>, pit_<m>, crps_<m>.
     samples: method -> (N, K) redshift samples the PDF metrics used (rows as ``objects``).
     pdf_source: where the diffusion PDFs came from (stored samples or quantiles).
-    info: paths, model, counts of matched / unmatched objects, the simulated-model note.
+    info: paths, model, counts of matched / unmatched objects, the simulated-model note, the
+        too-few-samples note (``sample_count_note``, None when K resolves every level).
     """
 
     table: pd.DataFrame
@@ -82,6 +85,8 @@ class EvaluationResult:
         ]
         if info.get("simulated_note"):
             lines.append(info["simulated_note"])
+        if info.get("sample_count_note"):
+            lines.append(f"warning: {info['sample_count_note']}")
         with pd.option_context(
             "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format
         ):
@@ -161,6 +166,12 @@ def quantile_draws(levels: np.ndarray, quantiles: np.ndarray, n: int = QUANTILE_
     return out
 
 
+def _sample_count_note(attrs: dict[str, Any]) -> str | None:
+    """``summaries.sample_count_note`` for the run that wrote a store (None when not recorded)."""
+    n_samples, levels = (attrs.get("config") or {}).get("n_samples"), attrs.get("quantile_levels")
+    return sample_count_note(levels, int(n_samples)) if n_samples and levels else None
+
+
 # --- evaluation ----------------------------------------------------------------------------
 
 
@@ -181,11 +192,16 @@ def evaluate_store(
     ``model_path`` attribute). The baseline sees the same objects, read from the store's
     ``input`` catalog, and draws as many samples as the store kept (100 without
     ``z_samples``). seed: of the baseline's draws and of PIT ties. mag_band: the band
-    of the magnitude bins.
+    of the magnitude bins. Warns (``summaries.SampleCountWarning``, also in
+    ``info["sample_count_note"]``) when the run's samples per object are too few for its
+    quantile levels.
     """
     from specdiff_catalog.models import load_model, simulation_notice
 
     columns, attrs = read_store_columns(store, ["object_id", "flags", "z_median", "z_quantiles", "z_samples"])
+    sample_note = _sample_count_note(attrs)
+    if sample_note:
+        warnings.warn(sample_note, SampleCountWarning, stacklevel=2)
     truth_table = read_truth(truth)
     model_dir = Path(model) if model is not None else Path(attrs["model_path"])
     loaded = load_model(model_dir, notice=False)  # the note is part of the printed report
@@ -250,6 +266,7 @@ def evaluate_store(
         "n_matched": len(joined),
         "seed": seed,
         "simulated_note": simulation_notice(loaded.config, model_dir),
+        "sample_count_note": sample_note,
     }
     return EvaluationResult(
         table=table,

@@ -101,8 +101,9 @@ class _Page:
 
 def _provenance(page: _Page, evaluation: Any, spectra: Any) -> None:
     info = dict(evaluation.info) if evaluation is not None else {}
-    if info.get("simulated_note"):
-        page.paragraph(info["simulated_note"], "note")
+    for key in ("simulated_note", "sample_count_note"):
+        if info.get(key):
+            page.paragraph(info[key], "note")
     rows: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "software": f"specdiff-catalog {__version__}",
