@@ -96,7 +96,11 @@ class BandSet:
 
     @cached_property
     def filters(self):
-        """The speclite ``FilterSequence`` of the bands, in band order."""
+        """The speclite ``FilterSequence`` of the bands, in band order (speclite comes with the
+        [mock] extra: synthetic photometry is the mock's; ``run`` and training never need it)."""
+        from specdiff_catalog.extras import require
+
+        require("mock", "BandSet.filters (speclite filter curves)")
         import speclite.filters
 
         return speclite.filters.load_filters(*[b.filter for b in self.bands])
