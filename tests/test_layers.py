@@ -27,9 +27,10 @@ LAYERS = {
     "pipeline": 5,
     "report": 5,
     "cli": 6,
+    "api": 6,  # the package's public names (__init__ imports them lazily) and api.py
 }
 GROUP_OF = {
-    "__init__": "base",
+    "__init__": "api",
     "__main__": "cli",
     "defaults": "base",
     "config": "base",
