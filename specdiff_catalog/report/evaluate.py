@@ -25,7 +25,7 @@ from specdiff_catalog.bands import resolve_columns
 from specdiff_catalog.features import photometric_features
 from specdiff_catalog.io.catalog import object_ids, open_catalog, read_partition
 from specdiff_catalog.io.store import open_store
-from specdiff_catalog.metrics import crps, photoz_table, pit
+from specdiff_catalog.metrics import crps, photoz_table, pit, stacked_nz
 from specdiff_catalog.summaries import SampleCountWarning, sample_count_note
 
 MAG_EDGES = (10.0, 19.0, 20.0, 21.0, 21.5, 22.0, 22.5, 30.0)
@@ -57,6 +57,8 @@ class EvaluationResult:
     pdf_source: where the diffusion PDFs came from (stored samples or quantiles).
     info: paths, model, counts of matched / unmatched objects, the simulated-model note, the
         too-few-samples note (``sample_count_note``, None when K resolves every level).
+    nz: per method and bin of its own z_phot, the true N(z) against the stack of the PDFs
+        (``metrics.stacked_nz``: n, means, delta_mean, widths), column ``method`` first.
     """
 
     table: pd.DataFrame
@@ -64,6 +66,7 @@ class EvaluationResult:
     samples: dict[str, np.ndarray]
     pdf_source: str
     info: dict[str, Any] = field(default_factory=dict)
+    nz: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def summary(self, binning: str = "all") -> pd.DataFrame:
         """Metrics x methods (binning "all"), or bins x (metric, method) for a binning."""
@@ -87,23 +90,62 @@ class EvaluationResult:
             lines.append(info["simulated_note"])
         if info.get("sample_count_note"):
             lines.append(f"warning: {info['sample_count_note']}")
-        with pd.option_context(
-            "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format
-        ):
-            lines += ["", "all objects:", self.summary("all").to_string()]
+        with pd.option_context("display.width", 200, "display.max_columns", 30):
+            lines += ["", "all objects:", display_frame(self.summary("all"), ".4f").to_string()]
             for binning in self.table["binning"].drop_duplicates():
                 if binning != "all":
                     what = "each method's own z_phot (PDF median)" if binning == "z_phot" else binning
-                    lines += ["", f"per bin of {what}:", self.summary(binning).to_string()]
+                    lines += [
+                        "",
+                        f"per bin of {what}:",
+                        display_frame(self.summary(binning), ".4f").to_string(),
+                    ]
+            if len(self.nz):
+                lines += [
+                    "",
+                    "N(z) per bin of each method's own z_phot: true redshifts vs the stack of the PDFs:",
+                    display_frame(self.nz.drop(columns=["bin_lo", "bin_hi"]), ".4f").to_string(index=False),
+                ]
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready: info, pdf_source and the table's records (NaN -> null)."""
-        table = self.table.astype(object).where(self.table.notna(), None)
-        return {"info": self.info, "pdf_source": self.pdf_source, "metrics": table.to_dict(orient="records")}
+        """JSON-ready: info, pdf_source, the table's and the N(z) table's records (NaN -> null)."""
+
+        def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+            return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+
+        return {
+            "info": self.info,
+            "pdf_source": self.pdf_source,
+            "metrics": records(self.table),
+            "nz": records(self.nz),
+        }
 
     def write_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=1, default=_json_default))
+
+
+def display_frame(frame: pd.DataFrame, number_format: str = ".4g") -> pd.DataFrame:
+    """``frame`` as strings for printing: counts (a row or column named ``n`` or ``n_*``) as
+    integers, other numbers with ``number_format``, NaN as "-", anything else as it is."""
+
+    def is_count(label: Any) -> bool:
+        return any(str(part) == "n" or str(part).startswith("n_") for part in np.atleast_1d(label))
+
+    def cell(value: Any, count: bool) -> str:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            return str(value)
+        if not np.isfinite(value):
+            return "-"
+        if count or isinstance(value, (int, np.integer)):
+            return f"{round(float(value)):d}"
+        return format(float(value), number_format)
+
+    out = pd.DataFrame(index=frame.index, columns=frame.columns, dtype=object)
+    for j, column in enumerate(frame.columns):
+        for i, row in enumerate(frame.index):
+            out.iat[i, j] = cell(frame.iat[i, j], is_count(row) or is_count(column))
+    return out
 
 
 def _json_default(value: Any) -> Any:
@@ -243,6 +285,14 @@ def evaluate_store(
     }
     mag = features.values[:, features.names.index(f"mag_{mag_band}")].astype(np.float64)
     table = _tables(results, z_true, mag, mag_band, mag_edges, zphot_edges, seed)
+    nz = pd.concat(
+        [
+            stacked_nz(samples, z_true, point, zphot_edges).assign(method=method)
+            for method, (point, samples) in results.items()
+        ],
+        ignore_index=True,
+    )
+    nz = nz[["method", *nz.columns.drop("method")]]
     objects = pd.DataFrame(
         {
             "object_id": joined["object_id"].to_numpy(),
@@ -274,6 +324,7 @@ def evaluate_store(
         samples={m: r[1] for m, r in results.items()},
         pdf_source=pdf_source,
         info=info,
+        nz=nz,
     )
 
 
