@@ -55,3 +55,11 @@ def test_require_passes_when_installed():
             extras.require("gpu", "--cluster cuda")
         else:
             pytest.skip("dask-cuda is installed here")
+
+
+def test_the_mock_truth_of_the_spectral_validation_needs_the_mock_extra(monkeypatch, tmp_path):
+    from specdiff_catalog.report.spectral_validation import _Truth
+
+    _without(monkeypatch, "speclite")
+    with pytest.raises(extras.MissingExtraError, match=r"--spectra-truth\) needs the \[mock\] extra"):
+        _Truth.open(tmp_path)
