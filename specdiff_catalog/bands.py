@@ -96,7 +96,8 @@ class BandSet:
 
     @cached_property
     def filters(self):
-        """The speclite ``FilterSequence`` of the bands, in band order."""
+        """The speclite ``FilterSequence`` of the bands, in band order (the mock's synthetic
+        photometry and ``run``'s photometry check, ``synphot``)."""
         import speclite.filters
 
         return speclite.filters.load_filters(*[b.filter for b in self.bands])

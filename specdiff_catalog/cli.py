@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from specdiff_catalog import __version__, defaults
+from specdiff_catalog.extras import MissingExtraError, require
 
 if TYPE_CHECKING:  # the CLI imports torch only in the commands that need it
     from specdiff_catalog.training.loop import FitResult
@@ -42,6 +44,7 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
 
 
 def _mock(args: argparse.Namespace) -> None:
+    require("mock", "specdiff-catalog mock")
     from dataclasses import replace
 
     from specdiff_catalog.mock import MockConfig, make_mock_survey
@@ -645,10 +648,16 @@ def _info(args: argparse.Namespace) -> None:
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write the PDFs in another format (qp for RAIL)")
     formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
-    q = formats.add_parser("qp", help="a qp quant ensemble (.hdf5, .fits or .pq) readable by qp.read")
+    q = formats.add_parser("qp", help="a qp hist ensemble (.hdf5, .fits or .pq) readable by qp.read")
     q.add_argument("--pz", required=True, help="output Zarr store written by `run` (path or URL)")
     q.add_argument(
         "--out", required=True, type=Path, help="file to write (.hdf5: RAIL's format, written in blocks)"
+    )
+    q.add_argument(
+        "--dz",
+        type=float,
+        default=defaults.QP_DZ,
+        help=f"histogram bin width in redshift (default {defaults.QP_DZ:g}); the bins span every PDF",
     )
     q.add_argument("--overwrite", action="store_true", help="replace an existing file")
     q.add_argument(
@@ -663,7 +672,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _export_qp(args: argparse.Namespace) -> None:
     from specdiff_catalog.report.qp_export import export_qp
 
-    print(export_qp(args.pz, args.out, overwrite=args.overwrite, partial=args.partial).summary())
+    print(export_qp(args.pz, args.out, dz=args.dz, overwrite=args.overwrite, partial=args.partial).summary())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -693,17 +702,35 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+def _one_line_warnings(command: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints this package's warnings as one line naming the
+    command (``specdiff-catalog run: warning: ...``) and hands others to ``previous``."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if category.__module__.startswith("specdiff_catalog"):
+            print(f"specdiff-catalog {command}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    previous = warnings.showwarning
+    warnings.showwarning = _one_line_warnings(args.command)
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print(f"specdiff-catalog {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, MissingExtraError) as err:
         if args.traceback:
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"specdiff-catalog {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = previous

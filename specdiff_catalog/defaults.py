@@ -66,3 +66,6 @@ the decoder, the fibre-to-total colour difference and flux calibration leave (do
 
 PPC_PVALUE = 0.001
 """PHOTOMETRY_NOT_REPRODUCED below this posterior-predictive p-value."""
+
+QP_DZ = 0.005
+"""Bin width in redshift of the histograms ``export qp`` writes (docs/output.md)."""

@@ -162,7 +162,7 @@ def predict_columns(
     }
     parts: list[dict[str, np.ndarray]] = [{name: column.empty() for name, column in spec.items()}]
     n = len(object_ids)
-    columns = _columns(table)
+    columns = columns_of(table)
     for lo in range(0, n, batch_size):
         rows = slice(lo, min(lo + batch_size, n))
         chunk = {k: np.asarray(v)[rows] for k, v in columns.items()}
@@ -186,7 +186,7 @@ def predict_columns(
     return {name: np.concatenate([p[name] for p in parts]) for name in spec}
 
 
-def _columns(table: Any) -> Mapping[str, Any]:
+def columns_of(table: Any) -> Mapping[str, Any]:
     """A table as a dict of column arrays (pandas, pyarrow or a mapping)."""
     if hasattr(table, "column_names"):
         return {name: table[name].to_numpy() for name in table.column_names}

@@ -217,22 +217,55 @@ def reconstruct_spectra(
         values = store.read(name, rows[order])
         columns[name] = np.empty_like(values)
         columns[name][order] = values
-    wave_rest = autoencoder.rest_wave()
-    flux_rest = decode(autoencoder, columns["latent"])
-    z = columns["z_median" if redshift == "median" else "z_mode"].astype(np.float64)
-    result = ReconstructedSpectra(
+    return decode_spectra(
+        autoencoder,
+        columns["latent"],
         object_id=columns["object_id"],
         row=rows,
         flags=columns["flags"],
         z_median=columns["z_median"],
         z_mode=columns["z_mode"],
         redshift=redshift,
+        observed=observed,
+        provenance=_provenance(store, path, config),
+    )
+
+
+def decode_spectra(
+    autoencoder: SpectrumAutoencoder,
+    latent: np.ndarray,
+    *,
+    object_id: np.ndarray,
+    row: np.ndarray,
+    flags: np.ndarray,
+    z_median: np.ndarray,
+    z_mode: np.ndarray,
+    redshift: str = "median",
+    observed: str | np.ndarray | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> ReconstructedSpectra:
+    """Spectra of n objects from their latents (n, S): rest-frame spectra on the model's
+    rest grid, Dn4000 and, with ``observed`` ("desi", "model" or a (P,) grid in Angstrom),
+    the spectra redshifted to z_median or z_mode (``redshift``) on that grid. object_id,
+    row, flags, z_median, z_mode: (n,) carried into the result; NaN latents give NaN spectra."""
+    if redshift not in REDSHIFTS:
+        raise ValueError(f"redshift must be one of {REDSHIFTS}, got {redshift!r}")
+    wave_rest = autoencoder.rest_wave()
+    flux_rest = decode(autoencoder, latent)
+    z = (z_median if redshift == "median" else z_mode).astype(np.float64)
+    result = ReconstructedSpectra(
+        object_id=object_id,
+        row=row,
+        flags=flags,
+        z_median=z_median,
+        z_mode=z_mode,
+        redshift=redshift,
         z=z,
         wave_rest=wave_rest,
         flux_rest=flux_rest,
         dn4000=spectral.dn4000(wave_rest, flux_rest),
         norm_window=autoencoder.config.norm_window,
-        provenance=_provenance(store, path, config),
+        provenance=provenance or {},
     )
     if observed is not None:
         from specdiff_catalog.models.autoencoder import redshift_spectra

@@ -74,15 +74,61 @@ def rebin(
     return wave_b, flux_b.astype(np.float32), ivar_b.astype(np.float32)
 
 
+F99_R_V = 3.1
+SFD_RECALIBRATION = 1.029
+"""E(B-V)_SFD scaling of DESI's dust curve: A(lambda) is normalised at 1 micron and scaled by
+1.029 (the Schlafly & Finkbeiner 2011 recalibration, as ``desiutil.dust.dust_transmission``)."""
+
+
+def fitzpatrick99(wave: np.ndarray, r_v: float = F99_R_V) -> np.ndarray:
+    """(P,) A(lambda) / A(V) of Fitzpatrick (1999, PASP 111, 63) at vacuum wave (P,) Angstrom.
+
+    Below 2700 A the FM90 ultraviolet form (linear + Drude bump at 4.596 / micron +
+    far-UV curvature); above it a natural cubic spline in 1/lambda through the optical/IR
+    anchor points (26500, 12200, 6000, 5470, 4670, 4110 A) and two UV points (2700, 2600 A),
+    as Landsman's FM_UNRED and ``desiutil.dust.ext_fitzpatrick`` (with which
+    tests/test_spectral.py checks it to 1e-10).
+    """
+    from scipy.interpolate import CubicSpline
+
+    def uv(x: np.ndarray) -> np.ndarray:
+        c2 = -0.824 + 4.717 / r_v
+        c1 = 2.030 - 3.007 * c2
+        bump = 3.23 * x**2 / ((x**2 - 4.596**2) ** 2 + (x * 0.99) ** 2)
+        far = np.where(x > 5.9, 0.41 * (0.5392 * (x - 5.9) ** 2 + 0.05644 * (x - 5.9) ** 3), 0.0)
+        return c1 + c2 * x + bump + far + r_v
+
+    x = 1e4 / np.asarray(wave, dtype=np.float64)  # inverse microns
+    x_uv = 1e4 / np.array([2700.0, 2600.0])
+    x_anchor = np.concatenate([[0.0], 1e4 / np.array([26500.0, 12200.0, 6000.0, 5470.0, 4670.0, 4110.0])])
+    y_anchor = np.concatenate(
+        [
+            np.array([0.0, 0.26469, 0.82925]) * r_v / 3.1,
+            [
+                np.polyval([2.13572e-04, 1.00270, -4.22809e-01], r_v),
+                np.polyval([-7.35778e-05, 1.00216, -5.13540e-02], r_v),
+                np.polyval([-3.32598e-05, 1.00184, 7.00127e-01], r_v),
+                np.polyval([-4.45636e-05, 7.97809e-04, -5.46959e-03, 1.01707, 1.19456], r_v),
+            ],
+        ]
+    )
+    spline = CubicSpline(
+        np.concatenate([x_anchor, x_uv]), np.concatenate([y_anchor, uv(x_uv)]), bc_type="natural"
+    )
+    return np.where(x >= 1e4 / 2700.0, uv(x), spline(x)) / r_v
+
+
 def mw_transmission(wave: np.ndarray, ebv: np.ndarray) -> np.ndarray:
     """(N, P) Milky Way transmission at observed wave (P,) Angstrom for SFD E(B-V) ebv (N,).
 
-    DESI's curve (``desiutil.dust.dust_transmission``: Fitzpatrick 1999, R_V = 3.1, with the
-    Schlafly & Finkbeiner 2011 SFD recalibration), the one the DESI pipeline uses.
+    DESI's curve (``desiutil.dust.dust_transmission``): Fitzpatrick (1999) with R_V = 3.1,
+    A(lambda) = E(B-V)_SFD x 1.029 x A(lambda) / A(1 micron) (Schlafly & Finkbeiner 2011),
+    the one the DESI pipeline uses; computed here (``fitzpatrick99``) so the core install
+    needs no desiutil.
     """
-    from desiutil.dust import dust_transmission
-
-    a_per_ebv = -2.5 * np.log10(dust_transmission(np.asarray(wave, dtype=np.float64), 1.0))
+    wave = np.asarray(wave, dtype=np.float64)
+    curve = fitzpatrick99(wave) / fitzpatrick99(np.array([1e4]))[0]
+    a_per_ebv = SFD_RECALIBRATION * curve
     return 10.0 ** (-0.4 * np.outer(np.asarray(ebv, dtype=np.float64), a_per_ebv))
 
 

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "specdiff_catalog"
 
 # group -> layer; data walks down: a module may import a lower layer or its own group
 LAYERS = {
-    "base": 0,  # defaults, config, flags, bands, hashing: configuration as data
+    "base": 0,  # defaults, config, flags, bands, hashing, extras: configuration as data
     "numerics": 1,  # features, spectral, summaries, metrics, synphot
     "io": 2,  # io/*: files at the edges
     "models": 3,  # models/*: networks, samplers, the model directory
@@ -28,15 +28,17 @@ LAYERS = {
     "report": 5,
     "rail": 6,  # rail/*: the RAIL stages, an adapter beside the CLI
     "cli": 6,
+    "api": 6,  # the package's public names (__init__ imports them lazily) and api.py
 }
 GROUP_OF = {
-    "__init__": "base",
+    "__init__": "api",
     "__main__": "cli",
     "defaults": "base",
     "config": "base",
     "flags": "base",
     "bands": "base",
     "hashing": "base",
+    "extras": "base",
     "features": "numerics",
     "spectral": "numerics",
     "summaries": "numerics",

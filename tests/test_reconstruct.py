@@ -121,11 +121,30 @@ def test_fits_and_zarr_files(model_and_store, tmp_path):
         assert np.allclose(hdul["FLUX"].data, spectra.flux_rest, equal_nan=True)
         assert list(table["HAS_LATENT"]) == [False, True, True]
     write_spectra(spectra, tmp_path / "s.zarr")
+    assert "dispaxis" not in xr.open_zarr(tmp_path / "s.zarr").attrs
     ds = xr.open_zarr(tmp_path / "s.zarr")
     assert ds["flux"].dims == ("object", "wavelength") and ds["wavelength"].attrs["units"] == "Angstrom"
     assert np.allclose(ds["obs_flux"].values, spectra.flux_obs, equal_nan=True)
     with pytest.raises(ValueError, match=r"FITS .* or Zarr"):
         write_spectra(spectra, tmp_path / "s.txt")
+
+
+def test_specutils_reads_the_fits_file(model_and_store, tmp_path):
+    specutils = pytest.importorskip("specutils")  # the [specutils] extra
+    import astropy.units as u
+
+    _, path = model_and_store
+    spectra = reconstruct_spectra(path, ObjectSelection(ids=(1001, 1005, 1130)), observed="desi")
+    write_spectra(spectra, tmp_path / "s.fits")
+    reader = getattr(specutils, "Spectrum", None) or specutils.Spectrum1D  # Spectrum1D before specutils 2
+    rest = reader.read(tmp_path / "s.fits")  # no format, no hdu: identified from the file
+    assert rest.flux.shape == (3, spectra.wave_rest.size) and rest.flux.unit == u.dimensionless_unscaled
+    assert np.allclose(rest.spectral_axis.to_value(u.AA), spectra.wave_rest, rtol=1e-6)  # float32 grid
+    assert np.allclose(rest.flux.value, spectra.flux_rest, equal_nan=True)
+    assert np.isnan(rest.flux.value[0]).all() and np.isfinite(rest.flux.value[1:]).all()  # 1001: no latent
+    observed = reader.read(tmp_path / "s.fits", hdu="OBS_FLUX")
+    assert np.allclose(observed.spectral_axis.to_value(u.AA), WAVE, rtol=1e-10)
+    assert np.allclose(observed.flux.value, spectra.flux_obs, equal_nan=True)
 
 
 def test_cli_spectra(model_and_store, tmp_path, capsys):

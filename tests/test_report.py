@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 
 import numpy as np
@@ -20,7 +21,9 @@ FIGURES = (
     "dz_vs_redshift",
     "metrics_by_mag_r",
     "metrics_by_z_phot",
+    "nz_by_z_phot",
     "pit_histogram",
+    "pit_qq",
     "coverage",
     "example_pdfs",
     "metrics_by_coverage",
@@ -160,6 +163,12 @@ def test_report_has_every_figure_and_the_metrics(report_dir):
     bins = {(r["method"], r["bin"]) for r in metrics["photoz"]["metrics"] if r["binning"] == "coverage"}
     assert ("diffusion", "[0.1, 1)") in bins and ("baseline", "[0.1, 1)") in bins
     assert "Training-set coverage and the photometry check" in html
+    nz = metrics["photoz"]["nz"]
+    assert {row["method"] for row in nz} == methods and all(isinstance(row["n"], int) for row in nz)
+    assert sum(row["n"] for row in nz if row["method"] == "diffusion") > 380  # the scored objects
+    # counts print as integers in the tables, e.g. the n row of the summary: no "400.0", no "1.2e+04"
+    assert re.search(r"<th>n</th>\s*<td>\d+</td>\s*<td>\d+</td>", html)
+    assert "samples per object are too few" not in html  # 64 samples: no too-few-samples note
     spectra = metrics["spectra"]
     assert spectra["n_objects"] == 120 and spectra["chi2_pix_mean"] > 0.9
     assert spectra["dn4000_high_snr"]["n"] >= 1
@@ -195,3 +204,64 @@ def test_evaluate_without_matching_or_with_repeated_ids_names_the_files(
     err = capsys.readouterr().err.strip().splitlines()
     ids = ", ".join(str(i) for i in truth["OBJECT_ID"].iloc[[3, 7]])
     assert len(err) == 1 and f"{repeated} (OBJECT_ID): 2 object id(s) occur more than once: {ids}" in err[0]
+
+
+def test_counts_display_as_integers():
+    import pandas as pd
+
+    from specdiff_catalog.report.evaluate import display_frame
+
+    frame = pd.DataFrame(
+        {"diffusion": [19956.0, 0.0123456, np.nan], "baseline": [19956, 0.5, 2.0]},
+        index=["n", "bias", "crps"],
+    )
+    shown = display_frame(frame)
+    assert list(shown["diffusion"]) == ["19956", "0.01235", "-"] and list(shown["baseline"]) == [
+        "19956",
+        "0.5",
+        "2",
+    ]
+    wide = pd.DataFrame(
+        [[12345.0, 0.25]], columns=pd.MultiIndex.from_tuples([("n", "diffusion"), ("bias", "diffusion")])
+    )
+    assert list(display_frame(wide, ".4f").iloc[0]) == ["12345", "0.2500"]
+
+
+def test_evaluate_prints_integer_counts_and_the_nz_table(trained_tiny, tiny_run, capsys):
+    assert main(["evaluate", "--pz", str(tiny_run), "--truth", str(trained_tiny.truth)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^n\s+\d+\s+\d+$", out, flags=re.M)  # the summary's n row: integers
+    nz = out.split("N(z) per bin of each method's own z_phot")[1]
+    counts = re.findall(r"\)\s+(\S+)\s", nz)  # the n column, after each bin label
+    assert len(counts) >= 10 and all(c.isdigit() for c in counts)
+
+
+@pytest.mark.slow
+def test_too_few_samples_warn_in_run_evaluate_and_the_report(trained_tiny, tmp_path, capsys):
+    store = tmp_path / "k8.zarr"
+    args = ["--n-workers", "1", "--threads-per-worker", "1", "--dashboard-address", ":0", "--no-progress"]
+    command = [
+        "run",
+        "--input",
+        str(trained_tiny.catalog),
+        "--out",
+        str(store),
+        "--model",
+        str(trained_tiny.model),
+    ]
+    assert main([*command, "--n-samples", "8", *args]) == 0
+    err = capsys.readouterr().err
+    assert "specdiff-catalog run: warning: 8 samples per object are too few for the quantile levels " in err
+    assert "0.025, 0.05, 0.95, 0.975 (they need >= 39" in err
+    report = tmp_path / "report"
+    assert (
+        main(["evaluate", "--pz", str(store), "--truth", str(trained_tiny.truth), "--report", str(report)])
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert "specdiff-catalog evaluate: warning: 8 samples per object" in captured.err
+    assert "warning: 8 samples per object" in captured.out  # in the printed report too
+    html = (report / "report.html").read_text()
+    assert '<p class="note">8 samples per object are too few' in html
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["photoz"]["info"]["sample_count_note"].startswith("8 samples per object")

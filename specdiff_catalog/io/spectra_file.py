@@ -9,6 +9,12 @@ FITS (astropy), laid out like a DESI spectra file::
     OBS_FLUX         (n, P) float32, the same normalisation       (only with --observed)
     OBJECTS          table: OBJECT_ID, ROW, Z, Z_MEDIAN, Z_MODE, FLAGS, DN4000, HAS_LATENT
 
+The spectra HDUs also carry their wavelength grid as a linear 1-D FITS WCS (WCSAXES = 1,
+CTYPE1 = 'WAVE' (vacuum), CUNIT1 = 'Angstrom', CRVAL1, CDELT1, CRPIX1) and the primary
+header DISPAXIS = 1, so specutils' ``wcs1d-fits`` reader identifies the file:
+``specutils.Spectrum.read(path)`` gives the rest-frame FLUX as one Spectrum of n
+spectra, ``Spectrum.read(path, hdu="OBS_FLUX")`` the observed-frame ones.
+
 Zarr v3: the same arrays (``wavelength``, ``flux``, ``obs_wavelength``, ``obs_flux``
 and the table's columns in lower case) with ``dimension_names`` and units in the
 attributes, so ``xarray.open_zarr`` reads it. ``overwrite`` replaces only a spectra
@@ -108,10 +114,38 @@ def _header_cards(spectra: ReconstructedSpectra) -> list[tuple[str, Any, str]]:
     ]
 
 
-def _image(data: np.ndarray, name: str, unit: str, comment: str) -> fits.ImageHDU:
+def _image(
+    data: np.ndarray, name: str, unit: str, comment: str, wave: np.ndarray | None = None
+) -> fits.ImageHDU:
+    """An image HDU with BUNIT; with ``wave`` (the last axis' grid, Angstrom) also its WCS."""
     hdu = fits.ImageHDU(data, name=name)
     hdu.header["BUNIT"] = (unit, comment)
+    if wave is not None:
+        for key, value, note in _wavelength_wcs(wave):
+            hdu.header[key] = (value, note)
     return hdu
+
+
+def _wavelength_wcs(wave: np.ndarray) -> list[tuple[str, Any, str]]:
+    """Header cards of the linear 1-D WCS of the grid ``wave`` (P,) Angstrom.
+
+    Raises ValueError for a grid that is not linear to 1e-3 pixel + 1e-6 of the wavelength
+    (a float32 grid's rounding): every grid this package writes (the model's rest grid,
+    the DESI and model observed grids) is.
+    """
+    wave = np.asarray(wave, dtype=np.float64)
+    step = (wave[-1] - wave[0]) / (wave.size - 1) if wave.size > 1 else 1.0
+    linear = wave[0] + step * np.arange(wave.size)
+    if not np.allclose(wave, linear, rtol=1e-6, atol=1e-3 * abs(step)):
+        raise ValueError("spectra FITS files need a linear wavelength grid (for their FITS WCS)")
+    return [
+        ("WCSAXES", 1, "the wavelength axis (FITS axis 1) has a WCS"),
+        ("CTYPE1", "WAVE", "vacuum wavelength"),
+        ("CUNIT1", WAVE_UNIT, ""),
+        ("CRPIX1", 1.0, "reference pixel (1-based)"),
+        ("CRVAL1", float(wave[0]), "[Angstrom] wavelength of the reference pixel"),
+        ("CDELT1", float(step), "[Angstrom] pixel step"),
+    ]
 
 
 def write_fits(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bool = False) -> None:
@@ -120,17 +154,30 @@ def write_fits(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bo
     for key, value, comment in _header_cards(spectra):
         # a long string continues on CONTINUE cards; its comment would be cut, so it gets none
         primary.header[key] = (value, comment if len(str(value)) + len(comment) < 62 else "")
+    primary.header["DISPAXIS"] = (1, "spectra HDUs: wavelength along FITS axis 1")
     hdus = [
         primary,
         _image(spectra.wave_rest.astype(np.float64), "WAVELENGTH", WAVE_UNIT, "rest-frame vacuum wavelength"),
-        _image(spectra.flux_rest.astype(np.float32), "FLUX", FLUX_UNIT, _bunit_note(spectra)),
+        _image(
+            spectra.flux_rest.astype(np.float32),
+            "FLUX",
+            FLUX_UNIT,
+            _bunit_note(spectra),
+            spectra.wave_rest,
+        ),
     ]
     if spectra.wave_obs is not None and spectra.flux_obs is not None:
         hdus += [
             _image(
                 spectra.wave_obs.astype(np.float64), "OBS_WAVELENGTH", WAVE_UNIT, "observed vacuum wavelength"
             ),
-            _image(spectra.flux_obs.astype(np.float32), "OBS_FLUX", FLUX_UNIT, _bunit_note(spectra)),
+            _image(
+                spectra.flux_obs.astype(np.float32),
+                "OBS_FLUX",
+                FLUX_UNIT,
+                _bunit_note(spectra),
+                spectra.wave_obs,
+            ),
         ]
         hdus[-1].header["ZTYPE"] = (f"z_{spectra.redshift}", "redshift each spectrum is placed at")
     table = spectra.table()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from specdiff_catalog.io.store import OutputStore, StoreLayout, StoreRef, choose
 from specdiff_catalog.io.store_lock import store_lock
 from specdiff_catalog.pipeline.cluster import ClusterConfig, connect, dashboard_link
 from specdiff_catalog.pipeline.preflight import preflight
+from specdiff_catalog.summaries import SampleCountWarning, sample_count_note
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -248,7 +250,7 @@ def _gpu_resources(client: Client) -> dict[str, int] | None:
 def run_catalog(
     input_path: PathLike | None,
     out: PathLike,
-    model_dir: str | Path | None,
+    model_dir: str | Path | None = None,
     options: RunOptions | None = None,
     cluster: ClusterConfig | None = None,
     *,
@@ -267,6 +269,8 @@ def run_catalog(
     storage_options: for the input's fsspec filesystem (an s3://, gs://, https:// ... URL).
     Options, model and the catalog's schema are checked first (``preflight``), before any
     worker or store exists.
+    Warns (``summaries.SampleCountWarning``) when ``options.n_samples`` is too few for the
+    quantile levels (``summaries.min_samples``: 39 for 0.025 / 0.975).
 
     out: a local path or an fsspec URL (``out_storage_options`` for its filesystem).
     Re-running on an existing store resumes: finished partitions are skipped; a store
@@ -280,6 +284,9 @@ def run_catalog(
     out = to_upath(out, out_storage_options)  # PathError for an unusable URL, before anything happens
     options = options or RunOptions()
     cluster = cluster or ClusterConfig()
+    note = sample_count_note(options.quantiles, options.n_samples)
+    if note:
+        warnings.warn(note, SampleCountWarning, stacklevel=2)
     checked = preflight(input_path, model_dir, options, cluster, storage_options=storage_options)
     catalog, model_dir, config = checked.catalog, checked.model_dir, checked.config
     assert config.diffusion is not None  # preflight refuses a model without one

@@ -12,6 +12,7 @@ named in ``pdf_source``). The result carries the per-object values too, for plot
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from specdiff_catalog.bands import resolve_columns
 from specdiff_catalog.features import photometric_features
 from specdiff_catalog.io.catalog import open_catalog, read_objects
 from specdiff_catalog.io.store import open_store
-from specdiff_catalog.metrics import crps, photoz_table, pit
+from specdiff_catalog.metrics import crps, photoz_table, pit, stacked_nz
+from specdiff_catalog.summaries import SampleCountWarning, sample_count_note
 
 MAG_EDGES = (10.0, 19.0, 20.0, 21.0, 21.5, 22.0, 22.5, 30.0)
 ZPHOT_EDGES = (-0.1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 2.0)
@@ -58,7 +60,10 @@ class EvaluationResult:
         pit_<m>, crps_<m>.
     samples: method -> (N, K) redshift samples the PDF metrics used (rows as ``objects``).
     pdf_source: where the diffusion PDFs came from (stored samples or quantiles).
-    info: paths, model, counts of matched / unmatched objects, the simulated-model note.
+    info: paths, model, counts of matched / unmatched objects, the simulated-model note, the
+        too-few-samples note (``sample_count_note``, None when K resolves every level).
+    nz: per method and bin of its own z_phot, the true N(z) against the stack of the PDFs
+        (``metrics.stacked_nz``: n, means, delta_mean, widths), column ``method`` first.
     """
 
     table: pd.DataFrame
@@ -66,6 +71,7 @@ class EvaluationResult:
     samples: dict[str, np.ndarray]
     pdf_source: str
     info: dict[str, Any] = field(default_factory=dict)
+    nz: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def summary(self, binning: str = "all") -> pd.DataFrame:
         """Metrics x methods (binning "all"), or bins x (metric, method) for a binning."""
@@ -91,23 +97,64 @@ class EvaluationResult:
             )
         if info.get("simulated_note"):
             lines.append(info["simulated_note"])
-        with pd.option_context(
-            "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format
-        ):
-            lines += ["", "all objects:", self.summary("all").to_string()]
+        if info.get("sample_count_note"):
+            lines.append(f"warning: {info['sample_count_note']}")
+        with pd.option_context("display.width", 200, "display.max_columns", 30):
+            lines += ["", "all objects:", display_frame(self.summary("all"), ".4f").to_string()]
             for binning in self.table["binning"].drop_duplicates():
                 if binning != "all":
                     what = "each method's own z_phot (PDF median)" if binning == "z_phot" else binning
-                    lines += ["", f"per bin of {what}:", self.summary(binning).to_string()]
+                    lines += [
+                        "",
+                        f"per bin of {what}:",
+                        display_frame(self.summary(binning), ".4f").to_string(),
+                    ]
+            if len(self.nz):
+                lines += [
+                    "",
+                    "N(z) per bin of each method's own z_phot: true redshifts vs the stack of the PDFs:",
+                    display_frame(self.nz.drop(columns=["bin_lo", "bin_hi"]), ".4f").to_string(index=False),
+                ]
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready: info, pdf_source and the table's records (NaN -> null)."""
-        table = self.table.astype(object).where(self.table.notna(), None)
-        return {"info": self.info, "pdf_source": self.pdf_source, "metrics": table.to_dict(orient="records")}
+        """JSON-ready: info, pdf_source, the table's and the N(z) table's records (NaN -> null)."""
+
+        def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+            return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+
+        return {
+            "info": self.info,
+            "pdf_source": self.pdf_source,
+            "metrics": records(self.table),
+            "nz": records(self.nz),
+        }
 
     def write_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=1, default=_json_default))
+
+
+def display_frame(frame: pd.DataFrame, number_format: str = ".4g") -> pd.DataFrame:
+    """``frame`` as strings for printing: counts (a row or column named ``n`` or ``n_*``) as
+    integers, other numbers with ``number_format``, NaN as "-", anything else as it is."""
+
+    def is_count(label: Any) -> bool:
+        return any(str(part) == "n" or str(part).startswith("n_") for part in np.atleast_1d(label))
+
+    def cell(value: Any, count: bool) -> str:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            return str(value)
+        if not np.isfinite(value):
+            return "-"
+        if count or isinstance(value, (int, np.integer)):
+            return f"{round(float(value)):d}"
+        return format(float(value), number_format)
+
+    out = pd.DataFrame(index=frame.index, columns=frame.columns, dtype=object)
+    for j, column in enumerate(frame.columns):
+        for i, row in enumerate(frame.index):
+            out.iat[i, j] = cell(frame.iat[i, j], is_count(row) or is_count(column))
+    return out
 
 
 def _json_default(value: Any) -> Any:
@@ -176,6 +223,12 @@ def quantile_draws(levels: np.ndarray, quantiles: np.ndarray, n: int = QUANTILE_
     return out
 
 
+def _sample_count_note(attrs: dict[str, Any]) -> str | None:
+    """``summaries.sample_count_note`` for the run that wrote a store (None when not recorded)."""
+    n_samples, levels = (attrs.get("config") or {}).get("n_samples"), attrs.get("quantile_levels")
+    return sample_count_note(levels, int(n_samples)) if n_samples and levels else None
+
+
 # --- evaluation ----------------------------------------------------------------------------
 
 
@@ -199,7 +252,9 @@ def evaluate_store(
     ``z_samples``). seed: of the baseline's draws and of PIT ties. mag_band: the band
     of the magnitude bins. A store with failed or pending partitions raises
     ``io.store.NotDoneError`` naming them, unless ``partial``: then the done partitions are
-    scored and ``info["n_left_out"]`` counts the objects left out.
+    scored and ``info["n_left_out"]`` counts the objects left out. Warns
+    (``summaries.SampleCountWarning``, also in ``info["sample_count_note"]``) when the run's
+    samples per object are too few for its quantile levels.
     """
     from specdiff_catalog.models import load_model, simulation_notice
 
@@ -209,6 +264,9 @@ def evaluate_store(
         ["object_id", "flags", "z_median", "z_quantiles", "z_samples", *CHECK_COLUMNS]
     )
     attrs = opened.attrs
+    sample_note = _sample_count_note(attrs)
+    if sample_note:
+        warnings.warn(sample_note, SampleCountWarning, stacklevel=2)
     truth_table = read_truth(truth)
     model_dir = Path(model) if model is not None else Path(attrs["model_path"])
     loaded = load_model(model_dir, notice=False)  # the note is part of the printed report
@@ -260,6 +318,14 @@ def evaluate_store(
     coverage = columns["coverage"][rows] if "coverage" in columns else None
     table = _tables(results, z_true, mag, mag_band, mag_edges, zphot_edges, seed, coverage)
     colour = features.names[len(bands.bands)]  # the first adjacent colour, e.g. g-r
+    nz = pd.concat(
+        [
+            stacked_nz(samples, z_true, point, zphot_edges).assign(method=method)
+            for method, (point, samples) in results.items()
+        ],
+        ignore_index=True,
+    )
+    nz = nz[["method", *nz.columns.drop("method")]]
     objects = pd.DataFrame(
         {
             "object_id": joined["object_id"].to_numpy(),
@@ -286,6 +352,7 @@ def evaluate_store(
         "n_left_out": left_out,
         "seed": seed,
         "simulated_note": simulation_notice(loaded.config, model_dir),
+        "sample_count_note": sample_note,
     }
     return EvaluationResult(
         table=table,
@@ -293,6 +360,7 @@ def evaluate_store(
         samples={m: r[1] for m, r in results.items()},
         pdf_source=pdf_source,
         info=info,
+        nz=nz,
     )
 
 

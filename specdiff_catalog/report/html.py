@@ -68,9 +68,10 @@ class _Page:
         )
 
     def table(self, frame: pd.DataFrame, caption: str = "", css: str = "", index: bool = True) -> None:
-        body = frame.to_html(
-            float_format=lambda v: f"{v:.4g}", na_rep="-", index=index, border=0, classes=css
-        )
+        """A table; counts (rows or columns named n, n_*) print as integers, other numbers to 4 digits."""
+        from specdiff_catalog.report.evaluate import display_frame
+
+        body = display_frame(frame).to_html(na_rep="-", index=index, border=0, classes=css)
         self.parts.append((f"<p><b>{html.escape(caption)}</b></p>" if caption else "") + body)
 
     def figure(self, name: str, fig: Any, caption: str) -> None:
@@ -101,8 +102,9 @@ class _Page:
 
 def _provenance(page: _Page, evaluation: Any, spectra: Any) -> None:
     info = dict(evaluation.info) if evaluation is not None else {}
-    if info.get("simulated_note"):
-        page.paragraph(info["simulated_note"], "note")
+    for key in ("simulated_note", "sample_count_note"):
+        if info.get(key):
+            page.paragraph(info[key], "note")
     rows: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "software": f"specdiff-catalog {__version__}",
@@ -189,6 +191,7 @@ def _photoz_section(page: _Page, evaluation: Any) -> None:
                 plots.metric_by_bin(evaluation.table, binning, label),
                 f"Metrics per {label}, diffusion vs baseline.",
             )
+    _nz_section(page, evaluation, z_true, z_phot)
     pits = {
         m: plots.rank_pit(objects[f"pit_{m}"].to_numpy(), np.isfinite(samples[m]).sum(axis=1))
         for m in methods
@@ -199,6 +202,13 @@ def _photoz_section(page: _Page, evaluation: Any) -> None:
         "Probability integral transform, as the randomised rank (rank + U)/(K + 1) of z_true among the K "
         "samples (uniform for calibrated PDFs, without the comb of the K + 1 discrete PIT values): flat = "
         "calibrated; a U shape means PDFs too narrow, a hump too wide.",
+    )
+    page.figure(
+        "pit_qq",
+        plots.pit_qq(pits),
+        "PIT quantile-quantile plot (the same randomised PIT as the histogram) and its departure from the "
+        "diagonal: above it at low quantiles and below at high ones means PDFs too wide, the reverse too "
+        "narrow, a shift a bias.",
     )
     page.figure(
         "coverage",
@@ -262,6 +272,27 @@ def _checks_section(page: _Page, evaluation: Any) -> None:
             "chi^2)): roughly flat, with a deficit at 0, for objects the model reproduces; a pile at 0 "
             "for photometry it does not.",
         )
+
+
+def _nz_section(page: _Page, evaluation: Any, z_true: np.ndarray, z_phot: dict[str, np.ndarray]) -> None:
+    """N(z) per z_phot bin: the stacked PDFs against the true redshift histogram (figure and table)."""
+    nz = evaluation.nz
+    if not len(nz):
+        return
+    page.table(
+        nz.drop(columns=["bin_lo", "bin_hi"]).set_index(["method", "bin"]),
+        caption="N(z) per bin of each method's own z_phot: mean and spread of the true redshifts against "
+        "those of the stacked PDFs (delta_mean = stacked - true; the stack's spread includes each PDF's "
+        "width)",
+    )
+    edges = np.unique(np.concatenate([nz["bin_lo"].to_numpy(), nz["bin_hi"].to_numpy()]))  # the z_phot bins
+    page.figure(
+        "nz_by_z_phot",
+        plots.nz_by_bin(evaluation.samples, z_true, z_phot, edges),
+        "N(z) per z_phot bin (each method's own PDF median): the histogram of the bin's true redshifts "
+        "(filled) and the sum of its objects' PDFs (line), each normalised to unit area; bins of fewer than "
+        "20 objects are not drawn.",
+    )
 
 
 def _spectra_section(page: _Page, spectra: Any, high_snr: float | None) -> None:

@@ -7,6 +7,7 @@ the panel shows. Methods are drawn in fixed colours (``COLORS``) across figures.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 import matplotlib
@@ -206,6 +207,85 @@ def pit_histogram(pit: Mapping[str, np.ndarray], n_bins: int = 20) -> Figure:
         title="PIT histogram (flat = calibrated; U shape = too narrow)",
     )
     ax.legend(fontsize=8, loc="lower center")
+    return fig
+
+
+def pit_qq(pit: Mapping[str, np.ndarray]) -> Figure:
+    """Quantile-quantile plot of the PIT per method against U(0, 1) (top) and its departure
+    from the diagonal (bottom): above the diagonal at low quantiles and below it at high ones
+    = PDFs too wide; the reverse = too narrow; shifted = biased."""
+    fig, axes = _figure(5.4, 6.2, nrows=2, sharex=True, height_ratios=(3, 1.4))
+    top, bottom = axes[0, 0], axes[1, 0]
+    for i, (method, values) in enumerate(pit.items()):
+        values = np.sort(values[np.isfinite(values)])
+        uniform = (np.arange(values.size) + 0.5) / max(values.size, 1)
+        color = _color(method, i)
+        top.plot(uniform, values, "-", lw=1.8, color=color, label=f"{method} ({values.size} objects)")
+        bottom.plot(uniform, values - uniform, "-", lw=1.4, color=color)
+    top.plot([0, 1], [0, 1], "k--", lw=0.8, label="calibrated")
+    bottom.axhline(0, color="k", ls="--", lw=0.8)
+    top.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        ylabel="quantile of the PIT values",
+        title="PIT quantile-quantile plot (on the diagonal = calibrated)",
+    )
+    bottom.set(xlabel="quantile of U(0, 1)", ylabel="PIT quantile - uniform")
+    top.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def nz_by_bin(
+    samples: Mapping[str, np.ndarray],
+    z_true: np.ndarray,
+    z_phot: Mapping[str, np.ndarray],
+    edges: np.ndarray,
+    min_count: int = 20,
+    ncols: int = 3,
+) -> Figure:
+    """N(z) per z_phot bin, one panel per bin: for each method, the histogram of the true
+    redshifts of the objects its own z_phot puts in the bin (filled) and the stack of their
+    PDFs (line; each object's samples weighted to unit mass), in objects per grid step. Bins
+    where no method has ``min_count`` objects are not drawn. samples: method -> (N, K);
+    z_true (N,); z_phot: method -> (N,); edges (M + 1,)."""
+    top = float(np.nanpercentile(z_true, 99.5) * 1.15)
+    grid = np.linspace(0, top, 61).tolist()
+    finite = {m: np.isfinite(np.asarray(x, dtype=np.float64)) for m, x in samples.items()}
+    selections = [
+        {
+            m: finite[m].any(axis=1) & np.isfinite(z_true) & (z_phot[m] >= lo) & (z_phot[m] < hi)
+            for m in samples
+        }
+        for lo, hi in itertools.pairwise(edges)
+    ]
+    shown = [b for b, sel in enumerate(selections) if max(s.sum() for s in sel.values()) >= min_count]
+    fig, panels = _panel_grid(max(len(shown), 1), ncols, 4.2, 3.0)
+    for (k, ax), b in zip(panels, shown, strict=False):
+        for i, method in enumerate(samples):
+            sel, color = selections[b][method], _color(method, i)
+            x, ok = np.asarray(samples[method], dtype=np.float64)[sel], finite[method][sel]
+            weights = np.where(ok, 1.0 / ok.sum(axis=1, keepdims=True), 0.0)
+            ax.hist(
+                z_true[sel], bins=grid, color=color, alpha=0.25, label=f"{method}: true ({int(sel.sum())})"
+            )
+            ax.hist(
+                np.where(ok, x, 0.0).ravel(),
+                bins=grid,
+                weights=weights.ravel(),
+                histtype="step",
+                lw=1.6,
+                color=color,
+                label=f"{method}: stacked PDFs",
+            )
+        ax.axvspan(edges[b], edges[b + 1], color="0.85", zorder=0)
+        ax.set_xlim(0, top)
+        ax.set_title(f"z_phot in [{edges[b]:g}, {edges[b + 1]:g})", fontsize=9)
+        ax.tick_params(labelsize=7)
+        if k == 0:
+            ax.legend(fontsize=7)
+        if k % ncols == 0:
+            ax.set_ylabel(f"objects per dz = {top / 60:.3g}", fontsize=8)
+        ax.set_xlabel("redshift z", fontsize=8)
     return fig
 
 

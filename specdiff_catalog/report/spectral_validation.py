@@ -271,6 +271,9 @@ class _Truth:
 
     @classmethod
     def open(cls, truth_dir: str | Path) -> _Truth:
+        from specdiff_catalog.extras import require
+
+        require("mock", "the spectral validation against a mock's noiseless truth (--spectra-truth)")
         path = Path(truth_dir) / "spectroscopic.parquet"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no mock truth table (expected DIR/truth/spectroscopic.parquet)")
