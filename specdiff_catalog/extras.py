@@ -3,9 +3,10 @@
 ``require(extra, what)`` reads this package's own requirements (``importlib.metadata``) for
 the extra ``[extra]`` and raises ``MissingExtraError`` naming the extra and the missing
 distributions when any is not installed, so a command whose extra is missing stops with
-one line before it does any work::
+one line (wrapped here) before it does any work::
 
-    specdiff-catalog mock needs the [mock] extra (bagpipes missing): pip install 'specdiff-catalog[mock]'
+    specdiff-catalog mock needs the [mock] extra (bagpipes not installed):
+    pip install 'specdiff-catalog[mock]'
 
 The lists live in pyproject.toml only. Importing this module imports nothing (the CLI's
 ``--help`` stays fast); ``importlib.metadata`` is imported when a check runs.

@@ -21,20 +21,20 @@ def _without(monkeypatch, *names: str) -> None:
 
 
 def test_the_extras_are_read_from_the_package_metadata():
-    assert set(extras.extra_requirements("mock")) == {"skypy", "speclite", "desiutil"}
-    assert extras.extra_requirements("rail") == ["qp-prob"]
+    assert set(extras.extra_requirements("mock")) == {"bagpipes", "threadpoolctl", "desiutil"}
+    assert extras.extra_requirements("rail") == ["pz-rail-base", "qp-prob"]
     assert extras.extra_requirements("no-such-extra") == []
     assert extras.missing("mock") == []  # the [dev] install includes [mock]
 
 
 def test_mock_without_its_extra_is_one_line_and_writes_nothing(monkeypatch, tmp_path, capsys):
-    _without(monkeypatch, "skypy", "desiutil")
+    _without(monkeypatch, "bagpipes", "desiutil")
     out = tmp_path / "mock"
     assert main(["mock", "--out", str(out), "--n-spec", "5", "--n-phot", "5"]) == 2
     err = capsys.readouterr().err
     assert err == (
         "specdiff-catalog mock: error: specdiff-catalog mock needs the [mock] extra "
-        "(skypy, desiutil not installed): pip install 'specdiff-catalog[mock]'\n"
+        "(bagpipes, desiutil not installed): pip install 'specdiff-catalog[mock]'\n"
     )
     assert not out.exists()
 
@@ -60,6 +60,6 @@ def test_require_passes_when_installed():
 def test_the_mock_truth_of_the_spectral_validation_needs_the_mock_extra(monkeypatch, tmp_path):
     from specdiff_catalog.report.spectral_validation import _Truth
 
-    _without(monkeypatch, "speclite")
+    _without(monkeypatch, "bagpipes")
     with pytest.raises(extras.MissingExtraError, match=r"--spectra-truth\) needs the \[mock\] extra"):
         _Truth.open(tmp_path)

@@ -75,9 +75,9 @@ def test_qp_read_gives_back_the_store_and_the_ids(store, tmp_path):
         # blocks of one shard: the HDF5 file is written in 8 chunks
         summary = export_qp(store, out, block_rows=128)
         rows = _store_rows(store)
-        assert summary.n_written == len(rows["object_id"]) == 644 and summary.n_skipped == 6
+        assert summary.n_written == len(rows["object_id"]) == 692 and summary.n_skipped == 8
         ens = qp.read(str(out))
-        assert ens.npdf == 644 and ens.gen_class.name == "hist"
+        assert ens.npdf == 692 and ens.gen_class.name == "hist"
         assert np.array_equal(ens.ancil["id"], rows["object_id"])
         assert np.allclose(ens.ancil["zmode"], rows["z_mode"], atol=1e-7)
         assert np.abs(ens.median().ravel() - rows["z_median"]).max() < DZ
@@ -93,7 +93,7 @@ def test_cli_export_qp_and_refusals(store, tmp_path, capsys):
     out = tmp_path / "pz.hdf5"
     assert main(["export", "qp", "--pz", str(store), "--out", str(out), "--dz", "0.01"]) == 0
     printed = capsys.readouterr().out
-    assert "644 PDFs as a qp hist ensemble" in printed and "dz = 0.01" in printed
+    assert "692 PDFs as a qp hist ensemble" in printed and "dz = 0.01" in printed
     assert main(["export", "qp", "--pz", str(store), "--out", str(out)]) == 2
     assert "exists" in capsys.readouterr().err
     assert main(["export", "qp", "--pz", str(store), "--out", str(tmp_path / "pz.h5")]) == 2
