@@ -1,6 +1,6 @@
 """End-to-end throughput of ``run`` versus the sampler alone, and peak worker memory vs catalog size.
 
-    python benchmarks/pipeline_scaling.py --mock /work/data/mock_s1 --sizes 10000 100000 1000000
+    python benchmarks/pipeline_scaling.py --mock data/mock_s1 --sizes 10000 100000 1000000
 
 Catalogs are plain Parquet directories of fixed-size partitions (``--partition-rows``)
 whose rows are drawn with replacement from the mock survey's HATS catalog (new object
@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distributed import Client, LocalCluster
 
+from specdiff_catalog import defaults
 from specdiff_catalog.inference import predict
 from specdiff_catalog.io.catalog import open_catalog, read_partition
 from specdiff_catalog.models import load_model
@@ -100,7 +101,7 @@ def main() -> None:
         help="samples per object (default: the model's production default)",
     )
     parser.add_argument(
-        "--sampler", default="auto", help="default: the model's default student, else dpmpp2m"
+        "--sampler", default=defaults.SAMPLER, help="default: the model's production student, else dpmpp2m"
     )
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=2048)
@@ -129,7 +130,8 @@ def main() -> None:
         for n in args.sizes:
             if -(-n // args.partition_rows) < args.workers:
                 print(
-                    f"note: {n} objects make fewer partitions than workers; some workers idle (lower --partition-rows)"
+                    f"note: {n} objects make fewer partitions than workers; "
+                    "some workers idle (lower --partition-rows)"
                 )
             catalog = write_catalog(rows, n, args.partition_rows, Path(tmp) / f"cat{n}", seed=n)
             with Client(cluster) as client:
@@ -164,7 +166,8 @@ def main() -> None:
             alone = sampler_alone(args.model, catalog, options, args.compare_rows)
             rate = report.n_objects / wall
             print(
-                f"{n:>9} {report.n_partitions:>10} {wall:>8.1f} {rate:>10.1f} {alone:>25.1f} {together:>27.1f} "
+                f"{n:>9} {report.n_partitions:>10} {wall:>8.1f} {rate:>10.1f} "
+                f"{alone:>25.1f} {together:>27.1f} "
                 f"{rate / together:>6.2f} {max(peaks.values()):>16.0f}",
                 flush=True,
             )

@@ -23,9 +23,12 @@ difference over the observed rest range.
 Cost: network evaluations per galaxy (evaluations per sample x K) and FLOP per galaxy
 (``models.distill.flop_per_galaxy``, comparable across network sizes). The production
 default is the cheapest setting (FLOP per galaxy) whose CRPS and sigma_NMAD are at most
-1.02 x the 20-step 100-sample teacher's and whose PIT KS is at most 0.01 above it.
-Writes OUT.md (table), OUT.json (every number) and OUT.png (CRPS and sigma_NMAD against
-evaluations per galaxy).
+1.02 x the 20-step 100-sample teacher's and whose PIT KS is at most 0.01 above it, among
+those drawing at least ``summaries.min_samples(defaults.QUANTILES)`` samples (39: fewer
+would clamp ``run``'s outer quantiles). ``--set-default`` records the cheapest such
+student of the main model in its config.json (``training.distill.set_production_default``),
+so that ``run`` uses it. Writes OUT.md (table), OUT.json (every number) and OUT.png (CRPS
+and sigma_NMAD against FLOP per galaxy).
 """
 
 from __future__ import annotations
@@ -44,24 +47,29 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from specdiff_catalog import spectral
+from specdiff_catalog import defaults, spectral
+from specdiff_catalog.bands import BandSet
 from specdiff_catalog.hashing import hash_uniform
-from specdiff_catalog.inference import DEFAULT_QUANTILES, predict
-from specdiff_catalog.io.catalog import open_catalog
-from specdiff_catalog.io.desi import Selection, read_coadd, read_redrock, redrock_path_for, select
+from specdiff_catalog.inference import predict
+from specdiff_catalog.io.catalog import open_catalog, read_objects
+from specdiff_catalog.io.desi import read_coadd, read_redrock, redrock_path_for
 from specdiff_catalog.metrics import crps, pdf_metrics, point_metrics
-from specdiff_catalog.models import load_model
+from specdiff_catalog.models import SpecdiffModel, load_model
 from specdiff_catalog.models.autoencoder import redshift_spectra
 from specdiff_catalog.models.distill import flop_per_galaxy
-from specdiff_catalog.models.student_io import set_default
 from specdiff_catalog.reconstruct import decode
 from specdiff_catalog.report.spectral_validation import coadd_files, fit_amplitude
-from specdiff_catalog.summaries import summarize
+from specdiff_catalog.selection import SpectroSelection, select
+from specdiff_catalog.summaries import min_samples, summarize
+from specdiff_catalog.training.distill import set_production_default
 
 TEACHER_STEPS = (4, 6, 8, 12, 20, 50)
 SAMPLE_COUNTS = (16, 32, 64, 100, 256)
-REFERENCE = ("dpmpp2m", 20, 100)  # sampler, evaluations per sample, K
+REFERENCE = (defaults.TEACHER_SAMPLER, 20, defaults.N_SAMPLES)  # sampler, evaluations per sample, K
 CRPS_TOLERANCE, NMAD_TOLERANCE, PIT_KS_TOLERANCE = 0.02, 0.02, 0.01
+MIN_PRODUCTION_SAMPLES = min_samples(defaults.QUANTILES)
+"""A production setting draws at least this many samples (39 for the default quantile levels),
+so that ``run``'s stored quantiles are never clamped to the smallest or largest sample."""
 
 
 @dataclass(frozen=True)
@@ -76,43 +84,63 @@ class Setting:
 
 
 @dataclass
-class HeldOut:
-    """Photo-z objects (table, ids, z) and spectroscopic objects with noiseless truth."""
+class HeldSpectra:
+    """Spectroscopic objects with a noiseless truth: their fibermap rows (table), ids, true z,
+    the observed grid (P,), the observed ivar (n, P) and the truth on that grid (n, P),
+    reddened unless the autoencoder models de-reddened spectra."""
 
     table: pd.DataFrame
     ids: np.ndarray
     z: np.ndarray
-    spec_table: pd.DataFrame
-    spec_ids: np.ndarray
-    spec_z: np.ndarray
     wave_obs: np.ndarray
     ivar: np.ndarray
-    truth_obs: np.ndarray  # (n, P) noiseless truth on the observed grid (reddened unless deredden)
+    truth_obs: np.ndarray
 
 
-def load_photometry(mock: Path, n: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """The first ``n`` objects of MOCK's photometric catalog in hash order (a fixed random subset)."""
+@dataclass
+class HeldOut:
+    """Photo-z objects (table, ids, z) and, when the mock has them, spectra with a noiseless truth."""
+
+    table: pd.DataFrame
+    ids: np.ndarray
+    z: np.ndarray
+    spectra: HeldSpectra | None
+
+
+def load_photometry(mock: Path, bands: BandSet, n: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The first ``n`` objects of MOCK's photometric catalog in hash order (a fixed random subset):
+    the band set's columns, their exact ids, and the true z of MOCK/truth/photometric.parquet."""
     catalog = open_catalog(mock / "catalog")
-    table = pd.concat([pd.read_parquet(p.path) for p in catalog.partitions], ignore_index=True)
-    table = table.iloc[np.argsort(hash_uniform(table["OBJECT_ID"].to_numpy(), salt=7))[:n]].reset_index(
-        drop=True
-    )
+    columns = [c for b in bands.bands for c in (b.flux, b.ivar)]
+    optional = [b.mw_transmission for b in bands.bands] + [bands.ebv_column]
+    parts = [read_objects(p, columns, optional=optional) for p in catalog.partitions]
+    table = pd.concat([t for t, _ in parts], ignore_index=True)
+    ids = np.concatenate([i for _, i in parts])
+    order = np.argsort(hash_uniform(ids, salt=7))[:n]
     truth = pd.read_parquet(mock / "truth" / "photometric.parquet").set_index("OBJECT_ID")
-    ids = table["OBJECT_ID"].to_numpy(np.int64)
-    return table, ids, truth.loc[ids, "Z"].to_numpy(np.float64)
+    return (
+        table.iloc[order].reset_index(drop=True),
+        ids[order],
+        truth.loc[ids[order], "Z"].to_numpy(np.float64),
+    )
 
 
-def load_spectra(mock: Path, n: int, deredden: bool) -> dict[str, Any]:
-    """Selected spectroscopic targets with a noiseless truth (MOCK/truth/rest_spectra.zarr):
-    their fibermap rows, observed ivar and the truth on the observed grid."""
+def load_spectra(mock: Path, n: int, deredden: bool) -> HeldSpectra | None:
+    """Selected spectroscopic targets with a noiseless truth (MOCK/truth/rest_spectra.zarr:
+    wavelength, targetid, z, aperture, flux, as ``mock`` writes it whatever its spectral
+    model): their fibermap rows, observed ivar and the truth on the observed grid (no
+    instrumental resolution applied). None without such targets."""
     import zarr
 
-    group = zarr.open_group(mock / "truth" / "rest_spectra.zarr", mode="r")
+    path = mock / "truth" / "rest_spectra.zarr"
+    if n <= 0 or not path.exists():
+        return None
+    group = zarr.open_group(path, mode="r")
     truth_ids = np.asarray(group["targetid"][:])
     rows, ivars, truths, wave = [], [], [], None
     for path in coadd_files(mock / "spectra"):
         coadd = read_coadd(path)
-        chosen = select(coadd, read_redrock(redrock_path_for(path)), Selection())
+        chosen = select(coadd, read_redrock(redrock_path_for(path)), SpectroSelection())
         tid = coadd.targetid
         keep = np.flatnonzero(chosen.keep & np.isin(tid, truth_ids))
         if keep.size == 0:
@@ -134,34 +162,37 @@ def load_spectra(mock: Path, n: int, deredden: bool) -> dict[str, Any]:
         truths.append(truth_obs)
         if sum(len(r) for r in rows) >= n:
             break
+    if not rows:
+        return None
     table = pd.concat(rows, ignore_index=True).iloc[:n]
-    return {
-        "spec_table": table,
-        "spec_ids": table["TARGETID"].to_numpy(np.int64),
-        "spec_z": table["Z_TRUE"].to_numpy(np.float64),
-        "wave_obs": wave,
-        "ivar": np.concatenate(ivars)[:n],
-        "truth_obs": np.concatenate(truths)[:n],
-    }
+    return HeldSpectra(
+        table=table,
+        ids=table["TARGETID"].to_numpy(np.int64),
+        z=table["Z_TRUE"].to_numpy(np.float64),
+        wave_obs=wave,
+        ivar=np.concatenate(ivars)[:n],
+        truth_obs=np.concatenate(truths)[:n],
+    )
 
 
-def spectra_metrics(model: Any, latent: np.ndarray, held: HeldOut) -> dict[str, float]:
+def spectra_metrics(model: SpecdiffModel, latent: np.ndarray, held: HeldSpectra) -> dict[str, float]:
     """Median chi^2 per pixel (observed ivar as weights) of the decoded latents at the true z
     against the noiseless truth, and the median rms fractional difference."""
     auto = model.autoencoder
+    assert auto is not None  # main() checks that the model decodes spectra
     rest = decode(auto, latent).astype(np.float64)
-    model_obs = redshift_spectra(auto.rest_wave(), rest, held.spec_z, held.wave_obs)
+    model_obs = redshift_spectra(auto.rest_wave(), rest, held.z, held.wave_obs)
     amp, chi2, n_pix = fit_amplitude(held.truth_obs, held.ivar, model_obs)
     with np.errstate(invalid="ignore", divide="ignore"):
         chi2_pix = chi2 / np.maximum(n_pix - 1, 1)
         used = (held.ivar > 0) & np.isfinite(model_obs) & np.isfinite(held.truth_obs)
         frac = np.where(used, amp[:, None] * model_obs / held.truth_obs - 1.0, np.nan)
-        rms = np.sqrt(np.nanmean(frac**2, axis=1))
+        rms = np.sqrt(np.nansum(frac**2, axis=1) / used.sum(axis=1))  # NaN without a usable pixel
     return {"chi2_pix_median": float(np.nanmedian(chi2_pix)), "rms_frac_median": float(np.nanmedian(rms))}
 
 
 def evaluate(
-    model: Any, label: str, setting: Setting, held: HeldOut, n_ddpm: int, seed: int
+    model: SpecdiffModel, label: str, setting: Setting, held: HeldOut, n_ddpm: int, seed: int
 ) -> list[dict[str, Any]]:
     """One row per K of ``setting``: the photo-z metrics, spectra metrics, cost and wall time."""
     rows = slice(None) if setting.subset == "all" else slice(0, n_ddpm)
@@ -170,12 +201,13 @@ def evaluate(
     options = {"n_samples": k_max, "seed": seed, "sampler": setting.sampler, "steps": setting.evaluations}
     phot = predict(model, held.table.iloc[rows], held.ids[rows], **options)
     seconds = time.perf_counter() - start
-    spec = predict(model, held.spec_table, held.spec_ids, **options) if setting.subset == "all" else None
-    network = model.students[setting.evaluations] if setting.sampler == "student" else model.diffusion
+    spectra = held.spectra if setting.subset == "all" else None
+    spec = predict(model, spectra.table, spectra.ids, **options) if spectra is not None else None
+    network = model.network(setting.sampler, setting.evaluations)
     out = []
     for k in setting.counts:
         z = phot.z_samples[:, :k]
-        summary = summarize(z, None, DEFAULT_QUANTILES)
+        summary = summarize(z, None, defaults.QUANTILES)
         point, pdf = point_metrics(summary["z_median"], held.z[rows]), pdf_metrics(z, held.z[rows], seed=seed)
         row = {
             "model": label,
@@ -191,9 +223,11 @@ def evaluate(
             **{f"point_{key}": v for key, v in asdict(point).items()},
             **{f"pdf_{key}": v for key, v in asdict(pdf).items()},
         }
-        if spec is not None:
-            latent = summarize(spec.z_samples[:, :k], spec.latent_samples[:, :k], DEFAULT_QUANTILES)["latent"]
-            row |= spectra_metrics(model, latent, held)
+        if spec is not None and spectra is not None:
+            latent = summarize(spec.z_samples[:, :k], spec.latent_samples[:, :k], defaults.QUANTILES)[
+                "latent"
+            ]
+            row |= spectra_metrics(model, latent, spectra)
         out.append(row)
         print(
             f"{label:>8} {setting.sampler:>8} {setting.evaluations:>4} x {k:>3} ({setting.subset}): "
@@ -204,15 +238,21 @@ def evaluate(
     return out
 
 
-def settings_for(model: Any, label: str, main: bool) -> list[Setting]:
-    teacher = [Setting(label, "dpmpp2m", 20, SAMPLE_COUNTS)]
+def settings_for(model: SpecdiffModel, label: str, main: bool) -> list[Setting]:
+    """The 20-step teacher and the students at every K; for the main model also the teacher's
+    step sweep at K = 100 and the DDPM reference (with the 20-step teacher on its subset)."""
+    sampler, steps, k = REFERENCE
+    teacher = [Setting(label, sampler, steps, SAMPLE_COUNTS)]
     if main:
-        teacher += [Setting(label, "dpmpp2m", s, (100,)) for s in TEACHER_STEPS if s != 20]
+        assert model.diffusion is not None
+        teacher += [Setting(label, sampler, s, (k,)) for s in TEACHER_STEPS if s != steps]
         teacher += [
-            Setting(label, "ddpm", model.diffusion.schedule.timesteps, (100,), "ddpm"),
-            Setting(label, "dpmpp2m", 20, (100,), "ddpm"),
+            Setting(label, "ddpm", model.diffusion.schedule.timesteps, (k,), "ddpm"),
+            Setting(label, sampler, steps, (k,), "ddpm"),
         ]
-    return teacher + [Setting(label, "student", n, SAMPLE_COUNTS) for n in sorted(model.students)]
+    return teacher + [
+        Setting(label, defaults.STUDENT_SAMPLER, n, SAMPLE_COUNTS) for n in sorted(model.students)
+    ]
 
 
 def with_references(rows: list[dict[str, Any]], main: str) -> pd.DataFrame:
@@ -237,6 +277,7 @@ def with_references(rows: list[dict[str, Any]], main: str) -> pd.DataFrame:
             and r["nmad_ratio"] <= 1 + NMAD_TOLERANCE
             and r["pit_ks_diff"] <= PIT_KS_TOLERANCE
         )
+        r["eligible"] = r["passes"] and r["samples"] >= MIN_PRODUCTION_SAMPLES
     return pd.DataFrame([{k: v for k, v in r.items() if k != "crps_per_object"} for r in rows])
 
 
@@ -253,9 +294,12 @@ def markdown(table: pd.DataFrame, chosen: pd.Series | None) -> str:
             if np.isfinite(r.get("chi2_pix_median", np.nan))
             else "- | -"
         )
-        mark = (
-            "**default**" if chosen is not None and r.name == chosen.name else ("yes" if r["passes"] else "")
-        )
+        if chosen is not None and r.name == chosen.name:
+            mark = "**default**"
+        elif r["passes"]:
+            mark = "yes" if r["eligible"] else f"quality only (K < {MIN_PRODUCTION_SAMPLES})"
+        else:
+            mark = ""
         lines.append(
             f"| {r['model']} | {r['sampler']}{' (DDPM subset)' if r['subset'] == 'ddpm' else ''} | "
             f"{r['evaluations']} | {r['samples']} | {r['evaluations_per_galaxy']:,} | "
@@ -275,22 +319,26 @@ def plot(table: pd.DataFrame, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     data = table[table["subset"] == "all"]
+    teacher, _, k_ref = REFERENCE
     for (model, sampler, evaluations), group in data.groupby(["model", "sampler", "evaluations"]):
-        if sampler == "dpmpp2m" and len(group) == 1:
+        if sampler == teacher and len(group) == 1:
             continue  # the step sweep is drawn as one line below
         group = group.sort_values("samples")
         k_range = f"{group['samples'].min()}-{group['samples'].max()}"
         label = f"{model} {sampler}, {evaluations} eval./sample, K = {k_range}"
         for ax, column in zip(axes, ("pdf_crps", "point_sigma_nmad"), strict=True):
-            ax.plot(group["evaluations_per_galaxy"], group[column], "o-", label=label, ms=4)
-    for model, group in data[(data["sampler"] == "dpmpp2m") & (data["samples"] == 100)].groupby("model"):
+            ax.plot(group["flop_per_galaxy"] / 1e6, group[column], "o-", label=label, ms=4)
+    for model, group in data[(data["sampler"] == teacher) & (data["samples"] == k_ref)].groupby("model"):
+        if len(group) == 1:
+            continue  # no step sweep (an extra model): its point is on the K line above
         group = group.sort_values("evaluations")
-        label = f"{model} dpmpp2m, {group['evaluations'].min()}-{group['evaluations'].max()} steps, K = 100"
+        steps = f"{group['evaluations'].min()}-{group['evaluations'].max()}"
+        label = f"{model} {teacher}, {steps} steps, K = {k_ref}"
         for ax, column in zip(axes, ("pdf_crps", "point_sigma_nmad"), strict=True):
-            ax.plot(group["evaluations_per_galaxy"], group[column], "s--", label=label)
+            ax.plot(group["flop_per_galaxy"] / 1e6, group[column], "s--", label=label)
     for ax, name in zip(axes, ("CRPS", "sigma_NMAD"), strict=True):
         ax.set_xscale("log")
-        ax.set_xlabel("network evaluations per galaxy (evaluations per sample x samples)")
+        ax.set_xlabel("MFLOP per galaxy (matrix products, models.distill.flop_per_galaxy)")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
@@ -319,20 +367,29 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", required=True, type=Path, help="output prefix: OUT.md, OUT.json, OUT.png")
+    parser.add_argument(
+        "--set-default",
+        action="store_true",
+        help="record the cheapest passing student of the main model as its production setting",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = {"main": load_model(args.model)}
+    main_label = "main"
+    models = {main_label: load_model(args.model)}
     for item in args.extra_model:
         label, _, path = item.partition("=")
         models[label] = load_model(path)
-    main_label = "main"
-    table, ids, z = load_photometry(args.mock, args.objects)
-    spectra = load_spectra(args.mock, args.spectra, models[main_label].autoencoder.config.deredden)
-    held = HeldOut(table, ids, z, **spectra)
+    main_model = models[main_label]
+    if main_model.bands is None or main_model.diffusion is None:
+        raise SystemExit(f"{args.model}: the model has no diffusion component (train diffusion first)")
+    table, ids, z = load_photometry(args.mock, main_model.bands, args.objects)
+    auto = main_model.autoencoder
+    spectra = load_spectra(args.mock, args.spectra, auto.config.deredden) if auto is not None else None
+    held = HeldOut(table, ids, z, spectra)
     print(
-        f"held out: {len(ids)} photometric objects, {len(held.spec_ids)} spectra with truth, "
-        f"{args.ddpm_objects} for DDPM; torch threads {torch.get_num_threads()}",
+        f"held out: {len(ids)} photometric objects, {0 if spectra is None else len(spectra.ids)} spectra "
+        f"with truth, {args.ddpm_objects} for DDPM; torch threads {torch.get_num_threads()}",
         flush=True,
     )
     rows = []
@@ -340,8 +397,12 @@ def main() -> None:
         for setting in settings_for(model, label, label == main_label):
             rows += evaluate(model, label, setting, held, args.ddpm_objects, args.seed)
     result = with_references(rows, main_label)
-    candidates = result[result["passes"]]
-    chosen = candidates.sort_values(["flop_per_galaxy", "pdf_crps"]).iloc[0] if len(candidates) else None
+    candidates = result[result["eligible"]].sort_values(["flop_per_galaxy", "pdf_crps"])
+    chosen = candidates.iloc[0] if len(candidates) else None
+    students = candidates[
+        (candidates["model"] == main_label) & (candidates["sampler"] == defaults.STUDENT_SAMPLER)
+    ]
+    student = students.iloc[0] if len(students) else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     text = markdown(result, chosen)
     args.out.with_suffix(".md").write_text(text)
@@ -352,7 +413,9 @@ def main() -> None:
         "mock": str(args.mock),
         "reference": dict(zip(("sampler", "evaluations", "samples"), REFERENCE, strict=True)),
         "tolerances": {"crps": CRPS_TOLERANCE, "sigma_nmad": NMAD_TOLERANCE, "pit_ks": PIT_KS_TOLERANCE},
+        "min_production_samples": MIN_PRODUCTION_SAMPLES,
         "chosen": None if chosen is None else chosen.to_dict(),
+        "chosen_student_of_main": None if student is None else student.to_dict(),
         "rows": result.to_dict(orient="records"),
     }
     args.out.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=float))
@@ -361,14 +424,20 @@ def main() -> None:
         print("production default: no setting passes the rule")
         return
     print("production default:", chosen[["model", "sampler", "evaluations", "samples"]].to_dict())
-    if args.set_default and chosen["model"] == main_label and chosen["sampler"] == "student":
-        set_default(args.model, int(chosen["evaluations"]), int(chosen["samples"]))
+    if student is None:
+        print("no student of the main model passes the rule: nothing to record")
+        return
+    if student.name != chosen.name:
         print(
-            f"recorded in {args.model}/config.json: the {chosen['evaluations']}-evaluation student, "
-            f"{chosen['samples']} samples"
+            "the cheapest passing setting is not a student of the main model; its cheapest passing "
+            f"student: {student['evaluations']} evaluations x {student['samples']} samples"
         )
-    elif args.set_default:
-        print("not recorded: the chosen setting is not a student of the main model")
+    if args.set_default:
+        set_production_default(args.model, int(student["evaluations"]), int(student["samples"]))
+        print(
+            f"recorded in {args.model}/config.json: the {student['evaluations']}-evaluation student, "
+            f"{student['samples']} samples per object"
+        )
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@
 Needs torch, numpy and safetensors only (it imports no module of the package that needs
 more), so it runs on a bare GPU node. In one process, on one device:
 
-- the production default: the model's default distilled student and sample count
-  (config.json "student" section; ``--sampler``/``--steps``/``--samples`` override), and
-  today's reference: the teacher with DPM-Solver++(2M), 20 steps x 100 samples;
+- the production default: what ``run`` samples with (``models.choose_sampling``: the
+  model's production student and sample count when it has students;
+  ``--sampler``/``--steps``/``--samples`` override), and today's reference: the teacher
+  with DPM-Solver++(2M), 20 steps x 100 samples;
 - galaxies/s of each (the best of ``--repeats`` timed runs after a warm-up chunk) and
   their ratio;
 - FLOP per galaxy from the network's shapes (``models.distill.flop_per_galaxy``: matrix
@@ -36,13 +37,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from specdiff_catalog.models import store
+from specdiff_catalog import defaults
+from specdiff_catalog.models import choose_sampling, load_diffusion, load_students, store
 from specdiff_catalog.models.diffusion import DiffusionModel
 from specdiff_catalog.models.distill import flop_per_galaxy, flop_per_row, layer_shapes
 from specdiff_catalog.models.sampling import ChunkSampler, autocast_dtype, compile_network, sample
-from specdiff_catalog.models.student_io import load_students, resolve_sampling
 
-TEACHER = ("dpmpp2m", 20, 100)
+TEACHER = (
+    defaults.TEACHER_SAMPLER,
+    defaults.SAMPLER_STEPS[defaults.TEACHER_SAMPLER],
+    defaults.N_SAMPLES,
+)  # today's setting: 20 DPM-Solver++(2M) steps x 100 samples
 
 
 @dataclass
@@ -149,18 +154,25 @@ def write_quality(path: Path, model_dir: Path, mock: Path, n: int) -> None:
     feature code: run it where the package is installed, carry the .npz to the GPU node)."""
     import pandas as pd
 
-    from specdiff_catalog.bands import BandSet
     from specdiff_catalog.features import photometric_features
     from specdiff_catalog.flags import Flag
     from specdiff_catalog.hashing import hash_uniform
+    from specdiff_catalog.io.catalog import open_catalog, read_objects
 
-    files = sorted((mock / "catalog" / "dataset").rglob("*.parquet"))
-    table = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    table = table.iloc[np.argsort(hash_uniform(table["OBJECT_ID"].to_numpy(), salt=7))[:n]]
+    bands = store.read_config(model_dir).bands
+    if bands is None:
+        raise SystemExit(f"{model_dir}: config.json records no band set")
+    columns = [c for b in bands.bands for c in (b.flux, b.ivar)]
+    optional = [b.mw_transmission for b in bands.bands] + [bands.ebv_column]
+    parts = [read_objects(p, columns, optional=optional) for p in open_catalog(mock / "catalog").partitions]
+    table = pd.concat([t for t, _ in parts], ignore_index=True)
+    all_ids = np.concatenate([i for _, i in parts])
+    order = np.argsort(hash_uniform(all_ids, salt=7))[:n]
+    table, all_ids = table.iloc[order].reset_index(drop=True), all_ids[order]
     truth = pd.read_parquet(mock / "truth" / "photometric.parquet").set_index("OBJECT_ID")
-    feats = photometric_features(table, BandSet.from_dict(store.read_config(model_dir)["bands"]))
+    feats = photometric_features(table, bands)
     usable = (feats.flags & Flag.NO_PHOTOMETRY) == 0
-    ids = table["OBJECT_ID"].to_numpy(np.int64)[usable]
+    ids = all_ids[usable]
     np.savez(
         path,
         features=feats.values[usable].astype(np.float32),
@@ -174,12 +186,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=store.default_model_dir())
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--precision", default=defaults.PRECISION, choices=defaults.PRECISIONS)
     parser.add_argument("--galaxies", type=int, default=1000, help="galaxies of the production default")
     parser.add_argument(
         "--teacher-galaxies", type=int, help="galaxies of the 20-step teacher (default: --galaxies)"
     )
-    parser.add_argument("--sampler", default="auto", help="production sampler (default: the model's default)")
+    parser.add_argument(
+        "--sampler", default=defaults.SAMPLER, help="production sampler (default: what run uses, auto)"
+    )
     parser.add_argument("--steps", type=int, help="production steps / student evaluations")
     parser.add_argument("--samples", type=int, help="production samples per galaxy")
     parser.add_argument(
@@ -205,13 +219,14 @@ def main() -> None:
         write_quality(args.quality, args.model, Path(args.write_quality[0]), int(args.write_quality[1]))
         print(f"wrote {args.quality}")
         return
-    teacher = DiffusionModel.from_model_dir(args.model, device)
     config = store.read_config(args.model)
-    students = load_students(args.model, config, teacher, device)
-    sampler, steps, n_samples = resolve_sampling(config, args.sampler, args.steps, args.samples, 100)
-    production = Setting(
-        "production", students[steps] if sampler == "student" else teacher, sampler, steps or 20, n_samples
-    )
+    teacher = load_diffusion(args.model, device, config=config)
+    students = load_students(args.model, device, config=config)
+    chosen = choose_sampling(config, args.sampler, args.steps, args.samples)
+    is_student = chosen.sampler == defaults.STUDENT_SAMPLER
+    steps = chosen.steps or defaults.SAMPLER_STEPS.get(chosen.sampler) or teacher.schedule.timesteps
+    network = students[steps] if is_student else teacher
+    production = Setting("production", network, chosen.sampler, steps, chosen.n_samples)
     reference = Setting("teacher", teacher, *TEACHER)
     for setting in (production, reference):
         compile_network(setting.network, args.compile)

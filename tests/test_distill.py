@@ -1,19 +1,24 @@
 """Distilled students: the target algebra, the teacher's paths, bitwise batch independence,
 the model directory, and a student of a trained tiny teacher against that teacher."""
 
+import dataclasses
 import itertools
+import json
 import math
+import shutil
+from dataclasses import astuple
 
 import numpy as np
 import pytest
 import torch
 from test_sampling import tiny_model
 
+from specdiff_catalog import defaults
 from specdiff_catalog.cli import main
 from specdiff_catalog.inference import predict
 from specdiff_catalog.io.catalog import open_catalog, read_partition
 from specdiff_catalog.metrics import crps
-from specdiff_catalog.models import load_model
+from specdiff_catalog.models import choose_sampling, load_model
 from specdiff_catalog.models.diffusion import CosineSchedule
 from specdiff_catalog.models.distill import (
     DEFAULT_NODES,
@@ -25,8 +30,19 @@ from specdiff_catalog.models.distill import (
     x0_target,
 )
 from specdiff_catalog.models.sampling import CounterNoise, ddim, dpmpp_2m, sample
-from specdiff_catalog.models.store import read_config, update_config
-from specdiff_catalog.models.student_io import resolve_sampling
+from specdiff_catalog.models.store import (
+    CONFIG,
+    ModelDirectoryError,
+    ProductionSetting,
+    StudentSampler,
+    StudentSection,
+    WeightFile,
+    default_model_dir,
+    read_config,
+    verified_path,
+)
+from specdiff_catalog.pipeline.run import RunOptions
+from specdiff_catalog.training.distill import set_production_default
 
 
 @pytest.fixture(autouse=True)
@@ -129,24 +145,27 @@ def test_flop_per_galaxy_counts_the_matrix_products():
     assert flop_per_galaxy(model, 4, 100) == 4 * (100 * row + galaxy_step) + once
 
 
-def test_resolve_sampling_follows_the_student_section():
-    config = {"diffusion": {"weights": "diffusion.safetensors"}, "files": {"diffusion.safetensors": "abc"}}
-    assert resolve_sampling(config, "auto", None, None, 100) == ("dpmpp2m", None, 100)
+def test_choose_sampling_follows_the_student_section():
+    config = read_config(default_model_dir())
+    assert config.student is None
+    assert choose_sampling(config) == choose_sampling(config, "auto", None, None)
+    assert (choose_sampling(config).sampler, choose_sampling(config).n_samples) == ("dpmpp2m", 100)
     with pytest.raises(ValueError, match="no distilled student"):
-        resolve_sampling(config, "student", None, None, 100)
-    config["student"] = {
-        "teacher_sha256": "abc",
-        "default_evaluations": 2,
-        "default_n_samples": 64,
-        "evaluations": {"1": {}, "2": {}},
-    }
-    assert resolve_sampling(config, "auto", None, None, 100) == ("student", 2, 64)
-    assert resolve_sampling(config, "auto", 1, 32, 100) == ("student", 1, 32)
-    assert resolve_sampling(config, "dpmpp2m", None, None, 100) == ("dpmpp2m", None, 100)
-    with pytest.raises(ValueError, match="no 4-evaluation student"):
-        resolve_sampling(config, "student", 4, None, 100)
-    config["files"]["diffusion.safetensors"] = "retrained"  # a stale student is never used
-    assert resolve_sampling(config, "auto", None, None, 100) == ("dpmpp2m", None, 100)
+        choose_sampling(config, "student")
+    weights = WeightFile("student-1.safetensors", "0" * 64)
+    student = StudentSection(
+        method="progressive",
+        teacher_sha256=config.diffusion.weights.sha256,
+        default=ProductionSetting(evaluations=2, n_samples=64),
+        samplers={1: StudentSampler(weights, ()), 2: StudentSampler(weights, (1.0,))},
+    )
+    config = dataclasses.replace(config, student=student)
+    assert astuple(choose_sampling(config)) == ("student", 2, 64)
+    assert astuple(choose_sampling(config, "auto", 1, 32)) == ("student", 1, 32)
+    assert astuple(choose_sampling(config, "student", 1)) == ("student", 1, 64)
+    assert astuple(choose_sampling(config, "dpmpp2m")) == ("dpmpp2m", None, defaults.N_SAMPLES)
+    with pytest.raises(ValueError, match=r"no 4-evaluation student; it has \[1, 2\]"):
+        choose_sampling(config, "student", 4)
 
 
 # --- a student of a trained teacher -------------------------------------------------------
@@ -192,7 +211,7 @@ def catalog_table(trained_tiny):
     catalog = open_catalog(trained_tiny.catalog)
     import pandas as pd
 
-    tables = [read_partition(p) for p in catalog.partitions]
+    tables = [read_partition(p, list(catalog.columns)) for p in catalog.partitions]
     table = pd.concat(tables, ignore_index=True)
     truth = pd.read_parquet(trained_tiny.truth).set_index("OBJECT_ID")
     return table, truth.loc[table["OBJECT_ID"].to_numpy(), "Z"].to_numpy()
@@ -201,19 +220,23 @@ def catalog_table(trained_tiny):
 @pytest.mark.slow
 def test_students_are_stored_with_their_sha256_and_used_by_default(distilled):
     config = read_config(distilled)
-    section = config["student"]
-    assert section["teacher_sha256"] == config["files"]["diffusion.safetensors"]
-    assert sorted(section["evaluations"]) == ["1", "4"] and section["default_evaluations"] == 4
-    for n, entry in section["evaluations"].items():
-        assert entry["weights"] in config["files"] and (distilled / entry["weights"]).exists()
-        assert len(entry["times"]) == int(n) + 1
-        assert entry["validation"]["pdf"]["n"] == entry["validation"]["teacher"]["pdf"]["n"] > 0
+    section = config.student
+    assert section.method == "progressive" and section.teacher_sha256 == config.diffusion.weights.sha256
+    assert sorted(section.samplers) == [1, 4] and section.default == ProductionSetting(4, defaults.N_SAMPLES)
+    for n, entry in section.samplers.items():
+        assert entry.weights.file == f"student-{n}.safetensors" and verified_path(distilled, entry.weights)
+        assert entry.nodes == DEFAULT_NODES[n] and entry.evaluations == n
+        validation = entry.training.validation
+        assert validation["sampler"] == "student" and validation["teacher"]["sampler"] == "dpmpp2m"
+        assert validation["pdf"]["n"] == validation["teacher"]["pdf"]["n"] > 0
     model = load_model(distilled)
     assert sorted(model.students) == [1, 4]
-    assert all(s.evaluations == n for n, s in model.students.items())
+    assert all(s.evaluations == n and not s.training for n, s in model.students.items())
     # the students' weights differ from the teacher's (they were trained)
     teacher = model.diffusion.net.state_dict()
     assert any(not torch.equal(v, teacher[k]) for k, v in model.students[4].net.state_dict().items())
+    options = RunOptions().resolved(config)
+    assert (options.sampler, options.steps, options.n_samples) == ("student", 4, defaults.N_SAMPLES)
 
 
 @pytest.mark.slow
@@ -235,33 +258,71 @@ def test_student_crps_is_within_tolerance_of_its_teacher(distilled, catalog_tabl
 
 
 @pytest.mark.slow
-def test_a_student_of_other_diffusion_weights_is_ignored(distilled, catalog_table, tmp_path, caplog):
-    import shutil
-
+def test_the_production_setting_is_what_predict_samples_by_default(distilled, catalog_table, tmp_path):
     model_dir = tmp_path / "model"
-    shutil.copytree(distilled, model_dir)
-    section = read_config(model_dir)["student"]
-    update_config(
-        model_dir, student=section | {"teacher_sha256": "0" * 64}
-    )  # as after retraining the teacher
-    with caplog.at_level("WARNING"):
-        model = load_model(model_dir)
-    assert model.students == {} and "made from other diffusion weights" in caplog.text
+    shutil.copytree(distilled, model_dir, ignore=shutil.ignore_patterns("training"))
+    set_production_default(model_dir, 1, 24)
+    with pytest.raises(ModelDirectoryError, match="no 2-evaluation student"):
+        set_production_default(model_dir, 2, 24)
     table, _ = catalog_table
-    ids = table["OBJECT_ID"].to_numpy()[:20]
-    auto = predict(model, table.iloc[:20], ids, n_samples=8, seed=2)
-    teacher = predict(model, table.iloc[:20], ids, n_samples=8, seed=2, sampler="dpmpp2m", steps=20)
-    assert np.array_equal(auto.z_samples, teacher.z_samples, equal_nan=True)
-    with pytest.raises(ValueError, match="no distilled student"):
-        predict(model, table.iloc[:20], ids, n_samples=8, sampler="student")
+    ids = table["OBJECT_ID"].to_numpy()[:30]
+    model = load_model(model_dir)
+    auto = predict(model, table.iloc[:30], ids, seed=2)
+    one = predict(model, table.iloc[:30], ids, seed=2, sampler="student", steps=1, n_samples=24)
+    assert auto.z_samples.shape == (30, 24) and np.array_equal(auto.z_samples, one.z_samples, equal_nan=True)
 
 
-def test_student_sampling_from_the_cli_default_run(trained_tiny):
-    """``run`` without --sampler on a model without students samples with dpmpp2m (no change)."""
-    from specdiff_catalog.pipeline.run import RunOptions
+@pytest.mark.slow
+def test_a_student_of_other_diffusion_weights_is_refused_and_retraining_drops_it(
+    distilled, trained_tiny, tmp_path
+):
+    model_dir = tmp_path / "model"
+    shutil.copytree(distilled, model_dir, ignore=shutil.ignore_patterns("training"))
+    content = json.loads((model_dir / CONFIG).read_text())
+    stale = content | {"student": content["student"] | {"teacher_sha256": "0" * 64}}
+    (model_dir / CONFIG).write_text(json.dumps(stale))  # as if the teacher had been swapped by hand
+    with pytest.raises(ModelDirectoryError, match="distilled from other diffusion weights"):
+        load_model(model_dir)
+    (model_dir / CONFIG).write_text(json.dumps(content))
+    args = ["train", "diffusion", "--data", str(trained_tiny.trainset), "--model", str(model_dir)]
+    assert main([*args, "--preset", "tiny", "--epochs", "1", "--device", "cpu", "--no-progress"]) == 0
+    config = read_config(model_dir)
+    assert (
+        config.student is None
+        and config.diffusion.weights.sha256 != content["diffusion"]["weights"]["sha256"]
+    )
+    assert load_model(model_dir).students == {}
 
-    options = RunOptions().resolved(read_config(trained_tiny.model))
-    assert (options.sampler, options.steps, options.n_samples) == ("dpmpp2m", None, 100)
+
+@pytest.mark.slow
+def test_run_samples_with_the_student_by_default(distilled, trained_tiny, catalog_table, tmp_path, capsys):
+    import pandas as pd
+    import xarray as xr
+
+    options = ["--no-progress", "--n-workers", "1", "--memory-limit", "2GiB", "--dashboard-address", ":0"]
+    run = ["run", "--input", str(trained_tiny.catalog), "--model", str(distilled), *options]
+    assert main([*run, "--out", str(tmp_path / "pz.zarr")]) == 0
+    store = xr.open_zarr(tmp_path / "pz.zarr")
+    assert {k: store.attrs["config"][k] for k in ("sampler", "steps", "n_samples")} == {
+        "sampler": "student",
+        "steps": 4,
+        "n_samples": defaults.N_SAMPLES,
+    }
+    table, _ = catalog_table
+    expected = predict(load_model(distilled), table, table["OBJECT_ID"].to_numpy())
+    stored = pd.Series(store["z_median"].values, index=store["object_id"].values)[store["valid"].values == 1]
+    got = stored.loc[table["OBJECT_ID"].to_numpy()].to_numpy()
+    np.testing.assert_allclose(got, expected.summaries["z_median"], atol=1e-6, equal_nan=True)
+    capsys.readouterr()
+    assert main([*run, "--out", str(tmp_path / "no.zarr"), "--sampler", "student", "--steps", "2"]) == 2
+    assert "no 2-evaluation student; it has [1, 4]" in capsys.readouterr().err
+    assert not (tmp_path / "no.zarr").exists()
+
+
+def test_a_model_without_students_runs_the_teacher_by_default():
+    """``run`` without --sampler on a model without students samples with dpmpp2m, 100 samples."""
+    options = RunOptions().resolved(read_config(default_model_dir()))
+    assert (options.sampler, options.steps, options.n_samples) == ("dpmpp2m", None, defaults.N_SAMPLES)
 
 
 def test_cost_model_is_monotone():
@@ -273,7 +334,6 @@ def test_cost_model_is_monotone():
 def test_the_gpu_benchmarks_numpy_metrics_match_the_package_metrics():
     """benchmarks/sampler.py runs without pandas/scoringrules: its metrics must be metrics.py's."""
     from benchmarks.sampler import numpy_metrics
-
     from specdiff_catalog.metrics import pdf_metrics, point_metrics
     from specdiff_catalog.summaries import sample_quantiles
 

@@ -14,15 +14,11 @@ import scipy.spatial.distance
 import scipy.stats
 import torch
 
+from specdiff_catalog import defaults
 from specdiff_catalog.features import feature_bands
-from specdiff_catalog.models.diffusion import (
-    EMA,
-    CosineSchedule,
-    DiffusionConfig,
-    DiffusionModel,
-    Standardisation,
-)
-from specdiff_catalog.models.sampling import CounterNoise, ddim, sample, sample_times
+from specdiff_catalog.models.diffusion import CosineSchedule, DiffusionConfig, DiffusionModel, Standardisation
+from specdiff_catalog.models.sampling import PRECISIONS, SAMPLERS, CounterNoise, ddim, sample, sample_times
+from specdiff_catalog.training.ema import EMA
 
 CONDITIONS = np.array([-0.8, 0.0, 0.8])
 
@@ -177,7 +173,7 @@ def test_a_galaxys_samples_do_not_depend_on_its_batch(sampler, steps, eta, predi
     features = rng.normal(0, 1, (n, 14)).astype(np.float32)
     missing = rng.random((n, 5)) < 0.2
     ids = rng.integers(0, 2**50, n)
-    kw = dict(n_samples=k, seed=11, sampler=sampler, steps=steps, eta=eta)
+    kw = {"n_samples": k, "seed": 11, "sampler": sampler, "steps": steps, "eta": eta}
     ref = sample(model, features, missing, ids, batch_size=n * k, **kw)
     assert ref.shape == (n, k, 5) and torch.isfinite(ref).all()
     for batch_size in (1, k, 3 * k, 7 * k):  # 1 galaxy per chunk, 3, 7 (with a ragged last chunk)
@@ -313,8 +309,7 @@ def test_trained_tiny_denoiser_learns_the_mixture_and_samplers_agree():
         opt.step()
         schedule.step()
         ema.update(model)
-    ema.copy_to(model)
-    model.eval()
+    model = ema.average  # the averaged weights, in eval mode
     ddpm = draw_samples(model, "ddpm", None, n_samples=1500, seed=1)
     dpm20 = draw_samples(model, "dpmpp2m", 20, seed=2)
     for x in (ddpm, draw_samples(model, "ddim", 50, seed=3), dpm20):
@@ -363,7 +358,7 @@ def test_chunk_rows_follow_the_free_gpu_memory(monkeypatch):
         calls.append(1)
         return 4096.0
 
-    assert sampling.chunk_rows(torch.device("cpu"), footprint) == sampling.CPU_CHUNK_ROWS
+    assert sampling.chunk_rows(torch.device("cpu"), footprint) == defaults.SAMPLER_BATCH_ROWS
     assert calls == []  # the CPU never measures a GPU footprint
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * 2**30, 80 * 2**30))
     rows = sampling.chunk_rows(torch.device("cuda", 0), footprint)
@@ -416,3 +411,9 @@ def test_a_compiled_network_gives_the_same_samples():
     assert model.net._compiled_call_impl is not None
     assert torch.equal(sample(model, features, missing, np.arange(3), **kw), ref)
     compile_network(model, None)  # no mode: left as it is
+
+
+def test_the_samplers_are_the_ones_the_defaults_name():
+    assert set(SAMPLERS) | {"auto"} == set(defaults.SAMPLERS)
+    assert defaults.TEACHER_SAMPLER in SAMPLERS and defaults.STUDENT_SAMPLER in SAMPLERS
+    assert set(PRECISIONS) == set(defaults.PRECISIONS) and defaults.PRECISION in PRECISIONS

@@ -1,8 +1,9 @@
-"""Samplers of p(x0 | c): ancestral DDPM, DDIM and DPM-Solver++(2M), with counter-based noise.
+"""Samplers of p(x0 | c): ancestral DDPM, DDIM, DPM-Solver++(2M) and distilled students, with
+counter-based noise.
 
-All three run on a (G, K, D) batch: G galaxies x K samples, the condition embedding
-computed once per galaxy and broadcast over its samples and every step. Every random
-number is ``hashing.counter_normals_torch(seed, object_id, k, step, d)``, and every
+All run on a (G, K, D) batch: G galaxies x K samples, the condition embedding computed
+once per galaxy and broadcast over its samples and every step. Every random number is
+``hashing.counter_normals_torch(seed, object_id, k, step, d)``, and on the CPU every
 network product is grouped by galaxy (``diffusion.GroupedLinear``), so a galaxy's
 samples are bitwise the same whatever else shares its batch (docs/diffusion.md).
 
@@ -11,6 +12,11 @@ samples are bitwise the same whatever else shares its batch (docs/diffusion.md).
 - ``ddim``: DDIM, deterministic given x_T at eta = 0, stochastic for eta > 0.
 - ``dpmpp2m``: DPM-Solver++(2M) (Lu et al. 2022, algorithm 2), multistep second order
   in the data prediction, first order at the first and the final step.
+- ``student``: a distilled student (``models.distill.StudentModel``), deterministic DDIM
+  on its own grid of at most 4 network evaluations (docs/distillation.md).
+
+The GPU path (autocast dtype, chunk size from free memory, ``torch.compile``) is below
+``SAMPLERS``; every branch of it is testable on the CPU.
 
 A sampler with ``steps`` = n evaluates the network n times: at T, at n - 1 times uniform
 in log-SNR, and the last x0 prediction is the sample (``sample_times``); ``ddpm`` with
@@ -30,23 +36,25 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from specdiff_catalog import defaults
 from specdiff_catalog.hashing import counter_normals_torch
 from specdiff_catalog.models.diffusion import CosineSchedule
-
-DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpmpp2m": 20}  # None: all T steps (docs/diffusion.md)
 
 
 class SamplerModel(Protocol):
     """What a sampler needs of a model (``DiffusionModel`` is one)."""
 
     @property
-    def schedule(self) -> CosineSchedule: ...
+    def schedule(self) -> CosineSchedule:
+        """The noise schedule (alpha_bar(t), log-SNR <-> t)."""
 
     @property
-    def data_dim(self) -> int: ...
+    def data_dim(self) -> int:
+        """D of the sampled vectors."""
 
     @property
-    def device(self) -> torch.device: ...
+    def device(self) -> torch.device:
+        """Where the network runs."""
 
     def embed_condition(self, features: Any, missing: Any) -> torch.Tensor:
         """(G, H) condition embedding, one row per galaxy."""
@@ -83,7 +91,7 @@ def sample_times(
     if steps == schedule.timesteps:
         return np.linspace(schedule.timesteps, 0.0, steps + 1).tolist()
     lambdas: list[float] = np.linspace(*log_snr_range, steps - 1).tolist() if steps > 1 else []
-    return [float(schedule.timesteps)] + [schedule.time_of_log_snr(lam) for lam in lambdas] + [0.0]
+    return [float(schedule.timesteps), *(schedule.time_of_log_snr(lam) for lam in lambdas), 0.0]
 
 
 def ddim(
@@ -162,16 +170,27 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "ddpm": _ddpm,
     "ddim": ddim,
     "dpmpp2m": dpmpp_2m,
-    "student": _student,
+    defaults.STUDENT_SAMPLER: _student,
 }
+"""The samplers by name: those of ``defaults.SAMPLERS`` but "auto" (``concrete_sampler``)."""
+
+
+def concrete_sampler(model: SamplerModel, sampler: str) -> str:
+    """``sampler`` with "auto" made concrete for ``model``: a distilled student (a model with
+    its own time grid, ``models.distill.StudentModel``) samples as one, any other model with
+    ``defaults.TEACHER_SAMPLER``. ValueError for an unknown name."""
+    if sampler == "auto":
+        sampler = defaults.STUDENT_SAMPLER if hasattr(model, "times") else defaults.TEACHER_SAMPLER
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; known: auto, {', '.join(SAMPLERS)}")
+    return sampler
+
 
 # --- precision, chunk size, compilation: the GPU path (testable on the CPU) --------------
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEFAULT_PRECISION = "fp32"
-"""bf16/fp16 autocast of the network on CUDA is an option; whether it keeps the quality
-is unmeasured (no GPU so far; benchmarks/gpu_check.sh measures it), so fp32 is the default."""
-CPU_CHUNK_ROWS = 32768
+"""``defaults.PRECISIONS`` -> the network's autocast dtype on CUDA (None: float32). bf16/fp16
+are options; ``defaults.PRECISION`` says which is the default and why."""
 GPU_MEMORY_FRACTION = 0.6  # of the free GPU memory a chunk may use
 MAX_CHUNK_ROWS = 1 << 23
 PROBE_GALAXIES = 64  # galaxies of the chunk that measures the per-row GPU memory footprint
@@ -206,10 +225,10 @@ def rows_for_memory(free_bytes: int, row_bytes: float, *, fraction: float = GPU_
 
 
 def chunk_rows(device: torch.device, row_bytes: Callable[[], float]) -> int:
-    """Rows per chunk: CPU_CHUNK_ROWS on the CPU; on CUDA what fits the free memory
+    """Rows per chunk: ``defaults.SAMPLER_BATCH_ROWS`` on the CPU; on CUDA what fits the free memory
     (``torch.cuda.mem_get_info``) at ``row_bytes()`` bytes per row (measured, called on CUDA only)."""
     if device.type != "cuda":
-        return CPU_CHUNK_ROWS
+        return defaults.SAMPLER_BATCH_ROWS
     free, _ = torch.cuda.mem_get_info(device)
     return rows_for_memory(free, row_bytes())
 
@@ -241,13 +260,12 @@ class ChunkSampler:
         *,
         n_samples: int,
         seed: int,
-        sampler: str = "dpmpp2m",
+        sampler: str = defaults.SAMPLER,
         steps: int | None = None,
         eta: float = 0.0,
-        precision: str = DEFAULT_PRECISION,
+        precision: str = defaults.PRECISION,
     ) -> None:
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+        sampler = concrete_sampler(model, sampler)
         if getattr(model, "training", False):
             raise ValueError("the model is in training mode (dropout); call model.eval() before sampling")
         self.model, self.features, self.missing = model, features, missing
@@ -295,21 +313,23 @@ def sample(
     *,
     n_samples: int,
     seed: int,
-    sampler: str = "dpmpp2m",
+    sampler: str = defaults.SAMPLER,
     steps: int | None = None,
     eta: float = 0.0,
     batch_size: int | None = None,
-    precision: str = DEFAULT_PRECISION,
+    precision: str = defaults.PRECISION,
 ) -> torch.Tensor:
     """(N, K) samples of x0 (standardised space) for each of N galaxies: (N, K, D) float32 on CPU.
 
     features: (N, F) raw ``photometric_features`` values (NaN for missing); missing:
     (N, B) bool; object_ids: (N,) int64, the noise keys. sampler: ddpm, ddim, dpmpp2m,
-    or student (``model`` a ``distill.StudentModel``: its own grid; steps, if given,
-    must equal its evaluations); steps: network evaluations (default: all T for ddpm,
-    50 for ddim, 20 for dpmpp2m); eta: DDIM stochasticity. batch_size: rows (galaxies
-    x samples) per chunk, None: ``chunk_rows`` (32768 on the CPU, from the free memory
-    on CUDA); chunks hold whole galaxies and never change the result on the CPU.
+    student (``model`` a ``distill.StudentModel``: its own grid; steps, if given, must
+    equal its evaluations) or auto (``concrete_sampler``: student for a student, else
+    dpmpp2m); steps: network evaluations (default ``defaults.SAMPLER_STEPS``: all T for
+    ddpm, 50 for ddim, 20 for dpmpp2m); eta: DDIM stochasticity. batch_size: rows
+    (galaxies x samples) per chunk, None: ``chunk_rows`` (``defaults.SAMPLER_BATCH_ROWS``
+    on the CPU, from the free memory on CUDA); chunks hold whole galaxies and never
+    change the result on the CPU.
     precision: fp32, bf16 or fp16 autocast of the network on CUDA (``autocast_dtype``).
     ``model`` must be in eval mode. Inside the step loop nothing is copied between host
     and device: the noise is made on the model's device, times are Python floats.
@@ -338,7 +358,7 @@ def sample(
 
 def _times(model: SamplerModel, sampler: str, steps: int | None) -> list[float]:
     """The sampler's time grid (``sample_times``, or a student's own)."""
-    if sampler == "student":
+    if sampler == defaults.STUDENT_SAMPLER:
         times = getattr(model, "times", None)
         if times is None:
             raise ValueError(
@@ -347,4 +367,4 @@ def _times(model: SamplerModel, sampler: str, steps: int | None) -> list[float]:
         if steps is not None and steps != len(times) - 1:
             raise ValueError(f"this student makes {len(times) - 1} evaluations, not {steps}")
         return list(times)
-    return sample_times(model.schedule, steps or DEFAULT_STEPS[sampler] or model.schedule.timesteps)
+    return sample_times(model.schedule, steps or defaults.SAMPLER_STEPS[sampler] or model.schedule.timesteps)

@@ -11,7 +11,10 @@ its training set (the path recorded in config.json, or ``data``), then:
    the teacher's weights, on the bank with the shared loop (``training.loop.fit``:
    AdamW, one-cycle, EMA, checkpoints in MODEL/training/distill/student-N/, resume);
 3. samples the validation split with each student and with the teacher (20-step
-   DPM-Solver++) and records both sets of photo-z metrics next to the student.
+   DPM-Solver++) and records both sets of photo-z metrics in the student's training
+   record; the students go into the model directory's ``student`` section
+   (``models.store.StudentSection``: MODEL/student-N.safetensors, their sha256, grids
+   and the production setting ``run`` uses).
 
 Only photometry is read: the targets come from the teacher, so no spectrum is encoded.
 """
@@ -25,16 +28,17 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from specdiff_catalog import defaults
 from specdiff_catalog.config import from_dict, load_preset
 from specdiff_catalog.io.trainset import TrainingSet
-from specdiff_catalog.models import store
-from specdiff_catalog.models.diffusion import DiffusionModel, drop_bands
+from specdiff_catalog.models import load_diffusion, store
+from specdiff_catalog.models.diffusion import DiffusionModel
 from specdiff_catalog.models.distill import (
     DEFAULT_NODES,
     TEACHER_SPACING,
@@ -45,8 +49,8 @@ from specdiff_catalog.models.distill import (
     teacher_times,
     x0_target,
 )
-from specdiff_catalog.models.student_io import save_student
-from specdiff_catalog.training.baseline import trainset_bandset
+from specdiff_catalog.models.store import ProductionSetting, StudentSampler, StudentSection
+from specdiff_catalog.training.augment import drop_bands
 from specdiff_catalog.training.diffusion import (
     DiffusionData,
     DiffusionTrainee,
@@ -60,6 +64,7 @@ log = logging.getLogger(__name__)
 WORKDIR = Path("training") / "distill"  # inside MODEL: bank.safetensors (+ .json), student-N/
 BANK = "bank.safetensors"
 BANK_CHUNK = 8192  # trajectories per teacher solve
+METHOD = "progressive"  # Salimans & Ho 2022's target, one round per student (models/distill.py)
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,10 @@ class DistillConfig:
     draws: int = 8
     val_draws: int = 2
     teacher_spacing: float = TEACHER_SPACING
+
+    def known_evaluations(self) -> list[int]:
+        """Every student with a grid: those asked for, those with preset nodes, the defaults."""
+        return sorted(set(self.evaluations) | {int(k) for k in self.nodes} | set(DEFAULT_NODES))
 
     def nodes_of(self, evaluations: int) -> tuple[float, ...]:
         if str(evaluations) in self.nodes:
@@ -279,18 +288,18 @@ class DistillResult:
         return all(f.finished for f in self.fits.values())
 
 
-def training_set_path(model_dir: Path, data: str | Path | None) -> Path:
-    """``data``, else the training set recorded in the diffusion section of config.json."""
+def training_set_path(config: store.ModelConfig, model_dir: Path, data: str | Path | None) -> Path:
+    """``data``, else the training set recorded with the model's diffusion component."""
     if data is not None:
         return Path(data)
-    recorded = store.read_config(model_dir).get("diffusion", {}).get("training_data", {}).get("path")
-    if not recorded:
+    record = config.diffusion.training if config.diffusion is not None else None
+    if record is None or not record.data:
         raise ValueError(f"{model_dir}: config.json records no diffusion training set; give --data")
-    if not Path(recorded).exists():
+    if not Path(record.data).exists():
         raise FileNotFoundError(
-            f"{model_dir}: its training set {recorded} (recorded in config.json) is not here; give --data"
+            f"{model_dir}: its training set {record.data} (recorded in config.json) is not here; give --data"
         )
-    return Path(recorded)
+    return Path(record.data)
 
 
 def distill(
@@ -311,22 +320,30 @@ def distill(
     data: a training set (directory or photometry Parquet) instead of the recorded one;
     preset: distill preset name or file; evaluations, epochs, batch_size, device, seed
     override the preset. Students are written (MODEL/student-N.safetensors + the
-    ``student`` section of config.json) only when every one of them finished.
+    ``student`` section of config.json) only when every one of them finished; students
+    of other evaluation counts already there are kept, and so is the production setting
+    while its student exists (else: the new student with the most evaluations, with
+    ``defaults.N_SAMPLES`` samples).
     """
     model_dir = Path(model_dir)
     config, train_config = load_distill_preset(preset)
     if evaluations is not None:
         config = dataclasses.replace(config, evaluations=tuple(evaluations))
-    overrides: dict[str, Any] = {"epochs": epochs, "batch_size": batch_size, "device": device, "seed": seed}
-    train_config = dataclasses.replace(train_config, **{k: v for k, v in overrides.items() if v is not None})
+    train_config = train_config.overridden(epochs=epochs, batch_size=batch_size, device=device, seed=seed)
     run_device = resolve_device(train_config.device)
-    teacher = DiffusionModel.from_model_dir(model_dir, run_device)
-    teacher_sha = store.read_config(model_dir)["files"][store.read_config(model_dir)["diffusion"]["weights"]]
-    data_path = training_set_path(model_dir, data)
+    model_config = store.read_config(model_dir)
+    if model_config.diffusion is None:
+        raise store.ModelDirectoryError(f"{model_dir}: the model has no diffusion component to distil")
+    teacher = load_diffusion(model_dir, run_device, config=model_config)
+    teacher_sha = model_config.diffusion.weights.sha256
+    data_path = training_set_path(model_config, model_dir, data)
     trainset = TrainingSet.open(data_path)
-    prepared = prepare_data(trainset, trainset_bandset(trainset), None)
-    grids = {n: student_times(teacher.schedule, config.nodes_of(n)) for n in config.evaluations}
-    all_nodes = sorted({v for n in config.evaluations for v in config.nodes_of(n)})
+    model_config.check_bands(trainset.bandset, model_dir)
+    prepared = prepare_data(trainset, None)  # photometry only: the teacher supplies the targets
+    # the bank keeps the states of every student the preset knows, so that students trained in
+    # separate calls (--evaluations 4, then 2, ...) share one bank
+    grids = {n: student_times(teacher.schedule, config.nodes_of(n)) for n in config.known_evaluations()}
+    all_nodes = sorted({v for n in grids for v in config.nodes_of(n)})
     solve = teacher_times(teacher.schedule, all_nodes, config.teacher_spacing)
     keep = sorted({t for grid in grids.values() for t in grid}, reverse=True)
     workdir = model_dir / WORKDIR
@@ -371,27 +388,59 @@ def distill(
             return DistillResult(fits, {})
         students[n] = StudentModel(trainee.averaged.eval(), config.nodes_of(n))  # on the run's device
     validation = {"teacher": validate_pdfs(teacher.eval(), prepared.val, seed=train_config.seed)}
+    samplers = {}
     for n, student_model in students.items():
-        student_view = cast(DiffusionModel, student_model)  # a SamplerModel with to_physical: all it needs
-        validation[str(n)] = validate_pdfs(
-            student_view, prepared.val, seed=train_config.seed, sampler="student"
-        )
+        validation[str(n)] = validate_pdfs(student_model, prepared.val, seed=train_config.seed)
         best = fits[n].history[fits[n].best_epoch]
-        save_student(
-            model_dir,
-            student_model,
-            teacher_sha256=teacher_sha,
-            training={
-                "preset": str(preset),
+        record = store.TrainingRecord(
+            preset=str(preset),
+            data=str(data_path),
+            seed=train_config.seed,
+            seconds=float(sum(r["seconds"] for r in fits[n].history)),
+            settings={
                 **dataclasses.asdict(train_config),
-                "epochs_run": len(fits[n].history),
-                "best_epoch": fits[n].best_epoch,
-                "validation_loss": best["val"]["loss"],
-                "seconds": float(sum(r["seconds"] for r in fits[n].history)),
                 "draws": config.draws,
-                "teacher_solver": {"sampler": "dpmpp2m", "times": solve},
-                "data": {"path": str(data_path), "n_train": len(prepared.train), "n_val": len(prepared.val)},
+                "val_draws": config.val_draws,
+                "teacher_solver": {"sampler": defaults.TEACHER_SAMPLER, "times": solve},
+                "validation_loss": best["val"]["loss"],
             },
+            counts={"n_train": len(prepared.train), "n_val": len(prepared.val)},
+            best_step=fits[n].best_epoch,
+            steps_run=len(fits[n].history),
             validation=validation[str(n)] | {"teacher": validation["teacher"]},
         )
+        weights = store.write_tensors(model_dir, store.student_file(n), student_model.net.state_dict())
+        samplers[n] = StudentSampler(weights=weights, nodes=student_model.nodes, training=record)
+    section = student_section(model_config.student, teacher_sha, samplers)
+    store.write_config(model_dir, dataclasses.replace(model_config, student=section))
     return DistillResult(fits, validation)
+
+
+def student_section(
+    old: StudentSection | None, teacher_sha256: str, new: dict[int, StudentSampler]
+) -> StudentSection:
+    """The ``student`` section with the ``new`` samplers added to (or replacing) the ones of
+    ``old``; the production setting stays while its student exists, else it becomes the
+    new student with the most evaluations at ``defaults.N_SAMPLES`` samples."""
+    samplers = {**(old.samplers if old is not None else {}), **new}
+    default = (
+        old.default
+        if old is not None and old.default.evaluations in samplers
+        else ProductionSetting(evaluations=max(new), n_samples=defaults.N_SAMPLES)
+    )
+    return StudentSection(method=METHOD, teacher_sha256=teacher_sha256, default=default, samplers=samplers)
+
+
+def set_production_default(model_dir: str | Path, evaluations: int, n_samples: int) -> None:
+    """Record the ``evaluations``-evaluation student at ``n_samples`` samples per object as the
+    production setting of ``model_dir`` (what ``run`` samples with by default)."""
+    config = store.read_config(model_dir)
+    if config.student is None or evaluations not in config.student.samplers:
+        have = sorted(config.student.samplers) if config.student is not None else []
+        raise store.ModelDirectoryError(
+            f"{model_dir}: no {evaluations}-evaluation student to make the default (it has {have})"
+        )
+    setting = ProductionSetting(evaluations=evaluations, n_samples=n_samples)
+    store.write_config(
+        model_dir, dataclasses.replace(config, student=dataclasses.replace(config.student, default=setting))
+    )
