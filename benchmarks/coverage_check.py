@@ -50,6 +50,7 @@ from specdiff_catalog.ppc import PhotometryCheck
 
 COVERAGE_EDGES = (0.0, 0.01, 0.1, 1.0 + 1e-6)
 BATCH = 1024
+TEACHER = defaults.TEACHER_SAMPLER  # the diffusion network itself, students or not
 
 
 def read_mock(catalog_dir: Path, truth_file: Path, bands, n: int, seed: int) -> pd.DataFrame:
@@ -95,7 +96,9 @@ def run(
     for lo in range(0, len(table), BATCH):
         chunk = {k: v[lo : lo + BATCH] for k, v in columns.items()}
         start = time.perf_counter()
-        pred = predict(model, chunk, ids[lo : lo + BATCH], n_samples=n_samples, seed=seed, steps=steps)
+        pred = predict(  # the teacher, whose sampler alone is timed below
+            model, chunk, ids[lo : lo + BATCH], n_samples=n_samples, seed=seed, sampler=TEACHER, steps=steps
+        )
         seconds["predict"] += time.perf_counter() - start
         feats = photometric_features(chunk, bands)
         use = (feats.flags & Flag.NO_PHOTOMETRY) == 0
@@ -107,6 +110,7 @@ def run(
             ids[lo : lo + BATCH][use],
             n_samples=n_samples,
             seed=seed,
+            sampler=TEACHER,
             steps=steps,
         )
         seconds["sampler"] += time.perf_counter() - start
@@ -135,7 +139,7 @@ def run(
         "truth": str(truth),
         "n_objects": n_obj,
         "n_samples": n_samples,
-        "steps": steps or defaults.SAMPLER_STEPS[defaults.SAMPLER],
+        "steps": steps or defaults.SAMPLER_STEPS[TEACHER],
         "ms_per_object": {k: 1e3 * v / n_obj for k, v in seconds.items()},
         "low_coverage_fraction": float(np.mean((flags & Flag.LOW_COVERAGE) != 0)),
     }
@@ -230,7 +234,7 @@ def perturbed(model, columns: dict, ids: np.ndarray, coverage: np.ndarray, n_sam
     band = next(b for b in model.bands.bands if b.name == "r")
     chunk = {k: v[rows] for k, v in columns.items()}
     chunk[band.flux] = chunk[band.flux] * PERTURB
-    pred = predict(model, chunk, ids[rows], n_samples=n_samples, seed=seed, steps=steps)
+    pred = predict(model, chunk, ids[rows], n_samples=n_samples, seed=seed, sampler=TEACHER, steps=steps)
     share = {
         name: float(np.mean((pred.flags & Flag[name]) != 0))
         for name in ("LOW_COVERAGE", "PHOTOMETRY_NOT_REPRODUCED")
