@@ -303,7 +303,8 @@ def test_run_samples_with_the_student_by_default(distilled, trained_tiny, catalo
     run = ["run", "--input", str(trained_tiny.catalog), "--model", str(distilled), *options]
     assert main([*run, "--out", str(tmp_path / "pz.zarr")]) == 0
     store = xr.open_zarr(tmp_path / "pz.zarr")
-    assert {k: store.attrs["config"][k] for k in ("sampler", "steps", "n_samples")} == {
+    config = json.loads(store.attrs["config"])  # nested attributes are JSON text in xarray
+    assert {k: config[k] for k in ("sampler", "steps", "n_samples")} == {
         "sampler": "student",
         "steps": 4,
         "n_samples": defaults.N_SAMPLES,
