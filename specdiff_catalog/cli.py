@@ -365,7 +365,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(report.summary())
-    return 1 if report.failed else 0
+    return 1 if report.failed or report.stopped else 0
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
