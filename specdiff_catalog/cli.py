@@ -279,7 +279,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--scheduler-file", type=Path, help="connect through a scheduler file (the HPC pattern)")
     g.add_argument("--n-workers", type=int, help="local workers (default: one per core / GPU)")
     g.add_argument("--threads-per-worker", type=int, help="threads per local worker (default 1)")
-    g.add_argument("--memory-limit", default="auto", help="memory per local worker, e.g. 4GiB (default auto)")
+    g.add_argument(
+        "--memory-limit",
+        default="auto",
+        help="memory per local worker, e.g. 4GiB (default auto); checked against model and batch up front",
+    )
     g.add_argument(
         "--dashboard-address", default=":8787", help="dashboard address (default :8787; :0 any port)"
     )
