@@ -8,15 +8,17 @@ For each model, on the training set's validation split (or --split):
 - chi^2 per valid pixel of the model, and of the noiseless truth with a best-fit amplitude
   (the floor: the mock's sky-subtraction residuals are not in IVAR), on the model's
   rebinned grid and on the instrument's full 0.8 A grid;
-- decoded rest-frame spectra vs the noiseless truth: the kcorrect template mixture of
-  truth/spectroscopic.parquet (COEFF_0..4; truth/rest_spectra.zarr is that mixture
-  scaled and sampled at 2 A, which the script checks), both normalised by their median
-  in 5300-5850 A: the fractional residual over the rest range each spectrum observed;
+- decoded rest-frame spectra vs the noiseless truth, re-synthesised from the SPS parameters
+  of truth/spectroscopic.parquet (``mock.survey.galaxies_from_truth`` +
+  ``mock.spectra.rest_frame_flux``; the script checks that this reproduces
+  truth/rest_spectra.zarr), both normalised by their median in 5300-5850 A: the
+  fractional residual over the rest range each spectrum observed;
 - Dn4000 and emission-line equivalent widths of decoded, observed and true spectra;
 - Pearson and Spearman correlation of each latent dimension with z, and the R^2 with which
   z is predicted from all latents (linear least squares, and 10-nearest-neighbour
-  regression, leave-one-out), next to the same R^2 from the true template coefficients:
-  the population itself changes with z, so that is the floor a latent cannot go below.
+  regression, leave-one-out), next to the same R^2 from the true SPS parameters of the
+  spectra's shapes (history, metallicity, dust, ionisation, dispersion): the population
+  itself changes with z, so that is the floor a latent cannot go below.
 The first model's reconstructions and Dn4000 are plotted into --img.
 """
 
@@ -35,19 +37,36 @@ from scipy import spatial, stats
 
 from specdiff_catalog import spectral
 from specdiff_catalog.io.trainset import TrainingSet
+from specdiff_catalog.mock.spectra import instrument_resolution, mw_transmission_spectrum
 from specdiff_catalog.models import load_model
 from specdiff_catalog.models.autoencoder import chi2, redshift_spectra
 
-COEFFS = [f"COEFF_{k}" for k in range(5)]
+# the truth columns that set a spectrum's shape (not its amplitude): the floor of latent-z correlations
+SHAPE_PARAMETERS = [
+    "SFH_AGE",
+    "SFH_TAU",
+    "BURST_FRACTION",
+    "BURST_AGE",
+    "LOG_SSFR",
+    "METALLICITY",
+    "LOG_U",
+    "AV",
+    "DUST_DELTA",
+    "VELDISP",
+]
+RESOLUTION_SIGMA_PIX = (
+    0.83  # the mock's line-spread function on the merged 0.8 A grid (b 0.82, r 0.76, z 0.90)
+)
 
 
-def templates(lo: float = 1500.0, hi: float = 10500.0) -> tuple[np.ndarray, np.ndarray]:
-    """kcorrect template wavelengths (K,) A and templates (5, K), as the mock uses them."""
-    from skypy.galaxies.spectrum import kcorrect
+def true_rest(truth: pd.DataFrame, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(wave (R,), flux (N, R)): noiseless rest-frame spectra of targets ``ids`` re-synthesised from
+    their SPS truth, on the mock's 30 km/s truth grid (1e-17 erg/s/cm^2/A at the observer)."""
+    from specdiff_catalog.mock.spectra import rest_frame_flux, rest_wavelength
+    from specdiff_catalog.mock.survey import galaxies_from_truth
 
-    wave = np.asarray(kcorrect.wavelength.value, dtype=np.float64)
-    keep = (wave > lo) & (wave < hi)
-    return wave[keep], np.asarray(kcorrect.templates.value, dtype=np.float64)[:, keep]
+    rows = truth.loc[ids].reset_index()
+    return rest_wavelength(), rest_frame_flux(galaxies_from_truth(rows))
 
 
 def normalise_rest(wave: np.ndarray, flux: np.ndarray) -> np.ndarray:
@@ -56,17 +75,17 @@ def normalise_rest(wave: np.ndarray, flux: np.ndarray) -> np.ndarray:
     return flux / np.median(flux[:, window], axis=1, keepdims=True)
 
 
-def check_rest_spectra(mock: Path, truth: pd.DataFrame, t_wave: np.ndarray, t_flux: np.ndarray) -> float:
-    """Largest |difference| between normalised truth/rest_spectra.zarr and our mixture, on its 2 A grid."""
+def check_rest_spectra(mock: Path, truth: pd.DataFrame) -> float:
+    """Largest |difference| between normalised truth/rest_spectra.zarr and the re-synthesised truth."""
     group = zarr.open_group(mock / "truth" / "rest_spectra.zarr", mode="r")
     ids = np.asarray(group["targetid"][:])
-    common = np.flatnonzero(np.isin(ids, truth.index))[:200]
+    common = np.flatnonzero(np.isin(ids, truth.index))[:100]
     if not common.size:
         return float("nan")
     wave = np.asarray(group["wavelength"][:])
     theirs = normalise_rest(wave, np.asarray(group["flux"].get_orthogonal_selection((common, slice(None)))))
-    mixture = truth.loc[ids[common], COEFFS].to_numpy() @ t_flux
-    ours = normalise_rest(wave, np.stack([np.interp(wave, t_wave, m) for m in mixture]))
+    t_wave, t_flux = true_rest(truth, ids[common])
+    ours = normalise_rest(wave, np.stack([np.interp(wave, t_wave, m) for m in t_flux]))
     return float(np.abs(theirs - ours).max())
 
 
@@ -97,7 +116,7 @@ def robust(d: np.ndarray) -> dict[str, float]:
     }
 
 
-def evaluate(model_dir: Path, ts: TrainingSet, truth: pd.DataFrame, t_wave, t_flux, split: str) -> dict:
+def evaluate(model_dir: Path, ts: TrainingSet, truth: pd.DataFrame, split: str) -> dict:
     """Per-object arrays of one model on one split (see the module docstring)."""
     ae = load_model(model_dir).autoencoder
     rest_wave = ae.rest_wave()
@@ -120,6 +139,9 @@ def evaluate(model_dir: Path, ts: TrainingSet, truth: pd.DataFrame, t_wave, t_fl
             "chi2_full",
             "n_full",
             "floor_full",
+            "truth_rest",
+            "dn_truth",
+            *(f"ew_truth_{name}" for name in spectral.LINE_BANDS),
         )
     }
     for batch in ts.batches(split, 512):
@@ -132,8 +154,13 @@ def evaluate(model_dir: Path, ts: TrainingSet, truth: pd.DataFrame, t_wave, t_fl
             c, n = chi2(torch.as_tensor(prep.flux), torch.as_tensor(prep.ivar), observed, inside)
         # the noiseless truth on the same rebinned pixels, with its best-fit amplitude
         z_true = truth.loc[ids, "Z"].to_numpy()
-        mixture = truth.loc[ids, COEFFS].to_numpy() @ t_flux
-        full = redshift_spectra(t_wave, mixture, z_true, ts.wave)
+        t_wave, t_flux = true_rest(truth, ids)
+        full = redshift_spectra(t_wave, t_flux, z_true, ts.wave)
+        if not ae.config.deredden:  # the spectra carry the Milky Way's dust
+            full = full * mw_transmission_spectrum(ts.wave, np.nan_to_num(batch.objects["EBV"].to_numpy()))
+        full = np.where(
+            np.isfinite(full), instrument_resolution(np.nan_to_num(full), RESOLUTION_SIGMA_PIX), np.nan
+        )
         _, t_obs, _ = spectral.rebin(
             ts.wave, np.nan_to_num(full), batch.ivar * np.isfinite(full), ae.config.rebin
         )
@@ -153,7 +180,7 @@ def evaluate(model_dir: Path, ts: TrainingSet, truth: pd.DataFrame, t_wave, t_fl
         floor_full = (w_f * (flux_f - amp_f[:, None] * t_full) ** 2).sum(1)
         # decoded vs true rest-frame shape over the rest range this spectrum observed
         rest_np = rest.numpy().astype(np.float64)
-        t_rest = normalise_rest(rest_wave, np.stack([np.interp(rest_wave, t_wave, m) for m in mixture]))
+        t_rest = normalise_rest(rest_wave, np.stack([np.interp(rest_wave, t_wave, m) for m in t_flux]))
         d_rest = normalise_rest(rest_wave, rest_np)
         seen = (rest_wave[None] >= ts.wave[0] / (1 + z[:, None])) & (
             rest_wave[None] <= ts.wave[-1] / (1 + z[:, None])
@@ -180,6 +207,12 @@ def evaluate(model_dir: Path, ts: TrainingSet, truth: pd.DataFrame, t_wave, t_fl
             ("chi2_full", chi2_full),
             ("n_full", (w_f > 0).sum(1)),
             ("floor_full", floor_full),
+            ("truth_rest", t_rest.astype(np.float32)),
+            ("dn_truth", spectral.dn4000(t_wave, t_flux)),
+            *(
+                (f"ew_truth_{name}", spectral.line_flux(t_wave, t_flux, *bands)[1])
+                for name, bands in spectral.LINE_BANDS.items()
+            ),
         ):
             out[key].append(value)
     result = {k: np.concatenate(v) for k, v in out.items()}
@@ -188,14 +221,13 @@ def evaluate(model_dir: Path, ts: TrainingSet, truth: pd.DataFrame, t_wave, t_fl
     return result
 
 
-def figures(r: dict, truth: pd.DataFrame, t_wave, t_flux) -> dict:
+def figures(r: dict, truth: pd.DataFrame) -> dict:
     """The numbers of one evaluated model."""
     ok = (r["flags"] & spectral.SpectrumFlag.skip()) == 0
-    mixture = truth.loc[r["targetid"], COEFFS].to_numpy() @ t_flux
     obs_rest = r["wave_obs"][None] / (1 + r["z"][:, None])
     dn = {
         "decoded": spectral.dn4000(r["rest_wave"], r["rest"]),
-        "truth": spectral.dn4000(t_wave, mixture),
+        "truth": r["dn_truth"],
         "observed": spectral.dn4000(obs_rest, r["data_flux"], r["data_ivar"]),
     }
     high = r["snr"] >= np.nanpercentile(r["snr"][ok], 75)
@@ -203,7 +235,7 @@ def figures(r: dict, truth: pd.DataFrame, t_wave, t_flux) -> dict:
     for name, bands in spectral.LINE_BANDS.items():
         ew = {
             "decoded": spectral.line_flux(r["rest_wave"], r["rest"], *bands)[1],
-            "truth": spectral.line_flux(t_wave, mixture, *bands)[1],
+            "truth": r[f"ew_truth_{name}"],
             "observed": spectral.line_flux(obs_rest, r["data_flux"], *bands, ivar=r["data_ivar"])[1],
         }
         strong = ok & (ew["truth"] > 5) & np.isfinite(ew["observed"])
@@ -213,7 +245,7 @@ def figures(r: dict, truth: pd.DataFrame, t_wave, t_flux) -> dict:
             "observed_minus_truth_ew": robust((ew["observed"] - ew["truth"])[strong]),
         }
     latent, z = r["latent"][ok], r["z"][ok]
-    coeff = truth.loc[r["targetid"][ok], COEFFS].to_numpy()
+    params = truth.loc[r["targetid"][ok], SHAPE_PARAMETERS].to_numpy()
     return {
         "n": len(r["z"]),
         "n_skipped": int((~ok).sum()),
@@ -237,8 +269,8 @@ def figures(r: dict, truth: pd.DataFrame, t_wave, t_flux) -> dict:
             "spearman": [float(stats.spearmanr(latent[:, i], z)[0]) for i in range(latent.shape[1])],
             "r2_linear": r2_linear(latent, z),
             "r2_knn10": r2_knn(latent, z),
-            "truth_coefficients_r2_linear": r2_linear(coeff, z),
-            "truth_coefficients_r2_knn10": r2_knn(coeff, z),
+            "truth_parameters_r2_linear": r2_linear(params, z),
+            "truth_parameters_r2_knn10": r2_knn(params, z),
         },
         "_dn4000": dn,
         "_high": high,
@@ -246,8 +278,9 @@ def figures(r: dict, truth: pd.DataFrame, t_wave, t_flux) -> dict:
     }
 
 
-def plot_examples(r: dict, f: dict, truth: pd.DataFrame, t_wave, t_flux, path: Path, label: str) -> None:
-    """Six galaxies: blue/red x low/mid/high z, the best-measured of each; data, decoded, truth."""
+def plot_examples(r: dict, f: dict, truth: pd.DataFrame, path: Path, label: str) -> None:
+    """Six galaxies: star-forming/quiescent x low/mid/high z, the best-measured of each; data, decoded,
+    truth."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -255,8 +288,8 @@ def plot_examples(r: dict, f: dict, truth: pd.DataFrame, t_wave, t_flux, path: P
 
     pop = truth.loc[r["targetid"], "POPULATION"].to_numpy()
     picks = []
-    for kind in ("blue", "red"):
-        for lo, hi in ((0.0, 0.25), (0.3, 0.5), (0.55, 0.8)):
+    for kind in ("star-forming", "quiescent"):
+        for lo, hi in ((0.0, 0.3), (0.4, 0.9), (1.0, 1.6)):
             cand = np.flatnonzero(
                 f["_ok"] & (pop == kind) & (r["z"] >= lo) & (r["z"] < hi) & np.isfinite(r["snr"])
             )
@@ -265,14 +298,11 @@ def plot_examples(r: dict, f: dict, truth: pd.DataFrame, t_wave, t_flux, path: P
                     cand[np.argsort(r["snr"][cand])[int(0.8 * (cand.size - 1))]]
                 )  # 80th percentile S/N
     fig, axes = plt.subplots(len(picks), 1, figsize=(10, 2.3 * len(picks)), sharex=True)
-    for ax, i in zip(np.atleast_1d(axes), picks):
+    for ax, i in zip(np.atleast_1d(axes), picks, strict=True):
         obs_rest = r["wave_obs"] / (1 + r["z"][i])
         good = r["data_ivar"][i] > 0
         scale = np.median(r["rest"][i][(r["rest_wave"] >= 5300) & (r["rest_wave"] <= 5850)])
-        true = normalise_rest(
-            r["rest_wave"],
-            np.interp(r["rest_wave"], t_wave, truth.loc[r["targetid"][i], COEFFS].to_numpy() @ t_flux)[None],
-        )[0]
+        true = r["truth_rest"][i]
         ax.plot(
             obs_rest[good],
             r["data_flux"][i][good],
@@ -311,7 +341,7 @@ def plot_dn4000(r: dict, f: dict, path: Path, label: str) -> None:
 
     dn, ok, high = f["_dn4000"], f["_ok"], f["_high"]
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharex=True, sharey=True)
-    for ax, key in zip(axes, ("decoded", "observed")):
+    for ax, key in zip(axes, ("decoded", "observed"), strict=True):
         ax.scatter(dn["truth"][ok & ~high], dn[key][ok & ~high], s=3, alpha=0.4, color="0.5", label="all")
         ax.scatter(
             dn["truth"][ok & high], dn[key][ok & high], s=4, alpha=0.7, color="C3", label="top S/N quartile"
@@ -342,16 +372,15 @@ def main() -> None:
     torch.set_num_threads(1)
     ts = TrainingSet.open(args.data)
     truth = pd.read_parquet(args.mock / "truth" / "spectroscopic.parquet").set_index("TARGETID")
-    t_wave, t_flux = templates()
-    results = {"rest_spectra_check_max_abs_diff": check_rest_spectra(args.mock, truth, t_wave, t_flux)}
+    results = {"rest_spectra_check_max_abs_diff": check_rest_spectra(args.mock, truth)}
     for k, spec in enumerate(args.model):
         label, path = spec.split("=", 1)
         start = time.perf_counter()
-        r = evaluate(Path(path), ts, truth, t_wave, t_flux, args.split)
-        f = figures(r, truth, t_wave, t_flux)
+        r = evaluate(Path(path), ts, truth, args.split)
+        f = figures(r, truth)
         if k == 0 and args.img:
             args.img.mkdir(parents=True, exist_ok=True)
-            plot_examples(r, f, truth, t_wave, t_flux, args.img / f"autoencoder_{label}_examples.png", label)
+            plot_examples(r, f, truth, args.img / f"autoencoder_{label}_examples.png", label)
             plot_dn4000(r, f, args.img / f"autoencoder_{label}_dn4000.png", label)
         results[label] = {key: value for key, value in f.items() if not key.startswith("_")}
         results[label]["eval_seconds"] = time.perf_counter() - start

@@ -12,6 +12,7 @@ script is for. Prints the training summary and a photoz_table on 5,000 test obje
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -22,7 +23,7 @@ import pandas as pd
 
 from specdiff_catalog.features import photometric_features
 from specdiff_catalog.metrics import photoz_table
-from specdiff_catalog.models.baseline import BaselineModel
+from specdiff_catalog.models import load_model
 from specdiff_catalog.training.baseline import train_baseline
 from tests._toy_photometry import toy_photometry
 
@@ -42,15 +43,17 @@ def main() -> None:
         path = Path(tmp) / "train.parquet"
         toy_photometry(args.n, seed=1).to_parquet(path)
         start = time.perf_counter()
-        summary = train_baseline(path, Path(tmp) / "model", preset=args.preset, threads=args.threads)
+        outcome = train_baseline(path, Path(tmp) / "model", preset=args.preset, threads=args.threads)
         print(f"train_baseline wall time: {time.perf_counter() - start:.1f} s")
-        print(json.dumps(summary, indent=1))
-        model = BaselineModel.from_model_dir(Path(tmp) / "model")
+        print(json.dumps(dataclasses.asdict(outcome), indent=1))
+        loaded = load_model(Path(tmp) / "model")
+        model, bands = loaded.baseline, loaded.bands
+        assert model is not None and bands is not None
         size = (Path(tmp) / "model" / "baseline.cbm").stat().st_size
         print(f"baseline.cbm: {size / 1e6:.1f} MB")
 
     test = toy_photometry(args.n_test, seed=2)
-    x = photometric_features(test, model.bandset).values
+    x = photometric_features(test, bands).values
     start = time.perf_counter()
     z_point, _ = model.predict(x)
     samples = model.sample(x, 200, seed=0)

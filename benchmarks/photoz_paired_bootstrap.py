@@ -44,7 +44,7 @@ def main() -> None:
     )
     point = statistics(dz["diffusion"], crps["diffusion"]) - statistics(dz["baseline"], crps["baseline"])
     print(f"{len(z)} objects, {args.n} paired bootstrap resamples: diffusion - baseline")
-    for name, d, b in zip(("sigma_nmad", "eta_015", "crps"), point, diff):
+    for name, d, b in zip(("sigma_nmad", "eta_015", "crps"), point, diff, strict=True):
         lo, hi = np.percentile(b, [2.5, 97.5])
         print(f"  {name:10s} {d:+.5f}  (s.e. {b.std():.5f}; 95% interval {lo:+.5f} .. {hi:+.5f})")
 

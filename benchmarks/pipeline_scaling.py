@@ -1,6 +1,6 @@
 """End-to-end throughput of ``run`` versus the sampler alone, and peak worker memory vs catalog size.
 
-    python benchmarks/pipeline_scaling.py --mock /work/data/mock_s1 --sizes 10000 100000 1000000
+    python benchmarks/pipeline_scaling.py --mock data/mock_s1 --sizes 10000 100000 1000000
 
 Catalogs are plain Parquet directories of fixed-size partitions (``--partition-rows``)
 whose rows are drawn with replacement from the mock survey's HATS catalog (new object
@@ -102,7 +102,8 @@ def main() -> None:
     options = RunOptions(n_samples=args.samples, steps=args.steps, batch_size=args.batch_size)
     rows = source_rows(args.mock)
     print(
-        f"model {args.model}; {args.workers} workers x 1 thread; {args.samples} samples, steps {args.steps or 'default'}, "
+        f"model {args.model}; {args.workers} workers x 1 thread; {args.samples} samples, "
+        f"steps {args.steps or 'default'}, "
         f"batch {args.batch_size}, partitions of {args.partition_rows} rows"
     )
     print(
@@ -118,7 +119,8 @@ def main() -> None:
         for n in args.sizes:
             if -(-n // args.partition_rows) < args.workers:
                 print(
-                    f"note: {n} objects make fewer partitions than workers; some workers idle (lower --partition-rows)"
+                    f"note: {n} objects make fewer partitions than workers; "
+                    "some workers idle (lower --partition-rows)"
                 )
             catalog = write_catalog(rows, n, args.partition_rows, Path(tmp) / f"cat{n}", seed=n)
             with Client(cluster) as client:
@@ -153,7 +155,8 @@ def main() -> None:
             alone = sampler_alone(args.model, catalog, options, args.compare_rows)
             rate = report.n_objects / wall
             print(
-                f"{n:>9} {report.n_partitions:>10} {wall:>8.1f} {rate:>10.1f} {alone:>25.1f} {together:>27.1f} "
+                f"{n:>9} {report.n_partitions:>10} {wall:>8.1f} {rate:>10.1f} "
+                f"{alone:>25.1f} {together:>27.1f} "
                 f"{rate / together:>6.2f} {max(peaks.values()):>16.0f}",
                 flush=True,
             )

@@ -100,7 +100,8 @@ def main() -> None:
         )
         seconds = time.perf_counter() - start
         print(
-            f"{sampler:>8} {steps:>5} {n:>8} {seconds:>8.2f} {n * args.samples / seconds:>11,.0f} {n / seconds:>10,.1f}"
+            f"{sampler:>8} {steps:>5} {n:>8} {seconds:>8.2f} "
+            f"{n * args.samples / seconds:>11,.0f} {n / seconds:>10,.1f}"
         )
 
 

@@ -28,7 +28,8 @@ sdc() { run "$PYTHON" -m specdiff_catalog "$@"; }
 MODEL="$WORK/model"
 has() {  # has COMPONENT: MODEL/config.json has that section
     [[ -z "${DRY_RUN:-}" && -f "$MODEL/config.json" ]] &&
-        "$PYTHON" -c "import json, sys; sys.exit(sys.argv[2] not in json.load(open(sys.argv[1])))" "$MODEL/config.json" "$1"
+        "$PYTHON" -c "import sys; from specdiff_catalog.models.store import read_config
+sys.exit(getattr(read_config(sys.argv[1]), sys.argv[2]) is None)" "$MODEL" "$1"
 }
 [[ -n "${DRY_RUN:-}" || ! -f "$WORK/mock/mock.json" ]] &&
     sdc mock --out "$WORK/mock" --n-spec 24000 --n-phot 20000 --seed "$SEED" --overwrite
@@ -42,20 +43,25 @@ has baseline ||
     sdc train baseline --data "$WORK/train" --model "$MODEL" --preset small --seed 0
 # what the model was trained on, and that it is simulated (printed wherever it is used)
 run "$PYTHON" -c "
-import sys
-from specdiff_catalog.models.store import update_config
-update_config(sys.argv[1], simulated=True, training_data={
-    'description': 'specdiff-catalog mock survey (simulated galaxies), seed ' + sys.argv[2] + ': '
-                   'DESI-format spectra of SkyPy galaxies at 0 < z <= 0.8, r < 22.5, with Legacy Surveys '
-                   'g,r,z,W1,W2 photometry at DR10 depths (docs/mock.md)',
-    'command': 'specdiff-catalog mock --n-spec 24000 --n-phot 20000 --seed ' + sys.argv[2],
-    'script': 'jobs/build_default_model.sh'})
+import dataclasses, sys
+from specdiff_catalog.models import store
+config = store.read_config(sys.argv[1])
+store.write_config(sys.argv[1], dataclasses.replace(
+    config,
+    provenance=store.Provenance(simulated=True),
+    training_data=dataclasses.replace(
+        config.training_data,
+        description='specdiff-catalog mock survey (simulated galaxies), seed ' + sys.argv[2] + ': '
+        'DESI-format spectra of SkyPy galaxies at 0 < z <= 0.8, r < 22.5, with Legacy Surveys '
+        'g,r,z,W1,W2 photometry at DR10 depths (docs/mock.md)',
+        command='specdiff-catalog mock --n-spec 24000 --n-phot 20000 --seed ' + sys.argv[2],
+        script='jobs/build_default_model.sh')))
 " "$MODEL" "$SEED"
 # the package keeps config.json and the weights, not the checkpoints or the latent cache
 run rm -rf "$DATA/default_model"
 run mkdir -p "$DATA/default_model"
 run cp "$MODEL/config.json" "$MODEL/autoencoder.safetensors" "$MODEL/diffusion.safetensors" "$MODEL/baseline.cbm" \
-    "$DATA/default_model/"
+    "$MODEL/coverage.safetensors" "$DATA/default_model/"
 
 sdc mock --out "$WORK/demo" --n-spec 1 --n-phot 2000 --seed "$DEMO_SEED" --n-rest 0 --order 3 --overwrite
 run rm -rf "$DATA/demo_catalog"

@@ -85,9 +85,10 @@ class BandSet:
         return np.array([b.softening for b in self.bands])
 
     def columns(self) -> list[str]:
-        """Every column the band set can use: fluxes, ivars, MW transmissions and EBV."""
+        """Every column the band set can use: fluxes, ivars, MW transmissions and EBV
+        (what ``photometric_features`` may read)."""
         cols = [c for b in self.bands for c in (b.flux, b.ivar, b.mw_transmission)]
-        return cols + [self.ebv_column]
+        return [*cols, self.ebv_column]
 
     def mw_transmission(self, ebv: np.ndarray) -> np.ndarray:
         """(N, B) Milky Way transmission 10^(-0.4 R E(B-V)) for ``ebv`` (N,) in magnitudes."""
@@ -95,27 +96,42 @@ class BandSet:
 
     @cached_property
     def filters(self):
-        """The speclite ``FilterSequence`` of the bands, in band order."""
+        """The speclite ``FilterSequence`` of the bands, in band order (the mock's synthetic
+        photometry and ``run``'s photometry check, ``synphot``)."""
         import speclite.filters
 
         return speclite.filters.load_filters(*[b.filter for b in self.bands])
 
-    def flux_to_maggies(self, flux: np.ndarray) -> np.ndarray:
-        """Convert fluxes in this set's unit to maggies (AB: m = -2.5 log10 maggies)."""
-        return np.asarray(flux) * 10.0 ** (-0.4 * self.zeropoint)
-
     def maggies_to_flux(self, maggies: np.ndarray) -> np.ndarray:
-        """Inverse of flux_to_maggies."""
+        """Maggies (AB: m = -2.5 log10 maggies) -> fluxes in this set's unit."""
         return np.asarray(maggies) * 10.0 ** (0.4 * self.zeropoint)
 
 
-def resolve_columns(available: Iterable[str], wanted: Iterable[str]) -> dict[str, str]:
+def resolve_columns(available: Iterable[str], wanted: Iterable[str], where: str = "table") -> dict[str, str]:
     """Map each wanted column name to its spelling in ``available``, ignoring case.
 
-    Names with no match are left out; callers decide which absences are errors.
+    Names with no match are left out; callers decide which absences are errors. A wanted
+    name that matches two columns differing only in case (FLUX_G and flux_g) raises
+    AmbiguousColumnError naming both and ``where``.
     """
-    by_upper = {name.upper(): name for name in available}
-    return {w: by_upper[w.upper()] for w in wanted if w.upper() in by_upper}
+    by_upper: dict[str, list[str]] = {}
+    for name in available:
+        by_upper.setdefault(name.upper(), []).append(name)
+    found = {}
+    for w in wanted:
+        matches = by_upper.get(w.upper(), [])
+        if len(matches) > 1:
+            raise AmbiguousColumnError(
+                f"{where}: columns {' and '.join(matches)} differ only in case; column names are matched "
+                f"case-insensitively, so which one is {w} is ambiguous (rename or drop one)"
+            )
+        if matches:
+            found[w] = matches[0]
+    return found
+
+
+class AmbiguousColumnError(ValueError):
+    """Two columns differ only in case, so a case-insensitive name matches both; names them."""
 
 
 class MissingColumnError(ValueError):
@@ -126,7 +142,7 @@ def require_columns(available: Iterable[str], wanted: Iterable[str], where: str)
     """resolve_columns, raising MissingColumnError naming ``where`` and each absent column."""
     available = list(available)
     wanted = list(wanted)
-    found = resolve_columns(available, wanted)
+    found = resolve_columns(available, wanted, where)
     absent = [w for w in wanted if w not in found]
     if absent:
         raise MissingColumnError(f"{where}: missing column(s) {', '.join(absent)}")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from specdiff_catalog import __version__
+from specdiff_catalog import __version__, defaults
+from specdiff_catalog.extras import MissingExtraError, require
 
 if TYPE_CHECKING:  # the CLI imports torch only in the commands that need it
     from specdiff_catalog.training.loop import FitResult
@@ -31,7 +33,7 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=0, help="random seed 0..1023; seeds never share object ids (default 0)"
     )
     p.add_argument(
-        "--r-max", type=float, default=22.5, help="r-band AB magnitude limit of both sets (default 22.5)"
+        "--z-max", type=float, default=1.6, help="largest redshift of the galaxy population (default 1.6)"
     )
     p.add_argument("--order", type=int, default=4, help="HEALPix order of the catalog partitions (default 4)")
     p.add_argument(
@@ -42,13 +44,17 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
 
 
 def _mock(args: argparse.Namespace) -> None:
+    require("mock", "specdiff-catalog mock")
+    from dataclasses import replace
+
     from specdiff_catalog.mock import MockConfig, make_mock_survey
 
+    defaults = MockConfig()
     config = MockConfig(
         n_spec=args.n_spec,
         n_phot=args.n_phot,
         seed=args.seed,
-        r_max=args.r_max,
+        population=replace(defaults.population, z_max=args.z_max),
         order=args.order,
         n_rest_spectra=args.n_rest,
     )
@@ -61,26 +67,37 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--desi", required=True, type=Path, help="directory searched recursively for coadd-*.fits")
     p.add_argument("--out", required=True, type=Path, help="training-set directory to write")
     p.add_argument(
-        "--bands", default="ls-grzw1w2", help="band preset name or TOML/JSON file (default ls-grzw1w2)"
+        "--bands",
+        default=defaults.BANDSET,
+        help=f"band preset name or TOML/JSON file (default {defaults.BANDSET}); "
+        "the training set records the band set itself",
     )
-    p.add_argument("--z-min", type=float, default=0.0, help="lowest redshift kept (default 0)")
-    p.add_argument("--z-max", type=float, default=0.8, help="highest redshift kept (default 0.8)")
+    z_min, z_max = defaults.TRAINING_Z_RANGE
+    p.add_argument("--z-min", type=float, default=z_min, help=f"lowest redshift kept (default {z_min:g})")
+    p.add_argument(
+        "--z-max",
+        type=float,
+        default=z_max,
+        help="redshifts kept are below this (default: no upper cut, every good GALAXY redshift)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing training set")
     p.set_defaults(handler=_prepare)
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from specdiff_catalog.io.desi import Selection
+    from specdiff_catalog.selection import SpectroSelection
     from specdiff_catalog.training.prepare import prepare_training_set
 
     report = prepare_training_set(
         args.desi,
         args.out,
         bands=args.bands,
-        selection=Selection(z_min=args.z_min, z_max=args.z_max),
+        selection=SpectroSelection(z_min=args.z_min, z_max=args.z_max),
         overwrite=args.overwrite,
     )
     print(report.summary())
+    for warning in report.warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
     return 1 if report.failed_files else 0
 
 
@@ -111,7 +128,7 @@ def _add_train_autoencoder(jobs: argparse._SubParsersAction) -> None:
     p = jobs.add_parser(
         "autoencoder", help="train the SPENDER spectrum autoencoder on a training set's spectra"
     )
-    _training_options(p, "small")
+    _training_options(p, defaults.PRESET)
     p.add_argument(
         "--consistency",
         action=argparse.BooleanOptionalAction,
@@ -141,7 +158,7 @@ def _train_autoencoder(args: argparse.Namespace) -> int:
 
 def _add_train_diffusion(jobs: argparse._SubParsersAction) -> None:
     p = jobs.add_parser("diffusion", help="train the conditional diffusion model p(latent, z | photometry)")
-    _training_options(p, "small")
+    _training_options(p, defaults.PRESET)
     p.add_argument(
         "--no-spectra",
         action="store_true",
@@ -154,7 +171,16 @@ def _add_train_diffusion(jobs: argparse._SubParsersAction) -> None:
         metavar="SCALE",
         help="add SCALE x the quoted flux errors of extra noise to training fluxes (default 0: off)",
     )
+    _bands_option(p)
     p.set_defaults(handler=_train_diffusion)
+
+
+def _bands_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bands",
+        help="band preset name or TOML/JSON file of DATA's photometry columns (default: what the training "
+        "set records; ls-grzw1w2 for a Parquet file), e.g. lsst for a Parquet file of LSST ugrizy fluxes",
+    )
 
 
 def _train_diffusion(args: argparse.Namespace) -> int:
@@ -170,6 +196,7 @@ def _train_diffusion(args: argparse.Namespace) -> int:
         seed=args.seed,
         no_spectra=args.no_spectra,
         flux_noise=args.flux_noise,
+        bands=args.bands,
         resume=args.resume,
         progress=args.progress,
     )
@@ -201,22 +228,91 @@ def _add_train_baseline(jobs: argparse._SubParsersAction) -> None:
         type=Path,
         help="model directory to write into (created if absent)",
     )
-    p.add_argument("--preset", default="small", help="preset name or TOML/JSON file (default small)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--preset", default=defaults.PRESET, help=f"preset name or TOML/JSON file (default {defaults.PRESET})"
+    )
+    p.add_argument("--seed", type=int, default=defaults.SEED, help=f"random seed (default {defaults.SEED})")
     p.add_argument("--threads", type=int, default=-1, help="CPU threads (default: all)")
+    _bands_option(p)
     p.set_defaults(handler=_train_baseline)
 
 
 def _train_baseline(args: argparse.Namespace) -> None:
     from specdiff_catalog.training.baseline import train_baseline
 
-    summary = train_baseline(args.data, args.out, preset=args.preset, seed=args.seed, threads=args.threads)
-    point, pdf = summary["validation"]["point"], summary["validation"]["pdf"]
+    outcome = train_baseline(
+        args.data, args.out, preset=args.preset, seed=args.seed, threads=args.threads, bands=args.bands
+    )
+    counts, point = outcome.record.counts, outcome.point
     print(
-        f"baseline: {summary['n_train']} train / {summary['n_val']} val objects "
-        f"({summary['n_skipped_no_photometry']} without photometry skipped), {summary['best_iteration']} trees, "
-        f"{summary['train_seconds']} s; validation sigma_NMAD {point['sigma_nmad']:.4f}, "
-        f"eta_0.15 {point['eta_015']:.4f}, CRPS {pdf['crps']:.4f}; written to {args.out}"
+        f"baseline: {counts['n_train']} train / {counts['n_val']} val objects "
+        f"({counts['n_skipped_no_photometry']} without photometry skipped), "
+        f"{outcome.record.best_step} trees, "
+        f"{outcome.record.seconds} s; validation sigma_NMAD {point.sigma_nmad:.4f}, "
+        f"eta_0.15 {point.eta_015:.4f}, CRPS {outcome.pdf.crps:.4f}; written to {args.out}"
+    )
+
+
+def _add_train_coverage(jobs: argparse._SubParsersAction) -> None:
+    p = jobs.add_parser(
+        "coverage",
+        help="add the training-set coverage score to a model (train diffusion writes one itself)",
+    )
+    p.add_argument("--model", "--out", dest="out", metavar="MODEL", required=True, type=Path)
+    p.add_argument(
+        "--data", type=Path, help="training set (default: the one the model's diffusion section records)"
+    )
+    p.add_argument(
+        "--k", type=int, default=defaults.COVERAGE_K, help=f"neighbour rank (default {defaults.COVERAGE_K})"
+    )
+    p.add_argument(
+        "--n-reference",
+        type=int,
+        default=defaults.COVERAGE_REFERENCE,
+        help=f"training objects kept with the model (default {defaults.COVERAGE_REFERENCE})",
+    )
+    p.add_argument(
+        "--n-calibration",
+        type=int,
+        default=defaults.COVERAGE_CALIBRATION,
+        help=f"validation objects that calibrate the score (default {defaults.COVERAGE_CALIBRATION})",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=defaults.COVERAGE_THRESHOLD,
+        help=f"LOW_COVERAGE below this score (default {defaults.COVERAGE_THRESHOLD}: "
+        "~1%% of training-like objects)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=defaults.SEED, help=f"subsample seed (default {defaults.SEED})"
+    )
+    p.set_defaults(handler=_train_coverage)
+
+
+def _train_coverage(args: argparse.Namespace) -> None:
+    from specdiff_catalog.models.coverage import CoverageConfig
+    from specdiff_catalog.training.coverage import train_coverage
+
+    config = CoverageConfig(
+        k=args.k,
+        n_reference=args.n_reference,
+        n_calibration=args.n_calibration,
+        threshold=args.threshold,
+        seed=args.seed,
+    )
+    section = train_coverage(args.out, args.data, config)
+    record = section.training
+    held = record.validation.get("held_out_low_fraction") if record else None
+    print(
+        f"coverage: {section.n_reference} reference and {section.n_calibration} calibration objects "
+        f"from {record.data if record else args.data}; "
+        + (
+            f"{100 * held:.2f}% of held-out training objects below {config.threshold}; "
+            if held is not None
+            else ""
+        )
+        + f"written to {args.out}"
     )
 
 
@@ -224,6 +320,7 @@ TRAIN_JOBS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train_autoencoder,
     _add_train_diffusion,
     _add_train_baseline,
+    _add_train_coverage,
 ]
 
 
@@ -238,36 +335,68 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="photo-z PDFs and spectral latents for every object of a catalog, on Dask")
     p.add_argument(
         "--input",
-        type=Path,
-        help="HATS catalog or directory of Parquet files (default: the bundled demo catalog)",
+        metavar="CATALOG",
+        help="HATS catalog or collection, directory of Parquet files or one Parquet file: a path or "
+        "an fsspec URL (file://, s3://, gs://, https://, ...) (default: the bundled demo catalog)",
     )
-    p.add_argument("--out", required=True, type=Path, help="output Zarr store (re-running resumes it)")
+    p.add_argument(
+        "--storage-options",
+        type=_json_object,
+        metavar="JSON",
+        help="options of the input URL's filesystem, a JSON object, e.g. '{\"anon\": true}' for a public "
+        "S3 bucket (passed to fsspec; not recorded in the store)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output Zarr store: a path or an fsspec URL such as s3://bucket/pz.zarr (re-running resumes it)",
+    )
+    p.add_argument(
+        "--out-storage-options",
+        type=_json_object,
+        metavar="JSON",
+        help="options of the --out URL's filesystem, e.g. '{\"anon\": false}' for s3://",
+    )
     p.add_argument(
         "--model", type=Path, help="model directory (default: the bundled model, trained on simulations)"
     )
     g = p.add_argument_group("what to compute")
-    g.add_argument("--n-samples", type=int, default=100, help="diffusion samples per object (default 100)")
+    g.add_argument(
+        "--n-samples",
+        type=int,
+        default=defaults.N_SAMPLES,
+        help=f"diffusion samples per object (default {defaults.N_SAMPLES})",
+    )
     g.add_argument(
         "--save-samples", type=int, default=0, metavar="K", help="store K raw z samples per object"
     )
     g.add_argument(
         "--quantiles",
         type=_floats,
-        help="comma-separated PDF quantile levels inside (0, 1) (default 0.025,0.05,0.16,0.25,0.5,0.75,0.84,0.95,0.975)",
+        help="comma-separated PDF quantile levels inside (0, 1) (default "
+        + ",".join(f"{q:g}" for q in defaults.QUANTILES)
+        + ")",
     )
     g.add_argument(
-        "--sampler", choices=("dpmpp2m", "ddim", "ddpm"), default="dpmpp2m", help="default dpmpp2m"
+        "--sampler", choices=defaults.SAMPLERS, default=defaults.SAMPLER, help=f"default {defaults.SAMPLER}"
     )
+    steps = ", ".join(f"{n or 'all'} for {name}" for name, n in defaults.SAMPLER_STEPS.items())
+    g.add_argument("--steps", type=int, help=f"sampler steps (default: {steps})")
     g.add_argument(
-        "--steps", type=int, help="sampler steps (default: 20 for dpmpp2m, 50 for ddim, all for ddpm)"
-    )
-    g.add_argument(
-        "--seed", type=int, default=0, help="noise seed; an object's noise is keyed by (seed, object id)"
+        "--seed",
+        type=int,
+        default=defaults.SEED,
+        help="noise seed; an object's noise is keyed by (seed, object id)",
     )
     g.add_argument(
         "--id-column", help="object id column (default OBJECT_ID, else RELEASE/BRICKID/OBJID packed)"
     )
-    g.add_argument("--batch-size", type=int, default=2048, help="objects per sampler call on a worker")
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.BATCH_SIZE,
+        help=f"objects per sampler call on a worker (default {defaults.BATCH_SIZE})",
+    )
     g = p.add_argument_group("execution")
     g.add_argument(
         "--cluster",
@@ -313,6 +442,18 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run)
 
 
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r} ({err})") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"not a JSON object: {text!r}")
+    return value
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(","))
@@ -329,7 +470,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         sampler=args.sampler,
         steps=args.steps,
-        quantiles=args.quantiles or RunOptions.quantiles,
+        quantiles=args.quantiles or defaults.QUANTILES,
         save_samples=args.save_samples,
         batch_size=args.batch_size,
         id_column=args.id_column,
@@ -367,6 +508,8 @@ def _run(args: argparse.Namespace) -> int:
         retries=args.retries,
         shard_rows=args.shard_rows,
         progress=not args.no_progress,
+        storage_options=args.storage_options,
+        out_storage_options=args.out_storage_options,
     )
     print(report.summary())
     return 1 if report.failed or report.stopped else 0
@@ -376,7 +519,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="photo-z metrics of a run's store against true redshifts, diffusion vs baseline"
     )
-    p.add_argument("--pz", required=True, type=Path, metavar="STORE", help="output store written by `run`")
+    p.add_argument("--pz", required=True, metavar="STORE", help="output store written by `run` (path or URL)")
     p.add_argument(
         "--truth", required=True, type=Path, help="Parquet file with OBJECT_ID and Z (true redshift)"
     )
@@ -389,7 +532,16 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--json", type=Path, metavar="OUT", help="write every metric (all objects and per bin) as JSON"
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of the baseline's samples and PIT ties (default 0)"
+        "--seed",
+        type=int,
+        default=defaults.SEED,
+        help=f"seed of the baseline's samples and PIT ties (default {defaults.SEED})",
+    )
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="evaluate the done partitions of a store that has failed or pending ones (says how many "
+        "objects are left out)",
     )
     g = p.add_argument_group("validation report")
     g.add_argument(
@@ -427,10 +579,11 @@ def _evaluate(args: argparse.Namespace) -> None:
             spectra_truth=args.spectra_truth,
             max_spectra=args.max_spectra,
             seed=args.seed,
+            partial=args.partial,
         )
         print(f"report written to {report.html} ({len(report.figures)} figures, metrics in {report.metrics})")
     else:
-        result = evaluate_store(args.pz, args.truth, args.model, seed=args.seed)
+        result = evaluate_store(args.pz, args.truth, args.model, seed=args.seed, partial=args.partial)
     print(result.format())
     if args.json:
         result.write_json(args.json)
@@ -439,13 +592,18 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _add_spectra(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("spectra", help="decode stored latents of selected objects into spectra, with Dn4000")
-    p.add_argument("--pz", required=True, type=Path, help="output Zarr store written by `run`")
+    p.add_argument("--pz", required=True, help="output Zarr store written by `run` (path or URL)")
     p.add_argument(
         "--select",
         required=True,
         help="ids=ID,ID,... | ids=@FILE (one id per line) | rows=START:STOP | random=N",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of a random selection (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.SEED,
+        help=f"seed of a random selection (default {defaults.SEED})",
+    )
     p.add_argument("--out", required=True, type=Path, help="file to write: .fits or .zarr")
     p.add_argument("--model", type=Path, help="model directory (default: the store's; its sha256 must match)")
     p.add_argument(
@@ -467,11 +625,11 @@ def _add_spectra(sub: argparse._SubParsersAction) -> None:
 
 def _spectra(args: argparse.Namespace) -> None:
     from specdiff_catalog.io.spectra_file import write_spectra
-    from specdiff_catalog.reconstruct import Selection, reconstruct_spectra
+    from specdiff_catalog.reconstruct import ObjectSelection, reconstruct_spectra
 
     spectra = reconstruct_spectra(
         args.pz,
-        Selection.parse(args.select, args.seed),
+        ObjectSelection.parse(args.select, args.seed),
         model_dir=args.model,
         redshift=args.redshift,
         observed=args.observed,
@@ -488,7 +646,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "info", help="print an output store's provenance, counts, flag counts and quantile levels"
     )
-    p.add_argument("store", type=Path, help="output Zarr store written by `run`")
+    p.add_argument("store", help="output Zarr store written by `run` (path or URL)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=_info)
 
@@ -505,19 +663,31 @@ def _info(args: argparse.Namespace) -> None:
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write the PDFs in another format (qp for RAIL)")
     formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
-    q = formats.add_parser("qp", help="a qp quant ensemble (.hdf5, .fits or .pq) readable by qp.read")
-    q.add_argument("--pz", required=True, type=Path, help="output Zarr store written by `run`")
+    q = formats.add_parser("qp", help="a qp hist ensemble (.hdf5, .fits or .pq) readable by qp.read")
+    q.add_argument("--pz", required=True, help="output Zarr store written by `run` (path or URL)")
     q.add_argument(
         "--out", required=True, type=Path, help="file to write (.hdf5: RAIL's format, written in blocks)"
     )
+    q.add_argument(
+        "--dz",
+        type=float,
+        default=defaults.QP_DZ,
+        help=f"histogram bin width in redshift (default {defaults.QP_DZ:g}); the bins span every PDF",
+    )
     q.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    q.add_argument(
+        "--partial",
+        action="store_true",
+        help="export the done partitions of a store that has failed or pending ones (says how many "
+        "objects are left out)",
+    )
     q.set_defaults(handler=_export_qp)
 
 
 def _export_qp(args: argparse.Namespace) -> None:
     from specdiff_catalog.report.qp_export import export_qp
 
-    print(export_qp(args.pz, args.out, overwrite=args.overwrite).summary())
+    print(export_qp(args.pz, args.out, dz=args.dz, overwrite=args.overwrite, partial=args.partial).summary())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -547,17 +717,35 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+def _one_line_warnings(command: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints this package's warnings as one line naming the
+    command (``specdiff-catalog run: warning: ...``) and hands others to ``previous``."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if category.__module__.startswith("specdiff_catalog"):
+            print(f"specdiff-catalog {command}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    previous = warnings.showwarning
+    warnings.showwarning = _one_line_warnings(args.command)
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print(f"specdiff-catalog {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, MissingExtraError) as err:
         if args.traceback:
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"specdiff-catalog {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = previous

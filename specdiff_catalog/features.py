@@ -3,10 +3,12 @@
 One function, ``photometric_features``, turns a table of catalog fluxes into the
 condition of the diffusion model and the inputs of the baseline. It never drops a
 row: what cannot be used is masked and flagged (``specdiff_catalog.flags.Flag``).
+What counts as an unusable ("absurd") measurement is defined once, in ``INPUT_LIMITS``.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +19,49 @@ from specdiff_catalog.bands import BandSet, require_columns, resolve_columns
 from specdiff_catalog.flags import Flag
 
 _LN10_25 = 2.5 / np.log(10.0)
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """The physical limits of a usable band measurement (docs/output.md, "Flags").
+
+    A band whose flux and ivar are finite with ivar > 0 is still not used (treated as
+    missing, flag UNPHYSICAL_INPUT) when
+
+    - |flux| is brighter than ``brightest_mag`` AB in the band set's zero point: no galaxy
+      row of an imaging catalog is brighter than 5th magnitude (1e7 nanomaggies);
+    - flux * sqrt(ivar) < -``max_negative_snr``: a measured flux 10 sigma below zero is a
+      failed measurement, not noise around a faint galaxy;
+    - flux * sqrt(ivar) > ``max_snr``: a flux known to better than 1e-5 of itself is a
+      broken ivar (photometric calibration alone limits galaxy fluxes to ~1e-3).
+
+    A Milky Way transmission outside [``min_transmission``, 1] (an extinction above 5 mag,
+    or a negative one) is not used: the fluxes are taken without de-reddening
+    (NO_EXTINCTION), as for a non-finite one.
+    """
+
+    brightest_mag: float = 5.0
+    max_negative_snr: float = 10.0
+    max_snr: float = 1e5
+    min_transmission: float = 0.01
+
+    def max_flux(self, zeropoint: float) -> float:
+        """The flux of ``brightest_mag`` in a band set's unit (zero point ``zeropoint``)."""
+        return float(10.0 ** (0.4 * (zeropoint - self.brightest_mag)))
+
+    def unphysical(self, flux: np.ndarray, ivar: np.ndarray, zeropoint: float) -> np.ndarray:
+        """(N, B) bool: the finite measurements with ivar > 0 that break a limit."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            measured = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+            snr = np.where(measured, flux, 0.0) * np.sqrt(np.where(measured, ivar, 0.0))
+            return measured & (
+                (np.abs(flux) > self.max_flux(zeropoint))
+                | (snr < -self.max_negative_snr)
+                | (snr > self.max_snr)
+            )
+
+
+INPUT_LIMITS = InputLimits()
 
 
 @dataclass
@@ -72,7 +117,8 @@ def _transmission(table: Any, bandset: BandSet, columns: list[str]) -> np.ndarra
         return np.column_stack([_column(table, found[b.mw_transmission]) for b in bandset.bands])
     ebv_col = require_columns(columns, [bandset.ebv_column], "photometry table (needed for de-reddening)")
     ebv = _column(table, ebv_col[bandset.ebv_column])
-    trans = bandset.mw_transmission(ebv)
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd EBV: caught by the caller's checks
+        trans = bandset.mw_transmission(ebv)
     for j, band in enumerate(bandset.bands):  # a catalog may carry some of the columns
         if band.mw_transmission in found:
             trans[:, j] = _column(table, found[band.mw_transmission])
@@ -95,18 +141,21 @@ def deredden(table: Any, bandset: BandSet) -> Photometry:
 
     flags = np.zeros(n, dtype=np.uint16)
     nonfinite = ~np.isfinite(flux) | ~np.isfinite(ivar)
-    bad_trans = ~np.isfinite(trans) | (trans <= 0) | (trans > 1)
+    with np.errstate(invalid="ignore"):
+        bad_trans = ~(np.isfinite(trans) & (trans >= INPUT_LIMITS.min_transmission) & (trans <= 1))
     flags[(nonfinite | ~np.isfinite(trans)).any(axis=1)] |= np.uint16(Flag.NONFINITE_INPUT)
     flags[bad_trans.any(axis=1)] |= np.uint16(Flag.NO_EXTINCTION)
     trans = np.where(bad_trans, 1.0, trans)
+    unphysical = INPUT_LIMITS.unphysical(flux, ivar, bandset.zeropoint)
+    flags[unphysical.any(axis=1)] |= np.uint16(Flag.UNPHYSICAL_INPUT)
 
     all_zero = (flux == 0).all(axis=1)
     flags[all_zero] |= np.uint16(Flag.ALL_ZERO_PHOTOMETRY)
-    missing = nonfinite | ~(ivar > 0) | all_zero[:, None]
+    missing = nonfinite | ~(ivar > 0) | unphysical | all_zero[:, None]
     flags[missing.any(axis=1)] |= np.uint16(Flag.MISSING_BAND)
     flags[missing.all(axis=1)] |= np.uint16(Flag.NO_PHOTOMETRY)
 
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         flux = np.where(missing, np.nan, flux / trans)
         ivar = np.where(missing, 0.0, ivar * trans**2)
     return Photometry(flux=flux, ivar=ivar, missing=missing, flags=flags)
@@ -133,7 +182,7 @@ def photometric_features(table: Any, bandset: BandSet) -> Features:
     snr = np.arcsinh(phot.flux * np.sqrt(phot.ivar))
     names = (
         [f"mag_{b}" for b in bandset.names]
-        + [f"{a}-{b}" for a, b in zip(bandset.names[:-1], bandset.names[1:])]
+        + [f"{a}-{b}" for a, b in itertools.pairwise(bandset.names)]
         + [f"asinh_snr_{b}" for b in bandset.names]
     )
     values = np.concatenate([mags, colours, snr], axis=1).astype(np.float32)

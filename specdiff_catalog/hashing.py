@@ -20,6 +20,7 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -51,7 +52,7 @@ def counter_hash(seed: int, *counters: Any) -> np.ndarray:
     return h
 
 
-def hash_uniform(ids: np.ndarray, salt: int = 0) -> np.ndarray:
+def hash_uniform(ids: npt.ArrayLike, salt: int = 0) -> np.ndarray:
     """(N,) float64 in [0, 1) determined by (salt, id) alone, whatever else is in ``ids``."""
     return (counter_hash(salt, np.asarray(ids).astype(np.int64)) >> np.uint64(11)).astype(np.float64) * _TWO53
 
@@ -176,13 +177,16 @@ def box_muller(u1: Any, u2: Any, quadrant: Any) -> tuple[Any, Any]:
 def hashes_to_normals(h1: np.ndarray | torch.Tensor, h2: np.ndarray | torch.Tensor) -> tuple[Any, Any]:
     """Box-Muller pair (float64) from two 64-bit hash arrays: u1 from h1's top 53 bits
     (shifted into (0, 1]), the quadrant from h2's top 2 bits, u2 from its next 53."""
+    quadrant: np.ndarray | torch.Tensor
+    u2: np.ndarray | torch.Tensor
     if isinstance(h1, torch.Tensor):
-        quadrant = _shr(h2, 62)
-        u2 = (_shr(h2, 9) & ((1 << 53) - 1)).to(torch.float64) * _TWO53
+        h2t = h2 if isinstance(h2, torch.Tensor) else torch.as_tensor(h2)
+        quadrant = _shr(h2t, 62)
+        u2 = (_shr(h2t, 9) & ((1 << 53) - 1)).to(torch.float64) * _TWO53
     else:
-        h2 = np.asarray(h2, dtype=np.uint64)
-        quadrant = (h2 >> np.uint64(62)).astype(np.int64)
-        u2 = ((h2 >> np.uint64(9)) & np.uint64((1 << 53) - 1)).astype(np.float64) * _TWO53
+        h2n = np.asarray(h2, dtype=np.uint64)
+        quadrant = (h2n >> np.uint64(62)).astype(np.int64)
+        u2 = ((h2n >> np.uint64(9)) & np.uint64((1 << 53) - 1)).astype(np.float64) * _TWO53
     return box_muller(unit_float(h1) + _TWO53, u2, quadrant)
 
 

@@ -3,24 +3,31 @@
 ``predict`` is the building block for notebooks (samples + summaries of a table);
 ``predict_columns`` is the per-partition unit of ``run``: it walks a partition in
 batches of objects so that memory depends on the batch size, not the partition size,
-and returns the output store's columns. Rows are never dropped: objects without usable
-photometry get NaN outputs and flags.
+and returns the model's columns of the output row (``io.columns.output_columns``).
+Rows are never dropped: objects without usable photometry get NaN outputs and flags.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from specdiff_catalog.features import photometric_features
-from specdiff_catalog.flags import Flag
+from specdiff_catalog import defaults
+from specdiff_catalog.features import deredden, photometric_features
+from specdiff_catalog.flags import Flag, flag_where
+from specdiff_catalog.io.columns import POSITION_COLUMNS, output_columns
 from specdiff_catalog.models.sampling import sample
+from specdiff_catalog.ppc import PhotometryCheck
 from specdiff_catalog.summaries import summarize
 
-DEFAULT_QUANTILES = (0.025, 0.05, 0.16, 0.25, 0.5, 0.75, 0.84, 0.95, 0.975)
+if TYPE_CHECKING:
+    from specdiff_catalog.models import SpecdiffModel
+    from specdiff_catalog.models.diffusion import DiffusionModel
+
 DOMAIN_SIGMA = 6.0
 """A feature more than this many training standard deviations from the training mean
 flags the object OUTSIDE_TRAINING_DOMAIN (it still gets a PDF)."""
@@ -33,7 +40,9 @@ class Prediction:
     z_samples: (N, K) redshift samples (NaN rows where no PDF could be given);
     latent_samples: (N, K, S) spectral latents (S = 0 for a photo-z-only model);
     summaries: ``summaries.summarize`` output (z_quantiles (N, Q), z_median, ...);
-    flags: (N,) uint16 ``Flag`` bits.
+    flags: (N,) uint16 ``Flag`` bits; checks: the per-object checks of the model, (N,)
+    each: ``coverage`` (the training-set coverage score, NaN without a coverage section) and,
+    for a model with spectra, ``ppc_chi2``, ``ppc_dof``, ``ppc_pvalue`` (``ppc``).
     """
 
     object_id: np.ndarray
@@ -41,28 +50,29 @@ class Prediction:
     latent_samples: np.ndarray
     summaries: dict[str, np.ndarray]
     flags: np.ndarray
+    checks: dict[str, np.ndarray]
 
 
-def domain_flags(model: Any, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+def domain_flags(model: DiffusionModel, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
     """(N,) OUTSIDE_TRAINING_DOMAIN where a present feature lies > DOMAIN_SIGMA training std out."""
     std = model.standardisation
     with np.errstate(invalid="ignore"):
         pulls = np.abs((values - std.feature_mean) / std.feature_std)
     uses_missing = (missing.astype(np.float32) @ std.feature_bands.T.astype(np.float32)) > 0
     outside = np.where(uses_missing | ~np.isfinite(pulls), False, pulls > DOMAIN_SIGMA).any(axis=1)
-    return np.where(outside, np.uint16(Flag.OUTSIDE_TRAINING_DOMAIN), np.uint16(0)).astype(np.uint16)
+    return flag_where(outside, Flag.OUTSIDE_TRAINING_DOMAIN)
 
 
 def predict(
-    model: Any,
+    model: SpecdiffModel,
     table: Any,
     object_ids: np.ndarray | None = None,
     *,
-    n_samples: int = 100,
-    seed: int = 0,
-    sampler: str = "dpmpp2m",
+    n_samples: int = defaults.N_SAMPLES,
+    seed: int = defaults.SEED,
+    sampler: str = defaults.SAMPLER,
     steps: int | None = None,
-    quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
+    quantiles: tuple[float, ...] = defaults.QUANTILES,
 ) -> Prediction:
     """Photo-z PDF samples, spectral latents and summaries for every row of ``table``.
 
@@ -72,20 +82,25 @@ def predict(
     object_ids: (N,) int64 noise keys (default 0..N-1): an object's samples depend only
     on (seed, object id), not on the other rows.
     """
-    if model.diffusion is None:
+    diffusion, bands = model.diffusion, model.bands
+    if diffusion is None or bands is None:
         raise ValueError(f"{model.path}: the model has no diffusion component (train diffusion first)")
-    feats = photometric_features(table, model.bands)
+    feats = photometric_features(table, bands)
     n = len(feats.flags)
     ids = np.arange(n, dtype=np.int64) if object_ids is None else np.asarray(object_ids, dtype=np.int64)
-    flags = feats.flags | domain_flags(model.diffusion, feats.values, feats.missing)
+    flags = feats.flags | domain_flags(diffusion, feats.values, feats.missing)
+    coverage = np.full(n, np.nan, dtype=np.float32)
+    if model.coverage is not None:
+        coverage = model.coverage.score(feats.values, feats.missing)
+        flags |= flag_where(model.coverage.low(coverage), Flag.LOW_COVERAGE)
     usable = (flags & np.uint16(Flag.NO_PHOTOMETRY)) == 0
-    dim = model.diffusion.standardisation.latent_mean.size
+    dim = diffusion.standardisation.latent_dim
     z = np.full((n, n_samples), np.nan, dtype=np.float32)
     latent = np.full((n, n_samples, dim), np.nan, dtype=np.float32)
     if usable.any():
         with torch.inference_mode():
             x = sample(
-                model.diffusion,
+                diffusion,
                 feats.values[usable],
                 feats.missing[usable],
                 ids[usable],
@@ -94,59 +109,87 @@ def predict(
                 sampler=sampler,
                 steps=steps,
             )
-            z_use, latent_use = (t.numpy() for t in model.diffusion.to_physical(x))
+            z_use, latent_use = (t.numpy() for t in diffusion.to_physical(x))
         z[usable], latent[usable] = z_use, latent_use
     failed = usable & ~(np.isfinite(z).all(axis=1) & np.isfinite(latent).all(axis=(1, 2)))
-    flags = flags | np.where(failed, np.uint16(Flag.SAMPLER_FAILURE), np.uint16(0)).astype(np.uint16)
     z[failed], latent[failed] = np.nan, np.nan
+    negative = (z < 0).any(axis=1)  # only transforms without positive support (log1p) give z < 0
+    z[z < 0] = 0.0
+    flags = flags | flag_where(failed, Flag.SAMPLER_FAILURE) | flag_where(negative, Flag.Z_CLIPPED)
     summaries = summarize(z, latent if dim else None, quantiles)
-    return Prediction(object_id=ids, z_samples=z, latent_samples=latent, summaries=summaries, flags=flags)
+    checks = {"coverage": coverage}
+    if dim and model.autoencoder is not None:
+        # built per call: 1 ms once the band set's filter curves are loaded (cached on the BandSet)
+        result = PhotometryCheck(model.autoencoder, bands)(deredden(table, bands), z, latent)
+        checks |= {"ppc_chi2": result.chi2, "ppc_dof": result.dof, "ppc_pvalue": result.pvalue}
+        with np.errstate(invalid="ignore"):
+            flags = flags | flag_where(result.pvalue < defaults.PPC_PVALUE, Flag.PHOTOMETRY_NOT_REPRODUCED)
+    return Prediction(
+        object_id=ids,
+        z_samples=z,
+        latent_samples=latent,
+        summaries=summaries,
+        flags=flags,
+        checks=checks,
+    )
 
 
 def predict_columns(
-    model: Any,
+    model: SpecdiffModel,
     table: Any,
     object_ids: np.ndarray,
     *,
-    batch_size: int = 2048,
+    batch_size: int = defaults.BATCH_SIZE,
     save_samples: int = 0,
-    **options: Any,
+    n_samples: int = defaults.N_SAMPLES,
+    seed: int = defaults.SEED,
+    sampler: str = defaults.SAMPLER,
+    steps: int | None = None,
+    quantiles: tuple[float, ...] = defaults.QUANTILES,
 ) -> dict[str, np.ndarray]:
-    """The output-store columns of every row (flags, z_quantiles, z_median, ..., latent,
-    latent_std, and z_samples (N, save_samples) float16 when asked), computed
-    ``batch_size`` objects at a time. options: those of ``predict``."""
-    parts: list[dict[str, np.ndarray]] = []
+    """The model's columns of the output row for every row of ``table``: every column of
+    ``io.columns.output_columns`` but the catalog's own (POSITION_COLUMNS) and ``valid``,
+    in its dtype (z_samples: the first ``save_samples`` samples, when asked), computed
+    ``batch_size`` objects at a time. The other options are ``predict``'s."""
+    if model.diffusion is None:
+        raise ValueError(f"{model.path}: the model has no diffusion component (train diffusion first)")
+    spec = {
+        name: column
+        for name, column in output_columns(
+            len(quantiles), model.diffusion.standardisation.latent_dim, save_samples
+        ).items()
+        if name not in POSITION_COLUMNS and name != "valid"
+    }
+    parts: list[dict[str, np.ndarray]] = [{name: column.empty() for name, column in spec.items()}]
     n = len(object_ids)
+    columns = columns_of(table)
     for lo in range(0, n, batch_size):
         rows = slice(lo, min(lo + batch_size, n))
-        chunk = {k: np.asarray(v)[rows] for k, v in _columns(table).items()}
-        pred = predict(model, chunk, object_ids[rows], **options)
-        columns = {"flags": pred.flags, **pred.summaries}
-        if save_samples:
-            columns["z_samples"] = pred.z_samples[:, :save_samples].astype(np.float16)
-        parts.append(columns)
-    if not parts:
-        parts.append(_empty_columns(model, save_samples, options.get("quantiles", DEFAULT_QUANTILES)))
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        chunk = {k: np.asarray(v)[rows] for k, v in columns.items()}
+        pred = predict(
+            model,
+            chunk,
+            object_ids[rows],
+            n_samples=n_samples,
+            seed=seed,
+            sampler=sampler,
+            steps=steps,
+            quantiles=quantiles,
+        )
+        values = {
+            "flags": pred.flags,
+            "z_samples": pred.z_samples[:, :save_samples],
+            **pred.summaries,
+            **pred.checks,
+        }
+        parts.append({name: values[name].astype(column.dtype) for name, column in spec.items()})
+    return {name: np.concatenate([p[name] for p in parts]) for name in spec}
 
 
-def _columns(table: Any) -> dict[str, Any]:
+def columns_of(table: Any) -> Mapping[str, Any]:
     """A table as a dict of column arrays (pandas, pyarrow or a mapping)."""
     if hasattr(table, "column_names"):
         return {name: table[name].to_numpy() for name in table.column_names}
     if hasattr(table, "columns"):
         return {name: table[name].to_numpy() for name in table.columns}
     return dict(table)
-
-
-def _empty_columns(model: Any, save_samples: int, quantiles: tuple[float, ...]) -> dict[str, np.ndarray]:
-    dim = model.diffusion.standardisation.latent_mean.size
-    columns = {
-        "flags": np.zeros(0, np.uint16),
-        **summarize(
-            np.zeros((0, 1), np.float32), np.zeros((0, 1, dim), np.float32) if dim else None, quantiles
-        ),
-    }
-    if save_samples:
-        columns["z_samples"] = np.zeros((0, save_samples), np.float16)
-    return columns

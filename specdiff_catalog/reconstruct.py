@@ -8,28 +8,35 @@ redshifts each spectrum to its z_median or z_mode and resamples it onto an obser
 grid (the DESI grid by default), and measures Dn4000 (``spectral.dn4000``).
 
 Flux is F_lambda in units of its median over the rest-frame window
-``config.norm_window`` (5300-5850 A): the latent carries the shape of a spectrum, not
-its amplitude. Objects without a latent (flagged, NaN) get NaN spectra and Dn4000.
+``config.norm_window`` (5300-5850 A) of the decoded spectrum ("window" models: the
+decoder was trained in units of the observed spectrum's median there): the latent
+carries the shape of a spectrum, not its amplitude. Objects without a latent (flagged,
+NaN) get NaN spectra and Dn4000.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from specdiff_catalog import spectral
+from specdiff_catalog import __version__, defaults, spectral
+from specdiff_catalog.io.spectra_file import ReconstructedSpectra
 from specdiff_catalog.io.store import OutputStore, open_store
 
+if TYPE_CHECKING:
+    from specdiff_catalog.models.autoencoder import SpectrumAutoencoder
+    from specdiff_catalog.models.store import ModelConfig
+
 REDSHIFTS = ("median", "mode")
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 OBSERVED_GRIDS = ("desi", "model")
 
 
 @dataclass(frozen=True)
-class Selection:
+class ObjectSelection:
     """Which objects: ``ids`` (object ids, in that order), ``rows`` (start, stop) of the
     store's written objects in store order (padding rows do not count), or ``random``
     objects drawn without replacement with ``seed``. Exactly one is set."""
@@ -37,7 +44,7 @@ class Selection:
     ids: tuple[int, ...] | None = None
     rows: tuple[int, int] | None = None
     random: int | None = None
-    seed: int = 0
+    seed: int = defaults.SEED
 
     def __post_init__(self) -> None:
         given = [v is not None for v in (self.ids, self.rows, self.random)]
@@ -47,9 +54,17 @@ class Selection:
             raise ValueError(f"row range must be START:STOP with 0 <= START < STOP, got {self.rows}")
         if self.random is not None and self.random < 1:
             raise ValueError(f"random sample size must be >= 1, got {self.random}")
+        if self.ids is not None and not self.ids:
+            raise ValueError("ids= names no object id")
+        outside = [i for i in self.ids or () if not _INT64_MIN <= i <= _INT64_MAX]
+        if outside:
+            raise ValueError(
+                f"object id(s) {', '.join(map(str, outside[:5]))} outside the int64 range of the store's "
+                "object_id (-2^63 .. 2^63 - 1): no object has them"
+            )
 
     @classmethod
-    def parse(cls, text: str, seed: int = 0) -> Selection:
+    def parse(cls, text: str, seed: int = defaults.SEED) -> ObjectSelection:
         """From the command line: ``ids=ID,ID,...``, ``ids=@FILE`` (one id per line),
         ``rows=START:STOP`` or ``random=N``."""
         kind, _, value = text.partition("=")
@@ -67,34 +82,44 @@ class Selection:
         raise ValueError(f"selection {text!r}: use ids=ID,ID,... | ids=@FILE | rows=START:STOP | random=N")
 
 
-def select_rows(store: OutputStore, selection: Selection) -> np.ndarray:
-    """(n,) store row indices of the selected objects (padding rows are never selected).
+def select_rows(store: OutputStore, selection: ObjectSelection) -> np.ndarray:
+    """(n,) store row indices of the selected objects: object rows of done partitions only
+    (padding rows and rows of failed or pending partitions are never selected).
 
     ids: in the order given; an id that is not in the store is a ValueError naming it.
-    rows / random: in store order.
+    rows / random: in store order; a row range past the last written object is a ValueError.
     """
     if selection.ids is not None:
         wanted = np.asarray(selection.ids, dtype=np.int64)
         found = np.full(wanted.size, -1, dtype=np.int64)
         for rows, block in store.blocks(["object_id", "valid"]):
-            ids = block["object_id"]
+            results = np.flatnonzero(store.result_mask(rows, block["valid"]))
+            if results.size == 0:
+                continue
+            ids = block["object_id"][results]
             order = np.argsort(ids, kind="stable")
             at = order[np.clip(np.searchsorted(ids, wanted, sorter=order), 0, ids.size - 1)]
-            hit = (ids[at] == wanted) & (block["valid"][at] == 1) & (found < 0)
-            found[hit] = rows.start + at[hit]
+            hit = (ids[at] == wanted) & (found < 0)
+            found[hit] = rows.start + results[at[hit]]
         if (found < 0).any():
             missing = wanted[found < 0]
             raise ValueError(
-                f"{store.path}: {missing.size} object id(s) not in the store: "
+                f"{store.path}: {missing.size} object id(s) not in the store's done partitions: "
                 f"{', '.join(map(str, missing[:10]))}{' ...' if missing.size > 10 else ''}"
             )
         return found
+    n_written = sum(int(store.result_mask(r, b["valid"]).sum()) for r, b in store.blocks(["valid"]))
     if selection.rows is not None:
-        return _written_rows(store, np.arange(*selection.rows))
-    n_written = sum(int((b["valid"] == 1).sum()) for _, b in store.blocks(["valid"]))
+        start, stop = selection.rows
+        if stop > n_written:
+            raise ValueError(
+                f"{store.path}: rows={start}:{stop} goes past the end: the store has {n_written} written "
+                f"objects (rows 0:{n_written})"
+            )
+        return _written_rows(store, np.arange(start, stop))
     rng = np.random.default_rng(selection.seed)
     return _written_rows(
-        store, np.sort(rng.choice(n_written, size=min(selection.random, n_written), replace=False))
+        store, np.sort(rng.choice(n_written, size=min(selection.random or 0, n_written), replace=False))
     )
 
 
@@ -104,65 +129,13 @@ def _written_rows(store: OutputStore, positions: np.ndarray) -> np.ndarray:
     out = np.empty(positions.size, dtype=np.int64)
     seen = done = 0
     for rows, block in store.blocks(["valid"]):
-        written = np.flatnonzero(block["valid"] == 1)
+        written = np.flatnonzero(store.result_mask(rows, block["valid"]))
         upto = int(np.searchsorted(positions, seen + written.size))
         out[done:upto] = rows.start + written[positions[done:upto] - seen]
         done, seen = upto, seen + written.size
         if done == positions.size:
             break
     return out[:done]
-
-
-@dataclass
-class ReconstructedSpectra:
-    """Decoded spectra of n objects.
-
-    object_id, row (store row), flags (n,); z_median, z_mode (n,) from the store;
-    redshift: "median" | "mode", which of them ``z`` (n,) is (the redshift of the
-    observed-frame spectra); wave_rest (L,) rest-frame vacuum Angstrom; flux_rest (n, L)
-    float32 F_lambda / its median over norm_window (rest frame); wave_obs (P,) and
-    flux_obs (n, P) on an observed grid (None when not asked), the same normalisation,
-    NaN outside the redshifted rest grid; dn4000 (n,); provenance: store path, model id
-    and path, trained-on-simulations flag, software version.
-    """
-
-    object_id: np.ndarray
-    row: np.ndarray
-    flags: np.ndarray
-    z_median: np.ndarray
-    z_mode: np.ndarray
-    redshift: str
-    z: np.ndarray
-    wave_rest: np.ndarray
-    flux_rest: np.ndarray
-    dn4000: np.ndarray
-    norm_window: tuple[float, float]
-    wave_obs: np.ndarray | None = None
-    flux_obs: np.ndarray | None = None
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return self.object_id.size
-
-    @property
-    def has_latent(self) -> np.ndarray:
-        """(n,) bool: the object had a latent (its spectra are finite)."""
-        return np.isfinite(self.flux_rest).all(axis=1)
-
-    def table(self) -> pd.DataFrame:
-        """One row per object: object_id, row, z, z_median, z_mode, flags, dn4000, has_latent."""
-        return pd.DataFrame(
-            {
-                "object_id": self.object_id,
-                "row": self.row,
-                "z": self.z,
-                "z_median": self.z_median,
-                "z_mode": self.z_mode,
-                "flags": self.flags,
-                "dn4000": self.dn4000,
-                "has_latent": self.has_latent,
-            }
-        )
 
 
 def store_model_dir(store: OutputStore, model_dir: str | Path | None = None) -> Path:
@@ -187,7 +160,7 @@ def store_model_dir(store: OutputStore, model_dir: str | Path | None = None) -> 
     return path
 
 
-def observed_grid(name: str | np.ndarray, autoencoder: Any) -> np.ndarray:
+def observed_grid(name: str | np.ndarray, autoencoder: SpectrumAutoencoder) -> np.ndarray:
     """(P,) observed-frame grid, Angstrom: "desi" (the 7781-pixel DESI grid), "model"
     (the autoencoder's observed grid) or an array."""
     if isinstance(name, str):
@@ -201,7 +174,7 @@ def observed_grid(name: str | np.ndarray, autoencoder: Any) -> np.ndarray:
     return np.asarray(name, dtype=np.float64)
 
 
-def decode(autoencoder: Any, latent: np.ndarray) -> np.ndarray:
+def decode(autoencoder: SpectrumAutoencoder, latent: np.ndarray) -> np.ndarray:
     """(n, L) rest-frame spectra of latents (n, S); NaN rows where a latent is not finite."""
     latent = np.asarray(latent, dtype=np.float32)
     ok = np.isfinite(latent).all(axis=1)
@@ -213,7 +186,7 @@ def decode(autoencoder: Any, latent: np.ndarray) -> np.ndarray:
 
 def reconstruct_spectra(
     store_path: str | Path,
-    selection: Selection,
+    selection: ObjectSelection,
     *,
     model_dir: str | Path | None = None,
     redshift: str = "median",
@@ -227,6 +200,7 @@ def reconstruct_spectra(
     grid in Angstrom.
     """
     from specdiff_catalog.models import load_autoencoder
+    from specdiff_catalog.models.store import read_config
 
     if redshift not in REDSHIFTS:
         raise ValueError(f"redshift must be one of {REDSHIFTS}, got {redshift!r}")
@@ -234,33 +208,64 @@ def reconstruct_spectra(
     if "latent" not in store.group:
         raise ValueError(f"{store_path}: the store has no latents (its model has no autoencoder)")
     path = store_model_dir(store, model_dir)
-    autoencoder = load_autoencoder(path)
+    config = read_config(path)
+    autoencoder = load_autoencoder(path, config=config)
     rows = select_rows(store, selection)
     order = np.argsort(rows, kind="stable")  # zarr reads sorted coordinates
-    columns = {
-        name: np.empty((rows.size,) + store.group[name].shape[1:], dtype=store.group[name].dtype)
-        for name in ("object_id", "flags", "z_median", "z_mode", "latent")
-    }
-    for name, values in columns.items():
-        values[order] = store.group[name].get_orthogonal_selection(
-            (rows[order],) + (slice(None),) * (values.ndim - 1)
-        )
-    wave_rest = autoencoder.rest_wave()
-    flux_rest = decode(autoencoder, columns["latent"])
-    z = columns["z_median" if redshift == "median" else "z_mode"].astype(np.float64)
-    result = ReconstructedSpectra(
+    columns = {}
+    for name in ("object_id", "flags", "z_median", "z_mode", "latent"):
+        values = store.read(name, rows[order])
+        columns[name] = np.empty_like(values)
+        columns[name][order] = values
+    return decode_spectra(
+        autoencoder,
+        columns["latent"],
         object_id=columns["object_id"],
         row=rows,
         flags=columns["flags"],
         z_median=columns["z_median"],
         z_mode=columns["z_mode"],
         redshift=redshift,
+        observed=observed,
+        provenance=_provenance(store, path, config),
+    )
+
+
+def decode_spectra(
+    autoencoder: SpectrumAutoencoder,
+    latent: np.ndarray,
+    *,
+    object_id: np.ndarray,
+    row: np.ndarray,
+    flags: np.ndarray,
+    z_median: np.ndarray,
+    z_mode: np.ndarray,
+    redshift: str = "median",
+    observed: str | np.ndarray | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> ReconstructedSpectra:
+    """Spectra of n objects from their latents (n, S): rest-frame spectra on the model's
+    rest grid, Dn4000 and, with ``observed`` ("desi", "model" or a (P,) grid in Angstrom),
+    the spectra redshifted to z_median or z_mode (``redshift``) on that grid. object_id,
+    row, flags, z_median, z_mode: (n,) carried into the result; NaN latents give NaN spectra."""
+    if redshift not in REDSHIFTS:
+        raise ValueError(f"redshift must be one of {REDSHIFTS}, got {redshift!r}")
+    wave_rest = autoencoder.rest_wave()
+    flux_rest = decode(autoencoder, latent)
+    z = (z_median if redshift == "median" else z_mode).astype(np.float64)
+    result = ReconstructedSpectra(
+        object_id=object_id,
+        row=row,
+        flags=flags,
+        z_median=z_median,
+        z_mode=z_mode,
+        redshift=redshift,
         z=z,
         wave_rest=wave_rest,
         flux_rest=flux_rest,
         dn4000=spectral.dn4000(wave_rest, flux_rest),
-        norm_window=tuple(autoencoder.config.norm_window),
-        provenance=_provenance(store, path),
+        norm_window=autoencoder.config.norm_window,
+        provenance=provenance or {},
     )
     if observed is not None:
         from specdiff_catalog.models.autoencoder import redshift_spectra
@@ -270,16 +275,12 @@ def reconstruct_spectra(
     return result
 
 
-def _provenance(store: OutputStore, model_dir: Path) -> dict[str, Any]:
-    from specdiff_catalog import __version__
-    from specdiff_catalog.models.store import read_config
-
-    config = read_config(model_dir)
+def _provenance(store: OutputStore, model_dir: Path, config: ModelConfig) -> dict[str, Any]:
     return {
         "store": str(store.path),
         "model": store.attrs.get("model"),
         "model_path": str(model_dir),
-        "simulated": config.get("simulated"),
+        "simulated": config.provenance.simulated,  # None: not recorded
         "software_version": __version__,
-        "deredden": bool(config.get("autoencoder", {}).get("architecture", {}).get("deredden", False)),
+        "deredden": config.autoencoder is not None and config.autoencoder.config.deredden,
     }

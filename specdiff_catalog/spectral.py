@@ -1,10 +1,10 @@
 """Spectral measurements shared by training, evaluation and reports.
 
 Vectorised numpy functions over a batch of N spectra on a grid of P pixels:
-cleaning non-finite pixels, inverse-variance-weighted rebinning, normalisation by the
-median flux in a rest-frame window, band averages of piecewise-linear spectra and the
-Dn4000 break index. Flux is F_lambda in any unit (the DESI unit is
-1e-17 erg/s/cm^2/A); wavelengths are in Angstrom.
+cleaning non-finite pixels, inverse-variance-weighted rebinning, normalisation (by the
+median flux in a rest-frame window, or by the median |flux| of the valid pixels), band
+averages of piecewise-linear spectra and the Dn4000 break index. Flux is F_lambda in any
+unit (the DESI unit is 1e-17 erg/s/cm^2/A); wavelengths are in Angstrom.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ LINE_BANDS = {
 class SpectrumFlag(enum.IntFlag):
     """Per-spectrum bits of the preprocessing (uint8). SKIP: the bits training skips."""
 
-    NORM_FALLBACK = 1 << 0  # fewer than min_pixels valid pixels in the window, or median <= 0:
-    #                         normalised by the median of all valid pixels instead
+    NORM_FALLBACK = 1 << 0  # window normalisation only: fewer than min_pixels valid pixels in the
+    #                         window, or median <= 0: normalised by the median of all valid pixels
     UNUSABLE = 1 << 1  # no valid pixel or no positive median at all: norm = 1, not usable
     NO_EXTINCTION = 1 << 2  # E(B-V) missing or not finite: not de-reddened (E(B-V) = 0 used)
 
@@ -74,15 +74,61 @@ def rebin(
     return wave_b, flux_b.astype(np.float32), ivar_b.astype(np.float32)
 
 
+F99_R_V = 3.1
+SFD_RECALIBRATION = 1.029
+"""E(B-V)_SFD scaling of DESI's dust curve: A(lambda) is normalised at 1 micron and scaled by
+1.029 (the Schlafly & Finkbeiner 2011 recalibration, as ``desiutil.dust.dust_transmission``)."""
+
+
+def fitzpatrick99(wave: np.ndarray, r_v: float = F99_R_V) -> np.ndarray:
+    """(P,) A(lambda) / A(V) of Fitzpatrick (1999, PASP 111, 63) at vacuum wave (P,) Angstrom.
+
+    Below 2700 A the FM90 ultraviolet form (linear + Drude bump at 4.596 / micron +
+    far-UV curvature); above it a natural cubic spline in 1/lambda through the optical/IR
+    anchor points (26500, 12200, 6000, 5470, 4670, 4110 A) and two UV points (2700, 2600 A),
+    as Landsman's FM_UNRED and ``desiutil.dust.ext_fitzpatrick`` (with which
+    tests/test_spectral.py checks it to 1e-10).
+    """
+    from scipy.interpolate import CubicSpline
+
+    def uv(x: np.ndarray) -> np.ndarray:
+        c2 = -0.824 + 4.717 / r_v
+        c1 = 2.030 - 3.007 * c2
+        bump = 3.23 * x**2 / ((x**2 - 4.596**2) ** 2 + (x * 0.99) ** 2)
+        far = np.where(x > 5.9, 0.41 * (0.5392 * (x - 5.9) ** 2 + 0.05644 * (x - 5.9) ** 3), 0.0)
+        return c1 + c2 * x + bump + far + r_v
+
+    x = 1e4 / np.asarray(wave, dtype=np.float64)  # inverse microns
+    x_uv = 1e4 / np.array([2700.0, 2600.0])
+    x_anchor = np.concatenate([[0.0], 1e4 / np.array([26500.0, 12200.0, 6000.0, 5470.0, 4670.0, 4110.0])])
+    y_anchor = np.concatenate(
+        [
+            np.array([0.0, 0.26469, 0.82925]) * r_v / 3.1,
+            [
+                np.polyval([2.13572e-04, 1.00270, -4.22809e-01], r_v),
+                np.polyval([-7.35778e-05, 1.00216, -5.13540e-02], r_v),
+                np.polyval([-3.32598e-05, 1.00184, 7.00127e-01], r_v),
+                np.polyval([-4.45636e-05, 7.97809e-04, -5.46959e-03, 1.01707, 1.19456], r_v),
+            ],
+        ]
+    )
+    spline = CubicSpline(
+        np.concatenate([x_anchor, x_uv]), np.concatenate([y_anchor, uv(x_uv)]), bc_type="natural"
+    )
+    return np.where(x >= 1e4 / 2700.0, uv(x), spline(x)) / r_v
+
+
 def mw_transmission(wave: np.ndarray, ebv: np.ndarray) -> np.ndarray:
     """(N, P) Milky Way transmission at observed wave (P,) Angstrom for SFD E(B-V) ebv (N,).
 
-    DESI's curve (``desiutil.dust.dust_transmission``: Fitzpatrick 1999, R_V = 3.1, with the
-    Schlafly & Finkbeiner 2011 SFD recalibration), the one the DESI pipeline uses.
+    DESI's curve (``desiutil.dust.dust_transmission``): Fitzpatrick (1999) with R_V = 3.1,
+    A(lambda) = E(B-V)_SFD x 1.029 x A(lambda) / A(1 micron) (Schlafly & Finkbeiner 2011),
+    the one the DESI pipeline uses; computed here (``fitzpatrick99``) so the core install
+    needs no desiutil.
     """
-    from desiutil.dust import dust_transmission
-
-    a_per_ebv = -2.5 * np.log10(dust_transmission(np.asarray(wave, dtype=np.float64), 1.0))
+    wave = np.asarray(wave, dtype=np.float64)
+    curve = fitzpatrick99(wave) / fitzpatrick99(np.array([1e4]))[0]
+    a_per_ebv = SFD_RECALIBRATION * curve
     return 10.0 ** (-0.4 * np.outer(np.asarray(ebv, dtype=np.float64), a_per_ebv))
 
 
@@ -153,6 +199,28 @@ def median_norm(
         norm[bad] = np.where(ok, fallback, 1.0)
         flags[bad] = np.where(ok, SpectrumFlag.NORM_FALLBACK, SpectrumFlag.UNUSABLE)
     return Normalisation(norm=norm.astype(np.float32), flags=flags)
+
+
+def scale_norm(flux: np.ndarray, ivar: np.ndarray) -> Normalisation:
+    """The factor each spectrum is divided by before the encoder sees it: median |flux| of its
+    valid pixels (the autoencoder's "amplitude" normalisation; its amplitude is fitted in the loss).
+
+    flux, ivar: (N, P). Exists whatever range a spectrum covers, so no spectrum falls back;
+    UNUSABLE (norm = 1) only without a valid pixel or when every valid flux is 0.
+    """
+    flux, ivar = clean(flux, ivar)
+    norm, _ = _row_median(np.abs(flux), ivar > 0)
+    bad = ~(norm > 0)
+    flags = np.where(bad, SpectrumFlag.UNUSABLE, 0).astype(np.uint8)
+    return Normalisation(norm=np.where(bad, 1.0, norm).astype(np.float32), flags=flags)
+
+
+def window_median(
+    wave: np.ndarray, flux: np.ndarray, window: tuple[float, float] = NORM_WINDOW
+) -> np.ndarray:
+    """(N,) median of spectra flux (N, L) over the pixels of wave (L,) inside [lo, hi] (NaN if none)."""
+    inside = (np.asarray(wave) >= window[0]) & (np.asarray(wave) <= window[1])
+    return _row_median(np.asarray(flux, dtype=np.float64), np.broadcast_to(inside, np.shape(flux)))[0]
 
 
 def normalise(flux: np.ndarray, ivar: np.ndarray, norm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

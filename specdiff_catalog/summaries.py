@@ -1,8 +1,9 @@
 """Posterior samples -> the per-object summaries the output store holds.
 
 Every function works on a batch of N objects with K samples each and treats
-non-finite samples (NaN, inf) as absent: a row with some NaN samples is summarised
-from its finite ones, a row with none gives NaN outputs, never an exception.
+non-finite samples (NaN, inf) and absurd ones (|x| > SAMPLE_LIMIT) as absent: a row
+with some NaN samples is summarised from its finite ones, a row with none gives NaN
+outputs, never an exception.
 Definitions and tolerances are in docs/metrics.md ("Summaries").
 """
 
@@ -37,10 +38,15 @@ def check_levels(
     return levels
 
 
+SAMPLE_LIMIT = 1e30
+"""Samples with |x| above this count as absent (like NaN): every summary of the rest, even a
+standard deviation, then fits the float32 the store keeps."""
+
+
 def _finite(samples: np.ndarray) -> np.ndarray:
-    """float64 copy with every non-finite value replaced by NaN."""
+    """float64 copy with every non-finite value, and every |value| > SAMPLE_LIMIT, replaced by NaN."""
     x = np.array(samples, dtype=np.float64)
-    x[~np.isfinite(x)] = np.nan
+    x[~(np.abs(x) <= SAMPLE_LIMIT)] = np.nan
     return x
 
 
@@ -87,7 +93,7 @@ def shortest_interval(samples: np.ndarray, fraction: float) -> np.ndarray:
     """(N,) width of the shortest interval holding ``fraction`` of each row's finite samples
     (the "shorth" of Rousseeuw & Leroy 1988 for fraction 1/2); NaN without samples."""
     x = np.sort(_finite(samples), axis=1)
-    n, k = x.shape
+    _n, k = x.shape
     m = np.isfinite(x).sum(axis=1)
     span = np.maximum(np.ceil(fraction * m).astype(np.intp) - 1, 0)  # samples j..j+span
     end = np.arange(k)[None, :] + span[:, None]
@@ -157,8 +163,9 @@ def kde_mode(
     samples: (N, K); bandwidth: (N,) (default ``kde_bandwidth``). The KDE is evaluated on
     a per-object grid of ``grid_size`` points spanning the central 99% of the samples
     plus 3 bandwidths, in one batched FFT per chunk of rows; the maximum is refined by
-    a parabola through its grid neighbours. Rows whose bandwidth is 0 (all samples
-    equal) return that value; rows without finite samples return NaN.
+    a parabola through its grid neighbours, and kept within the sample range (where the
+    exact mode lies). Rows whose bandwidth is 0 (all samples equal) return that value;
+    rows without finite samples return NaN.
     """
     x = _finite(samples)
     h = kde_bandwidth(x) if bandwidth is None else np.asarray(bandwidth, dtype=np.float64)
@@ -169,7 +176,9 @@ def kde_mode(
     for chunk in np.array_split(todo, max(1, -(-todo.size // MODE_CHUNK_ROWS))):
         if chunk.size:
             mode[chunk] = _binned_kde_argmax(x[chunk], h[chunk], start[chunk], stop[chunk], grid_size)
-    return mode
+    # a Gaussian mixture rises below its lowest and falls above its highest centre: the exact
+    # mode lies between them, and so does the estimate (the grid and the parabola may not)
+    return np.clip(mode, sample_quantiles(x, [0.0])[:, 0], sample_quantiles(x, [1.0])[:, 0])
 
 
 def conditional_latent(
@@ -245,3 +254,86 @@ def summarize(
         for rows in (slice(i, i + MODE_CHUNK_ROWS) for i in range(0, max(len(z), 1), MODE_CHUNK_ROWS))
     ]
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+# --- stored quantiles: how many samples they need, and the distribution they describe ------------
+
+
+def min_samples(levels: Sequence[float] | np.ndarray) -> int:
+    """The fewest samples per object K for which every level's type-6 rank p (K + 1) lies in [1, K].
+
+    Below it ``sample_quantiles`` clamps the outer levels to the smallest or largest sample,
+    so e.g. the 0.025 and 0.05 quantiles of 16 samples are both the smallest one (ties
+    that describe no distribution). The rule is K + 1 >= 1 / min(p, 1 - p) over the
+    levels: 0.025 or 0.975 need K >= 39, 0.05 / 0.95 K >= 19, 0.16 / 0.84 K >= 6.
+    """
+    levels = check_levels(levels, increasing=False)
+    tail = float(np.minimum(levels, 1 - levels).min())
+    return max(1, int(np.ceil(1 / tail - 1e-9)) - 1)
+
+
+def resolved_levels(levels: Sequence[float] | np.ndarray, n_samples: int) -> np.ndarray:
+    """(Q,) bool: the levels whose type-6 rank p (K + 1) lies in [1, K] for K = ``n_samples``,
+    i.e. whose sample quantile is an order statistic or between two, not clamped to an end."""
+    levels = check_levels(levels, increasing=False)
+    rank = levels * (n_samples + 1)
+    return (rank >= 1 - 1e-9) & (rank <= n_samples + 1e-9)
+
+
+class SampleCountWarning(UserWarning):
+    """Too few samples per object for the requested quantile levels (``sample_count_note``)."""
+
+
+def sample_count_note(levels: Sequence[float] | np.ndarray, n_samples: int) -> str | None:
+    """The warning for K = ``n_samples`` too small for the quantile ``levels`` (``min_samples``), or None."""
+    need = min_samples(levels)
+    if n_samples >= need:
+        return None
+    levels = check_levels(levels, increasing=False)
+    clamped = levels[~resolved_levels(levels, n_samples)]
+    return (
+        f"{n_samples} samples per object are too few for the quantile levels "
+        f"{', '.join(f'{q:g}' for q in clamped)} (they need >= {need}: the rank p (K + 1) of "
+        "each level must lie in [1, K]); those quantiles are the smallest or largest sample"
+    )
+
+
+def extend_quantiles(levels: np.ndarray, locs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Levels (Q,) strictly inside (0, 1) and locations (N, Q) -> (Q + 2,) and (N, Q + 2) with 0 and 1.
+
+    The new locations continue the line through the two outermost quantiles (as qp's
+    ``pad_quantiles``); the one at level 0 is clipped at z = 0 unless the first stored
+    quantile is itself <= 0 (a redshift PDF has no support below 0).
+    """
+    levels = check_levels(levels)
+    if levels.size < 2:
+        raise ValueError(f"at least two quantile levels are needed, got {levels.tolist()}")
+    locs = np.asarray(locs, dtype=np.float64)
+    lo = locs[:, 0] - levels[0] * (locs[:, 1] - locs[:, 0]) / (levels[1] - levels[0])
+    hi = locs[:, -1] + (1 - levels[-1]) * (locs[:, -1] - locs[:, -2]) / (levels[-1] - levels[-2])
+    lo = np.where(locs[:, 0] > 0, np.maximum(lo, 0.0), lo)
+    return np.concatenate([[0.0], levels, [1.0]]), np.column_stack([lo, locs, hi])
+
+
+def quantile_cdf(levels: np.ndarray, locs: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(N, X) CDF at ``x`` (X,) of the distributions whose quantile function is piecewise linear
+    through (levels (Q,), locs (N, Q)), levels from 0 to 1 (``extend_quantiles``).
+
+    The CDF rises linearly by levels[j+1] - levels[j] between locs[:, j] and locs[:, j+1];
+    a segment of zero width (tied quantiles) is a step. It is non-decreasing, 0 before the
+    first location and 1 from the last one on, whatever the ties.
+    """
+    levels = check_levels(levels, closed=True)
+    locs = np.asarray(locs, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    if levels[0] != 0 or levels[-1] != 1:
+        raise ValueError(f"quantile_cdf needs levels from 0 to 1, got {levels[0]:g}..{levels[-1]:g}")
+    if np.any(np.diff(locs, axis=1) < 0):
+        raise ValueError("quantile locations must be non-decreasing along each row")
+    out = np.zeros((locs.shape[0], x.size))
+    for j in range(levels.size - 1):
+        start, width = locs[:, j : j + 1], (locs[:, j + 1] - locs[:, j])[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rise = np.where(width > 0, np.clip((x - start) / width, 0.0, 1.0), (x >= start).astype(float))
+        out += (levels[j + 1] - levels[j]) * rise
+    return out

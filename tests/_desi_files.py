@@ -1,4 +1,4 @@
-"""Small DESI coadd/redrock pairs written with io.desi, for the reader and prepare tests."""
+"""Small DESI coadd/redrock pairs written with mock.desi_files, for the reader and prepare tests."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from specdiff_catalog.io.desi import ARM_WAVE, ARMS, write_coadd, write_redrock
+from specdiff_catalog.io.desi import ARM_WAVE, ARMS
+from specdiff_catalog.mock.desi_files import write_coadd, write_redrock
 
 BANDS = ("G", "R", "Z", "W1", "W2")
 

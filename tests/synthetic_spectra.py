@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from specdiff_catalog.bands import BandSet
 from specdiff_catalog.io.trainset import TrainingSet, TrainingSetWriter
 
 LINES = {
@@ -41,7 +42,10 @@ def observed_spectra(wave_obs: np.ndarray, young, line_strength, z, scale, noise
     """flux, ivar (N, P) on wave_obs: rest spectra at wave_obs / (1 + z) times scale, plus noise."""
     fine = np.arange(1500.0, 10000.0, 0.25)
     rest = rest_spectra(fine, young, line_strength)
-    flux = np.stack([np.interp(wave_obs / (1 + zi), fine, r) for zi, r in zip(z, rest)]) * scale[:, None]
+    flux = (
+        np.stack([np.interp(wave_obs / (1 + zi), fine, r) for zi, r in zip(z, rest, strict=True)])
+        * scale[:, None]
+    )
     sigma = noise[:, None] * scale[:, None] * np.ones_like(flux)
     flux = flux + rng.normal(size=flux.shape) * sigma
     return flux.astype(np.float32), (1.0 / sigma**2).astype(np.float32)
@@ -67,7 +71,7 @@ def write_trainset(
     objects = pd.DataFrame(
         {"TARGETID": np.arange(n) + 10**15, "Z": z, "YOUNG": young, "LINES": line_strength}
     )
-    with TrainingSetWriter(path, wave, chunk_rows=chunk_rows) as writer:
-        for i in range(0, n, 100):
-            writer.append(flux[i : i + 100], ivar[i : i + 100], objects.iloc[i : i + 100])
-        return writer.close({"source": "tests/synthetic_spectra.py", "bands": "ls-grzw1w2"})
+    writer = TrainingSetWriter(path, wave, chunk_rows=chunk_rows)
+    for i in range(0, n, 100):
+        writer.append(flux[i : i + 100], ivar[i : i + 100], objects.iloc[i : i + 100])
+    return writer.close({"source": "tests/synthetic_spectra.py"}, bands=BandSet.load("ls-grzw1w2"))

@@ -7,6 +7,7 @@ from specdiff_catalog.models.autoencoder import (
     SpectrumAutoencoder,
     chi2,
     consistency_loss,
+    fit_amplitude,
     prepare_spectra,
     redshift_resample,
     redshift_spectra,
@@ -158,3 +159,67 @@ def test_a_dereddening_model_needs_ebv():
     assert np.allclose(prepared.flux, 1.0) and list(prepared.flags) == [0, SpectrumFlag.NO_EXTINCTION]
     faded = prepare_spectra(config, None, wave, flux, np.ones_like(flux), [0.1, 0.1], np.array([0.0, 0.2]))
     assert faded.flux[1, 0] > 1.0 > faded.flux[1, -1]  # de-reddening tilts the normalised spectrum blue-ward
+
+
+AMPLITUDE = AutoencoderConfig.from_dict({**TINY.to_dict(), "normalisation": "amplitude"})
+
+
+def test_amplitude_normalisation_exists_at_every_redshift():
+    """The fixed 5300-5850 A rest window leaves DESI's range above z = 0.85: "window" falls
+    back there (and training skips those spectra); "amplitude" never does."""
+    wave = np.linspace(3600.0, 9824.0, 1558)
+    z = np.array([0.1, 0.6, 0.9, 1.2, 1.6])
+    flux = np.tile(np.linspace(1.0, 3.0, wave.size, dtype=np.float32), (5, 1))
+    flux[:, : wave.size // 2] *= -1  # the blue half negative: median |flux| is the scale, not the median
+    ivar = np.ones_like(flux)
+    ivar[4] = 0  # nothing valid: the only spectrum no normalisation can use
+    window = prepare_spectra(TINY, None, wave, np.abs(flux), ivar, z)
+    assert list(window.flags) == [0, 0, SpectrumFlag.NORM_FALLBACK, SpectrumFlag.NORM_FALLBACK, 2]
+    amplitude = prepare_spectra(AMPLITUDE, None, wave, flux, ivar, z)
+    assert list(amplitude.flags) == [0, 0, 0, 0, SpectrumFlag.UNUSABLE]
+    np.testing.assert_allclose(amplitude.norm[:4], np.median(np.abs(flux[0])), rtol=3e-3)  # 2.0, rebinned
+    assert np.median(np.abs(amplitude.flux[0])) == pytest.approx(1.0, rel=1e-3)
+    with pytest.raises(ValueError, match="normalisation 'median' is not one of"):
+        AutoencoderConfig.from_dict({"normalisation": "median"})
+    assert AutoencoderConfig().normalisation == "window"  # what config.json before it means
+
+
+def test_fit_amplitude_is_the_weighted_least_squares_solution():
+    gen = torch.Generator().manual_seed(2)
+    model = torch.rand(3, 200, generator=gen) + 0.5
+    ivar = torch.rand(3, 200, generator=gen)
+    inside = torch.ones(3, 200, dtype=torch.bool)
+    inside[1, :100] = False
+    data = model * torch.tensor([[2.5], [0.3], [-1.0]]) + 0.01 * torch.randn(3, 200, generator=gen)
+    amplitude = fit_amplitude(data, ivar, model, inside)
+    w = ivar * inside
+    expected = (w * data * model).sum(1) / (w * model**2).sum(1)
+    assert torch.allclose(amplitude, expected) and torch.allclose(
+        amplitude, torch.tensor([2.5, 0.3, -1.0]), atol=0.01
+    )
+    # the chi^2 is stationary there: any other amplitude is worse
+    best = chi2(data, ivar, amplitude[:, None] * model, inside)[0]
+    assert (chi2(data, ivar, 1.01 * amplitude[:, None] * model, inside)[0] > best).all()
+    assert fit_amplitude(data, torch.zeros_like(ivar), model, inside).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_amplitude_model_decodes_to_unit_window_median_and_norm_restores_the_flux():
+    torch.manual_seed(0)
+    wave = np.linspace(3600.0, 9824.0, 1558)
+    wave_obs = wave[: 1558 // 2 * 2].reshape(-1, 2).mean(1)
+    model = SpectrumAutoencoder(AMPLITUDE, wave_obs, rest_grid(wave_obs, 0.0, 1.5, 8.0), (0.0, 1.5))
+    with torch.no_grad():  # the decoder's output is shifted to unit mean in the window, exactly
+        assert torch.allclose(model.window_mean(model.decode(torch.randn(4, 3))), torch.ones(4), atol=1e-6)
+    rng = np.random.default_rng(3)
+    z = np.array([0.05, 0.9, 1.4])
+    flux = rng.normal(7.0, 0.1, (3, wave.size)).astype(np.float32)
+    encoded = model.encode_spectra(wave, flux, np.full_like(flux, 100.0), z)
+    rest = model.decode_latents(encoded.latent)
+    lo, hi = AMPLITUDE.norm_window
+    in_window = (model.rest_wave() >= lo) & (model.rest_wave() <= hi)
+    np.testing.assert_allclose(np.median(rest[:, in_window], axis=1), 1.0, rtol=1e-5)
+    # norm x decoded spectrum, redshifted, is the best fit to the data: refitting gives A = 1
+    observed = redshift_spectra(model.rest_wave(), rest * encoded.norm[:, None], z, wave)
+    inside = np.isfinite(observed)
+    refit = (np.where(inside, flux * observed, 0).sum(1)) / np.where(inside, observed**2, 0).sum(1)
+    np.testing.assert_allclose(refit, 1.0, rtol=0.02)  # rebinning by 2 vs the full grid

@@ -15,7 +15,7 @@ def test_every_preset_loads_with_its_filters():
 
 def test_decam_extinction_coefficients_as_published():
     south = BandSet.load("ls-dr10-south")
-    assert dict(zip(south.names, south.extinction_r)) == {
+    assert dict(zip(south.names, south.extinction_r, strict=True)) == {
         "g": 3.214,
         "r": 2.165,
         "i": 1.592,
@@ -50,5 +50,5 @@ def test_bad_configuration_is_named():
 def test_columns_match_case_insensitively_and_absences_are_named():
     found = require_columns(["flux_g", "FLUX_IVAR_G"], ["FLUX_G", "FLUX_IVAR_G"], "x.parquet")
     assert found == {"FLUX_G": "flux_g", "FLUX_IVAR_G": "FLUX_IVAR_G"}
-    with pytest.raises(MissingColumnError, match="x.parquet: missing column.*FLUX_R"):
+    with pytest.raises(MissingColumnError, match=r"x.parquet: missing column.*FLUX_R"):
         require_columns(["FLUX_G"], ["FLUX_G", "FLUX_R"], "x.parquet")

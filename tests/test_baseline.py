@@ -4,11 +4,19 @@ import json
 import numpy as np
 import pytest
 
+from specdiff_catalog.bands import BandSet
 from specdiff_catalog.config import ConfigError
 from specdiff_catalog.io.trainset import TrainingSet, write_objects
 from specdiff_catalog.metrics import coverage_curve, point_metrics
+from specdiff_catalog.models import load_baseline
 from specdiff_catalog.models.baseline import BaselineConfig, BaselineModel, _cdf_rows, _interp_rows
-from specdiff_catalog.models.store import ModelDirectoryError, update_config
+from specdiff_catalog.models.store import (
+    ModelConfig,
+    ModelDirectoryError,
+    read_config,
+    write_baseline,
+    write_config,
+)
 from specdiff_catalog.training.baseline import train_baseline
 from tests._toy_photometry import toy_photometry
 
@@ -112,47 +120,49 @@ def test_quantile_function_and_its_inverse():
 
 def test_save_load_round_trip_and_tampering(fitted, tmp_path):
     model, x, _ = fitted
-    model.metadata = {"training": {"note": "test"}}
-    model.save(tmp_path / "model")
-    loaded = BaselineModel.from_model_dir(tmp_path / "model")
-    for a, b in zip(model.predict(x), loaded.predict(x)):
+    model_dir = tmp_path / "model"
+    write_config(model_dir, ModelConfig(baseline=write_baseline(model_dir, model)))
+    loaded = load_baseline(model_dir)
+    for a, b in zip(model.predict(x), loaded.predict(x), strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(model.sample(x, 50, seed=3), loaded.sample(x, 50, seed=3))
-    assert loaded.metadata == {"training": {"note": "test"}} and loaded.config == model.config
-    assert loaded.feature_names == model.feature_names
-    section = json.loads((tmp_path / "model" / "config.json").read_text())["baseline"]
+    assert loaded.config == model.config and loaded.feature_names == model.feature_names
+    section = json.loads((model_dir / "config.json").read_text())["baseline"]
     assert section["target"] == "log1p(z)" and len(section["calibration"]["level"]) == 101
+    assert section["weights"]["file"] == "baseline.cbm"
 
-    path = tmp_path / "model" / "baseline.cbm"
+    path = model_dir / "baseline.cbm"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte
     path.write_bytes(bytes(data))
     with pytest.raises(ModelDirectoryError, match="sha256"):
-        BaselineModel.from_model_dir(tmp_path / "model")
-    update_config(tmp_path / "empty", autoencoder={})
-    with pytest.raises(ModelDirectoryError, match="no 'baseline' section"):
-        BaselineModel.from_model_dir(tmp_path / "empty")
+        load_baseline(model_dir)
+    write_config(tmp_path / "empty", ModelConfig())
+    with pytest.raises(ModelDirectoryError, match="no baseline"):
+        load_baseline(tmp_path / "empty")
 
 
 def test_train_baseline_on_a_training_set(tmp_path):
     objects = toy_photometry(3000, seed=5)
     objects.loc[:4, "Z"] = np.nan  # a bad redshift
-    write_objects(tmp_path, objects, {"bands": "ls-grzw1w2"})
+    write_objects(tmp_path, objects, {"bands": "ls-grzw1w2"})  # a band set by name, as before format 2
     trainset = TrainingSet.open(tmp_path)
-    summary = train_baseline(trainset, tmp_path / "model", preset="tiny", seed=0, threads=2)
+    outcome = train_baseline(trainset, tmp_path / "model", preset="tiny", seed=0, threads=2)
+    counts = outcome.record.counts
 
     no_phot = int((objects.filter(like="FLUX_IVAR").to_numpy() == 0).all(axis=1).sum())
-    assert no_phot > 0 and summary["n_skipped_no_photometry"] == no_phot and summary["n_skipped_bad_z"] == 5
-    assert summary["n_train"] + summary["n_val"] + no_phot + 5 == 3000
+    assert no_phot > 0 and counts["n_skipped_no_photometry"] == no_phot and counts["n_skipped_bad_z"] == 5
+    assert counts["n_train"] + counts["n_val"] + no_phot + 5 == 3000
     # toy colours are smooth in z, so the toy sigma_NMAD is far below real photo-z (measured 0.012)
-    assert summary["validation"]["point"]["sigma_nmad"] < 0.02
-    assert 0.6 < summary["validation"]["pdf"]["coverage_68"] < 0.76
+    assert outcome.point.sigma_nmad < 0.02
+    assert 0.6 < outcome.pdf.coverage_68 < 0.76
 
-    model = BaselineModel.from_model_dir(tmp_path / "model")
-    assert model.bandset.name == "ls-grzw1w2" and model.feature_names[0] == "mag_g"
-    assert model.metadata["training"]["n_train"] == summary["n_train"]
+    config = read_config(tmp_path / "model")
+    assert config.bands is not None and config.bands.name == "ls-grzw1w2"
+    assert config.baseline is not None and config.baseline.feature_names[0] == "mag_g"
+    assert config.baseline.training == outcome.record
 
-    update_config(tmp_path / "other", bands="lsst")
+    write_config(tmp_path / "other", ModelConfig(bands=BandSet.load("lsst")))
     with pytest.raises(ValueError, match="band set 'lsst'"):
         train_baseline(tmp_path, tmp_path / "other", preset="tiny")
 
@@ -160,5 +170,5 @@ def test_train_baseline_on_a_training_set(tmp_path):
 def test_train_baseline_on_a_photometry_parquet_file(tmp_path):
     path = tmp_path / "phot.parquet"
     toy_photometry(1500, seed=6).rename(columns=str.lower).to_parquet(path)
-    summary = train_baseline(path, tmp_path / "model", preset="tiny", threads=2)
-    assert summary["n_train"] > 1200 and summary["validation"]["point"]["n"] == summary["n_val"]
+    outcome = train_baseline(path, tmp_path / "model", preset="tiny", threads=2)
+    assert outcome.record.counts["n_train"] > 1200 and outcome.point.n == outcome.record.counts["n_val"]

@@ -137,7 +137,9 @@ def test_partitions_in_nested_order_across_orders(tmp_path):
         file = root / "dataset" / f"Norder={k}" / "Dir=0" / f"Npix={n}.parquet"
         file.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table({"x": np.arange(k + 1)}), file)
-    (root / "hats.properties").write_text("obs_collection=mixed\ndataproduct_type=object\n")
+    (root / "hats.properties").write_text(
+        "obs_collection=mixed\ndataproduct_type=object\nhats_col_ra=RA\nhats_col_dec=DEC\n"
+    )
     cat = open_catalog(root)
     assert [(p.order, p.pixel) for p in cat.partitions] == [(2, 3), (1, 4), (2, 20), (0, 2)]
     assert [p.index for p in cat.partitions] == [0, 1, 2, 3]
@@ -241,7 +243,7 @@ def test_corrupt_parquet_is_named(hats_copy):
     (hats_copy / "dataset" / "_metadata").unlink()
     victim = hats_copy / "dataset" / "Norder=1" / "Dir=0" / "Npix=7.parquet"
     victim.write_bytes(b"this is not parquet at all")
-    with pytest.raises(CatalogError, match="Npix=7.parquet"):
+    with pytest.raises(CatalogError, match=r"Npix=7.parquet"):
         open_catalog(hats_copy)
 
 
@@ -252,7 +254,7 @@ def test_corrupt_data_pages_named_on_read(hats_copy):
     data[4:200] = b"\x00" * 196
     victim.write_bytes(bytes(data))
     part = next(p for p in open_catalog(hats_copy).partitions if p.pixel == 7)
-    with pytest.raises(CatalogError, match="Npix=7.parquet"):
+    with pytest.raises(CatalogError, match=r"Npix=7.parquet"):
         read_partition(part, ["_healpix_29", "OBJID", "RA", "DEC", "FLUX_G", "FLUX_R", "TYPE"])
 
 
@@ -266,7 +268,7 @@ def test_stale_metadata_row_count_is_caught(hats_copy):
 def test_missing_partition_file(hats_copy):
     (hats_copy / "dataset" / "Norder=1" / "Dir=0" / "Npix=7.parquet").unlink()
     (hats_copy / "dataset" / "_metadata").unlink()
-    with pytest.raises(FileNotFoundError, match="Npix=7.parquet"):
+    with pytest.raises(FileNotFoundError, match=r"Npix=7.parquet"):
         open_catalog(hats_copy)
 
 
@@ -311,7 +313,7 @@ def test_object_ids_from_column_or_ls_id_packing():
     assert ids[1] >> 40 == 9010 and (ids[1] >> 16) & 0xFFFFFF == 1 and ids[1] & 0xFFFF == 65535
     assert list(object_ids(ls.assign(object_id=[7, 8]))) == [7, 8]
     assert list(object_ids(ls.assign(MYID=[3, 4]), "myid")) == [3, 4]
-    with pytest.raises(MissingColumnError, match="part.parquet.*OBJID"):
+    with pytest.raises(MissingColumnError, match=r"part.parquet.*OBJID"):
         object_ids(ls.drop(columns="OBJID"), where="part.parquet")
 
 
@@ -324,3 +326,152 @@ def test_spatial_index_matches_hats_and_marks_bad_coordinates():
     index = spatial_index(ra, dec)
     assert index[1] == -1
     assert list(index[[0, 2]]) == list(compute_spatial_index(ra[[0, 2]], dec[[0, 2]]))
+
+
+# --- hats layouts, URLs, collections and margins ------------------------------------------------
+
+
+def _rows(cat) -> pd.DataFrame:
+    frames = [read_partition(p, ["OBJID", "RA", "DEC", "FLUX_G", "FLUX_R", "TYPE"]) for p in cat.partitions]
+    return _sorted(pd.concat(frames, ignore_index=True))
+
+
+def _assert_same_rows(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    for column in want.columns:
+        np.testing.assert_array_equal(got[column].to_numpy(), want[column].to_numpy(), err_msg=column)
+
+
+def test_npix_suffix_directory_per_pixel_as_lsdb_reads_it(tmp_path):
+    """hats_npix_suffix=/ (a directory per pixel) was refused; now each pixel directory is one
+    partition, its files read together, and hats and LSDB agree on the rows."""
+    import hats
+
+    root = tmp_path / "dirs"
+    cat = write_hats(_table(), root, order=ORDER, catalog_name="dirs", npix_suffix="/")
+    assert (root / "hats.properties").read_text().count("hats_npix_suffix=/") == 1
+    assert cat.kind == "hats" and len(cat.partitions) == 48 and cat.n_rows == N_ROWS
+    first = cat.partitions[0]
+    assert first.path.is_dir() and first.path.name == f"Npix={first.pixel}"
+    assert [f.name for f in first.files] == [f"Npix={first.pixel}.parquet"]
+    # a second file in one pixel directory: the partition reads both, in name order
+    extra = _table(7, seed=9).assign(OBJID=np.arange(N_ROWS, N_ROWS + 7))
+    extra.insert(0, "_healpix_29", np.full(7, first.pixel << (2 * (29 - ORDER)), dtype=np.int64))
+    pq.write_table(pa.Table.from_pandas(extra, preserve_index=False), first.path / "z_more.parquet")
+    (root / "dataset" / "_metadata").unlink()
+    cat = open_catalog(root)
+    assert [f.name for f in cat.partitions[0].files] == [f"Npix={first.pixel}.parquet", "z_more.parquet"]
+    assert cat.n_rows == N_ROWS + 7 and cat.partitions[0].n_rows == first.n_rows + 7
+    _assert_same_rows(_rows(cat), _sorted(pd.concat([_table(), extra.drop(columns="_healpix_29")])))
+    assert hats.read_hats(root).catalog_info.npix_suffix == "/"
+    lsdb = pytest.importorskip("lsdb")
+    assert len(lsdb.open_catalog(root).compute()) == N_ROWS + 7
+
+
+def test_hats_catalog_in_memory_url_round_trips():
+    """write_hats into fsspec's memory:// filesystem, read back through open_catalog: same rows."""
+    url = "memory://specdiff-catalog-test/mem_cat"
+    cat = write_hats(_table(), url, order=ORDER, catalog_name="mem", overwrite=True)
+    assert cat.url == url and cat.kind == "hats" and cat.n_rows == N_ROWS
+    assert all(p.url.startswith(url + "/dataset/Norder=1/") for p in cat.partitions)
+    assert cat.properties["obs_collection"] == "mem"
+    _assert_same_rows(_rows(open_catalog(url)), _table())
+
+
+def test_file_url_opens_the_same_catalog(hats_dir):
+    by_path, by_url = open_catalog(hats_dir), open_catalog(f"file://{hats_dir}")
+    assert by_url.url == f"file://{hats_dir}"
+    assert [(p.order, p.pixel, p.n_rows) for p in by_url.partitions] == [
+        (p.order, p.pixel, p.n_rows) for p in by_path.partitions
+    ]
+    _assert_same_rows(_rows(by_url), _table())
+
+
+def test_unknown_scheme_is_a_one_line_error():
+    from specdiff_catalog.io.paths import PathError
+
+    with pytest.raises(PathError, match="unknown URL scheme 'nosuch'"):
+        open_catalog("nosuch://bucket/catalog")
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage\x80\x81", b"no equals sign here\n"])
+def test_garbage_properties_file_is_named(hats_copy, content):
+    """It said "'utf-8' codec can't decode byte"; now one line naming the file."""
+    (hats_copy / "hats.properties").write_bytes(content)
+    with pytest.raises(CatalogError) as err:
+        open_catalog(hats_copy)
+    message = str(err.value)
+    assert message.startswith(f"{hats_copy / 'hats.properties'}: not a readable HATS properties file")
+    assert "\n" not in message
+
+
+def _margin_of(hats_dir: Path, where: Path) -> Path:
+    """A copy of the catalog relabelled as its margin catalog (what hats-import writes beside it)."""
+    from hats.catalog import TableProperties
+
+    shutil.copytree(hats_dir, where)
+    info = TableProperties.read_from_dir(where)
+    margin = info.copy_and_update(
+        catalog_name="test_cat_margin",
+        catalog_type="margin",
+        primary_catalog="test_cat",
+        margin_threshold=10.0,
+    )
+    (where / "properties").unlink()
+    margin.to_properties_file(where)
+    return where
+
+
+def test_margin_catalog_is_refused(hats_dir, tmp_path):
+    margin = _margin_of(hats_dir, tmp_path / "margin")
+    with pytest.raises(CatalogError, match=r"margin catalog .*10.0 arcsec.*give the main catalog"):
+        open_catalog(margin)
+
+
+def test_collection_reads_its_main_catalog_not_its_margin(hats_dir, tmp_path):
+    """A collection as hats-import writes it: main catalog + margin; only the main one is read."""
+    import hats
+
+    collection = tmp_path / "collection"
+    shutil.copytree(hats_dir, collection / "main")
+    _margin_of(hats_dir, collection / "main_10arcs")
+    (collection / "collection.properties").write_text(
+        "obs_collection=test_collection\nhats_primary_table_url=main\n"
+        "all_margins=main_10arcs\ndefault_margin=main_10arcs\n"
+    )
+    assert hats.read_hats(collection).default_margin == "main_10arcs"
+    cat = open_catalog(collection)
+    assert cat.root == collection / "main" and cat.n_rows == N_ROWS
+
+
+def test_columns_differing_only_in_case_are_an_error_naming_both(tmp_path):
+    """FLUX_G and flux_g: the later silently won; now reading either is an error naming both."""
+    from specdiff_catalog.bands import AmbiguousColumnError
+
+    table = pa.table({"FLUX_G": [1.0, 2.0], "flux_g": [3.0, 4.0], "OBJECT_ID": [1, 2]})
+    pq.write_table(table, tmp_path / "a.parquet")
+    part = open_catalog(tmp_path).partitions[0]
+    with pytest.raises(
+        AmbiguousColumnError, match=r"a.parquet: columns FLUX_G and flux_g differ only in case"
+    ):
+        read_partition(part, ["flux_g"])
+    assert list(read_partition(part, ["object_id"])["object_id"]) == [1, 2]
+
+
+@pytest.mark.slow
+def test_run_reads_a_file_url_as_it_reads_the_path(trained_tiny, tiny_run, tmp_path):
+    """`run --input file://...` end to end: the same store, array for array, as with the plain path."""
+    import xarray as xr
+
+    from specdiff_catalog.cli import main
+    from specdiff_catalog.io.store import open_store
+
+    out = tmp_path / "pz.zarr"
+    url = f"file://{trained_tiny.catalog}"
+    argv = ["run", "--input", url, "--out", str(out), "--model", str(trained_tiny.model)]
+    argv += ["--n-samples", "64", "--save-samples", "64", "--n-workers", "1", "--threads-per-worker", "1"]
+    assert main([*argv, "--dashboard-address", ":0", "--no-progress"]) == 0
+    assert open_store(out).attrs["input"] == url
+    want, got = xr.open_zarr(tiny_run), xr.open_zarr(out)
+    assert int(got["valid"].sum()) == 400
+    for name in ("object_id", "valid", "ra", "z_samples", "z_quantiles", "latent", "flags"):
+        np.testing.assert_array_equal(got[name].values, want[name].values, err_msg=name)

@@ -26,17 +26,24 @@ DEMO_TRUTH = demo_catalog_dir().parent / "truth.parquet"
 def test_default_model_files_verify_and_fit_the_size_budget():
     model_dir = default_model_dir()
     config = read_config(model_dir)
-    assert set(config["files"]) == {"autoencoder.safetensors", "diffusion.safetensors", "baseline.cbm"}
-    for name in config["files"]:
-        verified_path(model_dir, name)  # raises if a sha256 differs
+    files = config.weight_files()
+    assert {w.file for w in files} == {
+        "autoencoder.safetensors",
+        "diffusion.safetensors",
+        "baseline.cbm",
+        "coverage.safetensors",
+    }
+    for weights in files:
+        verified_path(model_dir, weights)  # raises if a sha256 differs
     size = sum(p.stat().st_size for p in model_dir.iterdir())
     assert size < 32e6
-    assert config["simulated"] is True and "simulated galaxies" in config["training_data"]["description"]
+    assert config.provenance.simulated and "simulated galaxies" in config.training_data.description
 
 
 def test_default_model_loads_every_component_and_says_it_is_simulated(caplog):
     model = load_model()
     assert model.autoencoder is not None and model.diffusion is not None and model.baseline is not None
+    assert model.coverage is not None  # train coverage --model specdiff_catalog/data/default_model
     assert model.simulated and "bundled default model was trained on SIMULATED galaxies" in caplog.text
     assert model.diffusion.standardisation.latent_dim == model.autoencoder.config.latent_size
 

@@ -1,4 +1,4 @@
-"""DESI coadd/redrock I/O: the real files, write -> read round trips, selection, bad input."""
+"""DESI coadd/redrock I/O: the real files, write (mock.desi_files) -> read round trips, bad input."""
 
 from __future__ import annotations
 
@@ -9,18 +9,11 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from specdiff_catalog.io.desi import (
-    ARM_WAVE,
-    ARMS,
+from specdiff_catalog.io.desi import ARM_WAVE, ARMS, WAVE, read_coadd, read_redrock, redrock_path_for
+from specdiff_catalog.mock.desi_files import (
     DEFAULT_RESOLUTION_SIGMA_PIX,
     FLUX_BUNIT,
-    WAVE,
-    Selection,
-    read_coadd,
-    read_redrock,
-    redrock_path_for,
     resolution_diagonals,
-    select,
     write_coadd,
     write_redrock,
 )
@@ -33,11 +26,11 @@ REAL = {  # README of ../shared/data/desi
 
 
 def _merged_index(wave: float) -> int:
-    return int(round((wave - WAVE[0]) / 0.8))
+    return round((wave - WAVE[0]) / 0.8)
 
 
 def _arm_index(arm: str, wave: float) -> int:
-    return int(round((wave - ARM_WAVE[arm][0]) / 0.8))
+    return round((wave - ARM_WAVE[arm][0]) / 0.8)
 
 
 # ------------------------------------------------------------------ real DESI files
@@ -232,52 +225,6 @@ def test_writer_refuses_bad_shapes_and_existing_files(tmp_path):
     write_coadd(tmp_path / "coadd-a.fits", fm, flux, ivar, overwrite=True)
 
 
-# ------------------------------------------------------------------ selection
-
-
-def test_selection_counts_each_reason(tmp_path):
-    #           keep  status zwarn  star   z>max  missing  status+zwarn  keep
-    targetid = [1, 2, 3, 4, 5, 6, 7, 8]
-    coadd = write_pair(
-        tmp_path,
-        "s",
-        np.array(targetid),
-        [0.1, 0.2, 0.3, 0.4, 0.95, 0.5, 0.2, 0.79],
-        spectype=["GALAXY", "GALAXY", "GALAXY", "STAR", "GALAXY", "GALAXY", "GALAXY", "GALAXY"],
-        zwarn=np.array([0, 0, 4, 0, 0, 0, 4, 0]),
-        COADD_FIBERSTATUS=np.array([0, 2, 0, 0, 0, 0, 2, 0], np.int32),
-        redrock_rows=np.array([0, 1, 2, 3, 4, 6, 7]),
-    )
-    result = select(read_coadd(coadd), read_redrock(redrock_path_for(coadd)), Selection())
-    assert result.keep.tolist() == [True, False, False, False, False, False, False, True]
-    assert result.reason.tolist() == [
-        "",
-        "fiberstatus",
-        "zwarn",
-        "spectype",
-        "z_range",
-        "missing_redshift",
-        "fiberstatus",
-        "",
-    ]
-    assert result.rejected == {
-        "missing_redshift": 1,
-        "fiberstatus": 2,
-        "zwarn": 1,
-        "spectype": 1,
-        "z_range": 1,
-    }
-    assert result.table["TARGETID"].tolist() == targetid and np.isnan(result.table["Z"].iloc[5])
-    assert result.table["Z"].iloc[7] == 0.79
-
-    loose = select(
-        read_coadd(coadd),
-        read_redrock(redrock_path_for(coadd)),
-        Selection(z_max=1.0, require_zwarn_zero=False, require_fiberstatus_ok=False),
-    )
-    assert loose.keep.tolist() == [True, True, True, False, True, False, True, True]
-
-
 # ------------------------------------------------------------------ bad input
 
 
@@ -286,11 +233,11 @@ def test_truncated_file_names_the_file(tmp_path):
     data = good.read_bytes()
     truncated = tmp_path / "coadd-cut.fits"
     truncated.write_bytes(data[: len(data) // 2])
-    with pytest.raises(OSError, match="coadd-cut.fits.*truncated"):
+    with pytest.raises(OSError, match=r"coadd-cut.fits.*truncated"):
         read_coadd(truncated)
     garbage = tmp_path / "coadd-garbage.fits"
     garbage.write_bytes(b"not a FITS file" * 300)
-    with pytest.raises(OSError, match="coadd-garbage.fits"):
+    with pytest.raises(OSError, match=r"coadd-garbage.fits"):
         read_coadd(garbage)
 
 
@@ -302,7 +249,7 @@ def test_corrupted_data_fails_its_checksum(tmp_path):
     data[start + 100] ^= 0xFF
     bad = tmp_path / "coadd-flip.fits"
     bad.write_bytes(bytes(data))
-    with pytest.raises(OSError, match="coadd-flip.fits: HDU R_FLUX fails its DATASUM checksum"):
+    with pytest.raises(OSError, match=r"coadd-flip.fits: HDU R_FLUX fails its DATASUM checksum"):
         read_coadd(bad)
 
 
@@ -311,7 +258,7 @@ def test_missing_hdu_and_column_are_named(tmp_path):
     with fits.open(good) as hdul:
         del hdul["R_IVAR"]
         hdul.writeto(tmp_path / "coadd-nohdu.fits")
-    with pytest.raises(ValueError, match="coadd-nohdu.fits: missing HDU R_IVAR"):
+    with pytest.raises(ValueError, match=r"coadd-nohdu.fits: missing HDU R_IVAR"):
         read_coadd(tmp_path / "coadd-nohdu.fits")
     with fits.open(redrock_path_for(good)) as hdul:
         table = hdul["REDSHIFTS"].data
@@ -320,9 +267,9 @@ def test_missing_hdu_and_column_are_named(tmp_path):
             [fits.Column(name=c.name, format=c.format, array=table[c.name]) for c in cols], name="REDSHIFTS"
         )
         hdul.writeto(tmp_path / "redrock-noz.fits")
-    with pytest.raises(ValueError, match="redrock-noz.fits: HDU REDSHIFTS lacks column.*Z"):
+    with pytest.raises(ValueError, match=r"redrock-noz.fits: HDU REDSHIFTS lacks column.*Z"):
         read_redrock(tmp_path / "redrock-noz.fits")
-    with pytest.raises(FileNotFoundError, match="redrock-none.fits"):
+    with pytest.raises(FileNotFoundError, match=r"redrock-none.fits"):
         read_redrock(tmp_path / "redrock-none.fits")
 
 
@@ -331,7 +278,7 @@ def test_off_grid_wavelengths_are_refused(tmp_path):
     with fits.open(good) as hdul:
         hdul["B_WAVELENGTH"].data = hdul["B_WAVELENGTH"].data + 0.3
         hdul.writeto(tmp_path / "coadd-shift.fits", checksum=True)
-    with pytest.raises(ValueError, match="B_WAVELENGTH is not on the DESI 0.8 A grid"):
+    with pytest.raises(ValueError, match=r"B_WAVELENGTH is not on the DESI 0.8 A grid"):
         read_coadd(tmp_path / "coadd-shift.fits")
 
 

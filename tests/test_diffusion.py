@@ -1,4 +1,4 @@
-"""The diffusion model: schedule, configuration, condition handling, loss, EMA, storage."""
+"""The diffusion model: schedule, configuration, condition handling, loss, state round trip."""
 
 import dataclasses
 import math
@@ -9,16 +9,24 @@ import torch
 
 from specdiff_catalog.config import ConfigError, available_presets
 from specdiff_catalog.features import feature_bands
+from specdiff_catalog.models import load_diffusion
 from specdiff_catalog.models.diffusion import (
-    EMA,
+    SOFTPLUS_SCALE,
+    Z_FLOOR,
+    Z_TRANSFORMS,
     CosineSchedule,
     DiffusionConfig,
     DiffusionModel,
     Standardisation,
-    drop_bands,
-    perturb_fluxes,
 )
-from specdiff_catalog.models.store import read_config
+from specdiff_catalog.models.store import (
+    DiffusionSection,
+    ModelConfig,
+    ModelDirectoryError,
+    read_config,
+    write_config,
+    write_tensors,
+)
 
 B, S = 5, 6
 F = 3 * B - 1
@@ -48,7 +56,8 @@ def standardisation(z_transform="log1p"):
 
 
 def randomised(model, seed=0):
-    """Replace the zero-initialised output layers etc. by random weights (an untrained but non-trivial net)."""
+    """Replace the zero-initialised output layers etc. by random weights (an untrained but
+    non-trivial net)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -115,16 +124,6 @@ def test_condition_input_standardises_and_zeroes_missing_bands():
     assert np.array_equal(cond[:, F:], missing.astype(np.float32))
 
 
-def test_band_dropout_hides_present_bands_at_the_configured_rate():
-    missing = torch.zeros((20000, B), dtype=torch.bool)
-    missing[:, 0] = True
-    dropped = drop_bands(missing, 0.1, torch.Generator().manual_seed(0))
-    assert dropped[:, 0].all()  # a missing band never comes back
-    rate = dropped[:, 1:].float().mean().item()
-    assert abs(rate - 0.1) < 5 * math.sqrt(0.1 * 0.9 / 80000)
-    assert torch.equal(drop_bands(missing, 0.0, None), missing)
-
-
 def test_loss_is_unit_at_initialisation_and_decreases():
     # zero-initialised output: prediction 0, so the loss is E[target^2] = 1 for v and for eps
     # when x0 has unit variance (v = alpha eps - sigma x0, alpha^2 + sigma^2 = 1)
@@ -170,28 +169,6 @@ def test_model_with_missing_bands_gives_finite_samples():
     assert not torch.equal(y[0], x[0])
 
 
-def test_ema_follows_the_exponential_average_with_warmup():
-    module = torch.nn.Linear(1, 1, bias=False)
-    with torch.no_grad():
-        module.weight.fill_(1.0)
-    ema = EMA(module, decay=0.9)
-    expected = 1.0
-    for n, value in enumerate([3.0, -1.0, 5.0, 0.0, 2.0] + [4.0] * 30, start=1):
-        with torch.no_grad():
-            module.weight.fill_(value)
-        ema.update(module)
-        d = min(0.9, (1 + n) / (10 + n))
-        expected = d * expected + (1 - d) * value
-        assert ema.shadow["weight"].item() == pytest.approx(expected, rel=1e-6)
-    assert abs(expected - 4.0) < 0.1  # forgets the start after ~30 updates at decay 0.9
-    other = torch.nn.Linear(1, 1, bias=False)
-    restored = EMA(other, decay=0.9)
-    restored.load_state_dict(ema.state_dict())
-    assert restored.updates == 35
-    restored.copy_to(other)
-    assert other.weight.item() == pytest.approx(expected, rel=1e-6)
-
-
 def test_standardisation_round_trip_and_fit():
     rng = np.random.default_rng(4)
     n = 5000
@@ -213,12 +190,40 @@ def test_standardisation_round_trip_and_fit():
     assert Standardisation.from_dict(std.to_dict()).to_dict() == std.to_dict()
 
 
-def test_save_and_load_give_the_same_predictions(tmp_path):
+def test_softplus_log1p_transform_has_positive_support_and_round_trips():
+    """The new models' z transform: z = expm1(u0 softplus(t)) >= 0 for every t, linear in
+    log(1 + z) above z ~ u0 = 0.02, and the inverse of the forward map above Z_FLOOR."""
+    forward, inverse = Z_TRANSFORMS["softplus_log1p"]
+    z = np.r_[Z_FLOOR, np.geomspace(1e-3, 2.0, 200)]
+    t = forward(z)
+    assert np.isfinite(t).all() and (np.diff(t) > 0).all()
+    np.testing.assert_allclose(inverse(torch.as_tensor(t)).numpy(), z, rtol=1e-9)
+    # z <= Z_FLOOR (and z = 0, even slightly negative redrock redshifts) train at the floor
+    np.testing.assert_array_equal(forward(np.array([0.0, -0.003, Z_FLOOR])), forward(np.array([Z_FLOOR] * 3)))
+    # above z ~ u0 the transform is log(1 + z) / u0 up to exp(-log(1+z)/u0) corrections
+    assert forward(np.array([1.0]))[0] == pytest.approx(np.log(2.0) / SOFTPLUS_SCALE, abs=1e-12)
+    # every standardised value maps to z >= 0, the extremes included (float32 sampler outputs)
+    x = torch.tensor([-1e30, -1e4, -50.0, 0.0, 50.0, 1e4], dtype=torch.float32)
+    out = inverse(x)
+    assert (out[:4] >= 0).all() and out[-1] == float("inf")  # inf is caught as a sampler failure
+    assert DiffusionConfig.load("small").z_transform == "softplus_log1p"
+    assert DiffusionConfig().z_transform == "log1p"  # what a config.json written before it means
+    with pytest.raises(ConfigError, match="z_transform='sqrt'"):
+        DiffusionConfig(z_transform="sqrt")
+
+
+def test_state_round_trip_through_the_model_directory(tmp_path):
     model = randomised(DiffusionModel(DiffusionConfig.load("tiny"), standardisation()))
-    model.save(tmp_path, training={"steps": 10})
-    section = read_config(tmp_path)["diffusion"]
-    assert section["config"]["hidden"] == 64 and section["training"] == {"steps": 10}
-    loaded = DiffusionModel.from_model_dir(tmp_path)
+    section = DiffusionSection(
+        weights=write_tensors(tmp_path, "diffusion.safetensors", model.net.state_dict()),
+        config=model.config,
+        standardisation=model.standardisation,
+        n_parameters=sum(p.numel() for p in model.parameters()),
+    )
+    write_config(tmp_path, ModelConfig(diffusion=section))
+    stored = read_config(tmp_path).diffusion
+    assert stored is not None and stored.config.hidden == 64 and stored.latent_size == S
+    loaded = load_diffusion(tmp_path)
     assert not loaded.training
     features = np.random.default_rng(5).normal(20, 2, (3, F)).astype(np.float32)
     missing = np.zeros((3, B), bool)
@@ -227,23 +232,11 @@ def test_save_and_load_give_the_same_predictions(tmp_path):
     assert torch.equal(cond_a, cond_b)
     x = torch.randn(3, 4, S + 1)
     assert torch.equal(model.denoise(x, 321.0, cond_a[:, None]), loaded.denoise(x, 321.0, cond_b[:, None]))
+    with pytest.raises(RuntimeError, match="Missing key"):
+        DiffusionModel.from_state(model.config, model.standardisation, {})
 
 
 def test_model_directory_without_diffusion_section(tmp_path):
-    from specdiff_catalog.models.store import ModelDirectoryError, update_config
-
-    update_config(tmp_path, autoencoder={"latent_size": 6})
-    with pytest.raises(ModelDirectoryError, match="no 'diffusion' section"):
-        DiffusionModel.from_model_dir(tmp_path)
-
-
-def test_perturb_fluxes_scatters_within_the_errors():
-    rng = np.random.default_rng(6)
-    flux = rng.uniform(1, 100, (50000, 3))
-    ivar = rng.uniform(0.1, 10, (50000, 3))
-    ivar[:100, 1] = 0.0
-    flux[100:200, 2] = np.nan
-    out = perturb_fluxes(flux, ivar, np.random.default_rng(7))
-    pull = ((out - flux) * np.sqrt(ivar))[200:]
-    assert abs(pull.mean()) < 0.01 and abs(pull.std() - 1) < 0.01
-    assert np.array_equal(out[:100, 1], flux[:100, 1]) and np.isnan(out[100:200, 2]).all()
+    write_config(tmp_path, ModelConfig())
+    with pytest.raises(ModelDirectoryError, match="no diffusion component"):
+        load_diffusion(tmp_path)

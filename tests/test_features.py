@@ -12,7 +12,7 @@ BANDS = BandSet.load("ls-grzw1w2")
 def table(**overrides):
     """Three well-measured galaxies; overrides replace whole columns."""
     data = {"EBV": [0.0, 0.1, 0.05]}
-    for band, flux in zip(BANDS.bands, [1.0, 2.0, 3.0, 4.0, 5.0]):
+    for band, flux in zip(BANDS.bands, [1.0, 2.0, 3.0, 4.0, 5.0], strict=True):
         data[band.flux] = [flux, 2 * flux, 10 * flux]
         data[band.ivar] = [100.0, 100.0, 100.0]
     data.update(overrides)
@@ -70,7 +70,7 @@ def test_each_bad_value_is_flagged_on_its_row_only(column, values, bad_row, expe
     assert feats.flags[bad_row] == expected
     assert (np.delete(feats.flags, bad_row) == 0).all()
     if expected & Flag.MISSING_BAND:
-        band = [b.name for b in BANDS.bands if column in (b.flux, b.ivar)][0]
+        band = next(b.name for b in BANDS.bands if column in (b.flux, b.ivar))
         assert np.isnan(feats.values[bad_row, feats.names.index(f"mag_{band}")])
         assert feats.missing[bad_row].sum() == 1
     else:

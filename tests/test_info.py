@@ -4,6 +4,7 @@ import numpy as np
 from _stores import write_store
 
 from specdiff_catalog.cli import main
+from specdiff_catalog.models.store import ModelConfig, Provenance, write_config
 from specdiff_catalog.report.info import format_info, store_info
 
 
@@ -36,8 +37,7 @@ def test_info_counts_flags_and_provenance(tmp_path, capsys):
 
 def test_info_reads_the_model_simulated_flag(tmp_path):
     model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps({"simulated": True}))
+    write_config(model, ModelConfig(provenance=Provenance(simulated=True)))
     path = write_store(tmp_path / "out.zarr", sizes=(10,), failed=None, attrs={"model_path": str(model)})
     info = store_info(path)
     assert info["provenance"]["trained_on_simulations"] is True

@@ -1,11 +1,15 @@
 """The HPC batch scripts parse, and their dry runs print the commands they would run."""
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from specdiff_catalog.models.store import config_to_json, default_model_dir, read_config
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 SCRIPTS = sorted(p for p in JOBS.iterdir() if p.suffix in {".sh", ".slurm"})
@@ -161,7 +165,8 @@ def test_train_script_after_requeue_skips_finished_parts_and_resumes_the_interru
     (train / "trainset.json").write_text("{}")
     (model / "training" / "diffusion").mkdir(parents=True)
     (model / "training" / "diffusion" / "last.json").write_text("{}")
-    (model / "config.json").write_text('{"autoencoder": {}}')
+    finished = dataclasses.replace(read_config(default_model_dir()), diffusion=None, baseline=None)
+    (model / "config.json").write_text(json.dumps(config_to_json(finished)))  # the autoencoder is trained
     lines = dry_run("train_gpu.slurm", DESI="desi", TRAIN=str(train), MODEL=str(model), PYTHON=sys.executable)
     assert len(lines) == 2 and lines[0].split()[1:3] == ["train", "diffusion"] and "--resume" in lines[0]
     assert lines[1].split()[1:3] == ["train", "baseline"]

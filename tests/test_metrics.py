@@ -127,7 +127,9 @@ def test_crps_equals_the_energy_form_exactly():
     x[30] = np.nan
     y = np.where(np.arange(60) < 10, x[:, 0], rng.normal(0.5, 0.1, 60))
     got = crps(x, y)
-    expected = [_crps_direct(row, yi) if np.isfinite(row).any() else np.nan for row, yi in zip(x, y)]
+    expected = [
+        _crps_direct(row, yi) if np.isfinite(row).any() else np.nan for row, yi in zip(x, y, strict=True)
+    ]
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10)
 
 
@@ -136,7 +138,8 @@ def test_crps_matches_the_gaussian_closed_form():
     samples, z_true, mu, sigma = _calibrated(rng, 2000, 1000)
     w = (z_true - mu) / sigma
     closed = sigma * (w * (2 * stats.norm.cdf(w) - 1) + 2 * stats.norm.pdf(w) - 1 / np.sqrt(np.pi))
-    # the empirical CRPS exceeds the true one by E|X-X'|/2K, 1/K of its mean for calibrated samples: 0.1% here;
+    # the empirical CRPS exceeds the true one by E|X-X'|/2K, 1/K of its mean for calibrated
+    # samples: 0.1% here;
     # per-object Monte-Carlo scatter ~2% averages down to ~0.05% over 2000 objects
     assert pdf_metrics(samples, z_true).crps == pytest.approx(closed.mean(), rel=0.005)
 
@@ -173,3 +176,30 @@ def test_photoz_table_compares_methods_overall_and_in_bins():
     assert table.iloc[1]["coverage_68"] == pdf_metrics(samples[bright], z_true[bright]).coverage_68
     assert table.iloc[3:]["crps"].isna().all() and table.iloc[3:]["bias"].notna().all()
     assert list(photoz_table({"d": (point, samples)}, z_true).columns[:3]) == ["method", "n", "n_missing"]
+
+
+def test_stacked_nz_of_calibrated_pdfs_matches_the_true_distribution():
+    from specdiff_catalog.metrics import stacked_nz
+
+    rng = np.random.default_rng(5)
+    n, sigma = 40000, 0.05
+    z_true = rng.uniform(0.1, 0.9, n)
+    centre = z_true + sigma * rng.standard_normal(n)  # the posterior of z given an observation
+    samples = centre[:, None] + sigma * rng.standard_normal((n, 50))
+    samples[:10] = np.nan  # no PDF: left out
+    # bins away from the prior's edges at 0.1 and 0.9, where this posterior would not be calibrated
+    table = stacked_nz(samples, z_true, centre, [0.3, 0.45, 0.6, 0.7])
+    assert list(table["bin"]) == ["[0.3, 0.45)", "[0.45, 0.6)", "[0.6, 0.7)"]
+    inside = (centre >= 0.3) & (centre < 0.7) & ~np.isnan(samples[:, 0])
+    assert table["n"].dtype.kind == "i" and table["n"].sum() == inside.sum()
+    # calibrated: the stack's mean is the bin's true mean (to its noise, ~sigma_bin / sqrt(n) ~ 1e-3)
+    assert np.abs(table["delta_mean"]).max() < 0.003
+    # and it is as wide as the true distribution
+    assert table.loc[1, "z_stack_std"] == pytest.approx(table.loc[1, "z_true_std"], rel=0.05)
+    # PDFs twice too narrow: the stack is narrower than the truth
+    narrow = centre[:, None] + 0.5 * sigma * rng.standard_normal((n, 50))
+    assert (
+        stacked_nz(narrow, z_true, centre, [0.45, 0.6])["z_stack_std"][0] < 0.9 * table.loc[1, "z_true_std"]
+    )
+    empty = stacked_nz(samples, z_true, centre, [5.0, 6.0])
+    assert empty["n"][0] == 0 and np.isnan(empty["delta_mean"][0])

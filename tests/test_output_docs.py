@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from specdiff_catalog.cli import main
+from specdiff_catalog.defaults import QP_DZ
 from specdiff_catalog.io.store import open_store
 
 DOC = __import__("pathlib").Path(__file__).resolve().parents[1] / "docs" / "output.md"
@@ -39,8 +40,8 @@ def _check_join(joined: pd.DataFrame, catalog_rows: int, store_frame: pd.DataFra
     assert got.notna().sum() == expected.notna().sum() > 0.9 * catalog_rows
 
 
-def test_docs_have_the_four_examples():
-    assert len(_blocks()) == 4
+def test_docs_have_the_five_examples():
+    assert len(_blocks()) == 5
 
 
 def test_pandas_join(trained_tiny, tiny_run, store_frame):
@@ -55,8 +56,19 @@ def test_lsdb_join(trained_tiny, tiny_run, store_frame):
     _check_join(ns["joined"], 400, store_frame)
 
 
+def test_specutils_example(tiny_run, tmp_path):
+    pytest.importorskip("specutils")
+    out = tmp_path / "s.fits"
+    assert (
+        main(["spectra", "--pz", str(tiny_run), "--select", "random=4", "--observed", "--out", str(out)]) == 0
+    )
+    ns = _run(_blocks()[2], **{"s.fits": out})
+    assert ns["rest"].flux.shape == (4, ns["wave"].size) and ns["observed"].flux.shape == (4, 7781)
+    assert 1000 < ns["wave"].value.min() < ns["wave"].value.max() < 12000
+
+
 def test_spectra_example(tiny_run):
-    ns = _run(_blocks()[2], **{"OUT.zarr": tiny_run})
+    ns = _run(_blocks()[3], **{"OUT.zarr": tiny_run})
     assert len(ns["table"]) == 20 and ns["rest_flux"].shape == (20, ns["rest_wave"].size)
     assert ns["table"]["has_latent"].sum() >= 19 and ns["spectra"].flux_obs.shape[1] == 7781
 
@@ -65,7 +77,7 @@ def test_qp_example(tiny_run, store_frame, tmp_path):
     pytest.importorskip("qp")
     out = tmp_path / "pz.hdf5"
     assert main(["export", "qp", "--pz", str(tiny_run), "--out", str(out)]) == 0
-    ns = _run(_blocks()[3], **{"pz.hdf5": out})
+    ns = _run(_blocks()[4], **{"pz.hdf5": out})
     with_pdf = store_frame[store_frame["z_median"].notna()]
     assert np.array_equal(ns["ids"], with_pdf["object_id"])
-    assert np.allclose(ns["medians"], with_pdf["z_median"], atol=1e-6)  # qp's median is the store's z_median
+    assert np.abs(ns["medians"] - with_pdf["z_median"]).max() < QP_DZ  # within one histogram bin

@@ -1,4 +1,4 @@
-"""prepare: DESI files -> training set, on the real files and on files written by io.desi."""
+"""prepare: DESI files -> training set, on the real files and on files written by mock.desi_files."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from specdiff_catalog.bands import BandSet
 from specdiff_catalog.cli import main
 from specdiff_catalog.flags import Flag
 from specdiff_catalog.hashing import validation_mask
@@ -43,17 +44,18 @@ def test_prepare_real_files(real_desi_dir, tmp_path):
     np.testing.assert_array_equal(ivar[0], coadd.ivar[0])
     summary = json.loads((tmp_path / "train" / "trainset.json").read_text())
     assert summary["source_files"] == ["coadd-4-80613-thru20210324.fits", "coadd-special-dark-27247.fits"]
-    assert summary["selection"]["z_max"] == 0.8 and summary["bands"] == "ls-grzw1w2"
+    assert summary["selection"]["z_max"] is None and summary["bands"] == BandSet.load("ls-grzw1w2").to_dict()
 
 
 def _survey(directory, n_files=5, per_file=6):
     """n_files coadd/redrock pairs in nested folders; in each file row 1 has ZWARN 4 and
-    row 2 z = 1.5; the last file also has one target missing from redrock."""
+    row 2 z = -0.002 (below the default z_min 0); the last file also has one target
+    missing from redrock."""
     expected = []
     for k in range(n_files):
         targetid = np.arange(per_file) + 1000 * (k + 1)
-        z = np.linspace(0.05, 0.7, per_file)
-        z[2] = 1.5
+        z = np.linspace(0.05, 1.6, per_file)
+        z[2] = -0.002
         zwarn = np.zeros(per_file, np.int64)
         zwarn[1] = 4
         rows = np.arange(per_file - 1) if k == n_files - 1 else None
@@ -103,6 +105,40 @@ def test_prepare_streams_files_in_order(tmp_path, monkeypatch):
     summary = json.loads((tmp_path / "train" / "trainset.json").read_text())
     assert summary["n_objects"] == 19 and summary["rejected"]["zwarn"] == 5
     assert summary["flagged"]["NO_PHOTOMETRY"] == 0 and summary["failed_files"] == {}
+    # every cut above 3% of the 30 spectra is a warning, also in trainset.json: 1 missing
+    # redshift is 3.3%, 5 ZWARN and 5 z_range are 16.7% each
+    assert [w.split(" cut removed ")[0] for w in summary["warnings"]] == [
+        "prepare: the missing_redshift",
+        "prepare: the zwarn",
+        "prepare: the z_range",
+    ]
+    assert "removed 5 of 30 spectra (16.7%)" in summary["warnings"][2]
+
+
+def test_every_good_galaxy_to_z_1_6_is_kept_by_default_and_the_rest_grid_follows(tmp_path, capsys):
+    """Issue 14 item 1: DESI's galaxies reach z ~ 1.7; `prepare` with its defaults keeps every
+    GALAXY with ZWARN 0 (before: z < 0.8 only), and the autoencoder's rest grid covers them."""
+    from specdiff_catalog.models.autoencoder import AutoencoderConfig
+    from specdiff_catalog.training.autoencoder import build_autoencoder
+
+    rng = np.random.default_rng(3)
+    z = np.sort(rng.uniform(0.001, 1.6, 40))
+    z[-1] = 1.6
+    spectype = ["QSO", "STAR"] + ["GALAXY"] * 38
+    order = rng.permutation(40)
+    write_pair(tmp_path / "desi", "wide", np.arange(40) + 7, z[order], spectype=[spectype[i] for i in order])
+    assert main(["prepare", "--desi", str(tmp_path / "desi"), "--out", str(tmp_path / "train")]) == 0
+    out, err = capsys.readouterr()
+    assert "training set" in out and "z_range                  0 (0.0%)" in out
+    assert "WARNING: prepare: the spectype cut removed 2 of 40 spectra (5.0%)" in err
+    ts = TrainingSet.open(tmp_path / "train")
+    kept = np.sort(ts.objects["Z"].to_numpy())
+    np.testing.assert_allclose(kept, z[2:], rtol=1e-6)  # every galaxy, z up to 1.6
+    model = build_autoencoder(ts, AutoencoderConfig(rebin=4, rest_step=4.0))
+    wave_obs, wave_rest = model.wave_obs.numpy(), model.wave_rest.numpy()
+    assert wave_rest[0] == pytest.approx(wave_obs[0] / (1 + kept.max()), abs=1e-3)  # 1385 A for z = 1.6
+    assert wave_rest[-1] == pytest.approx(wave_obs[-1] / (1 + kept.min()), abs=1e-3)
+    assert 1380 < wave_rest[0] < 1390
 
 
 def test_bad_photometry_is_kept_and_flagged(tmp_path):

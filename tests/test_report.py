@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 
 import numpy as np
@@ -20,9 +21,14 @@ FIGURES = (
     "dz_vs_redshift",
     "metrics_by_mag_r",
     "metrics_by_z_phot",
+    "nz_by_z_phot",
     "pit_histogram",
+    "pit_qq",
     "coverage",
     "example_pdfs",
+    "metrics_by_coverage",
+    "coverage_map",
+    "ppc_pvalues",
     "spectra_examples",
     "dn4000",
     "chi2_vs_snr",
@@ -111,7 +117,8 @@ def test_spectral_validation_against_the_mock_truth(trained_tiny):
     )
     obj = result.objects
     assert len(obj) == 80 and obj["targetid"].is_unique
-    # the noiseless truth is the floor: chi^2/pixel ~1.1 (sky-line residuals are not in the ivar; docs/mock.md)
+    # the noiseless truth is the floor: chi^2/pixel ~1.1 (sky-line residuals are not in the ivar;
+    # docs/mock.md)
     assert obj["chi2_pix_truth"].between(0.95, 1.4).all()
     assert (obj["chi2_pix"] >= obj["chi2_pix_truth"] - 0.02).mean() > 0.95
     # Dn4000 of the truth is what the observed spectrum measures, at high S/N
@@ -152,6 +159,16 @@ def test_report_has_every_figure_and_the_metrics(report_dir):
     metrics = json.loads((report_dir / "metrics.json").read_text())
     methods = {row["method"] for row in metrics["photoz"]["metrics"]}
     assert methods == {"diffusion", "baseline"}
+    # metrics per coverage-score bin, both methods (the store's coverage column; docs/coverage.md)
+    bins = {(r["method"], r["bin"]) for r in metrics["photoz"]["metrics"] if r["binning"] == "coverage"}
+    assert ("diffusion", "[0.1, 1)") in bins and ("baseline", "[0.1, 1)") in bins
+    assert "Training-set coverage and the photometry check" in html
+    nz = metrics["photoz"]["nz"]
+    assert {row["method"] for row in nz} == methods and all(isinstance(row["n"], int) for row in nz)
+    assert sum(row["n"] for row in nz if row["method"] == "diffusion") > 380  # the scored objects
+    # counts print as integers in the tables, e.g. the n row of the summary: no "400.0", no "1.2e+04"
+    assert re.search(r"<th>n</th>\s*<td>\d+</td>\s*<td>\d+</td>", html)
+    assert "samples per object are too few" not in html  # 64 samples: no too-few-samples note
     spectra = metrics["spectra"]
     assert spectra["n_objects"] == 120 and spectra["chi2_pix_mean"] > 0.9
     assert spectra["dn4000_high_snr"]["n"] >= 1
@@ -167,3 +184,84 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     # the figures are drawn: most 500-pixel bands of the page hold dark (plotted) pixels
     bands = [(image[i : i + 500] < 128).mean() for i in range(0, 9000, 500)]
     assert sum(b > 0.005 for b in bands) >= 14, bands
+
+
+def test_evaluate_without_matching_or_with_repeated_ids_names_the_files(
+    trained_tiny, tiny_run, tmp_path, capsys
+):
+    """It said "cannot reshape array of size 0" (no match) or failed without naming an id (repeats)."""
+    import pandas as pd
+
+    truth = pd.read_parquet(trained_tiny.truth)
+    other = tmp_path / "other_truth.parquet"
+    truth.assign(OBJECT_ID=truth["OBJECT_ID"] + (1 << 50)).to_parquet(other)
+    assert main(["evaluate", "--pz", str(tiny_run), "--truth", str(other)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"no object of {tiny_run} (400 objects) has a true redshift in {other}" in err[0]
+    repeated = tmp_path / "repeated_truth.parquet"
+    pd.concat([truth, truth.iloc[[3, 7]]]).to_parquet(repeated)
+    assert main(["evaluate", "--pz", str(tiny_run), "--truth", str(repeated)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    ids = ", ".join(str(i) for i in truth["OBJECT_ID"].iloc[[3, 7]])
+    assert len(err) == 1 and f"{repeated} (OBJECT_ID): 2 object id(s) occur more than once: {ids}" in err[0]
+
+
+def test_counts_display_as_integers():
+    import pandas as pd
+
+    from specdiff_catalog.report.evaluate import display_frame
+
+    frame = pd.DataFrame(
+        {"diffusion": [19956.0, 0.0123456, np.nan], "baseline": [19956, 0.5, 2.0]},
+        index=["n", "bias", "crps"],
+    )
+    shown = display_frame(frame)
+    assert list(shown["diffusion"]) == ["19956", "0.01235", "-"] and list(shown["baseline"]) == [
+        "19956",
+        "0.5",
+        "2",
+    ]
+    wide = pd.DataFrame(
+        [[12345.0, 0.25]], columns=pd.MultiIndex.from_tuples([("n", "diffusion"), ("bias", "diffusion")])
+    )
+    assert list(display_frame(wide, ".4f").iloc[0]) == ["12345", "0.2500"]
+
+
+def test_evaluate_prints_integer_counts_and_the_nz_table(trained_tiny, tiny_run, capsys):
+    assert main(["evaluate", "--pz", str(tiny_run), "--truth", str(trained_tiny.truth)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^n\s+\d+\s+\d+$", out, flags=re.M)  # the summary's n row: integers
+    nz = out.split("N(z) per bin of each method's own z_phot")[1]
+    counts = re.findall(r"\)\s+(\S+)\s", nz)  # the n column, after each bin label
+    assert len(counts) >= 10 and all(c.isdigit() for c in counts)
+
+
+@pytest.mark.slow
+def test_too_few_samples_warn_in_run_evaluate_and_the_report(trained_tiny, tmp_path, capsys):
+    store = tmp_path / "k8.zarr"
+    args = ["--n-workers", "1", "--threads-per-worker", "1", "--dashboard-address", ":0", "--no-progress"]
+    command = [
+        "run",
+        "--input",
+        str(trained_tiny.catalog),
+        "--out",
+        str(store),
+        "--model",
+        str(trained_tiny.model),
+    ]
+    assert main([*command, "--n-samples", "8", *args]) == 0
+    err = capsys.readouterr().err
+    assert "specdiff-catalog run: warning: 8 samples per object are too few for the quantile levels " in err
+    assert "0.025, 0.05, 0.95, 0.975 (they need >= 39" in err
+    report = tmp_path / "report"
+    assert (
+        main(["evaluate", "--pz", str(store), "--truth", str(trained_tiny.truth), "--report", str(report)])
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert "specdiff-catalog evaluate: warning: 8 samples per object" in captured.err
+    assert "warning: 8 samples per object" in captured.out  # in the printed report too
+    html = (report / "report.html").read_text()
+    assert '<p class="note">8 samples per object are too few' in html
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["photoz"]["info"]["sample_count_note"].startswith("8 samples per object")

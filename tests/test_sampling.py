@@ -14,15 +14,11 @@ import scipy.spatial.distance
 import scipy.stats
 import torch
 
+from specdiff_catalog import defaults
 from specdiff_catalog.features import feature_bands
-from specdiff_catalog.models.diffusion import (
-    EMA,
-    CosineSchedule,
-    DiffusionConfig,
-    DiffusionModel,
-    Standardisation,
-)
-from specdiff_catalog.models.sampling import CounterNoise, ddim, sample, sample_times
+from specdiff_catalog.models.diffusion import CosineSchedule, DiffusionConfig, DiffusionModel, Standardisation
+from specdiff_catalog.models.sampling import SAMPLERS, CounterNoise, ddim, sample, sample_times
+from specdiff_catalog.training.ema import EMA
 
 CONDITIONS = np.array([-0.8, 0.0, 0.8])
 
@@ -177,7 +173,7 @@ def test_a_galaxys_samples_do_not_depend_on_its_batch(sampler, steps, eta, predi
     features = rng.normal(0, 1, (n, 14)).astype(np.float32)
     missing = rng.random((n, 5)) < 0.2
     ids = rng.integers(0, 2**50, n)
-    kw = dict(n_samples=k, seed=11, sampler=sampler, steps=steps, eta=eta)
+    kw = {"n_samples": k, "seed": 11, "sampler": sampler, "steps": steps, "eta": eta}
     ref = sample(model, features, missing, ids, batch_size=n * k, **kw)
     assert ref.shape == (n, k, 5) and torch.isfinite(ref).all()
     for batch_size in (1, k, 3 * k, 7 * k):  # 1 galaxy per chunk, 3, 7 (with a ragged last chunk)
@@ -313,8 +309,7 @@ def test_trained_tiny_denoiser_learns_the_mixture_and_samplers_agree():
         opt.step()
         schedule.step()
         ema.update(model)
-    ema.copy_to(model)
-    model.eval()
+    model = ema.average  # the averaged weights, in eval mode
     ddpm = draw_samples(model, "ddpm", None, n_samples=1500, seed=1)
     dpm20 = draw_samples(model, "dpmpp2m", 20, seed=2)
     for x in (ddpm, draw_samples(model, "ddim", 50, seed=3), dpm20):
@@ -335,3 +330,7 @@ def _draw_batch(gmm, c, rng):
     component = (rng.random(len(c)) >= gmm.weights(c)[:, 0]).astype(int)
     mu = gmm.means(c)[np.arange(len(c)), component]
     return mu + gmm.scales[component][:, None] * rng.standard_normal((len(c), 2))
+
+
+def test_the_samplers_are_the_ones_the_defaults_name():
+    assert set(SAMPLERS) == set(defaults.SAMPLERS) and defaults.SAMPLER in SAMPLERS

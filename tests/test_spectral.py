@@ -76,20 +76,39 @@ def test_band_mean_of_a_line_uses_exact_edges():
     assert np.isnan(band_mean(wave, flux, (15.0, 40.0))[0])  # 5 of 25 A covered
 
 
+# desiutil.dust.dust_transmission(wave, 0.1) (desiutil 4.0.1) at these vacuum wavelengths [Angstrom]
+DESI_WAVE = np.array([1500.0, 2175.0, 3600.0, 4000.0, 5500.0, 7000.0, 9824.0, 20000.0])
+DESI_TRANSMISSION = np.array(
+    [0.51971839, 0.46139047, 0.67804707, 0.69913313, 0.78200666, 0.84107884, 0.90687342, 0.96916196]
+)
+
+
 def test_deredden_divides_by_the_desi_milky_way_transmission():
-    from desiutil.dust import dust_transmission
+    from specdiff_catalog.spectral import deredden, mw_transmission
 
-    from specdiff_catalog.spectral import deredden
-
+    assert np.allclose(mw_transmission(DESI_WAVE, np.array([0.1]))[0], DESI_TRANSMISSION, rtol=0, atol=1e-8)
     wave = np.linspace(3600, 9824, 50)
     flux, ivar = np.ones((2, 50), np.float32), np.full((2, 50), 4.0, np.float32)
     out, out_ivar, flags = deredden(wave, flux, ivar, np.array([0.1, np.nan]))
-    transmission = dust_transmission(wave, 0.1)
+    transmission = mw_transmission(wave, np.array([0.1]))[0]
     assert np.allclose(out[0], 1 / transmission, rtol=1e-6) and np.allclose(
         out_ivar[0], 4 * transmission**2, rtol=1e-6
     )
     assert out[0, 0] > out[0, -1] > 1  # more extinction in the blue
     assert np.array_equal(out[1], flux[1]) and list(flags) == [0, SpectrumFlag.NO_EXTINCTION]
+
+
+@pytest.mark.parametrize("r_v", [2.5, 3.1, 4.0])
+def test_fitzpatrick99_is_desiutils_curve(r_v):
+    dust = pytest.importorskip("desiutil.dust")  # desiutil comes with the [mock] extra
+
+    from specdiff_catalog.spectral import fitzpatrick99, mw_transmission
+
+    wave = np.concatenate([np.geomspace(912, 30000, 5000), [2600.0, 2700.0, 1e4]])
+    assert np.allclose(fitzpatrick99(wave, r_v), dust.ext_fitzpatrick(wave, R_V=r_v), rtol=0, atol=1e-10)
+    ebv = np.array([0.0, 0.03, 0.5])
+    expected = np.stack([dust.dust_transmission(wave, e) for e in ebv])
+    assert np.allclose(mw_transmission(wave, ebv), expected, rtol=0, atol=1e-10)
 
 
 def test_line_flux_of_a_gaussian_on_a_sloped_continuum():

@@ -4,21 +4,35 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 import zarr
 
 from specdiff_catalog.flags import Flag
+from specdiff_catalog.io.columns import output_columns
+from specdiff_catalog.io.fingerprint import PartitionSource
 from specdiff_catalog.io.store import (
+    IncompleteStoreError,
+    NotDoneError,
     OutputStore,
+    PartitionDataError,
+    PartitionStatus,
     StoreLayout,
     StoreMismatchError,
+    StoreReplacedError,
+    choose_shard_rows,
     create_store,
+    open_dataset,
     open_store,
+    padding,
     regions,
+    shard_files,
 )
 
 LAYOUT = StoreLayout(
@@ -71,6 +85,12 @@ def _columns(n: int, seed: int, layout: StoreLayout = LAYOUT) -> dict[str, np.nd
         "latent": rng.normal(size=(n, layout.latent_size)),
         "latent_std": rng.uniform(size=(n, layout.latent_size)),
         "z_samples": rng.uniform(0, 2, (n, layout.n_samples_saved)),
+        "coverage": rng.uniform(0, 1, n),
+        **(
+            {"ppc_chi2": rng.chisquare(2, n), "ppc_dof": np.full(n, 2), "ppc_pvalue": rng.uniform(0, 1, n)}
+            if layout.latent_size
+            else {}
+        ),
     }
 
 
@@ -79,7 +99,7 @@ def store(tmp_path) -> OutputStore:
     return create_store(tmp_path / "out.zarr", PARTITIONS, LAYOUT, ATTRS)
 
 
-def _write_all(path: Path, indices) -> None:
+def _write_all(path: Path | str, indices) -> None:
     out = open_store(path)
     for i in indices:
         out.write_partition(i, _columns(PARTITIONS[i][2], seed=i))
@@ -123,26 +143,49 @@ def test_arrays_dtypes_dimension_names(store):
         assert group["partitions"][name].metadata.dimension_names == ("partition",), name
 
 
+def test_every_array_carries_the_column_spec_cf_attributes(store):
+    """units and long_name from io.columns, the one definition of the output row; the
+    status values are PartitionStatus's, decodable through flag_values / flag_meanings."""
+    group = zarr.open_group(store.path, mode="r")
+    spec = output_columns(5, 6, 4)
+    assert set(spec) == set(group.array_keys()) - {"quantile"}
+    for name, column in spec.items():
+        attrs = dict(group[name].attrs)
+        assert attrs["long_name"] == column.long_name and attrs.get("units") == column.units, name
+    assert group["ra"].attrs["units"] == "deg" and group["z_median"].attrs["units"] == "1"
+    assert "units" not in group["flags"].attrs and "units" not in group["object_id"].attrs
+    status = dict(group["partitions"]["status"].attrs)
+    meanings = dict(zip(status["flag_values"], status["flag_meanings"].split(), strict=True))
+    assert meanings == {0: "pending", 1: "done", 2: "failed"}
+    assert [int(s) for s in PartitionStatus] == [0, 1, 2]
+
+
 def test_no_samples_or_latents_when_not_asked(tmp_path):
     layout = StoreLayout(quantiles=(0.5,), latent_size=0, n_samples_saved=0, shard_rows=8)
     out = create_store(tmp_path / "o.zarr", [(0, 1, 3)], layout, ATTRS)
     names = set(zarr.open_group(out.path, mode="r").array_keys())
     assert not names & {"z_samples", "latent", "latent_std"}
     columns = {
-        k: v for k, v in _columns(3, 0, layout).items() if k not in ("z_samples", "latent", "latent_std")
+        k: v
+        for k, v in _columns(3, 0, layout).items()
+        if k not in ("z_samples", "latent", "latent_std", "ppc_chi2", "ppc_dof", "ppc_pvalue")
     }
     out.write_partition(0, columns)
     assert out.pending() == []
 
 
 def test_attributes_record_provenance(store):
-    attrs = zarr.open_group(store.path, mode="r").attrs
+    attrs = open_store(store.path, mode="r").attrs
     assert attrs["model"]["sha256"]["diffusion.safetensors"] == "a" * 64
     assert attrs["config"]["steps"] == 20 and attrs["command_line"].startswith("specdiff-catalog run")
     assert attrs["input"]["hats_properties"]["obs_collection"] == "ls_dr10"
     assert attrs["layout"]["quantiles"] == list(LAYOUT.quantiles)
     assert attrs["software_version"] and attrs["created"].endswith("+00:00")
-    assert attrs["format"] == "specdiff-catalog output"
+    assert attrs["format"] == "specdiff-catalog output" and attrs["state"] == "ready"
+    # netCDF takes strings, numbers and lists of them: the rest is stored as JSON strings
+    raw = zarr.open_group(store.path, mode="r").attrs
+    assert json.loads(raw["config"]) == ATTRS["config"] and raw["format_version"] == 2
+    assert set(raw["json_attributes"].split()) == {"model", "config", "input", "layout"}
 
 
 def test_regions_are_shard_aligned_and_never_share_a_shard(store):
@@ -209,7 +252,7 @@ def test_xarray_opens_it(store):
         good = ds.isel(object=(ds["valid"] == 1).values)
         assert good.sizes["object"] == 37
         np.testing.assert_array_equal(ds["object_id"].values[32:37], 1000 + np.arange(5))
-        assert ds.attrs["config"]["seed"] == 0
+        assert json.loads(ds.attrs["config"])["seed"] == 0
     with xr.open_zarr(store.path, group="partitions") as parts:
         assert list(parts["status"].values) == [1, 1, 0, 0, 0]
         assert parts["status"].attrs["flag_meanings"] == "pending done failed"
@@ -252,15 +295,15 @@ def test_failed_partition_stays_pending_with_its_message(store):
 
 def test_incompatible_store_refused(store):
     other_model = ATTRS | {"model": {"id": "default-mock", "sha256": {"diffusion.safetensors": "b" * 64}}}
-    with pytest.raises(StoreMismatchError, match="different model.*sha256"):
+    with pytest.raises(StoreMismatchError, match=r"different model.*sha256"):
         create_store(store.path, PARTITIONS, LAYOUT, other_model)
-    with pytest.raises(StoreMismatchError, match="different config.*steps"):
+    with pytest.raises(StoreMismatchError, match=r"different config.*steps"):
         store.check_compatible(ATTRS | {"config": ATTRS["config"] | {"steps": 50}})
     with pytest.raises(StoreMismatchError, match="layout"):
         create_store(
             store.path, PARTITIONS, StoreLayout(quantiles=(0.5,), latent_size=6, shard_rows=32), ATTRS
         )
-    with pytest.raises(StoreMismatchError, match="other partitions"):
+    with pytest.raises(StoreMismatchError, match="another input: the input has 4 partitions"):
         create_store(store.path, PARTITIONS[:-1], LAYOUT, ATTRS)
     store.check_compatible(ATTRS | {"command_line": "something else"})  # provenance only: accepted
 
@@ -274,7 +317,7 @@ def test_overwrite_starts_over(store):
 
 def test_overwrite_refuses_a_directory_that_is_not_a_store(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not a Zarr store"):
+    with pytest.raises(FileExistsError, match="not a specdiff-catalog output store"):
         create_store(tmp_path, PARTITIONS, LAYOUT, ATTRS, overwrite=True)
     assert (tmp_path / "precious.txt").exists()
 
@@ -295,8 +338,8 @@ def test_attributes_must_be_json(tmp_path):
 def test_set_attrs_refreshes_consolidated_metadata(store):
     store.set_attrs({"summary": {"n_objects": 108}})
     consolidated = json.loads((store.path / "zarr.json").read_text())
-    assert consolidated["attributes"]["summary"] == {"n_objects": 108}
-    assert zarr.open_group(store.path, mode="r").attrs["summary"]["n_objects"] == 108
+    assert json.loads(consolidated["attributes"]["summary"]) == {"n_objects": 108}
+    assert open_store(store.path, mode="r").attrs["summary"]["n_objects"] == 108
 
 
 def test_empty_catalog_store(tmp_path):
@@ -330,5 +373,226 @@ def test_existing_empty_directory_is_used_and_other_directories_refused(tmp_path
     assert create_store(tmp_path / "empty.zarr", PARTITIONS, LAYOUT, ATTRS).pending() == [0, 1, 2, 3, 4]
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "data.txt").write_text("x")
-    with pytest.raises(FileExistsError, match="not a Zarr store"):
+    with pytest.raises(FileExistsError, match="not a specdiff-catalog output store"):
         create_store(tmp_path / "full", PARTITIONS, LAYOUT, ATTRS)
+
+
+# --- every array checked before anything is written; valid = 1 only after all of them -------
+
+
+def _rows(store_path: Path, region: slice) -> dict[str, np.ndarray]:
+    group = zarr.open_group(store_path, mode="r")
+    return {name: group[name][region] for name in ("valid", "object_id", "z_median")}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # --save-samples 50 --n-samples 8: the samples array is narrower than the layout's
+        (lambda c: c | {"z_samples": c["z_samples"][:, :2]}, "z_samples has shape"),
+        # NaN outputs in a row whose flags do not say why (--batch-size -5 gave that)
+        (lambda c: c | {"z_median": np.full(70, np.nan)}, "z_median is not finite for 70 objects"),
+        (lambda c: c | {"object_id": c["object_id"].astype(np.float64)}, "object_id is float64"),
+        (lambda c: c | {"flags": c["flags"].astype(np.int64) + 70000}, "flags has values outside"),
+        (lambda c: c | {"flags": c["flags"] | np.uint16(Flag.PADDING)}, "PADDING bit"),
+    ],
+)
+def test_a_bad_partition_writes_nothing(store, change, message):
+    """Nothing of a partition is written, valid stays 0, when any of its arrays is wrong."""
+    region = store.region(3)
+    with pytest.raises(PartitionDataError, match=message):
+        store.write_partition(3, change(_columns(70, seed=3)))
+    rows = _rows(store.path, region)
+    assert not rows["valid"].any() and (rows["object_id"] == -1).all() and np.isnan(rows["z_median"]).all()
+    assert 3 in store.pending()
+
+
+def test_nan_outputs_are_accepted_where_a_flag_says_why(store):
+    columns = _columns(5, seed=1)
+    for name in ("z_quantiles", "z_median", "z_mode", "z_mean", "z_std", "latent", "latent_std", "z_samples"):
+        columns[name][:2] = np.nan
+    columns["flags"][:2] = [int(Flag.NO_PHOTOMETRY), int(Flag.SAMPLER_FAILURE)]
+    store.write_partition(1, columns)
+    rows = _rows(store.path, store.region(1))
+    assert list(rows["valid"][:5]) == [1] * 5 and np.isnan(rows["z_median"][:2]).all()
+
+
+def test_failed_partition_rows_are_not_valid_and_readers_skip_them(store):
+    """A partition written, then marked failed (a retry that failed), leaves valid = 0; a partition
+    whose arrays were written but not its status (writer killed) is pending: no reader takes either."""
+    _write_all(store.path, [0, 1, 3])
+    store.mark_failed(3, "worker died")
+    assert not _rows(store.path, store.region(3))["valid"].any()
+    status = store.array("partitions/status")
+    status[1] = int(PartitionStatus.PENDING)  # as if killed between valid = 1 and the status write
+    reopened = open_store(store.path, mode="r")
+    results = reopened.read_results(["object_id", "valid"])
+    np.testing.assert_array_equal(results["object_id"], np.arange(32))  # partition 0 only
+    with pytest.raises(NotDoneError, match=r"4 of 5 partitions are not done \(failed: Norder=4/Npix=900; "):
+        reopened.require_done()
+    assert reopened.require_done(partial=True) == 5 + 0 + 70 + 1
+
+
+# --- self-describing: CF attributes, object_id coordinate, netCDF, open_dataset -------------
+
+
+def test_cf_attributes_object_id_coordinate_and_netcdf(store, tmp_path):
+    xr = pytest.importorskip("xarray")
+    cf_xarray = pytest.importorskip("cf_xarray")
+    _write_all(store.path, [0, 1])
+    ds = xr.open_zarr(store.path)
+    assert "object_id" in ds.coords and ds["z_median"].coords["object_id"].dtype == np.int64
+    assert ds["flags"].attrs["flag_masks"] == [int(f) for f in Flag.__members__.values()]
+    assert ds["flags"].attrs["flag_meanings"].split() == list(Flag.__members__)
+    ds.to_netcdf(tmp_path / "out.nc")  # every attribute netCDF-serialisable
+    with xr.open_dataset(tmp_path / "out.nc") as back:
+        assert json.loads(back.attrs["config"]) == ATTRS["config"]
+        flags = back["flags"]
+        # the padding of partition 1 (5 objects in a 32-row shard); unwritten rows carry no flags
+        assert cf_xarray.__version__ and (flags.cf == "PADDING").values.sum() == 32 - 5
+        decoded = flags.cf.flags  # one boolean per flag meaning, through flag_masks / flag_meanings
+        written = _columns(5, seed=1)["flags"]
+        np.testing.assert_array_equal(
+            decoded["MISSING_BAND"].values[32:37], (written & Flag.MISSING_BAND) != 0
+        )
+        np.testing.assert_array_equal(back["object_id"].values[32:37], 1000 + np.arange(5))
+
+
+def test_open_dataset_gives_the_results_only(store):
+    _write_all(store.path, [0, 1, 4])
+    store.mark_failed(3, "unreadable file")
+    with pytest.warns(UserWarning, match="70 objects of failed or pending partitions"):
+        ds = open_dataset(store.path)
+    assert ds.sizes["object"] == 32 + 5 + 1  # no padding, nothing of partitions 2 (empty) and 3
+    np.testing.assert_array_equal(ds["object_id"].values, np.r_[np.arange(32), 1000 + np.arange(5), 4000])
+    np.testing.assert_allclose(ds["quantile"].values, LAYOUT.quantiles)
+    assert (ds["valid"].values == 1).all() and not (ds["flags"].values & Flag.PADDING).any()
+    np.testing.assert_allclose(
+        ds["z_quantiles"].values[:32], _columns(32, 0)["z_quantiles"].astype(np.float32)
+    )
+
+
+# --- shard size held to the catalog -----------------------------------------------------------
+
+
+def test_shard_rows_keep_padding_small():
+    demo = [163, 880, 48, 593, 171, 145]  # the bundled demo catalog: 2,000 objects in 6 partitions
+    shard = choose_shard_rows(demo)
+    assert shard == 64 and padding(demo, shard) == 176  # 2,176 rows, not 6,144
+    assert choose_shard_rows([5_000_000] * 200) == 65536  # big partitions: the upper bound
+    assert choose_shard_rows([1000] * 1_000_000) == 1024  # one shard per partition: 2.4% padding
+    # 1e9 objects in partitions just over a power of two: 4096 keeps padding at 6% but takes
+    # 17 shards per partition (259,386 files per array); the file bound raises it to 16384
+    over = [65_537] * 15_258
+    assert padding(over, 4096) < 0.1 * sum(over) < padding(over, 8192)
+    assert choose_shard_rows(over) == 16384 and shard_files(over, 16384) <= 2**17 < shard_files(over, 8192)
+    assert choose_shard_rows([]) == 64
+
+
+# --- overwrite deletes only a store this package made, holding only its own arrays ----------
+
+
+def test_overwrite_refuses_a_store_with_unrelated_files_inside(store):
+    (store.path / "notes.txt").write_text("keep me")
+    (store.path / "z_median" / "extra").mkdir()
+    with pytest.raises(FileExistsError, match=r"not part of a specdiff-catalog output store \(notes.txt"):
+        create_store(store.path, PARTITIONS, LAYOUT, ATTRS, overwrite=True)
+    assert (store.path / "notes.txt").read_text() == "keep me"
+    assert open_store(store.path).pending() == [0, 1, 2, 3, 4]
+
+
+def test_overwrite_refuses_a_zarr_group_of_another_program(tmp_path):
+    zarr.open_group(tmp_path / "other.zarr", mode="w", attributes={"x": 1}).create_array(
+        "data", data=np.arange(3)
+    )
+    with pytest.raises(FileExistsError, match="did not make"):
+        create_store(tmp_path / "other.zarr", PARTITIONS, LAYOUT, ATTRS, overwrite=True)
+    np.testing.assert_array_equal(zarr.open_group(tmp_path / "other.zarr")["data"][:], np.arange(3))
+
+
+# --- resume fingerprint ----------------------------------------------------------------------
+
+
+def _sources(size: int = 1234, stamp: str = "17") -> list[PartitionSource]:
+    return [
+        PartitionSource(k, p, n, f"dataset/Norder={k}/Dir=0/Npix={p}.parquet", size, stamp)
+        if k is not None
+        else PartitionSource(k, p, n, "plain.parquet", size, stamp)
+        for k, p, n in PARTITIONS
+    ]
+
+
+def _fingerprinted(catalog: str) -> dict:
+    return ATTRS | {"input_fingerprint": {"catalog": catalog, "columns_sha256": "c" * 64}}
+
+
+def test_resume_with_another_input_is_refused_naming_the_difference(tmp_path):
+    path = tmp_path / "out.zarr"
+    create_store(path, _sources(), LAYOUT, _fingerprinted("/data/a"))
+    assert create_store(path, _sources(), LAYOUT, _fingerprinted("/data/a")).pending() == [0, 1, 2, 3, 4]
+    with pytest.raises(StoreMismatchError, match=r"input catalog /data/b != /data/a recorded"):
+        create_store(path, _sources(), LAYOUT, _fingerprinted("/data/b"))
+    with pytest.raises(
+        StoreMismatchError, match=r"partition Norder=3/Npix=100: file size 1240 != 1234 recorded"
+    ):
+        create_store(path, _sources(size=1240), LAYOUT, _fingerprinted("/data/a"))
+    with pytest.raises(StoreMismatchError, match=r"Norder=3/Npix=100: file modification stamp 18 != 17"):
+        create_store(path, _sources(stamp="18"), LAYOUT, _fingerprinted("/data/a"))
+    other_columns = ATTRS | {"input_fingerprint": {"catalog": "/data/a", "columns_sha256": "d" * 64}}
+    with pytest.raises(StoreMismatchError, match="columns differ"):
+        create_store(path, _sources(), LAYOUT, other_columns)
+
+
+def test_store_records_its_input_partitions(tmp_path):
+    out = create_store(tmp_path / "out.zarr", _sources(), LAYOUT, _fingerprinted("/data/a"))
+    assert out.sources() == _sources()
+    table = out.partitions()
+    assert (
+        table.loc[3, "file"] == "dataset/Norder=4/Dir=0/Npix=900.parquet"
+        and table.loc[3, "file_size"] == 1234
+    )
+
+
+# --- a store replaced under a writer ---------------------------------------------------------
+
+
+def test_a_writer_of_a_replaced_store_writes_nothing(tmp_path):
+    path = tmp_path / "out.zarr"
+    first = create_store(path, PARTITIONS, LAYOUT, ATTRS)
+    ref = first.ref()
+    second = create_store(path, PARTITIONS, LAYOUT, ATTRS | {"config": {"seed": 1}}, overwrite=True)
+    assert second.uuid != ref.uuid
+    with pytest.raises(StoreReplacedError, match="replaced by another store"):
+        ref.open()
+    with pytest.raises(StoreReplacedError):
+        first.write_partition(0, _columns(32, seed=0))
+    with pytest.raises(StoreReplacedError):
+        first.mark_failed(1, "x")
+    with pytest.raises(StoreReplacedError):
+        first.set_attrs({"last_run": {}})
+    assert not zarr.open_group(path, mode="r")["valid"][:].any() and second.pending() == [0, 1, 2, 3, 4]
+    shutil.rmtree(path)
+    with pytest.raises(StoreReplacedError, match="removed"):
+        ref.open()
+
+
+# --- URL stores: fsspec memory:// in this process ---------------------------------------------
+
+
+def test_memory_url_store_with_creation_marker():
+    """A memory:// store (no rename there): state "creating" until the last write; an interrupted
+    creation is refused by readers and recreated by create_store without overwrite."""
+    url = f"memory://stores/{uuid.uuid4().hex}/out.zarr"
+    create_store(url, PARTITIONS, LAYOUT, ATTRS)
+    _write_all(url, [0, 1])
+    again = open_store(url, mode="r")
+    assert again.pending() == [2, 3, 4] and str(again.path) == url
+    np.testing.assert_array_equal(again.read("object_id", slice(32, 37)), 1000 + np.arange(5))
+
+    broken = f"memory://stores/{uuid.uuid4().hex}/out.zarr"
+    with mock.patch("specdiff_catalog.io.store._create_partition_table", side_effect=KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):
+            create_store(broken, PARTITIONS, LAYOUT, ATTRS)
+    with pytest.raises(IncompleteStoreError, match="creation was interrupted"):
+        open_store(broken)
+    assert create_store(broken, PARTITIONS, LAYOUT, ATTRS).pending() == [0, 1, 2, 3, 4]

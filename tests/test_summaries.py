@@ -34,7 +34,8 @@ def test_sample_quantiles_are_numpy_type6_per_row_ignoring_nan():
 
 
 def test_quantiles_of_known_distributions():
-    # K = 4000 draws: a sample quantile's standard error is sqrt(p(1-p)/K)/f(q) <= 0.008 (uniform), 0.02 sigma (normal)
+    # K = 4000 draws: a sample quantile's standard error is sqrt(p(1-p)/K)/f(q) <= 0.008 (uniform),
+    # 0.02 sigma (normal)
     rng = np.random.default_rng(1)
     uniform = sample_quantiles(rng.random((3, 4000)), LEVELS)
     np.testing.assert_allclose(uniform, np.tile(LEVELS, (3, 1)), atol=0.025)
@@ -74,7 +75,7 @@ def test_mode_matches_a_direct_kde_evaluation():
     grid = np.linspace(0.0, 1.0, 100001)
     direct = [
         grid[np.exp(-0.5 * ((grid[:, None] - row[None, :]) / hi) ** 2).sum(axis=1).argmax()]
-        for row, hi in zip(x, h)
+        for row, hi in zip(x, h, strict=True)
     ]
     np.testing.assert_allclose(kde_mode(x), direct, atol=0.02 * h.min())
 
@@ -150,3 +151,40 @@ def test_latent_summary_of_independent_samples_is_their_mean():
     # ~40% of the samples carry the kernel weight: scatter ~0.5/sqrt(80) = 0.056 around 2
     assert abs(out["latent"].mean() - 2.0) < 0.01 and out["latent"].std() < 0.08
     assert np.mean(out["latent_std"]) == pytest.approx(0.5, abs=0.02)
+
+
+def test_min_samples_is_where_the_outer_levels_stop_being_clamped():
+    from specdiff_catalog.summaries import min_samples, resolved_levels, sample_count_note
+
+    levels = np.array([0.025, 0.05, 0.16, 0.5, 0.84, 0.95, 0.975])
+    assert min_samples(levels) == 39 and min_samples([0.05, 0.95]) == 19 and min_samples([0.16]) == 6
+    assert list(resolved_levels(levels, 16)) == [False, False, True, True, True, False, False]
+    assert resolved_levels(levels, 39).all() and not resolved_levels(levels, 38).all()
+    assert sample_count_note(levels, 39) is None
+    note = sample_count_note(levels, 16)
+    assert note is not None and "0.025, 0.05, 0.95, 0.975" in note and ">= 39" in note
+    # uniform samples: F(q) = q, so E[F(q_0.025)] is 0.025 from K = 39 on; below, the clamped
+    # "0.025 quantile" is the smallest sample, E = 1 / (K + 1)
+    rng = np.random.default_rng(3)
+    for k, expected in ((39, 0.025), (100, 0.025), (16, 1 / 17)):
+        q = sample_quantiles(rng.random((40000, k)), [0.025])[:, 0]
+        assert q.mean() == pytest.approx(expected, abs=0.0015), k
+
+
+def test_the_cdf_of_extended_quantiles_is_proper_with_ties():
+    from specdiff_catalog.summaries import extend_quantiles, quantile_cdf
+
+    levels = np.array([0.1, 0.5, 0.9])
+    full, locs = extend_quantiles(levels, np.array([[0.5, 0.7, 0.9], [0.02, 0.1, 0.2], [0.3, 0.3, 0.3]]))
+    assert np.allclose(full, [0, 0.1, 0.5, 0.9, 1])
+    assert np.allclose(locs[0], [0.45, 0.5, 0.7, 0.9, 0.95])  # slope 0.5 per unit level
+    assert np.allclose(locs[1], [0.0, 0.02, 0.1, 0.2, 0.225])  # 0.02 - 0.1 x 0.2 = 0: clipped, not < 0
+    x = np.array([-1.0, 0.0, 0.45, 0.5, 0.6, 0.9, 0.95, 2.0, 0.3 - 1e-12, 0.3])
+    cdf = quantile_cdf(full, locs, x)
+    assert np.allclose(cdf[0, :8], [0, 0, 0, 0.1, 0.3, 0.9, 1, 1])
+    assert np.all(np.diff(np.sort(cdf, axis=1), axis=1) >= 0) and cdf.min() >= 0 and cdf.max() <= 1
+    assert cdf[2, -2] == 0 and cdf[2, -1] == 1  # all quantiles tied: a step of 1 at z = 0.3
+    _, below = extend_quantiles(levels, np.array([[-0.02, 0.1, 0.1]]))
+    assert np.allclose(below, [[-0.05, -0.02, 0.1, 0.1, 0.1]])  # a first quantile below 0 is kept
+    with pytest.raises(ValueError, match="from 0 to 1"):
+        quantile_cdf(levels, locs[:, 1:-1], x)

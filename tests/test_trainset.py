@@ -10,15 +10,13 @@ from specdiff_catalog.io.trainset import TrainingSet, TrainingSetWriter
 def trainset(tmp_path):
     rng = np.random.default_rng(1)
     wave = np.linspace(3600, 9824, 40)
-    with TrainingSetWriter(tmp_path / "train", wave, chunk_rows=16) as writer:
-        for k in range(5):
-            ids = np.arange(k * 23, (k + 1) * 23)
-            flux = rng.normal(size=(23, 40)).astype(np.float32)
-            flux[:, 0] = ids  # each spectrum carries its row number
-            writer.append(
-                flux, np.ones_like(flux), pd.DataFrame({"TARGETID": 10**12 + ids, "Z": rng.random(23)})
-            )
-        return writer.close({"selection": "test"})
+    writer = TrainingSetWriter(tmp_path / "train", wave, chunk_rows=16)
+    for k in range(5):
+        ids = np.arange(k * 23, (k + 1) * 23)
+        flux = rng.normal(size=(23, 40)).astype(np.float32)
+        flux[:, 0] = ids  # each spectrum carries its row number
+        writer.append(flux, np.ones_like(flux), pd.DataFrame({"TARGETID": 10**12 + ids, "Z": rng.random(23)}))
+    return writer.close({"selection": "test"})
 
 
 def test_split_is_stable_by_targetid_and_summarised(trainset):

@@ -9,27 +9,79 @@ FITS (astropy), laid out like a DESI spectra file::
     OBS_FLUX         (n, P) float32, the same normalisation       (only with --observed)
     OBJECTS          table: OBJECT_ID, ROW, Z, Z_MEDIAN, Z_MODE, FLAGS, DN4000, HAS_LATENT
 
+The spectra HDUs also carry their wavelength grid as a linear 1-D FITS WCS (WCSAXES = 1,
+CTYPE1 = 'WAVE' (vacuum), CUNIT1 = 'Angstrom', CRVAL1, CDELT1, CRPIX1) and the primary
+header DISPAXIS = 1, so specutils' ``wcs1d-fits`` reader identifies the file:
+``specutils.Spectrum.read(path)`` gives the rest-frame FLUX as one Spectrum of n
+spectra, ``Spectrum.read(path, hdu="OBS_FLUX")`` the observed-frame ones.
+
 Zarr v3: the same arrays (``wavelength``, ``flux``, ``obs_wavelength``, ``obs_flux``
 and the table's columns in lower case) with ``dimension_names`` and units in the
-attributes, so ``xarray.open_zarr`` reads it.
+attributes, so ``xarray.open_zarr`` reads it. ``overwrite`` replaces only a spectra
+group this package wrote that holds nothing but its own arrays.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import zarr
 from astropy.io import fits
-
-from specdiff_catalog.reconstruct import ReconstructedSpectra
+from upath import UPath
 
 WAVE_UNIT = "Angstrom"
 FLUX_UNIT = ""  # dimensionless: F_lambda divided by its median in the normalisation window
 TABLE_UNITS = {"Z": "", "Z_MEDIAN": "", "Z_MODE": "", "DN4000": ""}
 FITS_SUFFIXES = (".fits", ".fit", ".fits.gz")
+TABLE_COLUMNS = ("object_id", "row", "z", "z_median", "z_mode", "flags", "dn4000", "has_latent")
+ZARR_ARRAYS = ("wavelength", "flux", "obs_wavelength", "obs_flux", *TABLE_COLUMNS)
+
+
+@dataclass
+class ReconstructedSpectra:
+    """Decoded spectra of n objects.
+
+    object_id, row (store row), flags (n,); z_median, z_mode (n,) from the store;
+    redshift: "median" | "mode", which of them ``z`` (n,) is (the redshift of the
+    observed-frame spectra); wave_rest (L,) rest-frame vacuum Angstrom; flux_rest (n, L)
+    float32 F_lambda / its median over norm_window (rest frame); wave_obs (P,) and
+    flux_obs (n, P) on an observed grid (None when not asked), the same normalisation,
+    NaN outside the redshifted rest grid; dn4000 (n,); provenance: store path, model id
+    and path, trained-on-simulations flag, software version.
+    """
+
+    object_id: np.ndarray
+    row: np.ndarray
+    flags: np.ndarray
+    z_median: np.ndarray
+    z_mode: np.ndarray
+    redshift: str
+    z: np.ndarray
+    wave_rest: np.ndarray
+    flux_rest: np.ndarray
+    dn4000: np.ndarray
+    norm_window: tuple[float, float]
+    wave_obs: np.ndarray | None = None
+    flux_obs: np.ndarray | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.object_id.size
+
+    @property
+    def has_latent(self) -> np.ndarray:
+        """(n,) bool: the object had a latent (its spectra are finite)."""
+        return np.isfinite(self.flux_rest).all(axis=1)
+
+    def table(self) -> pd.DataFrame:
+        """One row per object: object_id, row, z, z_median, z_mode, flags, dn4000, has_latent."""
+        return pd.DataFrame({name: getattr(self, name) for name in TABLE_COLUMNS})
 
 
 def _flux_note(spectra: ReconstructedSpectra) -> str:
@@ -62,10 +114,38 @@ def _header_cards(spectra: ReconstructedSpectra) -> list[tuple[str, Any, str]]:
     ]
 
 
-def _image(data: np.ndarray, name: str, unit: str, comment: str) -> fits.ImageHDU:
+def _image(
+    data: np.ndarray, name: str, unit: str, comment: str, wave: np.ndarray | None = None
+) -> fits.ImageHDU:
+    """An image HDU with BUNIT; with ``wave`` (the last axis' grid, Angstrom) also its WCS."""
     hdu = fits.ImageHDU(data, name=name)
     hdu.header["BUNIT"] = (unit, comment)
+    if wave is not None:
+        for key, value, note in _wavelength_wcs(wave):
+            hdu.header[key] = (value, note)
     return hdu
+
+
+def _wavelength_wcs(wave: np.ndarray) -> list[tuple[str, Any, str]]:
+    """Header cards of the linear 1-D WCS of the grid ``wave`` (P,) Angstrom.
+
+    Raises ValueError for a grid that is not linear to 1e-3 pixel + 1e-6 of the wavelength
+    (a float32 grid's rounding): every grid this package writes (the model's rest grid,
+    the DESI and model observed grids) is.
+    """
+    wave = np.asarray(wave, dtype=np.float64)
+    step = (wave[-1] - wave[0]) / (wave.size - 1) if wave.size > 1 else 1.0
+    linear = wave[0] + step * np.arange(wave.size)
+    if not np.allclose(wave, linear, rtol=1e-6, atol=1e-3 * abs(step)):
+        raise ValueError("spectra FITS files need a linear wavelength grid (for their FITS WCS)")
+    return [
+        ("WCSAXES", 1, "the wavelength axis (FITS axis 1) has a WCS"),
+        ("CTYPE1", "WAVE", "vacuum wavelength"),
+        ("CUNIT1", WAVE_UNIT, ""),
+        ("CRPIX1", 1.0, "reference pixel (1-based)"),
+        ("CRVAL1", float(wave[0]), "[Angstrom] wavelength of the reference pixel"),
+        ("CDELT1", float(step), "[Angstrom] pixel step"),
+    ]
 
 
 def write_fits(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bool = False) -> None:
@@ -74,17 +154,30 @@ def write_fits(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bo
     for key, value, comment in _header_cards(spectra):
         # a long string continues on CONTINUE cards; its comment would be cut, so it gets none
         primary.header[key] = (value, comment if len(str(value)) + len(comment) < 62 else "")
+    primary.header["DISPAXIS"] = (1, "spectra HDUs: wavelength along FITS axis 1")
     hdus = [
         primary,
         _image(spectra.wave_rest.astype(np.float64), "WAVELENGTH", WAVE_UNIT, "rest-frame vacuum wavelength"),
-        _image(spectra.flux_rest.astype(np.float32), "FLUX", FLUX_UNIT, _bunit_note(spectra)),
+        _image(
+            spectra.flux_rest.astype(np.float32),
+            "FLUX",
+            FLUX_UNIT,
+            _bunit_note(spectra),
+            spectra.wave_rest,
+        ),
     ]
-    if spectra.wave_obs is not None:
+    if spectra.wave_obs is not None and spectra.flux_obs is not None:
         hdus += [
             _image(
                 spectra.wave_obs.astype(np.float64), "OBS_WAVELENGTH", WAVE_UNIT, "observed vacuum wavelength"
             ),
-            _image(spectra.flux_obs.astype(np.float32), "OBS_FLUX", FLUX_UNIT, _bunit_note(spectra)),
+            _image(
+                spectra.flux_obs.astype(np.float32),
+                "OBS_FLUX",
+                FLUX_UNIT,
+                _bunit_note(spectra),
+                spectra.wave_obs,
+            ),
         ]
         hdus[-1].header["ZTYPE"] = (f"z_{spectra.redshift}", "redshift each spectrum is placed at")
     table = spectra.table()
@@ -105,17 +198,22 @@ def write_fits(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bo
     ]
     objects = fits.BinTableHDU.from_columns(columns, name="OBJECTS")
     objects.header["ZTYPE"] = (f"z_{spectra.redshift}", "which redshift the Z column is")
-    fits.HDUList(hdus + [objects]).writeto(path, overwrite=overwrite, checksum=True)
+    fits.HDUList([*hdus, objects]).writeto(path, overwrite=overwrite, checksum=True)
 
 
 def write_zarr(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bool = False) -> None:
-    """Write ``spectra`` as a Zarr v3 group (arrays with dimension_names, units in attributes)."""
+    """Write ``spectra`` as a Zarr v3 group (arrays with dimension_names, units in attributes).
+
+    An existing ``path`` is replaced only with ``overwrite`` and only when it is a spectra
+    group written here holding nothing else (FileExistsError otherwise)."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; use --overwrite to replace it")
+    if path.exists():
+        if not overwrite:
+            raise FileExistsError(f"{path} exists; use --overwrite to replace it")
+        _remove_spectra_group(path)
     group = zarr.open_group(
         path,
-        mode="w",
+        mode="w-",
         attributes={
             **{k.lower(): v for k, v, _ in _header_cards(spectra)},
             "flux_unit": _flux_note(spectra),
@@ -126,7 +224,7 @@ def write_zarr(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bo
         "wavelength": (spectra.wave_rest, ("wavelength",), {"units": WAVE_UNIT, "frame": "rest"}),
         "flux": (spectra.flux_rest, ("object", "wavelength"), {"units": _flux_note(spectra)}),
     }
-    if spectra.wave_obs is not None:
+    if spectra.wave_obs is not None and spectra.flux_obs is not None:
         arrays["obs_wavelength"] = (
             spectra.wave_obs,
             ("obs_wavelength",),
@@ -144,6 +242,21 @@ def write_zarr(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bo
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
         zarr.consolidate_metadata(path)
+
+
+def _remove_spectra_group(path: Path) -> None:
+    """Delete a spectra group this package wrote (ORIGIN and PZSTORE attributes, only its arrays)."""
+    from specdiff_catalog.io.store import remove_owned_group
+
+    try:
+        attrs = json.loads((path / "zarr.json").read_text()).get("attributes") or {}
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        attrs = {}
+    if attrs.get("origin") != "specdiff-catalog" or "pzstore" not in attrs:
+        raise FileExistsError(
+            f"{path} is not a spectra file written by specdiff-catalog; refusing to overwrite it"
+        )
+    remove_owned_group(UPath(path), ZARR_ARRAYS, "a spectra file")
 
 
 def write_spectra(spectra: ReconstructedSpectra, path: str | Path, *, overwrite: bool = False) -> None:

@@ -8,10 +8,16 @@ Layout of a training-set directory::
     TRAIN/objects.parquet   one row per spectrum, ROW = its row in spectra.zarr:
                             TARGETID, Z, ZERR, SPLIT ('train' | 'val'),
                             the band set's photometry columns, FLAGS, SOURCE_FILE
-    TRAIN/trainset.json     summary: counts, z range, selection, band set, sources
+    TRAIN/trainset.json     summary: counts, z range, selection, sources, and the band
+                            set itself ("bands": the BandSet dict; a set written before
+                            this change names a preset instead, which is still read)
 
-A plain Parquet file with photometry and Z (no spectra) opens as a training set too:
-the photo-z-only mode trains on it.
+A plain Parquet file with photometry and Z (no spectra) opens as a training set too
+(band set ``defaults.BANDSET``): the photo-z-only mode trains on it.
+
+``TrainingSet`` is the one view of the data every training job uses: its ``bandset``,
+the photometric ``features`` of every object (computed once), the objects' ``flags``
+and ``usable``, the one filter of rows a photometric job can learn from.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,10 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from specdiff_catalog import defaults
+from specdiff_catalog.bands import BandSet
+from specdiff_catalog.features import Features, photometric_features
+from specdiff_catalog.flags import Flag
 from specdiff_catalog.hashing import validation_mask
 
 SPECTRA = "spectra.zarr"
@@ -47,6 +58,12 @@ class Batch:
     objects: pd.DataFrame
     flux: np.ndarray | None
     ivar: np.ndarray | None
+
+    def spectra(self) -> tuple[np.ndarray, np.ndarray]:
+        """(flux, ivar), each (n, P); a ValueError for a photometry-only set."""
+        if self.flux is None or self.ivar is None:
+            raise ValueError("this training set has no spectra")
+        return self.flux, self.ivar
 
 
 class TrainingSetWriter:
@@ -92,8 +109,9 @@ class TrainingSetWriter:
         self._objects.append(objects.reset_index(drop=True).assign(ROW=np.arange(self.n, self.n + n)))
         self.n += n
 
-    def close(self, summary: dict[str, Any] | None = None) -> TrainingSet:
-        """Assign the stable split, write objects.parquet and trainset.json; return the set."""
+    def close(self, summary: dict[str, Any] | None = None, *, bands: BandSet | None = None) -> TrainingSet:
+        """Assign the stable split, write objects.parquet and trainset.json (``summary``, the
+        band set the photometry columns follow as a dict, the counts); return the set."""
         objects = (
             pd.concat(self._objects, ignore_index=True)
             if self._objects
@@ -101,14 +119,11 @@ class TrainingSetWriter:
                 {"TARGETID": np.zeros(0, np.int64), "Z": np.zeros(0), "ROW": np.zeros(0, np.int64)}
             )
         )
-        write_objects(self.path, objects, summary or {})
+        summary = dict(summary or {})
+        if bands is not None:
+            summary["bands"] = bands.to_dict()
+        write_objects(self.path, objects, summary)
         return TrainingSet.open(self.path)
-
-    def __enter__(self) -> TrainingSetWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 def write_objects(path: Path, objects: pd.DataFrame, summary: dict[str, Any]) -> None:
@@ -128,6 +143,22 @@ def write_objects(path: Path, objects: pd.DataFrame, summary: dict[str, Any]) ->
     (path / SUMMARY).write_text(json.dumps({**summary, **counts}, indent=2, default=str))
 
 
+@dataclass(frozen=True)
+class Usable:
+    """Which objects a photometric training job can learn from, and why the others cannot.
+
+    mask: (N,) bool in objects-table order; skipped: reason -> (N,) bool, each unusable
+    row under its first reason (no_photometry, bad_z, then unusable_spectrum).
+    """
+
+    mask: np.ndarray
+    skipped: dict[str, np.ndarray]
+
+    def counts(self) -> dict[str, int]:
+        """n_skipped_<reason> for every reason."""
+        return {f"n_skipped_{reason}": int(rows.sum()) for reason, rows in self.skipped.items()}
+
+
 class TrainingSet:
     """A training set on disk, read in batches (see the module docstring for the layout)."""
 
@@ -140,8 +171,13 @@ class TrainingSet:
         self._spectra = spectra
 
     @classmethod
-    def open(cls, path: str | Path) -> TrainingSet:
-        """Open a training-set directory, or a photometry + Z Parquet file (no spectra)."""
+    def open(cls, path: str | Path, bands: str | Path | None = None) -> TrainingSet:
+        """Open a training-set directory, or a photometry + Z Parquet file (no spectra).
+
+        bands: the band set (preset name or TOML/JSON file) of a Parquet file's columns
+        (default ``defaults.BANDSET``); for a directory it must agree with the band set
+        ``prepare`` recorded, or ValueError names both.
+        """
         path = Path(path)
         if path.is_file():
             objects = pd.read_parquet(path)
@@ -149,30 +185,91 @@ class TrainingSet:
             if "SPLIT" not in objects:
                 val = validation_mask(objects["TARGETID"].to_numpy(), VALIDATION_FRACTION)
                 objects["SPLIT"] = np.where(val, "val", "train")
-            return cls(path, objects, {"source": str(path)}, None)
+            return cls(path, objects, {"source": str(path), "bands": str(bands or defaults.BANDSET)}, None)
         if not (path / OBJECTS).exists():
             raise FileNotFoundError(
                 f"{path} is not a training set (no {OBJECTS}); make one with `specdiff-catalog prepare`"
             )
         summary = json.loads((path / SUMMARY).read_text()) if (path / SUMMARY).exists() else {}
         spectra = zarr.open_group(path / SPECTRA, mode="r") if (path / SPECTRA).exists() else None
-        return cls(path, pd.read_parquet(path / OBJECTS), summary, spectra)
+        trainset = cls(path, pd.read_parquet(path / OBJECTS), summary, spectra)
+        asked = None if bands is None else BandSet.load(bands).name
+        if asked is not None and asked != trainset.bandset.name:
+            raise ValueError(f"{path} was prepared with band set {trainset.bandset.name!r}, not {asked!r}")
+        return trainset
 
     def __len__(self) -> int:
         return len(self.objects)
+
+    @cached_property
+    def bandset(self) -> BandSet:
+        """The band set of the photometry columns: trainset.json's ``bands`` (a band-set dict;
+        a preset name in sets written before format 2, or under the older key ``band_set``),
+        ``defaults.BANDSET`` when it names none (a plain Parquet file)."""
+        bands = self.summary.get("bands", self.summary.get("band_set", defaults.BANDSET))
+        if isinstance(bands, dict):
+            return BandSet.from_dict(bands, source=f"{self.path} bands")
+        return BandSet.load(bands)
+
+    @cached_property
+    def features(self) -> Features:
+        """``photometric_features`` of every object (objects-table order), computed once."""
+        return photometric_features(self.objects, self.bandset)
+
+    @cached_property
+    def flags(self) -> np.ndarray:
+        """(N,) uint16 ``Flag`` bits: the features' and those ``prepare`` stored (FLAGS)."""
+        stored = self.objects["FLAGS"].to_numpy(dtype=np.uint16) if "FLAGS" in self.objects else np.uint16(0)
+        return (self.features.flags | stored).astype(np.uint16)
+
+    @property
+    def simulated(self) -> bool | None:
+        """Whether the data are simulated, when trainset.json says (None: it does not)."""
+        value = self.summary.get("simulated")
+        return None if value is None else bool(value)
+
+    def split(self, name: str) -> np.ndarray:
+        """(N,) bool: the objects of split ``name`` ('train' or 'val'), objects-table order."""
+        return (self.objects["SPLIT"] == name).to_numpy()
+
+    def usable(self, latent: np.ndarray | None = None) -> Usable:
+        """The one usable-rows filter: photometry (not NO_PHOTOMETRY), a finite Z > -1 and,
+        with ``latent`` ((N, S) in objects-table order), a finite latent (an encodable spectrum)."""
+        no_photometry = (self.flags & np.uint16(Flag.NO_PHOTOMETRY)) != 0
+        z = self.objects["Z"].to_numpy(dtype=np.float64)
+        bad_z = ~no_photometry & ~(np.isfinite(z) & (z > -1))
+        skipped = {"no_photometry": no_photometry, "bad_z": bad_z}
+        if latent is not None:
+            skipped["unusable_spectrum"] = ~no_photometry & ~bad_z & ~np.isfinite(latent).all(axis=1)
+        return Usable(mask=~np.logical_or.reduce(list(skipped.values())), skipped=skipped)
+
+    def photometry(self) -> dict[str, np.ndarray]:
+        """The band set's raw columns present in the objects table (name -> (N,) array),
+        what ``photometric_features`` reads: fluxes, ivars, MW transmissions, EBV."""
+        upper = {c.upper(): c for c in self.objects.columns}
+        return {
+            n: self.objects[upper[n.upper()]].to_numpy() for n in self.bandset.columns() if n.upper() in upper
+        }
 
     @property
     def has_spectra(self) -> bool:
         return self._spectra is not None
 
+    def _array(self, name: str) -> zarr.Array:
+        """spectra.zarr's array ``name``; a ValueError for a photometry-only set."""
+        node = None if self._spectra is None else self._spectra[name]
+        if not isinstance(node, zarr.Array):
+            raise ValueError(f"{self.path}: this training set has no spectra ({SPECTRA}/{name})")
+        return node
+
     @property
     def wave(self) -> np.ndarray:
         """(P,) observed-frame wavelength grid, Angstrom."""
-        return np.asarray(self._spectra["wave"][:])
+        return np.asarray(self._array("wave")[...])
 
     @property
     def chunk_rows(self) -> int:
-        return self._spectra["flux"].chunks[0] if self.has_spectra else len(self)
+        return self._array("flux").chunks[0] if self.has_spectra else len(self)
 
     def rows(self, split: str | None = None) -> np.ndarray:
         """Row numbers of one split ('train' or 'val'), or of every object."""
@@ -182,7 +279,10 @@ class TrainingSet:
     def read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """flux, ivar (n, P) float32 of the given rows; only their chunks are read."""
         selection = (np.asarray(rows), slice(None))
-        return tuple(self._spectra[name].get_orthogonal_selection(selection) for name in ("flux", "ivar"))  # type: ignore[return-value]
+        flux, ivar = (
+            np.asarray(self._array(n).get_orthogonal_selection(selection)) for n in ("flux", "ivar")
+        )
+        return flux, ivar
 
     def batches(
         self,
@@ -219,10 +319,14 @@ class TrainingSet:
                 positions = rng.permutation(positions)
             if self.has_spectra and positions.size:
                 new = [
-                    np.concatenate([self._spectra[name][sl] for sl in slabs])[positions]
+                    np.concatenate([np.asarray(self._array(name)[sl]) for sl in slabs])[positions]
                     for name in ("flux", "ivar")
                 ]
-                spectra = new if spectra is None else [np.concatenate([a, b]) for a, b in zip(spectra, new)]
+                spectra = (
+                    new
+                    if spectra is None
+                    else [np.concatenate([a, b]) for a, b in zip(spectra, new, strict=True)]
+                )
             rows = np.concatenate([rows, buffer_rows[positions]])
             end = rows.size if k == len(windows) - 1 else rows.size // batch_size * batch_size
             for i in range(0, end, batch_size):

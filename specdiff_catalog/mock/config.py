@@ -4,46 +4,56 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from specdiff_catalog.mock.desi_files import DEFAULT_RESOLUTION_SIGMA_PIX
 from specdiff_catalog.mock.footprint import MAX_SEED, SkyPatch
 from specdiff_catalog.mock.imaging import CatalogDefects
 from specdiff_catalog.mock.noise import ImagingNoise, SpectroNoise
 from specdiff_catalog.mock.population import PopulationModel
 from specdiff_catalog.mock.reddening import ReddeningModel
 from specdiff_catalog.mock.redrock import RedrockModel
-from specdiff_catalog.mock.spectra import FibreModel
+from specdiff_catalog.mock.spectra import REST_RANGE, FibreModel
+from specdiff_catalog.mock.targets import CLASS_PRIORITY, PhotometricLimit
+
+# effective exposure (s) per target class: BGS in bright time, LRG and ELG in dark time (DESI's
+# survey design: 180 s and 1000 s effective; Schlafly et al. 2023, AJ 166, 259)
+DEFAULT_EXPTIME = {"BGS": 180.0, "LRG": 1000.0, "ELG": 1000.0}
 
 
 @dataclass(frozen=True)
 class MockConfig:
-    """A mock survey. n_spec: targets with DESI spectra; n_phot: rows of the HATS catalog.
+    """A mock survey. n_spec: DESI targets with spectra; n_phot: rows of the HATS catalog.
 
     seed: 0..1023; each seed gives a fresh survey whose ids no other seed uses.
-    r_max, z_max: one magnitude limit (AB, r band) and redshift range (0, z_max] for both sets.
+    population: the galaxy population (redshift range 0 < z <= population.z_max, 1.6 by default).
+    photometric_limit: which galaxies enter the catalog (both sets); the spectroscopic set
+    keeps, among those, the DESI BGS Bright / LRG / ELG targets (``mock.targets``).
     order: HEALPix order of the catalog partitions (4: ~15 partitions over the default patch).
     n_rest_spectra: spectroscopic targets whose noiseless rest-frame spectra go to truth.
+    exptime: effective exposure (s) of the spectra per target class.
+    resolution_sigma_pix: Gaussian sigma (0.8 A pixels) of the line-spread function per arm: the
+    spectra are convolved with it and the coadds' RESOLUTION HDUs carry it.
     """
 
     n_spec: int = 2000
     n_phot: int = 20000
     seed: int = 0
-    r_max: float = 22.5
-    z_max: float = 0.8
     order: int = 4
     n_rest_spectra: int = 500
     targets_per_file: int = 500
     bands: str = "ls-dr10-south"
     bad_fiber_fraction: float = 0.01
     cosmics_per_arm: float = 1.0
-    patch: SkyPatch = SkyPatch()
-    reddening: ReddeningModel = ReddeningModel()
+    population: PopulationModel = field(default_factory=PopulationModel)
+    photometric_limit: PhotometricLimit = field(default_factory=PhotometricLimit)
+    exptime: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EXPTIME))
+    resolution_sigma_pix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RESOLUTION_SIGMA_PIX))
+    patch: SkyPatch = field(default_factory=SkyPatch)
+    reddening: ReddeningModel = field(default_factory=ReddeningModel)
     imaging_noise: ImagingNoise = field(default_factory=ImagingNoise)
-    defects: CatalogDefects = CatalogDefects()
-    fibre: FibreModel = FibreModel()
+    defects: CatalogDefects = field(default_factory=CatalogDefects)
+    fibre: FibreModel = field(default_factory=FibreModel)
     spectro_noise: SpectroNoise = field(default_factory=SpectroNoise)
-    redrock: RedrockModel = RedrockModel()
-
-    def population_model(self) -> PopulationModel:
-        return PopulationModel(z_max=self.z_max, mag_max=self.r_max, select_band="r")
+    redrock: RedrockModel = field(default_factory=RedrockModel)
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible setting."""
@@ -53,9 +63,22 @@ class MockConfig:
             raise ValueError(
                 f"--seed must be in 0..{MAX_SEED} (ids stay disjoint across seeds), got {self.seed}"
             )
-        if not 0 < self.z_max <= 1.5:
-            raise ValueError(f"z_max must be in (0, 1.5], got {self.z_max}")
+        z_top = 3600.0 / REST_RANGE[0] - 1  # the truth grid must cover DESI's blue end
+        if not self.population.z_min < self.population.z_max <= min(z_top, self.redrock.z_fit_max):
+            raise ValueError(
+                f"z_max must be in ({self.population.z_min}, {min(z_top, 1.7):.2f}], "
+                f"got {self.population.z_max}"
+            )
         if not 0 <= self.order <= 12:
             raise ValueError(f"--order must be in 0..12, got {self.order}")
         if not 1 <= self.targets_per_file <= 500:
             raise ValueError(f"targets_per_file must be in 1..500, got {self.targets_per_file}")
+        if set(self.resolution_sigma_pix) != {"b", "r", "z"} or min(self.resolution_sigma_pix.values()) <= 0:
+            raise ValueError(
+                "resolution_sigma_pix must give a positive sigma for arms b, r, z, "
+                f"got {self.resolution_sigma_pix}"
+            )
+        if set(self.exptime) != set(CLASS_PRIORITY):
+            raise ValueError(
+                f"exptime must give every target class {CLASS_PRIORITY}, got {sorted(self.exptime)}"
+            )

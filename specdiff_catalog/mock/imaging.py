@@ -22,7 +22,7 @@ from specdiff_catalog.mock.footprint import (
     object_ids,
 )
 from specdiff_catalog.mock.noise import ImagingNoise, observe_imaging
-from specdiff_catalog.mock.population import RED, Galaxies
+from specdiff_catalog.mock.population import QUIESCENT, Galaxies
 from specdiff_catalog.mock.reddening import ReddeningModel, ebv
 from specdiff_catalog.mock.spectra import FibreModel
 
@@ -37,8 +37,8 @@ class CatalogDefects:
 
 
 def morphology_type(half_light_radius: np.ndarray, population: np.ndarray) -> np.ndarray:
-    """(N,) Tractor TYPE: PSF below 0.15", REX below 0.5", else EXP (blue) or DEV (red)."""
-    extended = np.where(population == RED, "DEV", "EXP")
+    """(N,) Tractor TYPE: PSF below 0.15", REX below 0.5", else EXP (star-forming) or DEV (quiescent)."""
+    extended = np.where(population == QUIESCENT, "DEV", "EXP")
     return np.where(half_light_radius < 0.15, "PSF", np.where(half_light_radius < 0.5, "REX", extended))
 
 
@@ -113,9 +113,9 @@ def imaging_catalog(
             b.ivar: ivar[:, i],
             b.mw_transmission: transmission[:, i].astype(np.float32),
         }
-    fraction = fibre.fraction(galaxies.half_light_radius)
-    for i, b in enumerate(bandset.bands):
-        columns["FIBER" + b.flux] = (galaxies.flux[:, i] * transmission[:, i] * fraction).astype(np.float32)
+    fraction = fibre.catalog_fraction(galaxies.half_light_radius, galaxies.population)
+    for i, b in enumerate(bandset.bands):  # the Tractor model's flux in the fibre: noisy as FLUX is
+        columns["FIBER" + b.flux] = (flux[:, i] * fraction).astype(np.float32)
     table = pd.DataFrame(columns)
     _inject_defects(table, bandset, defects, rng)
     return table

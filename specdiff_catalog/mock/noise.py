@@ -8,7 +8,8 @@ Spectra: photon counts of object + sky through the fibre plus read noise, per 0.
 pixel, for an effective exposure time. IVAR is that variance, as DESI's pipeline
 propagates it. The noise actually drawn adds a sky-subtraction residual, a fraction of
 the sky-line flux that IVAR does not know about (line-spread-function and wavelength
-mismatches of the sky model), so chi^2 rises at the sky lines as in real DESI coadds. Calibration against a real DESI coadd: docs/mock.md.
+mismatches of the sky model), so chi^2 rises at the sky lines as in real DESI coadds.
+Calibration against a real DESI coadd: docs/mock.md.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def observe_imaging(
     rng: np.random.Generator,
     zeropoint: float = 22.5,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(flux (N, B), ivar (N, B)): noisy observed fluxes of intrinsic ``flux`` dimmed by MW ``transmission``."""
+    """(flux (N, B), ivar (N, B)): noisy observed fluxes of intrinsic ``flux`` dimmed by MW
+    ``transmission``."""
     sigma = noise.sigma(band_names, len(flux), rng, zeropoint)
     observed = flux * transmission + sigma * rng.standard_normal(flux.shape)
     return observed.astype(np.float32), (1.0 / sigma**2).astype(np.float32)
@@ -96,7 +98,7 @@ class SpectroNoise:
     read_pixels: float = 5.0
     sky_residual: float = 0.03
     pixel: float = 0.8
-    sky: SkyModel = SkyModel()
+    sky: SkyModel = field(default_factory=SkyModel)
     throughput: dict[str, ArmThroughput] = field(default_factory=lambda: dict(DESI_ARM_THROUGHPUT))
 
     def electrons_per_unit(self, arm: str, wave: np.ndarray) -> np.ndarray:

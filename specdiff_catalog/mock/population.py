@@ -1,228 +1,437 @@
-"""The galaxy population: redshifts, luminosities, SEDs and sizes drawn with SkyPy.
+"""The galaxy population: redshifts, stellar masses and the physical parameters of their spectra.
 
-Blue and red galaxies follow Schechter luminosity functions in the Bessell B band with
-the redshift-dependent parameters of SkyPy's ``examples/galaxies/sdss_photometry.yml``
-(López-Sanjuan et al. 2017, A&A 599, A62, as parameterised in SkyPy); their rest-frame
-SEDs are Dirichlet-distributed mixtures of the five kcorrect templates (Blanton &
-Roweis 2007) with the Herbel et al. (2017, JCAP 08, 035) parameters; half-light radii
-follow Shen et al. (2003, MNRAS 343, 978). The sample is cut at one observed-frame
-magnitude limit and a redshift range, identically for every draw.
+Galaxies are drawn from the comoving volume element times an evolving stellar-mass
+function, split into star-forming and quiescent galaxies, and given a star-formation
+history, metallicity, dust, ionisation parameter, velocity dispersion and size from
+published scaling relations with scatter (docs/mock.md lists the sources and the four knobs
+tuned to DESI's target densities):
 
-SkyPy draws from NumPy's global random state: ``_global_numpy_seed`` seeds it from the
-survey seed for the duration of a draw and restores it afterwards.
+- stellar-mass function: Leja et al. (2020, ApJ 893, 111), continuity-model double Schechter
+  with parameters quadratic in z through their anchors at z = 0.2, 1.6, 3.0 (held at z = 0.2 below
+  it), read 0.12 dex lighter (their non-parametric masses vs our parametric synthesis);
+- quiescent fraction: the mass-quenching form of Peng et al. (2010, ApJ 721, 193),
+  f_Q = 1 - exp(-M / M_Q), with M_Q evolving with z (ours);
+- star-formation histories: delayed tau, SFR ~ t exp(-t / tau), with a spread of start times,
+  plus bursts (star-forming) and post-starburst bursts (quiescent), ours;
+  tau follows from the specific SFR: the main sequence of Speagle et al. (2014, ApJS 214, 15)
+  with 0.3 dex scatter for star-forming galaxies, 1.8 dex below it for quiescent ones;
+- gas and stellar metallicity: the mass-metallicity relation of Curti et al. (2020, MNRAS 491,
+  944) on the solar scale, -0.11 dex per unit z (Sanders et al. 2021, ApJ 914, 19), 0.1 dex
+  scatter, quiescent galaxies 0.2 dex richer (Peng, Maiolino & Cochrane 2015, Nature 521, 192);
+- dust: A_Halpha(M) of Garn & Best (2010, MNRAS 409, 421) for star-forming galaxies, lognormal
+  scatter; a Calzetti curve with a slope delta and a UV bump tied as in Kriek & Conroy (2013,
+  ApJ 775, L16);
+- ionisation parameter: log U = -0.8 log(Z/Z_sun) - 3.58 (Carton et al. 2017, MNRAS 468, 2140);
+- velocity dispersion: sigma ~ M^0.3 above 10^10.3 M_sun (Zahid et al. 2016, ApJ 832, 203);
+- sizes: the size-mass relations of late and early types of van der Wel et al. (2014, ApJ 788, 28).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from astropy import units as u
 from astropy.cosmology import FLRW, Planck18
 
-from specdiff_catalog.bands import BandSet
-from specdiff_catalog.mock.spectra import model_fluxes
+from specdiff_catalog.mock.distances import distances
+from specdiff_catalog.mock.sps import (
+    PHOTOMETRY_GRID,
+    SPSParameters,
+    burst_weights,
+    delayed_tau_weights,
+    load_grids,
+)
 
-BLUE, RED = 0, 1
-POPULATION_NAMES = ("blue", "red")
+STAR_FORMING, QUIESCENT = 0, 1
+BURST_DURATION = 0.1  # Gyr: a truth column holds each burst's start, its length is fixed
+POPULATION_NAMES = ("star-forming", "quiescent")
+Z_SUN_OH = 8.69  # 12 + log(O/H) of the Sun (Asplund et al. 2009)
 
 
 @dataclass(frozen=True)
-class SchechterPopulation:
-    """One galaxy population (SkyPy parameterisation).
+class StellarMassFunction:
+    """Leja et al. (2020) continuity model: phi(logM, z) = ln10 sum_i phi_i (M/M*)^(alpha_i+1) exp(-M/M*).
 
-    M*(z) = m_star_slope z + m_star_intercept (Bessell B, AB); phi*(z) = phi_star_amplitude
-    exp(z / phi_star_tau) in Mpc^-3; alpha: faint-end slope. dirichlet_*: the five
-    kcorrect template weights' Dirichlet parameters at z = 0 and z = 1 and their weights.
-    size_*: Shen et al. (2003) size-luminosity relation, ``late`` (4 parameters
-    alpha, beta, gamma, M0) or ``early`` (a, b, M0), with sigma1, sigma2.
+    Parameters at the anchor redshifts (0.2, 1.6, 3.0), quadratic in z between them
+    (their Appendix B), held at the z = 0.2 values below 0.2. Mpc^-3 dex^-1, Chabrier IMF.
     """
 
-    m_star_slope: float
-    m_star_intercept: float
-    phi_star_amplitude: float
-    phi_star_tau: float
-    alpha: float
-    dirichlet_alpha0: tuple[float, ...]
-    dirichlet_alpha1: tuple[float, ...]
-    dirichlet_weight: tuple[float, ...]
-    size_kind: str
-    size_params: tuple[float, ...]
-    size_sigma: tuple[float, float] = (0.48, 0.25)
+    z_anchor: tuple[float, float, float] = (0.2, 1.6, 3.0)
+    log_phi1: tuple[float, float, float] = (-2.44, -3.08, -4.14)
+    log_phi2: tuple[float, float, float] = (-2.89, -3.29, -3.51)
+    log_mstar: tuple[float, float, float] = (10.79, 10.88, 10.84)
+    alpha1: float = -0.28
+    alpha2: float = -1.48
+    # Leja et al.'s non-parametric (Prospector) masses exceed those of parametric fits like our delayed-tau
+    # synthesis by ~0.1-0.3 dex (Leja et al. 2019, ApJ 877, 140): phi_ours(log M) = phi_Leja(log M + offset)
+    mass_offset: float = 0.12
+
+    def _at(self, y: tuple[float, float, float], z: np.ndarray) -> np.ndarray:
+        z1, z2, z3 = self.z_anchor
+        y1, y2, y3 = y
+        a = ((y3 - y1) + (y2 - y1) / (z2 - z1) * (z1 - z3)) / (
+            z3**2 - z1**2 + (z2**2 - z1**2) / (z2 - z1) * (z1 - z3)
+        )
+        b = ((y2 - y1) - a * (z2**2 - z1**2)) / (z2 - z1)
+        c = y1 - a * z1**2 - b * z1
+        zz = np.maximum(z, z1)
+        return a * zz**2 + b * zz + c
+
+    def phi(self, log_mass: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Number density (Mpc^-3 dex^-1) at log10(M/M_sun) and z (broadcast)."""
+        x = 10.0 ** (log_mass + self.mass_offset - self._at(self.log_mstar, z))
+        return (
+            np.log(10)
+            * np.exp(-x)
+            * (
+                10.0 ** self._at(self.log_phi1, z) * x ** (self.alpha1 + 1)
+                + 10.0 ** self._at(self.log_phi2, z) * x ** (self.alpha2 + 1)
+            )
+        )
 
 
-BLUE_GALAXIES = SchechterPopulation(
-    m_star_slope=-0.9408582,
-    m_star_intercept=-20.40492365,
-    phi_star_amplitude=0.00370253,
-    phi_star_tau=-9.73858,
-    alpha=-1.3,
-    dirichlet_alpha0=(2.079, 3.524, 1.917, 1.992, 2.536),
-    dirichlet_alpha1=(2.265, 3.862, 1.921, 1.685, 2.480),
-    dirichlet_weight=(3.47e09, 3.31e06, 2.13e09, 1.64e10, 1.01e09),
-    size_kind="late",
-    size_params=(0.21, 0.53, -1.31, -20.52),
-)
-RED_GALAXIES = SchechterPopulation(
-    m_star_slope=-0.70798041,
-    m_star_intercept=-20.37196157,
-    phi_star_amplitude=0.0035097,
-    phi_star_tau=-1.41649,
-    alpha=-0.5,
-    dirichlet_alpha0=(2.461, 2.358, 2.568, 2.268, 2.402),
-    dirichlet_alpha1=(2.410, 2.340, 2.200, 2.540, 2.464),
-    dirichlet_weight=(3.84e09, 1.57e06, 3.91e08, 4.66e10, 3.03e07),
-    size_kind="early",
-    size_params=(0.6, -4.63, -20.52),
-)
+@dataclass(frozen=True)
+class QuenchedFraction:
+    """f_Q(M, z) = 1 - exp(-M / M_Q(z)), log M_Q = log_mq + mq_evolution * z (Peng et al. 2010 form)."""
+
+    log_mq: float = 10.6
+    mq_evolution: float = 0.35
+
+    def __call__(self, log_mass: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return -np.expm1(-(10.0 ** (log_mass - self.log_mq - self.mq_evolution * z)))
+
+
+@dataclass(frozen=True)
+class PhysicsModel:
+    """Scaling relations and scatters (dex unless noted) that set each galaxy's spectrum parameters.
+
+    start_fraction: star formation began at a uniform fraction of the age of the universe
+    (star-forming, quiescent). quiescent_ssfr_offset: dex below the main sequence.
+    burst_*: a fraction of the galaxies formed burst_fraction of their mass in a burst of
+    burst_duration that began burst_age ago, on top of the smooth history (ours).
+    eta: birth-cloud dust factor (young stars and lines see eta x A_V; Calzetti et al. 2000).
+    """
+
+    ms_scatter: float = 0.3
+    quiescent_ssfr_offset: float = -1.8
+    quiescent_ssfr_scatter: float = 0.4
+    start_fraction_sf: tuple[float, float] = (0.0, 0.7)
+    start_fraction_q: tuple[float, float] = (0.35, 0.65)
+    mzr_z0: float = 8.793  # Curti et al. (2020) z ~ 0: Z0, log M0, gamma, beta
+    mzr_log_m0: float = 10.02
+    mzr_gamma: float = 0.28
+    mzr_beta: float = 1.2
+    mzr_dlogoh_dz: float = -0.11  # Sanders et al. (2021), at fixed mass
+    metallicity_scatter: float = 0.1
+    # quiescent galaxies are more metal-rich than star-forming ones of the same mass (Peng, Maiolino &
+    # Cochrane 2015, Nature 521, 192: ~0.1-0.3 dex), dex
+    quiescent_metallicity_offset: float = 0.2
+    a_halpha_scatter: float = 0.3  # mag: the width of a lognormal about the Garn & Best mean (see _dust)
+    a_halpha_max_ln_width: float = 0.7  # its largest sigma of ln A_Halpha (where the mean is small)
+    quiescent_av_mean: float = 0.15  # mag, exponential
+    burst_probability: tuple[float, float] = (0.25, 0.1)  # star-forming, quiescent
+    burst_age_sf: tuple[float, float] = (0.05, 1.0)  # Gyr since it began, log-uniform
+    burst_age_q: tuple[float, float] = (0.3, 1.5)  # Gyr: over before observation (post-starbursts)
+    # of the mass formed, log-uniform, in a burst of BURST_DURATION
+    burst_fraction: tuple[float, float] = (0.005, 0.05)
+    eta: float = 2.0
+    dust_delta: tuple[float, float] = (0.0, 0.2)  # mean, sigma
+    log_u_scatter: float = 0.25
+    log_u_range: tuple[float, float] = (-4.0, -1.0)
+    veldisp_break: tuple[float, float] = (10.3, 2.05)  # log M_b, log sigma_b (km/s)
+    veldisp_slopes: tuple[float, float] = (0.1, 0.3)  # below, above the break
+    veldisp_scatter: float = 0.08
+    veldisp_range: tuple[float, float] = (40.0, 450.0)
+    size_late: tuple[float, float, float, float] = (
+        0.86,
+        -0.75,
+        0.22,
+        0.16,
+    )  # A(z=0.25), (1+z) slope, alpha, scatter
+    size_early: tuple[float, float, float, float] = (0.60, -1.48, 0.75, 0.11)
 
 
 @dataclass(frozen=True)
 class PopulationModel:
-    """What is drawn and which galaxies are kept.
+    """What is drawn: redshifts in [z_min, z_max], masses from the completeness limit to log_mass_max."""
 
-    z_max: redshifts in (0, z_max]. mag_max: AB magnitude limit in ``select_band``.
-    sampling_margin: the luminosity functions are sampled to B-band distance-modulus
-    magnitude mag_max + margin, deep enough that no galaxy brighter than the limit in
-    ``select_band`` is missed (the largest (M_B + DM) - m_r of kept galaxies is ~1.1).
-    """
-
-    z_max: float = 0.8
-    mag_max: float = 22.5
-    select_band: str = "r"
-    sampling_margin: float = 2.0
-    populations: tuple[SchechterPopulation, ...] = field(default=(BLUE_GALAXIES, RED_GALAXIES))
-    z_grid_step: float = 0.01
+    z_min: float = 0.01
+    z_max: float = 1.6
+    log_mass_max: float = 12.3
+    log_mass_floor: float = 6.5
+    z_step: float = 0.005
+    log_mass_step: float = 0.02
+    smf: StellarMassFunction = StellarMassFunction()
+    quenching: QuenchedFraction = QuenchedFraction()
+    physics: PhysicsModel = field(default_factory=PhysicsModel)
 
 
 @dataclass
 class Galaxies:
-    """N galaxies' intrinsic properties.
+    """N galaxies' intrinsic properties (arrays of length N).
 
-    redshift: (N,). population: (N,) int8, BLUE or RED. abs_mag_b: (N,) Bessell-B AB
-    absolute magnitude. coefficients: (N, 5) kcorrect template coefficients (sum to 1).
-    stellar_mass: (N,) in kcorrect template units (multiplies the templates, which are
-    per unit mass at 10 pc). flux: (N, B) noiseless observed-frame fluxes before Milky
-    Way extinction, in the band set's unit (nanomaggies). half_light_radius: (N,) arcsec.
+    redshift; population: STAR_FORMING or QUIESCENT (int8); log_mass: log10 stellar mass
+    (M_sun, surviving); log_mass_formed; sfh_age, sfh_tau: delayed-tau start (Gyr before
+    observation) and timescale (Gyr); burst_fraction, burst_age: mass fraction formed in a
+    0.1 Gyr burst that began burst_age Gyr ago (0, 0 for none); log_ssfr: log10 SFR / M over the
+    last 100 Myr (yr^-1);
+    metallicity: Z/Z_sun; log_u; av (mag); eta; dust_delta; dust_bump; veldisp (km/s);
+    half_light_radius (arcsec); flux: (N, B) noiseless observed fluxes before Milky Way
+    extinction (band set's unit, nanomaggies); dn4000: of the noiseless rest-frame spectrum.
     """
 
     redshift: np.ndarray
     population: np.ndarray
-    abs_mag_b: np.ndarray
-    coefficients: np.ndarray
-    stellar_mass: np.ndarray
-    flux: np.ndarray
+    log_mass: np.ndarray
+    log_mass_formed: np.ndarray
+    sfh_age: np.ndarray
+    sfh_tau: np.ndarray
+    burst_fraction: np.ndarray
+    burst_age: np.ndarray
+    log_ssfr: np.ndarray
+    metallicity: np.ndarray
+    log_u: np.ndarray
+    av: np.ndarray
+    eta: np.ndarray
+    dust_delta: np.ndarray
+    dust_bump: np.ndarray
+    veldisp: np.ndarray
     half_light_radius: np.ndarray
+    flux: np.ndarray
+    dn4000: np.ndarray
 
     def __len__(self) -> int:
         return len(self.redshift)
 
     def take(self, index: np.ndarray) -> Galaxies:
         """The galaxies at ``index`` (an integer or boolean array)."""
-        return Galaxies(**{k: v[index] for k, v in vars(self).items()})
+        return Galaxies(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
     @classmethod
     def concatenate(cls, parts: list[Galaxies]) -> Galaxies:
-        return cls(**{k: np.concatenate([vars(p)[k] for p in parts]) for k in vars(parts[0])})
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+
+    def history(self, age_bins: np.ndarray) -> np.ndarray:
+        """(N, A) fraction of the mass formed in each lookback-time bin: delayed tau plus burst."""
+        smooth = delayed_tau_weights(self.sfh_age, self.sfh_tau, age_bins)
+        burst = burst_weights(np.maximum(self.burst_age, 1e-4), BURST_DURATION, age_bins)
+        f = self.burst_fraction[:, None]
+        return (1 - f) * smooth + f * burst
+
+    def sps_parameters(self) -> SPSParameters:
+        """The synthesis inputs of these galaxies (mass formed per bagpipes age bin)."""
+        weights = self.history(load_grids(PHOTOMETRY_GRID).age_bins) * 10.0 ** self.log_mass_formed[:, None]
+        return SPSParameters(
+            weights,
+            self.metallicity,
+            self.log_u,
+            self.av,
+            self.eta,
+            self.dust_delta,
+            self.dust_bump,
+            self.veldisp,
+        )
 
 
-@contextlib.contextmanager
-def _global_numpy_seed(seed: int) -> Iterator[None]:
-    """Seed NumPy's global generator (which SkyPy uses) and restore it afterwards."""
-    saved = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(saved)
+def _ssfr_times_age(x: np.ndarray) -> np.ndarray:
+    """sSFR (per unit mass formed) x age of a delayed-tau history with age / tau = x."""
+    return x**2 * np.exp(-x) / (-np.expm1(-x) - x * np.exp(-x))
 
 
-def _draw_one(
-    pop: SchechterPopulation, model: PopulationModel, area: u.Quantity, bandset: BandSet, cosmology: FLRW
-) -> tuple[np.ndarray, ...]:
-    """Sample one population over ``area`` (global NumPy state): z, M_B, coeffs, mass, flux, r_half."""
-    from skypy.galaxies import morphology, schechter_lf
-    from skypy.galaxies.spectrum import dirichlet_coefficients, kcorrect
-
-    z_grid = np.arange(0.0, model.z_max + model.z_grid_step / 2, model.z_grid_step)
-    z, abs_mag = schechter_lf(
-        z_grid,
-        lambda zz: pop.m_star_slope * zz + pop.m_star_intercept,
-        lambda zz: pop.phi_star_amplitude * np.exp(zz / pop.phi_star_tau),
-        pop.alpha,
-        model.mag_max + model.sampling_margin,
-        area,
-        cosmology,
-    )
-    if len(z) == 0:
-        return tuple(np.empty((0,) + s) for s in [(), (), (5,), (), (len(bandset.bands),), ()])
-    coeff = dirichlet_coefficients(
-        z,
-        np.array(pop.dirichlet_alpha0),
-        np.array(pop.dirichlet_alpha1),
-        weight=np.array(pop.dirichlet_weight),
-    )
-    mass = kcorrect.stellar_mass(coeff, abs_mag, "bessell-B")
-    maggies = model_fluxes(coeff, mass, z, tuple(b.filter for b in bandset.bands), cosmology)
-    abs_mag_r = np.ravel(kcorrect.absolute_magnitudes(coeff, "sdss2010-r", stellar_mass=mass))
-    sigma1, sigma2 = pop.size_sigma
-    size_fn = (
-        morphology.late_type_lognormal_size
-        if pop.size_kind == "late"
-        else morphology.early_type_lognormal_size
-    )
-    physical = size_fn(abs_mag_r, *pop.size_params, sigma1, sigma2)
-    r_half = morphology.angular_size(physical, z, cosmology).to_value(u.arcsec)
-    return z, abs_mag, coeff, mass, bandset.maggies_to_flux(maggies), r_half
+_X_GRID = np.geomspace(1e-3, 60.0, 4000)  # age / tau
+_G_GRID = _ssfr_times_age(_X_GRID)  # decreasing from 2 to 0
 
 
-def draw_galaxies(
-    n: int,
-    seed: int,
-    model: PopulationModel,
-    bandset: BandSet,
-    cosmology: FLRW = Planck18,
-    *,
-    first_area_deg2: float | None = None,
-) -> Galaxies:
-    """Draw exactly ``n`` galaxies with 0 < z <= z_max and m_select < mag_max, in random order.
+def _tau_for_ssfr(age_gyr: np.ndarray, ssfr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(age, tau) in Gyr of delayed-tau histories with specific SFR ``ssfr`` (yr^-1, per mass formed).
 
-    Sky areas are drawn until enough galaxies pass the cuts (each further area sized
-    from the density seen so far), then a random ``n`` of them are kept. The result
-    depends on (seed, model, bandset, cosmology) only.
+    A delayed-tau history cannot exceed sSFR x age = 2 (tau >> age): higher targets are capped
+    there (tau = 1000 x age), so no galaxy is younger than its drawn start time. (Starting such
+    galaxies later instead, to reach the Speagle et al. sequence extrapolated to 10^8-9 M_sun,
+    doubled the catalog density: dwarfs that young are far brighter than real ones.)
     """
-    if n <= 0:
-        raise ValueError(f"number of galaxies must be positive, got {n}")
-    band = bandset.names.index(model.select_band)
-    parts: list[Galaxies] = []
-    kept, drawn_area = 0, 0.0
-    area = first_area_deg2 or n / 10000.0  # ~13000 deg^-2 pass at r < 22.5: start just below
-    with _global_numpy_seed(seed):
-        while kept < n:
-            for kind, pop in enumerate(model.populations):
-                z, mag_b, coeff, mass, flux, r_half = _draw_one(
-                    pop, model, area * u.deg**2, bandset, cosmology
-                )
-                with np.errstate(divide="ignore"):
-                    m_sel = bandset.zeropoint - 2.5 * np.log10(flux[:, band])
-                ok = (z > 0) & (z <= model.z_max) & (m_sel < model.mag_max)
-                parts.append(
-                    Galaxies(
-                        z[ok],
-                        np.full(ok.sum(), kind, np.int8),
-                        mag_b[ok],
-                        coeff[ok],
-                        mass[ok],
-                        flux[ok],
-                        r_half[ok],
-                    )
-                )
-                kept += int(ok.sum())
-            drawn_area += area
-            density = max(kept, 1) / drawn_area
-            area = 1.1 * (n - kept) / density + 1e-3
-        galaxies = Galaxies.concatenate(parts)
-        order = np.random.permutation(len(galaxies))[:n]
-    return galaxies.take(order)
+    age = np.asarray(age_gyr, dtype=float)
+    target = np.asarray(ssfr) * age * 1e9
+    x = np.interp(-np.minimum(target, _G_GRID[0]), -_G_GRID, _X_GRID)
+    return age, age / x
+
+
+def _main_sequence(log_mass: np.ndarray, t_gyr: np.ndarray) -> np.ndarray:
+    """log10 SFR (M_sun/yr) of the star-forming main sequence (Speagle et al. 2014, their eq. 28)."""
+    return (0.84 - 0.026 * t_gyr) * log_mass - (6.51 - 0.11 * t_gyr)
+
+
+def _metallicity(log_mass: np.ndarray, z: np.ndarray, phys: PhysicsModel, rng) -> np.ndarray:
+    """Z / Z_sun from the mass-metallicity relation of Curti et al. (2020), on a scale where the Sun is
+    12 + log O/H = 8.69, lowered by 0.11 dex per unit redshift at fixed mass (Sanders et al. 2021),
+    plus scatter."""
+    x = 10.0 ** (-phys.mzr_beta * (log_mass - phys.mzr_log_m0))
+    oh = phys.mzr_z0 - phys.mzr_gamma / phys.mzr_beta * np.log10(1 + x) + phys.mzr_dlogoh_dz * z
+    return 10.0 ** (oh - Z_SUN_OH + rng.normal(0.0, phys.metallicity_scatter, len(z)))
+
+
+def _dust(
+    log_mass: np.ndarray, quiescent: np.ndarray, phys: PhysicsModel, rng
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A_V of the diffuse dust, curve slope delta, UV bump) per galaxy."""
+    x = np.clip(log_mass - 10.0, -1.5, 1.5)  # the range of the fit
+    a_halpha = 0.91 + 0.77 * x + 0.11 * x**2 - 0.09 * x**3  # Garn & Best (2010)
+    # lognormal, as wide as Gaussian scatter of a_halpha_scatter mag where the mean is large, at most
+    # a_halpha_max_ln_width in ln where it is small: positive, without the pile of dust-free galaxies
+    # of a clipped Gaussian
+    width = np.minimum(phys.a_halpha_scatter / a_halpha, phys.a_halpha_max_ln_width)
+    a_halpha = np.minimum(a_halpha * np.exp(width * rng.normal(0.0, 1.0, len(x))), 3.5)
+    k_halpha = 0.82  # A(Halpha) / A_V of the Calzetti curve: lines see eta x A_V
+    av = np.where(
+        quiescent, rng.exponential(phys.quiescent_av_mean, len(x)), a_halpha / (k_halpha * phys.eta)
+    )
+    delta = np.clip(rng.normal(*phys.dust_delta, len(x)), -0.8, 0.4)
+    bump = np.clip(0.85 - 1.9 * delta, 0.0, None)  # Kriek & Conroy (2013)
+    return av, delta, bump
+
+
+def _bursts(
+    quiescent: np.ndarray, age: np.ndarray, phys: PhysicsModel, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(burst mass fraction, burst age in Gyr) per galaxy, (0, 0) for galaxies without a burst."""
+    n = len(age)
+    p_sf, p_q = phys.burst_probability
+    has = rng.uniform(size=n) < np.where(quiescent, p_q, p_sf)
+    ages_q, ages_sf = np.array(phys.burst_age_q)[:, None], np.array(phys.burst_age_sf)[:, None]
+    lo, hi = np.log(np.where(quiescent[None, :], ages_q, ages_sf))
+    burst_age = np.minimum(np.exp(lo + (hi - lo) * rng.uniform(size=n)), age)
+    f_lo, f_hi = np.log(phys.burst_fraction)
+    fraction = np.exp(f_lo + (f_hi - f_lo) * rng.uniform(size=n))
+    return np.where(has, fraction, 0.0), np.where(has, burst_age, 0.0)
+
+
+def _veldisp(log_mass: np.ndarray, phys: PhysicsModel, rng) -> np.ndarray:
+    """km/s: broken power law in stellar mass (Zahid et al. 2016 slope 0.3 above the break)."""
+    log_mb, log_sb = phys.veldisp_break
+    slope = np.where(log_mass > log_mb, phys.veldisp_slopes[1], phys.veldisp_slopes[0])
+    log_sigma = log_sb + slope * (log_mass - log_mb) + rng.normal(0.0, phys.veldisp_scatter, len(log_mass))
+    return np.clip(10.0**log_sigma, *phys.veldisp_range)
+
+
+def _half_light_radius(
+    log_mass: np.ndarray, z: np.ndarray, quiescent: np.ndarray, phys: PhysicsModel, rng, cosmology: FLRW
+) -> np.ndarray:
+    """arcsec: R_eff = 10^A(z) (M / 5e10)^alpha kpc with lognormal scatter (van der Wel et al. 2014)."""
+    late, early = np.array(phys.size_late), np.array(phys.size_early)
+    a0, zslope, alpha, scatter = np.where(quiescent[None, :], early[:, None], late[:, None])
+    log_r = a0 + zslope * np.log10((1 + z) / 1.25) + alpha * (log_mass - np.log10(5e10))
+    kpc = 10.0 ** (log_r + rng.normal(0.0, 1.0, len(z)) * scatter)
+    return kpc / distances(cosmology).kpc_per_arcsec(z)
+
+
+def draw_parameters(
+    area_deg2: float,
+    model: PopulationModel,
+    log_mass_min: np.ndarray,
+    rng: np.random.Generator,
+    cosmology: FLRW = Planck18,
+) -> Galaxies:
+    """Galaxies over ``area_deg2`` with log M above ``log_mass_min`` (per z-grid cell).
+
+    Redshift and mass are Poisson draws in (z, log M) cells of the comoving volume element x
+    mass function, spread uniformly within each cell. log_mass_min: (Z,) per cell of
+    ``z_edges(model)``. Fluxes and Dn4000 are left empty (NaN) for ``observe`` to fill.
+    """
+    z_edges = z_grid_edges(model)
+    m_edges = np.arange(model.log_mass_floor, model.log_mass_max + model.log_mass_step, model.log_mass_step)
+    counts = rng.poisson(expected_counts(model, log_mass_min, cosmology) * area_deg2)
+    iz, im = np.nonzero(counts)
+    reps = counts[iz, im]
+    z = np.repeat(z_edges[iz], reps) + rng.uniform(0, 1, reps.sum()) * np.repeat(np.diff(z_edges)[iz], reps)
+    log_mass = np.repeat(m_edges[im], reps) + rng.uniform(0, model.log_mass_step, reps.sum())
+    return galaxy_parameters(z, log_mass, model, rng, cosmology)
+
+
+def expected_counts(
+    model: PopulationModel, log_mass_min: np.ndarray, cosmology: FLRW = Planck18
+) -> np.ndarray:
+    """(Z, M) expected galaxies per deg^2 in the (z, log M) cells above ``log_mass_min`` (Z,)."""
+    z_edges = z_grid_edges(model)
+    zc = 0.5 * (z_edges[:-1] + z_edges[1:])
+    dvdz = cosmology.differential_comoving_volume(zc).to_value(u.Mpc**3 / u.deg**2) * np.diff(z_edges)
+    m_edges = np.arange(model.log_mass_floor, model.log_mass_max + model.log_mass_step, model.log_mass_step)
+    mc = 0.5 * (m_edges[:-1] + m_edges[1:])
+    expected = model.smf.phi(mc[None, :], zc[:, None]) * model.log_mass_step * dvdz[:, None]
+    return expected * (mc[None, :] >= log_mass_min[:, None])
+
+
+def z_grid_edges(model: PopulationModel) -> np.ndarray:
+    """(Z+1,) redshift cell edges of the population draw."""
+    n = round((model.z_max - model.z_min) / model.z_step)
+    return np.linspace(model.z_min, model.z_max, n + 1)
+
+
+def galaxy_parameters(
+    z: np.ndarray, log_mass: np.ndarray, model: PopulationModel, rng: np.random.Generator, cosmology: FLRW
+) -> Galaxies:
+    """Every spectrum parameter of galaxies at (z, log M) drawn from the population's relations."""
+    phys = model.physics
+    n = len(z)
+    quiescent = rng.uniform(size=n) < model.quenching(log_mass, z)
+    t_univ = distances(cosmology).age(z)
+    frac = np.where(
+        quiescent, rng.uniform(*phys.start_fraction_q, n), rng.uniform(*phys.start_fraction_sf, n)
+    )
+    age = t_univ * (1 - frac)
+    log_ssfr_ms = _main_sequence(log_mass, t_univ) - log_mass
+    log_ssfr = np.where(
+        quiescent,
+        log_ssfr_ms + phys.quiescent_ssfr_offset + rng.normal(0, phys.quiescent_ssfr_scatter, n),
+        log_ssfr_ms + rng.normal(0, phys.ms_scatter, n),
+    )
+    metallicity = _metallicity(log_mass, z, phys, rng) * 10.0 ** (
+        phys.quiescent_metallicity_offset * quiescent
+    )
+    metallicity = np.clip(metallicity, 0.005, 5.0)
+    log_u = np.clip(
+        -0.8 * np.log10(metallicity) - 3.58 + rng.normal(0, phys.log_u_scatter, n), *phys.log_u_range
+    )
+    av, delta, bump = _dust(log_mass, quiescent, phys, rng)
+    burst_fraction, burst_age = _bursts(quiescent, age, phys, rng)
+    # the sSFR target is per surviving mass; per mass formed it is ~0.6-0.9x that: close enough for
+    # choosing tau (the stored log_ssfr is recomputed from the history below)
+    age, tau = _tau_for_ssfr(age, 10.0**log_ssfr)
+    galaxies = Galaxies(
+        redshift=z,
+        population=quiescent.astype(np.int8),
+        log_mass=log_mass,
+        log_mass_formed=np.zeros(n),
+        sfh_age=age,
+        sfh_tau=tau,
+        burst_fraction=burst_fraction,
+        burst_age=burst_age,
+        log_ssfr=np.zeros(n),
+        metallicity=metallicity,
+        log_u=log_u,
+        av=av,
+        eta=np.full(n, phys.eta),
+        dust_delta=delta,
+        dust_bump=bump,
+        veldisp=_veldisp(log_mass, phys, rng),
+        half_light_radius=_half_light_radius(log_mass, z, quiescent, phys, rng, cosmology),
+        flux=np.full((n, 0), np.nan),
+        dn4000=np.full(n, np.nan),
+    )
+    normalise_masses(galaxies)
+    return galaxies
+
+
+def normalise_masses(galaxies: Galaxies) -> None:
+    """Set log_mass_formed so that the surviving mass is 10^log_mass, and log_ssfr (100 Myr), in place."""
+    from specdiff_catalog.mock.sps import surviving_mass_fraction
+
+    grids = load_grids(PHOTOMETRY_GRID)
+    unit = galaxies.history(grids.age_bins)
+    p = SPSParameters(unit, galaxies.metallicity, *(np.zeros(len(galaxies)),) * 6)
+    live = surviving_mass_fraction(p, grids)
+    galaxies.log_mass_formed = galaxies.log_mass - np.log10(live)
+    recent = grids.age_bins[1:] <= 1e8
+    sfr = unit[:, recent].sum(axis=1) * 10.0**galaxies.log_mass_formed / grids.age_bins[1:][recent][-1]
+    with np.errstate(divide="ignore"):
+        galaxies.log_ssfr = np.log10(sfr) - galaxies.log_mass

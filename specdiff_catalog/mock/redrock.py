@@ -19,7 +19,8 @@ SMALL_DELTA_CHI2 = 1 << 2  # redrock ZWARN bit
 @dataclass(frozen=True)
 class RedrockModel:
     """zerr_floor: ZERR / (1+z) at high S/N; zerr_snr: S/N at which ZERR doubles.
-    fail_floor / fail_faint / fail_snr: failure probability fail_floor + fail_faint exp(-(S/N / fail_snr)^2 / 2).
+    fail_floor / fail_faint / fail_snr: failure probability
+    fail_floor + fail_faint exp(-(S/N / fail_snr)^2 / 2).
     deltachi2_per_snr2: DELTACHI2 / (integrated S/N)^2 of good fits. z_fit_max: redrock's galaxy range.
     """
 

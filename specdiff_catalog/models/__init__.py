@@ -1,7 +1,8 @@
 """The trained model: a model directory loaded into one ``SpecdiffModel``.
 
-``load_model(MODEL)`` reads config.json, checks the sha256 of every weight file it
-loads (``models.store``) and rebuilds each trained component; nothing is unpickled.
+``load_model(MODEL)`` reads config.json once (``models.store.read_config``: typed,
+version 1 migrated), checks the sha256 of every file before it is parsed and rebuilds
+each trained component from its state and typed config; nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -9,12 +10,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from specdiff_catalog.bands import BandSet
 from specdiff_catalog.models import store
+from specdiff_catalog.models.autoencoder import SpectrumAutoencoder
+from specdiff_catalog.models.baseline import BaselineModel
+from specdiff_catalog.models.coverage import CoverageModel
+from specdiff_catalog.models.diffusion import DiffusionModel
+from specdiff_catalog.models.store import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -23,19 +28,23 @@ log = logging.getLogger(__name__)
 class SpecdiffModel:
     """A loaded model directory.
 
-    path: the directory; config: its config.json; bands: the band set the photometric
-    components were trained with (None if the directory has no ``bands`` section);
-    autoencoder: the spectrum autoencoder (``models.autoencoder.SpectrumAutoencoder``);
-    diffusion: the conditional diffusion model (``models.diffusion.DiffusionModel``, eval mode);
-    baseline: the tree baseline (``models.baseline.BaselineModel``); each None until trained.
+    path: the directory; config: its config.json (typed); bands: the band set the
+    photometric components were trained with (None before any was); autoencoder,
+    diffusion (eval mode), baseline, coverage (the training-set coverage score): each None
+    until trained. A distilled student (``config.student``) is recorded in the config;
+    loading it comes with its sampler.
     """
 
     path: Path
-    config: dict[str, Any]
-    bands: BandSet | None
-    autoencoder: Any = None
-    diffusion: Any = None
-    baseline: Any = None
+    config: ModelConfig
+    autoencoder: SpectrumAutoencoder | None = None
+    diffusion: DiffusionModel | None = None
+    baseline: BaselineModel | None = None
+    coverage: CoverageModel | None = None
+
+    @property
+    def bands(self) -> BandSet | None:
+        return self.config.bands
 
     @property
     def id(self) -> str:
@@ -45,12 +54,12 @@ class SpecdiffModel:
     @property
     def simulated(self) -> bool:
         """True when the model was trained on simulated (mock) data."""
-        return bool(self.config.get("simulated", False))
+        return bool(self.config.provenance.simulated)
 
 
-def simulation_notice(config: dict[str, Any], path: str | Path) -> str | None:
+def simulation_notice(config: ModelConfig, path: str | Path) -> str | None:
     """The one-line statement every user of a model trained on simulations must see, or None."""
-    if not config.get("simulated", False):
+    if not config.provenance.simulated:
         return None
     bundled = Path(path).resolve() == store.default_model_dir().resolve()
     what = "the bundled default model" if bundled else f"model {path}"
@@ -60,18 +69,64 @@ def simulation_notice(config: dict[str, Any], path: str | Path) -> str | None:
     )
 
 
-def load_autoencoder(model_dir: str | Path, device: str | torch.device = "cpu"):
-    """The verified spectrum autoencoder of a model directory, in eval mode on ``device``."""
-    from specdiff_catalog.models.autoencoder import AutoencoderConfig, SpectrumAutoencoder
+def load_autoencoder(
+    model_dir: str | Path, device: str | torch.device = "cpu", *, config: ModelConfig | None = None
+) -> SpectrumAutoencoder:
+    """The verified spectrum autoencoder of a model directory, in eval mode on ``device``.
 
-    section = store.read_config(model_dir).get("autoencoder")
+    config: the directory's config when the caller has read it already.
+    """
+    config = config or store.read_config(model_dir)
+    section = config.autoencoder
     if section is None:
-        raise store.ModelDirectoryError(f"{model_dir}: config.json has no autoencoder section")
-    config = AutoencoderConfig.from_dict(
-        section["architecture"], source=f"{model_dir}/config.json autoencoder"
+        raise store.ModelDirectoryError(
+            f"{model_dir}: the model has no autoencoder (train autoencoder first)"
+        )
+    tensors = store.read_tensors(model_dir, section.weights)
+    return SpectrumAutoencoder.from_state(section.config, tensors).to(device).eval()
+
+
+def load_diffusion(
+    model_dir: str | Path, device: str | torch.device = "cpu", *, config: ModelConfig | None = None
+) -> DiffusionModel:
+    """The verified diffusion model of a model directory, in eval mode on ``device``."""
+    config = config or store.read_config(model_dir)
+    section = config.diffusion
+    if section is None:
+        raise store.ModelDirectoryError(
+            f"{model_dir}: the model has no diffusion component (train diffusion first)"
+        )
+    tensors = store.read_tensors(model_dir, section.weights)
+    return DiffusionModel.from_state(section.config, section.standardisation, tensors).to(device).eval()
+
+
+def load_baseline(model_dir: str | Path, *, config: ModelConfig | None = None) -> BaselineModel:
+    """The verified tree baseline of a model directory."""
+    config = config or store.read_config(model_dir)
+    section = config.baseline
+    if section is None:
+        raise store.ModelDirectoryError(
+            f"{model_dir}: the model has no baseline (train one with `train baseline`)"
+        )
+    calibration = None if section.calibration is None else (section.calibration.u, section.calibration.level)
+    return BaselineModel.from_state(
+        section.config,
+        list(section.feature_names),
+        store.read_catboost(model_dir, section.weights),
+        section.t_range,
+        calibration,
     )
-    tensors = store.load_tensors(model_dir, section.get("file", "autoencoder.safetensors"))
-    return SpectrumAutoencoder.from_state(config, tensors).to(device).eval()
+
+
+def load_coverage(model_dir: str | Path, *, config: ModelConfig | None = None) -> CoverageModel:
+    """The verified training-set coverage score of a model directory (numpy, CPU)."""
+    config = config or store.read_config(model_dir)
+    section = config.coverage
+    if section is None:
+        raise store.ModelDirectoryError(
+            f"{model_dir}: the model has no coverage section (add one with `train coverage`)"
+        )
+    return CoverageModel.from_state(section.config, store.read_tensors(model_dir, section.weights))
 
 
 def load_model(
@@ -79,29 +134,21 @@ def load_model(
 ) -> SpecdiffModel:
     """Load a model directory (default: the bundled model) with every component it has.
 
-    Each weight file's sha256 must match config.json, or ``store.ModelDirectoryError``
-    says which file was altered. Components without a section stay None. A model trained
-    on simulations logs ``simulation_notice`` as a warning (``notice=False``: not, for
-    callers that have said it already, e.g. ``run``'s workers).
+    Each file's sha256 must match config.json, or ``store.ModelDirectoryError`` says
+    which file was altered. A model trained on simulations logs ``simulation_notice`` as a
+    warning (``notice=False``: not, for callers that have said it already, e.g. ``run``'s
+    workers).
     """
     path = Path(model_dir) if model_dir is not None else store.default_model_dir()
     config = store.read_config(path)
     message = simulation_notice(config, path) if notice else None
     if message:
         log.warning(message)
-    bands = (
-        BandSet.from_dict(config["bands"], source=f"{path}/config.json bands") if "bands" in config else None
-    )
-    autoencoder = load_autoencoder(path, device) if "autoencoder" in config else None
-    diffusion = baseline = None
-    if "diffusion" in config:
-        from specdiff_catalog.models.diffusion import DiffusionModel
-
-        diffusion = DiffusionModel.from_model_dir(path, device)
-    if "baseline" in config:
-        from specdiff_catalog.models.baseline import BaselineModel
-
-        baseline = BaselineModel.from_model_dir(path)
     return SpecdiffModel(
-        path=path, config=config, bands=bands, autoencoder=autoencoder, diffusion=diffusion, baseline=baseline
+        path=path,
+        config=config,
+        autoencoder=load_autoencoder(path, device, config=config) if config.autoencoder else None,
+        diffusion=load_diffusion(path, device, config=config) if config.diffusion else None,
+        baseline=load_baseline(path, config=config) if config.baseline else None,
+        coverage=load_coverage(path, config=config) if config.coverage else None,
     )

@@ -8,13 +8,24 @@ observed grid, where an inverse-variance-weighted chi^2 compares it with the dat
 Grids: ``wave_obs`` (P,) is the model's observed grid (the instrument grid rebinned by
 ``config.rebin``); ``wave_rest`` (L,) runs from wave_obs[0] / (1 + z_max) to
 wave_obs[-1] / (1 + max(z_min, 0)) of the training set in steps of ``config.rest_step``.
-Flux in the model is normalised (divided by the median in the rest-frame window
-``config.norm_window``), so decoded spectra are in units of that median.
+
+Normalisation (``config.normalisation``, docs/autoencoder.md):
+
+- "amplitude" (every preset): the encoder sees flux / median |flux| of the valid pixels;
+  the loss compares the data with A x (redshifted decoder output), A the closed-form
+  ivar-weighted best amplitude of each spectrum, so every spectrum at every redshift
+  trains. The decoder's output is shifted to unit mean over the rest-frame window
+  ``config.norm_window`` (on the rest grid), and decoded spectra (``decode_latents``) are
+  divided by their median there: unit median over the window of the *decoded* spectrum.
+- "window" (models trained before it; the dataclass default, so their config.json reads
+  as before): flux / its median in the rest-frame window ``config.norm_window`` of the
+  *observed* spectrum; spectra whose window is not observed fall back and are skipped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +35,8 @@ from torch import nn
 
 from specdiff_catalog import spectral
 from specdiff_catalog.config import from_dict
+
+NORMALISATIONS = ("amplitude", "window")
 
 
 @dataclass(frozen=True)
@@ -39,7 +52,11 @@ class AutoencoderConfig:
         so the decoder learns intrinsic rest-frame spectra.
     rebin: observed grid = instrument grid rebinned by this factor (ivar-weighted).
     rest_step: rest-frame grid spacing in Angstrom.
-    norm_window, norm_min_pixels: see ``spectral.median_norm``.
+    normalisation: "amplitude" (fitted amplitude; decoded spectra have unit median over
+        norm_window of the decoded spectrum) or "window" (``spectral.median_norm`` of the
+        observed spectrum; the default, which reproduces models written before "amplitude").
+    norm_window, norm_min_pixels: the rest-frame window of both conventions; the minimum
+        valid pixels of "window" (``spectral.median_norm``).
     consistency: add SPENDER-II's redshift-augmentation consistency loss with weight
         consistency_weight and tolerance consistency_tol (in units of the batch's
         per-dimension latent standard deviation; ours, so shrinking the latent scale
@@ -56,6 +73,7 @@ class AutoencoderConfig:
     deredden: bool = False
     rebin: int = 1
     rest_step: float = 0.8
+    normalisation: str = "window"
     norm_window: tuple[float, float] = spectral.NORM_WINDOW
     norm_min_pixels: int = 10
     consistency: bool = False
@@ -70,6 +88,10 @@ class AutoencoderConfig:
         if config.conv_filters[-1] % 2:
             raise ValueError(
                 f"{source}: the last conv_filters entry must be even (half values, half weights)"
+            )
+        if config.normalisation not in NORMALISATIONS:
+            raise ValueError(
+                f"{source}: normalisation {config.normalisation!r} is not one of {NORMALISATIONS}"
             )
         return config
 
@@ -143,7 +165,7 @@ def _mlp(n_in: int, hidden: tuple[int, ...], n_out: int) -> nn.Sequential:
     """Linear + LeakyReLU layers, linear output."""
     sizes = [n_in, *hidden]
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), nn.LeakyReLU()]
     return nn.Sequential(*layers, nn.Linear(sizes[-1], n_out))
 
@@ -158,7 +180,7 @@ class SpectrumEncoder(nn.Module):
             nn.Sequential(
                 nn.Conv1d(c_in, c_out, k, padding=k // 2), nn.InstanceNorm1d(c_out), nn.PReLU(c_out)
             )
-            for c_in, c_out, k in zip(channels[:-1], channels[1:], config.conv_kernels)
+            for c_in, c_out, k in zip(channels[:-1], channels[1:], config.conv_kernels, strict=True)
         )
         self.pools = nn.ModuleList(nn.MaxPool1d(p, padding=p // 2) for p in config.pool)
         n_aux = 1 if config.redshift_input else 0
@@ -175,6 +197,8 @@ class SpectrumEncoder(nn.Module):
         values, logits = x.chunk(2, dim=1)
         pooled = (values * torch.softmax(logits, dim=-1)).sum(dim=-1)
         if self.redshift_input:
+            if z is None:
+                raise ValueError("this encoder takes the redshift as an input (redshift_input = true)")
             pooled = torch.cat([pooled, z[:, None].to(pooled.dtype)], dim=1)
         return self.mlp(pooled)
 
@@ -210,6 +234,10 @@ class SpectrumAutoencoder(nn.Module):
     wave_obs: (P,) model observed grid, Angstrom; wave_rest: (L,) rest grid, Angstrom;
     z_range: (2,) training redshift range (the consistency loss draws new redshifts in it).
     """
+
+    wave_obs: torch.Tensor  # buffers, saved with the weights
+    wave_rest: torch.Tensor
+    z_range: torch.Tensor
 
     def __init__(
         self,
@@ -248,18 +276,41 @@ class SpectrumAutoencoder(nn.Module):
         return self.encoder(torch.where(ivar > 0, flux, torch.zeros_like(flux)), z)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """(N, L) rest-frame spectra on wave_rest, in units of the normalisation median."""
-        return self.decoder(latent)
+        """(N, L) rest-frame spectra on wave_rest: in units of the observed window median
+        ("window"), or shifted to unit mean over ``config.norm_window`` ("amplitude": the loss
+        fits the amplitude, so the decoder's overall level would be free; fixing the window
+        mean additively is exact, differentiable and never divides by a small number)."""
+        rest = self.decoder(latent)
+        if self.fits_amplitude:
+            rest = rest - self.window_mean(rest)[:, None].to(rest.dtype) + 1.0
+        return rest
 
     def observe(self, rest: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rest-frame spectra (N, L) -> observed model (N, P) on wave_obs (float32) and inside (N, P)."""
         return redshift_resample(self.wave_rest, rest.float(), z.float(), self.wave_obs)
 
+    def window_mean(self, rest: torch.Tensor) -> torch.Tensor:
+        """(N,) mean of rest-frame spectra (N, L) over the rest pixels in ``config.norm_window``."""
+        lo, hi = self.config.norm_window
+        inside = (self.wave_rest >= lo) & (self.wave_rest <= hi)
+        return rest.float()[:, inside].mean(dim=1)
+
+    @property
+    def fits_amplitude(self) -> bool:
+        """True for the "amplitude" normalisation (the loss fits each spectrum's amplitude)."""
+        return self.config.normalisation == "amplitude"
+
     def forward(self, flux: torch.Tensor, ivar: torch.Tensor, z: torch.Tensor):
-        """Latents (N, S), rest-frame (N, L) and observed-frame model (N, P) with its inside mask."""
+        """Latents (N, S), rest-frame (N, L) and observed-frame model (N, P) with its inside mask.
+
+        "amplitude" models: the observed model is scaled by each spectrum's best amplitude
+        (``fit_amplitude``, detached: d chi^2 / dA = 0 there, so no gradient changes).
+        """
         latent = self.encode(flux, ivar, z)
         rest = self.decode(latent)
         model, inside = self.observe(rest, z)
+        if self.fits_amplitude:
+            model = model * fit_amplitude(flux, ivar, model, inside).detach()[:, None]
         return latent, rest, model, inside
 
     # --- numpy in, numpy out (notebooks, evaluation) --------------------------------------
@@ -308,22 +359,47 @@ class SpectrumAutoencoder(nn.Module):
             ]
             or [np.zeros((0, self.config.latent_size), np.float32)]
         )
-        latent[(prepared.flags & spectral.SpectrumFlag.UNUSABLE) > 0] = np.nan
-        return EncodedSpectra(latent=latent, norm=prepared.norm, flags=prepared.flags)
+        unusable = (prepared.flags & spectral.SpectrumFlag.UNUSABLE) > 0
+        latent[unusable] = np.nan
+        norm = prepared.norm
+        if self.fits_amplitude:  # the flux of the unit-median decoded spectrum that fits the data
+            norm = norm * self._fitted_amplitude(prepared, latent, batch_size)
+            norm[unusable] = np.nan
+        return EncodedSpectra(latent=latent, norm=norm.astype(np.float32), flags=prepared.flags)
+
+    def _fitted_amplitude(self, prepared: PreparedSpectra, latent: np.ndarray, batch_size: int) -> np.ndarray:
+        """(N,) best amplitude of each decoded, unit-median spectrum against its prepared data."""
+        device = self.wave_obs.device
+        rest = self.decode_latents(np.nan_to_num(latent), batch_size)
+        out = []
+        for i in range(0, len(latent), batch_size):
+            flux, ivar, z, r = (
+                torch.as_tensor(a[i : i + batch_size], device=device)
+                for a in (prepared.flux, prepared.ivar, prepared.z, rest)
+            )
+            model, inside = self.observe(r, z)
+            out.append(fit_amplitude(flux, ivar, model, inside).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     @torch.no_grad()
     def decode_latents(self, latent: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """(N, L) float32 rest-frame F_lambda on ``wave_rest`` (normalised units) of latents (N, S)."""
+        """(N, L) float32 rest-frame F_lambda on ``wave_rest`` of latents (N, S), normalised: unit
+        median over ``config.norm_window`` of the decoded spectrum ("amplitude" models), or as the
+        decoder gives it, in units of the observed window median ("window" models)."""
         device = self.wave_obs.device
         self.eval()
         latent = np.asarray(latent, dtype=np.float32)
-        return np.concatenate(
+        rest = np.concatenate(
             [
                 self.decode(torch.as_tensor(latent[i : i + batch_size], device=device)).float().cpu().numpy()
                 for i in range(0, len(latent), batch_size)
             ]
             or [np.zeros((0, len(self.wave_rest)), np.float32)]
         )
+        if self.fits_amplitude:  # no positive median in the window: no normalisation, NaN
+            median = spectral.window_median(self.rest_wave(), rest, self.config.norm_window)
+            rest /= np.where(median > 0, median, np.nan).astype(np.float32)[:, None]
+        return rest
 
     def rest_wave(self) -> np.ndarray:
         """(L,) rest-frame grid of decoded spectra, Angstrom."""
@@ -380,7 +456,10 @@ def prepare_spectra(
             f"rebinning by {config.rebin})"
         )
     z = np.asarray(z, dtype=np.float32)
-    norm = spectral.median_norm(wave_b, flux_b, ivar_b, z, config.norm_window, config.norm_min_pixels)
+    if config.normalisation == "amplitude":
+        norm = spectral.scale_norm(flux_b, ivar_b)
+    else:
+        norm = spectral.median_norm(wave_b, flux_b, ivar_b, z, config.norm_window, config.norm_min_pixels)
     flux_n, ivar_n = spectral.normalise(flux_b, ivar_b, norm.norm)
     return PreparedSpectra(flux=flux_n, ivar=ivar_n, z=z, norm=norm.norm, flags=norm.flags | flags)
 
@@ -392,6 +471,17 @@ def chi2(data: torch.Tensor, ivar: torch.Tensor, model: torch.Tensor, inside: to
     """
     weight = torch.where(inside, ivar.float(), torch.zeros((), device=ivar.device))
     return (weight * (data.float() - model.float()) ** 2).sum(dim=1), (weight > 0).sum(dim=1)
+
+
+def fit_amplitude(
+    data: torch.Tensor, ivar: torch.Tensor, model: torch.Tensor, inside: torch.Tensor
+) -> torch.Tensor:
+    """(N,) the amplitude A minimising sum ivar (data - A model)^2 over valid pixels, in closed
+    form: A = sum(w data model) / sum(w model^2), w = ivar where inside (0 where the sum is 0)."""
+    weight = torch.where(inside, ivar.float(), torch.zeros((), device=ivar.device))
+    num = (weight * data.float() * model.float()).sum(dim=1)
+    den = (weight * model.float() ** 2).sum(dim=1)
+    return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.zeros_like(den))
 
 
 def consistency_loss(latent: torch.Tensor, latent_aug: torch.Tensor, tol: float) -> torch.Tensor:

@@ -5,35 +5,27 @@ t = log(1 + z) (quantiles commute with the monotone map back to z). Sorting the
 predicted quantiles fixes crossings; linear interpolation between them (extrapolated
 over the outermost level to the training range) is the quantile function, optionally
 recalibrated on the validation split (Kuleshov et al. 2018). ``sample`` draws from it,
-so the metric code scores the tree and the diffusion model the same way. The model is
-saved as CatBoost's own binary format (FlatBuffers, no pickle) in the model directory.
+so the metric code scores the tree and the diffusion model the same way. ``models.store``
+writes the booster in CatBoost's own binary format (FlatBuffers, no pickle).
 docs/baseline.md explains the choices.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import catboost
 import numpy as np
 
-from specdiff_catalog.bands import BandSet
+from specdiff_catalog import defaults
 from specdiff_catalog.config import ConfigError, from_dict, load_preset
-from specdiff_catalog.models.store import (
-    ModelDirectoryError,
-    read_config,
-    save_bytes,
-    update_config,
-    verified_path,
-)
 from specdiff_catalog.summaries import check_levels
 
-MODEL_FILE = "baseline.cbm"
-SECTION = "baseline"
+if TYPE_CHECKING:  # catboost is imported where a booster is made (``fit``, ``models.store``)
+    import catboost
+
 CALIBRATION_GRID = np.linspace(0.0, 1.0, 101)  # levels u at which the recalibration map is stored
 
 
@@ -63,7 +55,7 @@ class BaselineConfig:
         object.__setattr__(self, "quantile_levels", tuple(float(v) for v in levels))
 
     @classmethod
-    def load(cls, name_or_path: str | Path = "small") -> BaselineConfig:
+    def load(cls, name_or_path: str | Path = defaults.PRESET) -> BaselineConfig:
         """A bundled preset by name (``tiny``, ``small``) or a user TOML/JSON file by path."""
         source = f"baseline preset {name_or_path}"
         try:
@@ -119,10 +111,29 @@ class BaselineModel:
     def __init__(self, config: BaselineConfig, feature_names: list[str] | None = None):
         self.config = config
         self.feature_names = list(feature_names) if feature_names is not None else None
-        self.metadata: dict[str, Any] = {}  # saved with the model: band set, training summary
         self._booster: catboost.CatBoostRegressor | None = None
         self._t_range: tuple[float, float] | None = None
         self._calibration: np.ndarray | None = None  # levels p = G^-1(u) at CALIBRATION_GRID
+
+    @classmethod
+    def from_state(
+        cls,
+        config: BaselineConfig,
+        feature_names: list[str],
+        booster: catboost.CatBoostRegressor,
+        t_range: tuple[float, float],
+        calibration: tuple[Sequence[float], Sequence[float]] | None,
+    ) -> BaselineModel:
+        """Rebuild a fitted model from its parts (``models.store`` reads them): the booster,
+        the training range of t and the recalibration map as (u, level) or None."""
+        model = cls(config, feature_names)
+        model._booster, model._t_range = booster, (float(t_range[0]), float(t_range[1]))
+        if calibration is not None:
+            u, level = calibration
+            if not np.allclose(u, CALIBRATION_GRID):
+                raise ValueError("baseline calibration grid does not match this version's")
+            model._calibration = np.asarray(level, dtype=np.float64)
+        return model
 
     @property
     def levels(self) -> np.ndarray:
@@ -130,10 +141,25 @@ class BaselineModel:
         return np.asarray(self.config.quantile_levels)
 
     @property
-    def bandset(self) -> BandSet | None:
-        """The band set the features were computed with, when recorded at training."""
-        bands = self.metadata.get("bands")
-        return None if bands is None else BandSet.from_dict(bands, source="baseline bands")
+    def booster(self) -> catboost.CatBoostRegressor:
+        """The fitted CatBoost model."""
+        if self._booster is None:
+            raise RuntimeError("the baseline model has not been fitted or loaded")
+        return self._booster
+
+    @property
+    def t_range(self) -> tuple[float, float]:
+        """(min, max) of t = log(1 + z) over the training set."""
+        if self._t_range is None:
+            raise RuntimeError("the baseline model has not been fitted or loaded")
+        return self._t_range
+
+    @property
+    def calibration(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """The recalibration map (u, level) at CALIBRATION_GRID, or None."""
+        if self._calibration is None:
+            return None
+        return tuple(CALIBRATION_GRID.tolist()), tuple(self._calibration.tolist())
 
     def _matrix(self, features: np.ndarray) -> np.ndarray:
         x = np.asarray(features, dtype=np.float32)
@@ -154,6 +180,8 @@ class BaselineModel:
         """Train on features (N, F) and redshifts z (N,); ``val`` = (features, z) of the
         validation split drives early stopping and the recalibration. ``threads``: CPU
         threads (-1: all). Returns self."""
+        import catboost
+
         x, t = self._matrix(features), _log1p_checked(z, "z")
         booster = catboost.CatBoostRegressor(**self.config.catboost_params(seed=seed, threads=threads))
         if val is None:
@@ -180,13 +208,11 @@ class BaselineModel:
         """Knots (Q+2,) = [0, levels, 1] and per-row values (N, Q+2) of t = log(1+z): the
         predicted quantiles sorted, extended linearly to levels 0 and 1 and clamped there
         to the training range (never inside the outermost predicted quantile)."""
-        if self._booster is None:
-            raise RuntimeError("the baseline model has not been fitted or loaded")
         levels = self.levels
-        q = np.sort(np.asarray(self._booster.predict(x), dtype=np.float64).reshape(len(x), -1), axis=1)
+        q = np.sort(np.asarray(self.booster.predict(x), dtype=np.float64).reshape(len(x), -1), axis=1)
         lo_slope = (q[:, 1] - q[:, 0]) / (levels[1] - levels[0])
         hi_slope = (q[:, -1] - q[:, -2]) / (levels[-1] - levels[-2])
-        t_min, t_max = self._t_range
+        t_min, t_max = self.t_range
         q0 = np.clip(q[:, 0] - levels[0] * lo_slope, np.minimum(t_min, q[:, 0]), q[:, 0])
         q1 = np.clip(q[:, -1] + (1 - levels[-1]) * hi_slope, q[:, -1], np.maximum(t_max, q[:, -1]))
         values = np.column_stack([q0, q, q1])
@@ -220,61 +246,6 @@ class BaselineModel:
     @property
     def best_iteration(self) -> int | None:
         return None if self._booster is None else self._booster.get_best_iteration()
-
-    def save(self, model_dir: str | Path) -> None:
-        """Write MODEL/baseline.cbm (sha256 recorded) and the ``baseline`` section of config.json."""
-        if self._booster is None:
-            raise RuntimeError("the baseline model has not been fitted")
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / MODEL_FILE
-            self._booster.save_model(str(path), format="cbm")
-            save_bytes(model_dir, MODEL_FILE, path.read_bytes())
-        update_config(
-            model_dir,
-            **{
-                SECTION: {
-                    "file": MODEL_FILE,
-                    "library": f"catboost {catboost.__version__}",
-                    "target": "log1p(z)",
-                    "config": dataclasses.asdict(self.config),
-                    "feature_names": self.feature_names,
-                    "t_range": list(self._t_range),
-                    "best_iteration": self.best_iteration,
-                    "calibration": None
-                    if self._calibration is None
-                    else {"u": CALIBRATION_GRID.tolist(), "level": self._calibration.tolist()},
-                    **self.metadata,
-                }
-            },
-        )
-
-    @classmethod
-    def from_model_dir(cls, model_dir: str | Path) -> BaselineModel:
-        """Load a saved baseline; the file's sha256 is checked against config.json first."""
-        section = dict(read_config(model_dir).get(SECTION) or {})
-        if not section:
-            raise ModelDirectoryError(
-                f"{model_dir}: config.json has no '{SECTION}' section (train one with `train baseline`)"
-            )
-        path = verified_path(model_dir, section.pop("file"))
-        config = from_dict(
-            BaselineConfig, section.pop("config"), source=f"{model_dir}/config.json baseline.config"
-        )
-        model = cls(config, section.pop("feature_names"))
-        model._booster = catboost.CatBoostRegressor()
-        model._booster.load_model(str(path), format="cbm")
-        model._t_range = tuple(section.pop("t_range"))
-        calibration = section.pop("calibration")
-        if calibration is not None:
-            if not np.allclose(calibration["u"], CALIBRATION_GRID):
-                raise ModelDirectoryError(
-                    f"{model_dir}: baseline calibration grid does not match this version"
-                )
-            model._calibration = np.asarray(calibration["level"], dtype=np.float64)
-        for derived in ("library", "target", "best_iteration"):
-            section.pop(derived, None)
-        model.metadata = section
-        return model
 
 
 def _log1p_checked(z: np.ndarray, what: str) -> np.ndarray:

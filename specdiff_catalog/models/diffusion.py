@@ -14,13 +14,14 @@ The model learns p(x0 | c) (docs/diffusion.md):
 
 Samplers (``models/sampling.py``) need only ``embed_condition`` (once per galaxy) and
 ``denoise`` (x0 from x_t at one time for a (G, K, D) batch of G galaxies x K samples).
+The training helpers (band dropout, flux perturbation, EMA) live in ``training/``, the
+files in ``models/store.py``.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,15 +33,7 @@ from torch import nn
 
 from specdiff_catalog.config import ConfigError, from_dict, load_preset
 from specdiff_catalog.features import feature_bands
-from specdiff_catalog.models.store import (
-    ModelDirectoryError,
-    load_tensors,
-    read_config,
-    save_tensors,
-    update_config,
-)
 
-WEIGHTS = "diffusion.safetensors"
 PREDICTIONS = ("v", "eps")
 
 
@@ -59,6 +52,8 @@ class DiffusionConfig:
         offset and its clip of the last beta.
     band_dropout: training probability of hiding each present band. ema_decay: of the
         weights' exponential moving average.
+    z_transform: the redshift transform of the target (a key of ``Z_TRANSFORMS``); the
+        default log1p is what models before "softplus_log1p" were trained with.
     """
 
     hidden: int = 256
@@ -73,9 +68,12 @@ class DiffusionConfig:
     beta_max: float = 0.999
     band_dropout: float = 0.1
     ema_decay: float = 0.999
+    z_transform: str = "log1p"
 
     def __post_init__(self) -> None:
         problems = []
+        if self.z_transform not in Z_TRANSFORMS:
+            problems.append(f"z_transform={self.z_transform!r} must be one of {sorted(Z_TRANSFORMS)}")
         if self.hidden <= 0 or self.hidden % 64:
             problems.append(f"hidden={self.hidden} must be a positive multiple of 64")
         if self.prediction not in PREDICTIONS:
@@ -156,8 +154,31 @@ class CosineSchedule:
 
 # --- standardisation ---------------------------------------------------------------------
 
-# forward transform (numpy, for training targets) and inverse (torch, for samples)
-Z_TRANSFORMS = {"log1p": (np.log1p, torch.expm1), "identity": (np.asarray, torch.clone)}
+SOFTPLUS_SCALE = 0.02
+"""u0 of the "softplus_log1p" transform: below log(1 + z) ~ u0 it is logarithmic, above linear."""
+Z_FLOOR = 1e-4
+"""Training redshifts below this are raised to it by "softplus_log1p" (its t(0) is -inf)."""
+
+
+def _softplus_log1p(z: np.ndarray) -> np.ndarray:
+    """t = log(expm1(u / u0)) with u = log(1 + max(z, Z_FLOOR)): inverse of u0 softplus(t)."""
+    a = np.log1p(np.maximum(np.asarray(z, dtype=np.float64), Z_FLOOR)) / SOFTPLUS_SCALE
+    return a + np.log(-np.expm1(-a))  # log(expm1(a)) without overflow
+
+
+def _softplus_expm1(t: torch.Tensor) -> torch.Tensor:
+    """z = expm1(u0 softplus(t)) >= 0 for every t: the positive-support inverse."""
+    return torch.expm1(SOFTPLUS_SCALE * F.softplus(t))
+
+
+# forward transform (numpy, for training targets) and inverse (torch, for samples).
+# log1p and identity can give z < 0 (inference clips those samples at 0, flag Z_CLIPPED);
+# softplus_log1p cannot: t(z) is log(1 + z) / u0 above z ~ u0 and log(z / u0) below.
+Z_TRANSFORMS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[torch.Tensor], torch.Tensor]]] = {
+    "log1p": (np.log1p, torch.expm1),
+    "identity": (np.asarray, torch.clone),
+    "softplus_log1p": (_softplus_log1p, _softplus_expm1),
+}
 
 
 @dataclass
@@ -272,8 +293,8 @@ class Standardisation:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Standardisation:
-        return from_dict(cls, dict(data), source="diffusion standardisation")
+    def from_dict(cls, data: dict[str, Any], *, source: str = "diffusion standardisation") -> Standardisation:
+        return from_dict(cls, dict(data), source=source)
 
 
 # --- the network -------------------------------------------------------------------------
@@ -368,6 +389,10 @@ class Denoiser(nn.Module):
 class DiffusionModel(nn.Module):
     """Denoiser + schedule + standardisation: what training writes and sampling reads."""
 
+    feature_mean: torch.Tensor  # buffers (not saved: the standardisation holds them): (F,)
+    feature_std: torch.Tensor  # (F,)
+    feature_bands: torch.Tensor  # (B, F) 0/1
+
     def __init__(self, config: DiffusionConfig, standardisation: Standardisation) -> None:
         super().__init__()
         self.config, self.standardisation = config, standardisation
@@ -428,15 +453,12 @@ class DiffusionModel(nn.Module):
         """Mean squared error of the v (or eps) prediction at t ~ U(0, T), one draw per row.
 
         x0: (N, D) standardised targets (``Standardisation.to_standard``); features (N, F)
-        raw with NaN; missing (N, B). In training mode each present band is hidden with
-        probability ``config.band_dropout``. ``generator`` (on x0's device) draws t, the
-        noise and the dropout.
+        raw with NaN; missing (N, B) (band dropout, if any, already applied:
+        ``training.augment.drop_bands``). ``generator`` (on x0's device) draws t and the noise.
         """
         x0 = x0.to(self.device)
         n = x0.shape[0]
         missing = torch.as_tensor(missing, dtype=torch.bool, device=self.device)
-        if self.training:
-            missing = drop_bands(missing, self.config.band_dropout, generator)
         cond_emb = self.net.embed(self.condition_input(features, missing))
         t = torch.rand(n, generator=generator, device=self.device) * self.config.timesteps
         eps = torch.randn(x0.shape, generator=generator, device=self.device)
@@ -449,88 +471,11 @@ class DiffusionModel(nn.Module):
         """(z (N, K), latent (N, K, S)) from standardised samples x (N, K, D)."""
         return self.standardisation.to_physical(x)
 
-    def save(self, model_dir: str | Path, **extra: Any) -> None:
-        """Write weights to MODEL/diffusion.safetensors and the ``diffusion`` section of
-        config.json (config, standardisation, plus ``extra``, e.g. training metrics)."""
-        save_tensors(model_dir, WEIGHTS, self.net.state_dict())
-        section = {
-            "config": dataclasses.asdict(self.config),
-            "standardisation": self.standardisation.to_dict(),
-            "weights": WEIGHTS,
-        }
-        update_config(model_dir, diffusion=section | extra)
-
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path, device: str | torch.device = "cpu") -> DiffusionModel:
-        """Load a saved model (sha256-checked weights) in eval mode on ``device``."""
-        section = read_config(model_dir).get("diffusion")
-        if section is None:
-            raise ModelDirectoryError(
-                f"{model_dir}: config.json has no 'diffusion' section (train diffusion first)"
-            )
-        config = from_dict(DiffusionConfig, section["config"], source=f"{model_dir} diffusion.config")
-        model = cls(config, Standardisation.from_dict(section["standardisation"]))
-        model.net.load_state_dict(load_tensors(model_dir, section.get("weights", WEIGHTS)))
-        return model.to(device).eval()
-
-
-# --- training helpers --------------------------------------------------------------------
-
-
-def drop_bands(missing: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Band dropout: ``missing`` (N, B) with each present band also marked missing with
-    probability p, so the model learns the conditions a catalog with gaps produces."""
-    if p <= 0:
-        return missing
-    return missing | (torch.rand(missing.shape, generator=generator, device=missing.device) < p)
-
-
-class EMA(nn.Module):
-    """Exponential moving average of a module's parameters, for sampling with smoother weights.
-
-    After update n: shadow <- d shadow + (1 - d) param, d = min(decay, (1 + n) / (10 + n))
-    (the warm-up keeps early averages from remembering the random initialisation).
-    The averages live in ``average``, a frozen copy of the module, and the count in the
-    ``updates`` buffer: an EMA inside the trained module is checkpointed and resumed with
-    it, and ``average`` can be used (or saved) like the module itself.
-    """
-
-    def __init__(self, module: nn.Module, decay: float) -> None:
-        super().__init__()
-        self.decay = decay
-        self.average = copy.deepcopy(module).requires_grad_(False).eval()
-        self.register_buffer("updates", torch.zeros((), dtype=torch.int64))
-
-    @property
-    def shadow(self) -> dict[str, torch.Tensor]:
-        """name -> averaged parameter (the same names as the module's parameters)."""
-        return dict(self.average.named_parameters())
-
-    @torch.no_grad()
-    def update(self, module: nn.Module) -> None:
-        self.updates += 1
-        n = int(self.updates)
-        decay = min(self.decay, (1 + n) / (10 + n))
-        for (_, avg), p in zip(self.average.named_parameters(), module.parameters()):
-            avg.lerp_(p.detach(), 1 - decay)
-
-    @torch.no_grad()
-    def copy_to(self, module: nn.Module) -> None:
-        """Overwrite ``module``'s parameters with the averages."""
-        for avg, p in zip(self.average.parameters(), module.parameters()):
-            p.copy_(avg)
-
-
-def perturb_fluxes(
-    flux: np.ndarray, ivar: np.ndarray, rng: np.random.Generator, scale: float = 1.0
-) -> np.ndarray:
-    """Training augmentation: flux (N, B) + scale * N(0, 1) / sqrt(ivar) where ivar > 0.
-
-    Apply before ``photometric_features``; missing entries (ivar <= 0 or non-finite)
-    stay as they are. ivar is left unchanged: the model sees the catalog's quoted errors.
-    """
-    flux = np.asarray(flux, dtype=np.float64)
-    ivar = np.asarray(ivar, dtype=np.float64)
-    usable = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
-    sigma = np.where(usable, 1.0 / np.sqrt(np.where(usable, ivar, 1.0)), 0.0)
-    return flux + scale * sigma * rng.standard_normal(flux.shape)
+    def from_state(
+        cls, config: DiffusionConfig, standardisation: Standardisation, tensors: dict[str, torch.Tensor]
+    ) -> DiffusionModel:
+        """Rebuild from the network's state dict (``net.state_dict()``); strict key check."""
+        model = cls(config, standardisation)
+        model.net.load_state_dict(tensors, strict=True)
+        return model

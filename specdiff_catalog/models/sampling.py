@@ -20,6 +20,7 @@ v- and eps-models alike.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -27,18 +28,23 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from specdiff_catalog import defaults
 from specdiff_catalog.hashing import counter_normals_torch
 from specdiff_catalog.models.diffusion import CosineSchedule
-
-DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpmpp2m": 20}  # None: all T steps (docs/diffusion.md)
 
 
 class SamplerModel(Protocol):
     """What a sampler needs of a model (``DiffusionModel`` is one)."""
 
     schedule: CosineSchedule
-    data_dim: int
-    device: torch.device
+
+    @property
+    def data_dim(self) -> int:
+        """D of the sampled vectors."""
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network runs."""
 
     def embed_condition(self, features: Any, missing: Any) -> torch.Tensor:
         """(G, H) condition embedding, one row per galaxy."""
@@ -74,8 +80,8 @@ def sample_times(
     """
     if steps == schedule.timesteps:
         return np.linspace(schedule.timesteps, 0.0, steps + 1).tolist()
-    lambdas = np.linspace(*log_snr_range, steps - 1) if steps > 1 else []
-    return [float(schedule.timesteps)] + [schedule.time_of_log_snr(lam) for lam in lambdas] + [0.0]
+    lambdas = np.linspace(*log_snr_range, steps - 1).tolist() if steps > 1 else []
+    return [float(schedule.timesteps), *(schedule.time_of_log_snr(lam) for lam in lambdas), 0.0]
 
 
 def ddim(
@@ -87,7 +93,7 @@ def ddim(
     c = eta sqrt((1 - abar_s) / (1 - abar_t) (1 - abar_t / abar_s)).
     """
     x = noise(0)
-    for i, (t, s) in enumerate(zip(times[:-1], times[1:])):
+    for i, (t, s) in enumerate(itertools.pairwise(times)):
         x0 = model.denoise(x, t, cond)
         abar_t, abar_s = float(model.schedule.alpha_bar(t)), float(model.schedule.alpha_bar(s))
         eps = (x - math.sqrt(abar_t) * x0) / math.sqrt(1.0 - abar_t)
@@ -108,8 +114,9 @@ def dpmpp_2m(
     The last step (to t = 0, sigma = 0) returns the last x0 prediction.
     """
     x = noise(0)
-    x0_prev, h_prev = None, None
-    for t, s in zip(times[:-1], times[1:]):
+    x0_prev: torch.Tensor | None = None
+    h_prev = 0.0
+    for t, s in itertools.pairwise(times):
         x0 = model.denoise(x, t, cond)
         if s <= 0:
             return x0
@@ -131,6 +138,7 @@ def _ddpm(
     return ddim(model, cond, noise, times, eta=1.0)
 
 
+# the names are those of defaults.SAMPLER_STEPS (tests/test_sampling.py checks)
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ddpm": _ddpm, "ddim": ddim, "dpmpp2m": dpmpp_2m}
 
 
@@ -142,16 +150,17 @@ def sample(
     *,
     n_samples: int,
     seed: int,
-    sampler: str = "dpmpp2m",
+    sampler: str = defaults.SAMPLER,
     steps: int | None = None,
     eta: float = 0.0,
-    batch_size: int = 32768,
+    batch_size: int = defaults.SAMPLER_BATCH_ROWS,
 ) -> torch.Tensor:
     """(N, K) samples of x0 (standardised space) for each of N galaxies: (N, K, D) float32 on CPU.
 
     features: (N, F) raw ``photometric_features`` values (NaN for missing); missing:
     (N, B) bool; object_ids: (N,) int64, the noise keys. sampler: ddpm, ddim or dpmpp2m;
-    steps: network evaluations (default: all T for ddpm, 50 for ddim, 20 for dpmpp2m);
+    steps: network evaluations (default ``defaults.SAMPLER_STEPS``: all T for ddpm, 50 for
+    ddim, 20 for dpmpp2m);
     eta: DDIM stochasticity. batch_size: rows (galaxies x samples) per chunk; chunks
     hold whole galaxies and never change the result. ``model`` must be in eval mode.
     """
@@ -161,7 +170,7 @@ def sample(
         raise ValueError("the model is in training mode (dropout); call model.eval() before sampling")
     ids = torch.as_tensor(np.asarray(object_ids).astype(np.int64))
     n = len(ids)
-    steps = steps or DEFAULT_STEPS[sampler] or model.schedule.timesteps
+    steps = steps or defaults.SAMPLER_STEPS[sampler] or model.schedule.timesteps
     times = sample_times(model.schedule, steps)
     out = torch.empty((n, n_samples, model.data_dim), dtype=torch.float32)
     per_chunk = max(1, batch_size // n_samples)

@@ -14,31 +14,35 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from distributed import Client, get_worker
 from tqdm.auto import tqdm
 
-from specdiff_catalog import __version__
-from specdiff_catalog.inference import DEFAULT_QUANTILES
-from specdiff_catalog.io.catalog import (
-    Catalog,
-    Partition,
-    demo_catalog_dir,
-    object_ids,
-    open_catalog,
-    read_partition,
-    spatial_index,
-)
-from specdiff_catalog.io.store import OutputStore, StoreLayout, create_store
+from specdiff_catalog import __version__, defaults
+from specdiff_catalog.io.catalog import Catalog, Partition, read_objects, spatial_index
+from specdiff_catalog.io.fingerprint import input_fingerprint, partition_sources
+from specdiff_catalog.io.paths import PathLike, to_upath
+from specdiff_catalog.io.store import OutputStore, StoreLayout, StoreRef, choose_shard_rows, create_store
+from specdiff_catalog.io.store_lock import store_lock
 from specdiff_catalog.pipeline.cluster import ClusterConfig, connect, dashboard_link, worker_memory_limit
 from specdiff_catalog.pipeline.memory import fit_batch, worker_footprint
+from specdiff_catalog.pipeline.preflight import preflight
 from specdiff_catalog.pipeline.schedule import Outcome, Stop, StopRules, run_tasks
+from specdiff_catalog.summaries import SampleCountWarning, sample_count_note
 
-_MODELS: dict[str, Any] = {}  # per worker process: model sha256 -> loaded SpecdiffModel
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from specdiff_catalog.models import SpecdiffModel
+    from specdiff_catalog.models.store import ModelConfig
+
+_MODELS: dict[str, SpecdiffModel] = {}  # per worker process: model sha256 -> loaded model
 
 
 @dataclass(frozen=True)
@@ -50,13 +54,13 @@ class RunOptions:
     dpmpp2m). batch_size: objects per sampler call on a worker.
     """
 
-    n_samples: int = 100
-    seed: int = 0
-    sampler: str = "dpmpp2m"
+    n_samples: int = defaults.N_SAMPLES
+    seed: int = defaults.SEED
+    sampler: str = defaults.SAMPLER
     steps: int | None = None
-    quantiles: tuple[float, ...] = DEFAULT_QUANTILES
+    quantiles: tuple[float, ...] = defaults.QUANTILES
     save_samples: int = 0
-    batch_size: int = 2048
+    batch_size: int = defaults.BATCH_SIZE
     id_column: str | None = None
 
     def provenance(self) -> dict[str, Any]:
@@ -77,13 +81,14 @@ class RunReport:
     """What a run did: partitions done now, skipped (done before), failed (with messages),
     and why it stopped early (``stopped``, empty when it ran every partition)."""
 
-    store: Path
+    store: PathLike
     n_partitions: int
     done: int = 0
     skipped: int = 0
     failed: dict[int, str] = field(default_factory=dict)
     n_objects: int = 0
     seconds: float = 0.0
+    checks: dict[str, int] = field(default_factory=dict)  # objects written, and per CHECKED flag
     stopped: str = ""
 
     def summary(self) -> str:
@@ -97,16 +102,71 @@ class RunReport:
         if self.stopped:
             left = self.n_partitions - self.skipped - self.done - len(self.failed)
             lines.append(f"stopped early, {left} partitions not run (re-run to resume): {self.stopped}")
+        total = self.checks.get("written", 0)
+        for name, (expected, meaning, absent) in CHECKED.items():
+            if name not in self.checks:
+                lines.append(f"{name}: not checked, {absent}")
+            elif total:
+                share = self.checks[name] / total
+                loud = "WARNING: " if share > expected else ""
+                lines.append(
+                    f"{loud}{self.checks[name]} of {total} objects ({100 * share:.1f}%) {meaning} ({name})"
+                )
         return "\n".join(lines)
 
 
+CHECKED = {
+    "LOW_COVERAGE": (
+        0.02,
+        "lie outside the training set's coverage: their PDFs and spectra extrapolate (docs/coverage.md)",
+        "the model has no coverage section (add one: specdiff-catalog train coverage --model MODEL)",
+    ),
+    "PHOTOMETRY_NOT_REPRODUCED": (
+        0.01,
+        "have fluxes that spectra decoded from their own posterior do not reproduce (docs/coverage.md)",
+        "the model has no spectra (photo-z only)",
+    ),
+}
+"""Flags ``run`` counts over the whole store at its end: name -> (the share above which the
+line starts with WARNING, what it means, why a model may not check it). ~1% of objects
+drawn like the training set are LOW_COVERAGE by construction; far fewer should fail the
+photometry check (its p-value threshold is 0.001)."""
+
+
+def _checked(config: ModelConfig) -> list[str]:
+    """The CHECKED flags this model can set."""
+    spectra = (
+        config.diffusion is not None and config.diffusion.latent_size > 0 and config.autoencoder is not None
+    )
+    return [
+        name
+        for name, checked in (
+            ("LOW_COVERAGE", config.coverage is not None),
+            ("PHOTOMETRY_NOT_REPRODUCED", spectra),
+        )
+        if checked
+    ]
+
+
+def _count_checks(store: OutputStore, names: list[str]) -> dict[str, int]:
+    """Objects written and, for each flag of ``names``, how many carry it (read block by block)."""
+    from specdiff_catalog.flags import Flag
+
+    counts = dict.fromkeys(["written", *names], 0)
+    for rows, block in store.blocks(["valid", "flags"]):
+        written = store.result_mask(rows, block["valid"])
+        counts["written"] += int(written.sum())
+        for name in names:
+            counts[name] += int((written & ((block["flags"] & Flag[name]) != 0)).sum())
+    return counts
+
+
 def shard_rows_for(catalog: Catalog) -> int:
-    """Rows per store shard: a power of two near the median partition size (1024-65536)."""
-    sizes = [p.n_rows for p in catalog.partitions if p.n_rows] or [1]
-    return int(np.clip(2 ** int(np.ceil(np.log2(max(1.0, float(np.median(sizes)))))), 1024, 65536))
+    """Rows per store shard: ``io.store.choose_shard_rows`` of the partition sizes."""
+    return choose_shard_rows([p.n_rows for p in catalog.partitions])
 
 
-def _worker_model(model_dir: str, sha: str):
+def _worker_model(model_dir: str, sha: str) -> SpecdiffModel:
     """The model, loaded once per worker process (onto its GPU when it has one)."""
     if sha not in _MODELS:
         import torch
@@ -122,25 +182,28 @@ def _worker_model(model_dir: str, sha: str):
 
 
 def process_partition(
-    partition: Partition, store_path: str, model_dir: str, sha: str, options: RunOptions
+    partition: Partition, store_ref: StoreRef, model_dir: str, sha: str, options: RunOptions
 ) -> PartitionOutcome:
-    """Read one partition, predict every row, write its region; runs on a worker."""
+    """Read one partition, predict every row, write its region; runs on a worker.
+
+    The store is opened and checked to be this run's (``StoreRef.open``) before anything is
+    read, and again before each write: a replaced store raises StoreReplacedError."""
     from specdiff_catalog.inference import predict_columns
-    from specdiff_catalog.io.store import open_store
 
     start = time.perf_counter()
-    store = open_store(store_path)
+    store = store_ref.open()
     model = _worker_model(model_dir, sha)
     bands = model.bands
-    id_columns = [options.id_column] if options.id_column else []
+    if bands is None:
+        raise ValueError(f"{model_dir}: the model has no band set (train diffusion first)")
     try:
-        table = read_partition(
+        table, ids = read_objects(
             partition,
-            [c for b in bands.bands for c in (b.flux, b.ivar)] + id_columns,
+            [c for b in bands.bands for c in (b.flux, b.ivar)],
             optional=[b.mw_transmission for b in bands.bands]
-            + [bands.ebv_column, "RA", "DEC", "_healpix_29", "OBJECT_ID", "RELEASE", "BRICKID", "OBJID"],
+            + [bands.ebv_column, "RA", "DEC", "_healpix_29"],
+            id_column=options.id_column,
         )
-        ids = object_ids(table, options.id_column, where=str(partition.path))
     except (OSError, ValueError) as err:
         message = str(err).splitlines()[0]
         store.mark_failed(partition.index, message)
@@ -162,7 +225,7 @@ def process_partition(
     return PartitionOutcome(partition.index, len(table), time.perf_counter() - start)
 
 
-def _position_columns(table) -> dict[str, np.ndarray]:
+def _position_columns(table: pd.DataFrame) -> dict[str, np.ndarray]:
     """ra, dec (NaN when absent) and _healpix_29 (from the catalog, else computed from ra/dec)."""
     n = len(table)
     ra = table["RA"].to_numpy(np.float64) if "RA" in table else np.full(n, np.nan)
@@ -172,14 +235,13 @@ def _position_columns(table) -> dict[str, np.ndarray]:
 
 
 def _store_attrs(
-    catalog: Catalog, model_dir: Path, config: dict[str, Any], sha: str, options: RunOptions
+    catalog: Catalog, model_dir: Path, config: ModelConfig, sha: str, options: RunOptions
 ) -> dict[str, Any]:
     return {
         "software_version": __version__,
         "model": sha,
         "model_path": str(model_dir),
-        "model_trained_on": config.get("training_data")
-        or config.get("diffusion", {}).get("training_data", "unknown"),
+        "model_trained_on": config.trained_on(),
         "config": options.provenance(),
         "quantile_levels": list(options.quantiles),
         "input": str(catalog.root),
@@ -190,102 +252,108 @@ def _store_attrs(
 
 
 def run_catalog(
-    input_path: str | Path | None,
-    out: str | Path,
-    model_dir: str | Path | None,
-    options: RunOptions = RunOptions(),
-    cluster: ClusterConfig = ClusterConfig(),
+    input_path: PathLike | None,
+    out: PathLike,
+    model_dir: str | Path | None = None,
+    options: RunOptions | None = None,
+    cluster: ClusterConfig | None = None,
     *,
     overwrite: bool = False,
     max_in_flight: int | None = None,
     retries: int = 2,
     shard_rows: int | None = None,
     progress: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
+    out_storage_options: Mapping[str, Any] | None = None,
     rules: StopRules | None = None,
 ) -> RunReport:
     """Photo-z PDF summaries and latents for every object of ``input_path`` into ``out``.
 
     input_path None: the bundled demo catalog; model_dir None: the bundled default model
-    (trained on simulations, which is printed to stderr).
+    (trained on simulations, which is printed to stderr); options, cluster None: their defaults.
+    storage_options: for the input's fsspec filesystem (an s3://, gs://, https:// ... URL).
+    Options, model and the catalog's schema are checked first (``preflight``), before any
+    worker or store exists.
+    Warns (``summaries.SampleCountWarning``) when ``options.n_samples`` is too few for the
+    quantile levels (``summaries.min_samples``: 39 for 0.025 / 0.975).
 
+    out: a local path or an fsspec URL (``out_storage_options`` for its filesystem).
     Re-running on an existing store resumes: finished partitions are skipped; a store
-    made with another model or options is refused (``overwrite`` starts over).
+    made for another input, model or options is refused (``overwrite`` starts over). The
+    store's lock (``io.store_lock``) is held for the whole run: a second run on the same
+    ``out`` is refused. A store replaced under the run makes it fail (StoreReplacedError).
+
     max_in_flight: partition tasks submitted ahead (None: follow the connected workers).
     A worker memory limit too small for the model and one batch raises
     ``memory.MemoryLimitError`` before anything starts (a smaller batch is used when one fits);
     a run stopped by ``rules`` (default ``StopRules()``) returns with ``report.stopped`` set.
     """
     from specdiff_catalog.models import simulation_notice
-    from specdiff_catalog.models.store import default_model_dir, model_id, read_config
+    from specdiff_catalog.models.store import model_id
 
-    model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
-    config = read_config(model_dir)
+    out = to_upath(out, out_storage_options)  # PathError for an unusable URL, before anything happens
+    options = options or RunOptions()
+    cluster = cluster or ClusterConfig()
+    note = sample_count_note(options.quantiles, options.n_samples)
+    if note:
+        warnings.warn(note, SampleCountWarning, stacklevel=2)
+    checked = preflight(input_path, model_dir, options, cluster, storage_options=storage_options)
+    catalog, model_dir, config = checked.catalog, checked.model_dir, checked.config
+    assert config.diffusion is not None  # preflight refuses a model without one
     notice = simulation_notice(config, model_dir)
     if notice:
         print(notice, file=sys.stderr, flush=True)
     options = _fit_memory(options, model_dir, cluster)
-    catalog = open_catalog(input_path if input_path is not None else demo_catalog_dir())
     sha = model_id(model_dir)
-    latent_size = _latent_size(config, model_dir)
     layout = StoreLayout(
         quantiles=options.quantiles,
-        latent_size=latent_size,
+        latent_size=config.diffusion.latent_size,
         n_samples_saved=options.save_samples,
         shard_rows=shard_rows or shard_rows_for(catalog),
     )
+    sources = partition_sources(catalog)
     attrs = _store_attrs(catalog, model_dir, config, sha, options)
-    parts = [(p.order, p.pixel, p.n_rows) for p in catalog.partitions]
-    store = create_store(out, parts, layout, attrs, overwrite=overwrite)
-    store.check_compatible(attrs)
-    todo = store.pending()
-    report = RunReport(
-        store=Path(out), n_partitions=len(catalog.partitions), skipped=len(catalog.partitions) - len(todo)
-    )
-    start = time.perf_counter()
-    with connect(cluster) as client:
-        link = dashboard_link(client)
-        print(
-            f"Dask dashboard: {link}" if link else "Dask dashboard: not available",
-            file=sys.stderr,
-            flush=True,
+    attrs["input_fingerprint"] = input_fingerprint(catalog, sources)
+    with store_lock(out):
+        store = create_store(out, sources, layout, attrs, overwrite=overwrite)
+        todo = store.pending()
+        report = RunReport(
+            store=out, n_partitions=len(catalog.partitions), skipped=len(catalog.partitions) - len(todo)
         )
-        _submit_all(
-            client,
-            catalog,
-            todo,
-            store,
-            str(model_dir),
-            sha,
-            options,
-            report,
-            max_in_flight=max_in_flight,
-            retries=retries,
-            progress=progress,
-            rules=rules or StopRules(),
-        )
-    report.seconds = time.perf_counter() - start
-    store.set_attrs(
-        {
-            "last_run": {
-                "seconds": report.seconds,
-                "objects": report.n_objects,
-                "failed": {str(k): v for k, v in report.failed.items()},
+        start = time.perf_counter()
+        with connect(cluster) as client:
+            link = dashboard_link(client)
+            print(
+                f"Dask dashboard: {link}" if link else "Dask dashboard: not available",
+                file=sys.stderr,
+                flush=True,
+            )
+            _submit_all(
+                client,
+                catalog,
+                todo,
+                store,
+                str(model_dir),
+                sha,
+                options,
+                report,
+                max_in_flight=max_in_flight,
+                retries=retries,
+                progress=progress,
+                rules=rules or StopRules(),
+            )
+        report.seconds = time.perf_counter() - start
+        report.checks = _count_checks(store, _checked(config))
+        store.set_attrs(  # checks first that the store is still this run's (StoreReplacedError)
+            {
+                "last_run": {
+                    "seconds": report.seconds,
+                    "objects": report.n_objects,
+                    "failed": {str(k): v for k, v in report.failed.items()},
+                }
             }
-        }
-    )
-    return report
-
-
-def _latent_size(config: dict[str, Any], model_dir: Path) -> int:
-    """Width of the latents the diffusion model samples (0 for a photo-z-only model)."""
-    from specdiff_catalog.models.store import ModelDirectoryError
-
-    section = config.get("diffusion")
-    if section is None:
-        raise ModelDirectoryError(
-            f"{model_dir}: the model has no diffusion component (train diffusion first)"
         )
-    return len(section["standardisation"]["latent_mean"])
+    return report
 
 
 def _fit_memory(options: RunOptions, model_dir: Path, cluster: ClusterConfig) -> RunOptions:
@@ -351,7 +419,7 @@ def _submit_all(
         queue,
         key=lambda p: f"partition-{p.index}-{sha[:8]}",
         on_outcome=record,
-        kwargs={"store_path": str(store.path), "model_dir": model_dir, "sha": sha, "options": options},
+        kwargs={"store_ref": store.ref(), "model_dir": model_dir, "sha": sha, "options": options},
         window=max_in_flight,
         retries=retries,
         rules=rules,

@@ -1,1 +1,2 @@
-"""What users read and what their other tools open: evaluation (``evaluate``), plots, the HTML report, exports."""
+"""What users read and what their other tools open: evaluation (``evaluate``), plots, the HTML
+report, exports."""

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from specdiff_catalog import __version__
+from specdiff_catalog import __version__, defaults
 from specdiff_catalog.report import plots
 
 N_EXAMPLES = 12
@@ -68,9 +68,10 @@ class _Page:
         )
 
     def table(self, frame: pd.DataFrame, caption: str = "", css: str = "", index: bool = True) -> None:
-        body = frame.to_html(
-            float_format=lambda v: f"{v:.4g}", na_rep="-", index=index, border=0, classes=css
-        )
+        """A table; counts (rows or columns named n, n_*) print as integers, other numbers to 4 digits."""
+        from specdiff_catalog.report.evaluate import display_frame
+
+        body = display_frame(frame).to_html(na_rep="-", index=index, border=0, classes=css)
         self.parts.append((f"<p><b>{html.escape(caption)}</b></p>" if caption else "") + body)
 
     def figure(self, name: str, fig: Any, caption: str) -> None:
@@ -91,7 +92,8 @@ class _Page:
 
     def render(self) -> str:
         return (
-            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(self.title)}</title>"
             f"<style>{CSS}</style></head><body><h1>{html.escape(self.title)}</h1>\n"
             + "\n".join(self.parts)
             + "\n</body></html>\n"
@@ -100,9 +102,10 @@ class _Page:
 
 def _provenance(page: _Page, evaluation: Any, spectra: Any) -> None:
     info = dict(evaluation.info) if evaluation is not None else {}
-    if info.get("simulated_note"):
-        page.paragraph(info["simulated_note"], "note")
-    rows = {
+    for key in ("simulated_note", "sample_count_note"):
+        if info.get(key):
+            page.paragraph(info[key], "note")
+    rows: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "software": f"specdiff-catalog {__version__}",
     }
@@ -150,7 +153,7 @@ def _photoz_section(page: _Page, evaluation: Any) -> None:
     page.table(
         evaluation.summary("all"),
         caption="All objects: diffusion (the run's PDFs) vs the tree baseline "
-        "(METHOD.md metric definitions; dz = (z_phot - z_true)/(1 + z_true), z_phot = PDF median)",
+        "(metric definitions: docs/metrics.md; dz = (z_phot - z_true)/(1 + z_true), z_phot = PDF median)",
     )
     page.figure(
         "zphot_vs_ztrue",
@@ -179,6 +182,7 @@ def _photoz_section(page: _Page, evaluation: Any) -> None:
     for binning, label in (
         (mag_column, f"{mag_column.replace('mag_', '')}-band magnitude bin [AB]"),
         ("z_phot", "z_phot bin (each method's own PDF median)"),
+        ("coverage", "training-set coverage score bin ([0, 0.01) = LOW_COVERAGE; docs/coverage.md)"),
     ):
         if (evaluation.table["binning"] == binning).any():
             page.table(evaluation.summary(binning), caption=f"Per {label}")
@@ -187,6 +191,7 @@ def _photoz_section(page: _Page, evaluation: Any) -> None:
                 plots.metric_by_bin(evaluation.table, binning, label),
                 f"Metrics per {label}, diffusion vs baseline.",
             )
+    _nz_section(page, evaluation, z_true, z_phot)
     pits = {
         m: plots.rank_pit(objects[f"pit_{m}"].to_numpy(), np.isfinite(samples[m]).sum(axis=1))
         for m in methods
@@ -197,6 +202,13 @@ def _photoz_section(page: _Page, evaluation: Any) -> None:
         "Probability integral transform, as the randomised rank (rank + U)/(K + 1) of z_true among the K "
         "samples (uniform for calibrated PDFs, without the comb of the K + 1 discrete PIT values): flat = "
         "calibrated; a U shape means PDFs too narrow, a hump too wide.",
+    )
+    page.figure(
+        "pit_qq",
+        plots.pit_qq(pits),
+        "PIT quantile-quantile plot (the same randomised PIT as the histogram) and its departure from the "
+        "diagonal: above it at low quantiles and below at high ones means PDFs too wide, the reverse too "
+        "narrow, a shift a bias.",
     )
     page.figure(
         "coverage",
@@ -216,7 +228,74 @@ def _photoz_section(page: _Page, evaluation: Any) -> None:
     )
 
 
-def _spectra_section(page: _Page, spectra: Any, high_snr: float) -> None:
+def _checks_section(page: _Page, evaluation: Any) -> None:
+    """Where the model stands on its training data: the coverage map and the photometry check."""
+    objects = evaluation.objects
+    if "coverage" not in objects or not np.isfinite(objects["coverage"]).any():
+        return
+    from specdiff_catalog.flags import Flag
+
+    mag_column = next(c for c in objects.columns if c.startswith("mag_"))
+    colour = objects.columns[objects.columns.get_loc(mag_column) + 1]
+    low = (objects["flags"].to_numpy() & Flag.LOW_COVERAGE) != 0
+    page.heading("Training-set coverage and the photometry check")
+    page.paragraph(
+        f"{int(low.sum())} of {len(objects)} objects ({100 * low.mean():.1f}%) are LOW_COVERAGE (coverage "
+        "score < 0.01: ~1% of objects drawn like the training set are). The metrics per coverage bin are "
+        "in the tables above; docs/coverage.md explains both checks."
+    )
+    page.figure(
+        "coverage_map",
+        plots.coverage_map(
+            objects[mag_column].to_numpy(),
+            objects[colour].to_numpy(),
+            low,
+            f"{mag_column.replace('mag_', '')} [AB, de-reddened asinh]",
+            colour,
+        ),
+        "Share of objects outside the training set's coverage (LOW_COVERAGE) per cell of "
+        "colour-magnitude space.",
+    )
+    if "ppc_pvalue" in objects:
+        pvalue = objects["ppc_pvalue"].to_numpy()
+        flagged = (objects["flags"].to_numpy() & Flag.PHOTOMETRY_NOT_REPRODUCED) != 0
+        page.paragraph(
+            f"Posterior-predictive check: {int(flagged.sum())} objects ({100 * flagged.mean():.1f}%) "
+            f"PHOTOMETRY_NOT_REPRODUCED (p < {defaults.PPC_PVALUE:g}); "
+            f"{100 * flagged[~low].mean():.1f}% inside coverage, "
+            f"{100 * flagged[low].mean() if low.any() else float('nan'):.1f}% outside."
+        )
+        page.figure(
+            "ppc_pvalues",
+            plots.ppc_pvalues({"inside coverage": pvalue[~low], "LOW_COVERAGE": pvalue[low]}),
+            "Posterior-predictive p-values of the photometry (mean over 8 posterior draws of P(chi^2_dof > "
+            "chi^2)): roughly flat, with a deficit at 0, for objects the model reproduces; a pile at 0 "
+            "for photometry it does not.",
+        )
+
+
+def _nz_section(page: _Page, evaluation: Any, z_true: np.ndarray, z_phot: dict[str, np.ndarray]) -> None:
+    """N(z) per z_phot bin: the stacked PDFs against the true redshift histogram (figure and table)."""
+    nz = evaluation.nz
+    if not len(nz):
+        return
+    page.table(
+        nz.drop(columns=["bin_lo", "bin_hi"]).set_index(["method", "bin"]),
+        caption="N(z) per bin of each method's own z_phot: mean and spread of the true redshifts against "
+        "those of the stacked PDFs (delta_mean = stacked - true; the stack's spread includes each PDF's "
+        "width)",
+    )
+    edges = np.unique(np.concatenate([nz["bin_lo"].to_numpy(), nz["bin_hi"].to_numpy()]))  # the z_phot bins
+    page.figure(
+        "nz_by_z_phot",
+        plots.nz_by_bin(evaluation.samples, z_true, z_phot, edges),
+        "N(z) per z_phot bin (each method's own PDF median): the histogram of the bin's true redshifts "
+        "(filled) and the sum of its objects' PDFs (line), each normalised to unit area; bins of fewer than "
+        "20 objects are not drawn.",
+    )
+
+
+def _spectra_section(page: _Page, spectra: Any, high_snr: float | None) -> None:
     from specdiff_catalog.report.spectral_validation import HIGH_SNR
 
     high_snr = HIGH_SNR if high_snr is None else high_snr
@@ -224,8 +303,8 @@ def _spectra_section(page: _Page, spectra: Any, high_snr: float) -> None:
     page.heading("Spectra from photometry")
     page.paragraph(
         f"{summary['n_objects']} galaxies with DESI-format spectra, predicted from their photometry alone. "
-        "The reconstructed spectrum (decoded from the predicted latent) is compared with the observed one after "
-        "fitting a free amplitude; chi^2 per pixel uses the observed inverse variance (0.8 A pixels)."
+        "The reconstructed spectrum (decoded from the predicted latent) is compared with the observed one "
+        "after fitting a free amplitude; chi^2 per pixel uses the observed inverse variance (0.8 A pixels)."
     )
     page.table(
         spectra.chi2_by_snr(),
@@ -302,6 +381,7 @@ def write_report(
     metrics: dict[str, Any] = {"software_version": __version__}
     if evaluation is not None:
         _photoz_section(page, evaluation)
+        _checks_section(page, evaluation)
         metrics["photoz"] = evaluation.to_json()
     if spectra is not None:
         _spectra_section(page, spectra, high_snr)
@@ -330,20 +410,22 @@ def evaluation_report(
     desi: str | Path | None = None,
     spectra_truth: str | Path | None = None,
     max_spectra: int | None = None,
-    seed: int = 0,
+    seed: int = defaults.SEED,
+    partial: bool = False,
 ) -> tuple[Any, Report]:
     """``evaluate --report``: the photo-z evaluation of ``store`` against ``truth`` and, with
     ``desi`` (a directory of coadd files), the spectral validation with the store's model
     (``spectra_truth``: the mock truth directory; default: the directory of ``truth`` when it
     holds spectroscopic.parquet). The spectra are predicted with the model that wrote the
-    store (``model`` only chooses the baseline). Returns the EvaluationResult and the Report."""
+    store (``model`` only chooses the baseline); ``partial``: as ``evaluate_store``'s. Returns the
+    EvaluationResult and the Report."""
     from specdiff_catalog.io.store import open_store
     from specdiff_catalog.models import load_model
     from specdiff_catalog.reconstruct import store_model_dir
     from specdiff_catalog.report.evaluate import evaluate_store
     from specdiff_catalog.report.spectral_validation import validate_spectra
 
-    evaluation = evaluate_store(store, truth, model, seed=seed)
+    evaluation = evaluate_store(store, truth, model, seed=seed, partial=partial)
     spectra = None
     if desi is not None:
         if spectra_truth is None and (Path(truth).parent / "spectroscopic.parquet").is_file():

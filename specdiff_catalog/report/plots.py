@@ -7,6 +7,7 @@ the panel shows. Methods are drawn in fixed colours (``COLORS``) across figures.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 import matplotlib
@@ -68,7 +69,7 @@ def zphot_vs_ztrue(
     fig, axes = _figure(5.2 * len(z_phot), 4.8, ncols=len(z_phot), sharey=True)
     edges = np.linspace(0, top, 81)
     line = np.array([0, top])
-    for ax, (method, zp) in zip(axes[0], z_phot.items()):
+    for ax, (method, zp) in zip(axes[0], z_phot.items(), strict=True):
         ok = np.isfinite(zp) & np.isfinite(z_true)
         counts, _, _ = np.histogram2d(z_true[ok], zp[ok], bins=[edges, edges])
         image = ax.pcolormesh(
@@ -147,7 +148,7 @@ def metric_by_bin(
     rows = table[table["binning"] == binning].sort_values("bin_lo", kind="stable")
     labels = list(dict.fromkeys(rows["bin"]))
     fig, axes = _figure(3.4 * len(metrics), 3.6, ncols=len(metrics))
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric in zip(axes[0], metrics, strict=True):
         for i, (method, part) in enumerate(rows.groupby("method", sort=False)):
             ax.plot(
                 [labels.index(b) for b in part["bin"]],
@@ -168,7 +169,7 @@ def metric_by_bin(
 def rank_pit(pit: np.ndarray, n_samples: np.ndarray, seed: int = 0) -> np.ndarray:
     """PIT values for display: (rank + U) / (K + 1), rank = round(PIT x K), U ~ U(0, 1) (seeded).
 
-    With K samples the PIT of METHOD.md takes only the K + 1 values j / K, so a histogram
+    With K samples the PIT of docs/metrics.md takes only the K + 1 values j / K, so a histogram
     whose bin edges fall on them shows a comb; the randomised rank is exactly uniform on
     (0, 1) for calibrated PDFs and keeps the same shape otherwise. pit, n_samples: (N,).
     """
@@ -209,6 +210,85 @@ def pit_histogram(pit: Mapping[str, np.ndarray], n_bins: int = 20) -> Figure:
     return fig
 
 
+def pit_qq(pit: Mapping[str, np.ndarray]) -> Figure:
+    """Quantile-quantile plot of the PIT per method against U(0, 1) (top) and its departure
+    from the diagonal (bottom): above the diagonal at low quantiles and below it at high ones
+    = PDFs too wide; the reverse = too narrow; shifted = biased."""
+    fig, axes = _figure(5.4, 6.2, nrows=2, sharex=True, height_ratios=(3, 1.4))
+    top, bottom = axes[0, 0], axes[1, 0]
+    for i, (method, values) in enumerate(pit.items()):
+        values = np.sort(values[np.isfinite(values)])
+        uniform = (np.arange(values.size) + 0.5) / max(values.size, 1)
+        color = _color(method, i)
+        top.plot(uniform, values, "-", lw=1.8, color=color, label=f"{method} ({values.size} objects)")
+        bottom.plot(uniform, values - uniform, "-", lw=1.4, color=color)
+    top.plot([0, 1], [0, 1], "k--", lw=0.8, label="calibrated")
+    bottom.axhline(0, color="k", ls="--", lw=0.8)
+    top.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        ylabel="quantile of the PIT values",
+        title="PIT quantile-quantile plot (on the diagonal = calibrated)",
+    )
+    bottom.set(xlabel="quantile of U(0, 1)", ylabel="PIT quantile - uniform")
+    top.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def nz_by_bin(
+    samples: Mapping[str, np.ndarray],
+    z_true: np.ndarray,
+    z_phot: Mapping[str, np.ndarray],
+    edges: np.ndarray,
+    min_count: int = 20,
+    ncols: int = 3,
+) -> Figure:
+    """N(z) per z_phot bin, one panel per bin: for each method, the histogram of the true
+    redshifts of the objects its own z_phot puts in the bin (filled) and the stack of their
+    PDFs (line; each object's samples weighted to unit mass), in objects per grid step. Bins
+    where no method has ``min_count`` objects are not drawn. samples: method -> (N, K);
+    z_true (N,); z_phot: method -> (N,); edges (M + 1,)."""
+    top = float(np.nanpercentile(z_true, 99.5) * 1.15)
+    grid = np.linspace(0, top, 61).tolist()
+    finite = {m: np.isfinite(np.asarray(x, dtype=np.float64)) for m, x in samples.items()}
+    selections = [
+        {
+            m: finite[m].any(axis=1) & np.isfinite(z_true) & (z_phot[m] >= lo) & (z_phot[m] < hi)
+            for m in samples
+        }
+        for lo, hi in itertools.pairwise(edges)
+    ]
+    shown = [b for b, sel in enumerate(selections) if max(s.sum() for s in sel.values()) >= min_count]
+    fig, panels = _panel_grid(max(len(shown), 1), ncols, 4.2, 3.0)
+    for (k, ax), b in zip(panels, shown, strict=False):
+        for i, method in enumerate(samples):
+            sel, color = selections[b][method], _color(method, i)
+            x, ok = np.asarray(samples[method], dtype=np.float64)[sel], finite[method][sel]
+            weights = np.where(ok, 1.0 / ok.sum(axis=1, keepdims=True), 0.0)
+            ax.hist(
+                z_true[sel], bins=grid, color=color, alpha=0.25, label=f"{method}: true ({int(sel.sum())})"
+            )
+            ax.hist(
+                np.where(ok, x, 0.0).ravel(),
+                bins=grid,
+                weights=weights.ravel(),
+                histtype="step",
+                lw=1.6,
+                color=color,
+                label=f"{method}: stacked PDFs",
+            )
+        ax.axvspan(edges[b], edges[b + 1], color="0.85", zorder=0)
+        ax.set_xlim(0, top)
+        ax.set_title(f"z_phot in [{edges[b]:g}, {edges[b + 1]:g})", fontsize=9)
+        ax.tick_params(labelsize=7)
+        if k == 0:
+            ax.legend(fontsize=7)
+        if k % ncols == 0:
+            ax.set_ylabel(f"objects per dz = {top / 60:.3g}", fontsize=8)
+        ax.set_xlabel("redshift z", fontsize=8)
+    return fig
+
+
 def coverage(
     samples: Mapping[str, np.ndarray], z_true: np.ndarray, levels: np.ndarray = COVERAGE_LEVELS
 ) -> Figure:
@@ -231,6 +311,51 @@ def coverage(
     return fig
 
 
+def coverage_map(
+    mag: np.ndarray, colour: np.ndarray, low: np.ndarray, mag_label: str, colour_label: str
+) -> Figure:
+    """Share of LOW_COVERAGE objects (low (N,) bool) per hexagonal cell of colour (N,) vs magnitude (N,)."""
+    fig, axes = _figure(6.4, 4.6)
+    ax = axes[0, 0]
+    ok = np.isfinite(mag) & np.isfinite(colour)
+    cells = ax.hexbin(
+        mag[ok],
+        colour[ok],
+        C=np.asarray(low, dtype=float)[ok],
+        reduce_C_function=np.mean,
+        gridsize=30,
+        cmap="magma_r",
+        vmin=0,
+        vmax=1,
+        mincnt=3,
+    )
+    fig.colorbar(cells, ax=ax, label="share with LOW_COVERAGE")
+    ax.set(xlabel=mag_label, ylabel=colour_label, title="training-set coverage (cells with >= 3 objects)")
+    return fig
+
+
+def ppc_pvalues(pvalues: Mapping[str, np.ndarray], n_bins: int = 20) -> Figure:
+    """Histograms (density) of posterior-predictive p-values, one line per group."""
+    fig, axes = _figure(5.6, 4.2)
+    ax = axes[0, 0]
+    bins = np.linspace(0, 1, n_bins + 1)
+    for i, (label, p) in enumerate(pvalues.items()):
+        p = np.asarray(p)[np.isfinite(p)]
+        if p.size:
+            ax.hist(
+                p,
+                bins=bins,
+                density=True,
+                histtype="step",
+                lw=1.8,
+                color=f"C{i}",
+                label=f"{label} ({p.size})",
+            )
+    ax.set(xlabel="posterior-predictive p-value of the photometry", ylabel="density", xlim=(0, 1))
+    ax.legend(fontsize=8)
+    return fig
+
+
 def _panel_grid(n: int, ncols: int, width: float, height: float) -> tuple[Figure, list[tuple[int, Axes]]]:
     """A figure of n panels (width x height inches each) in rows of ncols; unused panels hidden."""
     nrows = -(-n // ncols)
@@ -247,14 +372,14 @@ def example_pdfs(
     fig, panels = _panel_grid(len(labels), ncols, 3.2, 2.4)
     for k, ax in panels:
         rows = [x[k][np.isfinite(x[k])] for x in samples.values()]
-        pooled = np.concatenate(rows + [[z_true[k]]])
+        pooled = np.concatenate([*rows, [z_true[k]]])
         lo, hi = np.percentile(pooled, [0.5, 99.5])
         pad = max(0.05, 0.15 * (hi - lo))
         edges = np.linspace(max(lo - pad, 0), hi + pad, 41)
-        for i, (method, values) in enumerate(zip(samples, rows)):
+        for i, (method, values) in enumerate(zip(samples, rows, strict=True)):
             ax.hist(
                 values,
-                bins=edges,
+                bins=edges.tolist(),
                 density=True,
                 histtype="stepfilled" if i == 0 else "step",
                 lw=1.5,

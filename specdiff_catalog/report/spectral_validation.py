@@ -3,7 +3,7 @@
 For galaxies that have a DESI spectrum, ``validate_spectra`` does what a user of the
 catalog would: it predicts from the FIBERMAP photometry alone (``inference.predict``),
 decodes the predicted latent into a rest-frame spectrum and compares it with the
-observed coadd (METHOD.md, "what the paper validates"):
+observed coadd (as the paper validates them; Dn4000 as in docs/metrics.md):
 
 - chi^2 per pixel with the observed ivar after fitting a free amplitude A (closed form,
   A = sum(w f m) / sum(w m^2)), with the reconstruction placed at the spectroscopic
@@ -16,7 +16,7 @@ observed coadd (METHOD.md, "what the paper validates"):
   the spectroscopic z), as a function of the spectrum's S/N per pixel around 4000 A.
 
 With the truth of a mock survey (``truth=DIR/truth``) the noiseless true spectrum of
-each galaxy (``mock.spectra.rest_frame_flux``) gives the floor: the chi^2 of the truth
+each galaxy (``mock.spectra.rest_frame_flux`` of its SPS parameters) gives the floor: the chi^2 of the truth
 itself against the data, its Dn4000, and the rms fractional difference between the
 reconstruction and the truth over the observed rest range.
 
@@ -29,13 +29,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from specdiff_catalog import spectral
-from specdiff_catalog.io.desi import Selection, read_coadd, read_redrock, redrock_path_for, select
+from specdiff_catalog import defaults, spectral
+from specdiff_catalog.io.desi import read_coadd, read_redrock, redrock_path_for
+from specdiff_catalog.selection import SpectroSelection, select
+
+if TYPE_CHECKING:
+    from specdiff_catalog.models import SpecdiffModel
 
 SNR_EDGES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, np.inf)
 """Bins of the median per-pixel S/N (0.8 A pixels) of the observed spectrum."""
@@ -267,6 +271,9 @@ class _Truth:
 
     @classmethod
     def open(cls, truth_dir: str | Path) -> _Truth:
+        from specdiff_catalog.extras import require
+
+        require("mock", "the spectral validation against a mock's noiseless truth (--spectra-truth)")
         path = Path(truth_dir) / "spectroscopic.parquet"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no mock truth table (expected DIR/truth/spectroscopic.parquet)")
@@ -274,21 +281,22 @@ class _Truth:
 
     def rest_spectra(self, targetid: np.ndarray, wave_rest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Noiseless rest-frame spectra (N, L) on wave_rest (NaN rows for unknown ids) and true z (N,)."""
-        from specdiff_catalog.mock.spectra import rest_frame_flux
+        from specdiff_catalog.mock.spectra import redshift_onto, rest_frame_flux, rest_wavelength
+        from specdiff_catalog.mock.survey import galaxies_from_truth
 
         rows = self.table.reindex(targetid)
         known = rows["Z"].notna().to_numpy()
         flux = np.full((len(targetid), wave_rest.size), np.nan)
-        if known.any():
-            coeff = rows.loc[known, [f"COEFF_{k}" for k in range(5)]].to_numpy()
-            flux[known] = rest_frame_flux(
-                coeff, rows.loc[known, "STELLAR_MASS"].to_numpy(), rows.loc[known, "Z"].to_numpy(), wave_rest
+        if known.any():  # re-synthesised from the truth's SPS parameters, then sampled at wave_rest
+            galaxies = galaxies_from_truth(rows.loc[known])
+            flux[known] = redshift_onto(
+                rest_frame_flux(galaxies), rest_wavelength(), np.zeros(len(galaxies)), wave_rest
             )
         return flux, rows["Z"].to_numpy(dtype=np.float64)
 
 
 def _compare_file(
-    path: Path, model: Any, truth: _Truth | None, stacks: dict[str, _Stack], options: dict[str, Any]
+    path: Path, model: SpecdiffModel, truth: _Truth | None, stacks: dict[str, _Stack], options: dict[str, Any]
 ):
     """Per-object rows (DataFrame) and the arrays kept for examples, for one coadd file."""
     from specdiff_catalog.inference import predict
@@ -306,11 +314,11 @@ def _compare_file(
     targetid = table["TARGETID"].to_numpy(np.int64)
     flux, ivar = spectral.clean(coadd.flux[keep], coadd.ivar[keep])
     wave = coadd.wave
-    autoencoder = model.autoencoder
+    autoencoder, bands = model.autoencoder, model.bands
+    if autoencoder is None or bands is None:
+        raise ValueError(f"{model.path}: spectral validation needs a trained autoencoder and band set")
     if autoencoder.config.deredden:  # compare intrinsic spectra with intrinsic spectra
-        flux, ivar, _ = spectral.deredden(
-            wave, flux, ivar, table[model.bands.ebv_column].to_numpy(np.float64)
-        )
+        flux, ivar, _ = spectral.deredden(wave, flux, ivar, table[bands.ebv_column].to_numpy(np.float64))
     pred = predict(model, table, targetid, n_samples=options["n_samples"], seed=options["seed"])
     wave_rest = autoencoder.rest_wave()
     rest = decode(autoencoder, pred.summaries["latent"]).astype(np.float64)
@@ -351,7 +359,7 @@ def _compare_file(
         truth_obs = redshift_spectra(wave_rest, true_rest, np.nan_to_num(z_true), wave)
         if not autoencoder.config.deredden:
             truth_obs = truth_obs * spectral.mw_transmission(
-                wave, table[model.bands.ebv_column].to_numpy(np.float64)
+                wave, table[bands.ebv_column].to_numpy(np.float64)
             )
         t_amp, t_chi2, t_n = fit_amplitude(flux, ivar, truth_obs)
         stacks["truth"].add(rest_obs, flux, ivar, truth_obs, t_amp)
@@ -367,7 +375,8 @@ def _compare_file(
 def _rms_fraction(
     wave_rest: np.ndarray, rec: np.ndarray, true: np.ndarray, lo: np.ndarray, hi: np.ndarray
 ) -> np.ndarray:
-    """(N,) rms of rec / (B true) - 1 over lo..hi (N,) rest Angstrom, B the least-squares scale of true to rec."""
+    """(N,) rms of rec / (B true) - 1 over lo..hi (N,) rest Angstrom, B the least-squares scale of
+    true to rec."""
     inside = (
         (wave_rest[None, :] >= lo[:, None])
         & (wave_rest[None, :] <= hi[:, None])
@@ -395,12 +404,12 @@ def coadd_files(desi: str | Path | list[str | Path]) -> list[Path]:
 
 def validate_spectra(
     desi: str | Path | list[str | Path],
-    model: Any,
+    model: SpecdiffModel | str | Path,
     *,
     truth: str | Path | None = None,
     max_objects: int | None = None,
-    n_samples: int = 100,
-    seed: int = 0,
+    n_samples: int = defaults.N_SAMPLES,
+    seed: int = defaults.SEED,
     n_examples: int = 12,
 ) -> SpectralValidation:
     """Compare spectra predicted from photometry with the observed DESI spectra of the same galaxies.
@@ -410,13 +419,13 @@ def validate_spectra(
     a model directory); truth: the mock's truth directory (DIR/truth), for the noiseless
     comparison; max_objects: stop after this many spectra (files in order); n_samples,
     seed: of the diffusion prediction; n_examples: spectra kept for plots, spread over S/N.
-    Spectra are selected as for training (``io.desi.select``: ZWARN = 0, GALAXY,
+    Spectra are selected as for training (``selection.select``: ZWARN = 0, GALAXY,
     fibre status 0) inside the model's redshift range.
     """
     from specdiff_catalog.models import load_model
 
     start = time.perf_counter()
-    if not hasattr(model, "autoencoder"):
+    if isinstance(model, str | Path):
         model = load_model(model)
     if model.autoencoder is None or model.diffusion is None:
         raise ValueError(
@@ -427,13 +436,14 @@ def validate_spectra(
     lo = float(np.floor(wave_rest[0] / STACK_STEP) * STACK_STEP)
     stacks = {name: _Stack(lo, float(wave_rest[-1]), STACK_STEP) for name in ("model", "truth")}
     truth_table = _Truth.open(truth) if truth is not None else None
-    options = {
-        "selection": Selection(z_min=z_lo, z_max=z_hi),
+    options: dict[str, Any] = {
+        "selection": SpectroSelection(z_min=z_lo, z_max=z_hi),
         "n_samples": n_samples,
         "seed": seed,
         "max_per_file": None,
     }
-    parts, kept = [], []
+    parts: list[pd.DataFrame] = []
+    kept = []
     files = coadd_files(desi)
     for path in files:
         if max_objects is not None:

@@ -5,115 +5,96 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from specdiff_catalog.bands import DEFAULT_BANDSET, BandSet
-from specdiff_catalog.features import photometric_features
-from specdiff_catalog.flags import Flag
+from specdiff_catalog import defaults
 from specdiff_catalog.io.trainset import TrainingSet
-from specdiff_catalog.metrics import pdf_metrics, point_metrics
+from specdiff_catalog.metrics import PdfMetrics, PointMetrics, pdf_metrics, point_metrics
+from specdiff_catalog.models import store
 from specdiff_catalog.models.baseline import BaselineConfig, BaselineModel
-from specdiff_catalog.models.store import CONFIG, read_config
 
 log = logging.getLogger(__name__)
 
 VALIDATION_SAMPLES = 200  # samples per validation object for the PDF metrics
 
 
-def trainset_bandset(trainset: TrainingSet) -> BandSet:
-    """The band set recorded in trainset.json ("bands": a preset name, file path or band-set
-    dict), ls-grzw1w2 when absent (e.g. a plain Parquet file)."""
-    bands = trainset.summary.get("bands", DEFAULT_BANDSET)
-    if isinstance(bands, dict):
-        return BandSet.from_dict(bands, source=f"{trainset.path} bands")
-    return BandSet.load(bands)
+@dataclass(frozen=True)
+class BaselineOutcome:
+    """What ``train_baseline`` did: the training record written to config.json, and the
+    validation metrics (the validation split also chose the stopping point and the
+    calibration, so these are optimistic)."""
 
-
-def check_model_bands(model_dir: Path, bandset: BandSet) -> None:
-    """Refuse a model directory whose other components use another band set."""
-    if not (model_dir / CONFIG).exists():
-        return
-    existing = read_config(model_dir).get("bands")
-    name = existing.get("name") if isinstance(existing, dict) else existing
-    if name is not None and name != bandset.name:
-        raise ValueError(
-            f"{model_dir}: its models use band set {name!r} but the training set has {bandset.name!r}; "
-            "train the baseline on the same photometry or into another model directory"
-        )
+    record: store.TrainingRecord
+    point: PointMetrics
+    pdf: PdfMetrics
 
 
 def train_baseline(
     data: TrainingSet | str | Path,
     model_dir: str | Path,
     *,
-    preset: str | Path = "small",
-    seed: int = 0,
+    preset: str | Path = defaults.PRESET,
+    seed: int = defaults.SEED,
     threads: int = -1,
-) -> dict[str, Any]:
+    bands: str | Path | None = None,
+) -> BaselineOutcome:
     """Fit the baseline on SPLIT == "train", early-stop and recalibrate on "val", and write
     it into ``model_dir`` (baseline.cbm + config.json "baseline" section).
 
     data: a TrainingSet or its path (a training-set directory or a photometry + Z Parquet
-    file); preset: baseline preset name or TOML/JSON path; threads: CPU threads (-1: all).
-    Rows flagged NO_PHOTOMETRY (in their FLAGS column or by the features) and rows without a
-    finite Z are skipped and counted. Returns the training summary: counts, seconds, best
-    iteration and validation metrics (PointMetrics and PdfMetrics fields; the validation
-    split also chose the stopping point and the calibration, so these are optimistic).
+    file); preset: baseline preset name or TOML/JSON path; threads: CPU threads (-1: all);
+    bands: the band set of a Parquet file's columns (``TrainingSet.open``). Rows the
+    training set's ``usable`` filter rejects are skipped and counted.
     """
-    trainset = data if isinstance(data, TrainingSet) else TrainingSet.open(data)
+    trainset = data if isinstance(data, TrainingSet) else TrainingSet.open(data, bands)
     model_dir = Path(model_dir)
-    bandset = trainset_bandset(trainset)
-    check_model_bands(model_dir, bandset)
-    config = BaselineConfig.load(preset)
-    objects = trainset.objects
-    features = photometric_features(objects, bandset)
-    flags = features.flags | (objects["FLAGS"].to_numpy(dtype=np.uint16) if "FLAGS" in objects else 0)
-    z = objects["Z"].to_numpy(dtype=np.float64)
-    no_phot = (flags & Flag.NO_PHOTOMETRY) != 0
-    bad_z = ~no_phot & ~(np.isfinite(z) & (z > -1))
-    usable = ~no_phot & ~bad_z
-    split = objects["SPLIT"].to_numpy()
-    train, val = usable & (split == "train"), usable & (split == "val")
+    config = store.read_config(model_dir, missing_ok=True)
+    config.check_bands(trainset.bandset, model_dir)
+    baseline_config = BaselineConfig.load(preset)
+    usable = trainset.usable()
+    train, val = usable.mask & trainset.split("train"), usable.mask & trainset.split("val")
     if not train.any() or not val.any():
         raise ValueError(
-            f"{trainset.path}: needs usable objects in both splits, has {train.sum()} train and {val.sum()} val"
+            f"{trainset.path}: needs usable objects in both splits, "
+            f"has {train.sum()} train and {val.sum()} val"
         )
+    counts = usable.counts()
     log.info(
         "%d of %d objects skipped: %d without usable photometry (NO_PHOTOMETRY), %d without a finite Z",
-        int((~usable).sum()),
-        len(z),
-        int(no_phot.sum()),
-        int(bad_z.sum()),
+        int((~usable.mask).sum()),
+        len(trainset),
+        counts["n_skipped_no_photometry"],
+        counts["n_skipped_bad_z"],
     )
 
-    x = features.values
+    x, names = trainset.features.values, trainset.features.names
+    z = trainset.objects["Z"].to_numpy(dtype=np.float64)
     start = time.perf_counter()
-    model = BaselineModel(config, features.names).fit(
+    model = BaselineModel(baseline_config, names).fit(
         x[train], z[train], val=(x[val], z[val]), seed=seed, threads=threads
     )
     seconds = time.perf_counter() - start
     z_point, _ = model.predict(x[val])
     samples = model.sample(x[val], VALIDATION_SAMPLES, seed=seed)
-    summary = {
-        "data": str(trainset.path),
-        "preset": str(preset),
-        "seed": seed,
-        "n_objects": len(z),
-        "n_train": int(train.sum()),
-        "n_val": int(val.sum()),
-        "n_skipped_no_photometry": int(no_phot.sum()),
-        "n_skipped_bad_z": int(bad_z.sum()),
-        "train_seconds": round(seconds, 2),
-        "best_iteration": model.best_iteration,
-        "validation": {
-            "point": dataclasses.asdict(point_metrics(z_point, z[val])),
-            "pdf": dataclasses.asdict(pdf_metrics(samples, z[val], seed=seed))
-            | {"n_samples": VALIDATION_SAMPLES},
+    point, pdf = point_metrics(z_point, z[val]), pdf_metrics(samples, z[val], seed=seed)
+    record = store.TrainingRecord(
+        preset=str(preset),
+        data=str(trainset.path),
+        seed=seed,
+        seconds=round(seconds, 2),
+        counts={"n_objects": len(trainset), "n_train": int(train.sum()), "n_val": int(val.sum()), **counts},
+        best_step=model.best_iteration,
+        validation={
+            "point": dataclasses.asdict(point),
+            "pdf": dataclasses.asdict(pdf) | {"n_samples": VALIDATION_SAMPLES},
         },
-    }
-    model.metadata = {"bands": bandset.to_dict(), "training": summary}
-    model.save(model_dir)
-    return summary
+    )
+    section = store.write_baseline(model_dir, model, record)
+    config = dataclasses.replace(config, baseline=section)
+    store.write_config(
+        model_dir, config.with_training_set(trainset.bandset, trainset.summary, trainset.simulated)
+    )
+    return BaselineOutcome(record=record, point=point, pdf=pdf)

@@ -25,22 +25,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from specdiff_catalog import defaults
+from specdiff_catalog.bands import BandSet
 from specdiff_catalog.config import load_preset
 from specdiff_catalog.features import Features, photometric_features
-from specdiff_catalog.flags import Flag
 from specdiff_catalog.io.trainset import TrainingSet
 from specdiff_catalog.metrics import pdf_metrics, point_metrics
 from specdiff_catalog.models import load_autoencoder, store
-from specdiff_catalog.models.diffusion import (
-    EMA,
-    DiffusionConfig,
-    DiffusionModel,
-    Standardisation,
-    perturb_fluxes,
-)
+from specdiff_catalog.models.diffusion import DiffusionConfig, DiffusionModel, Standardisation
 from specdiff_catalog.models.sampling import sample
 from specdiff_catalog.summaries import sample_quantiles
-from specdiff_catalog.training.baseline import check_model_bands, trainset_bandset
+from specdiff_catalog.training.augment import drop_bands, perturb_fluxes
+from specdiff_catalog.training.coverage import train_coverage
+from specdiff_catalog.training.ema import EMA
 from specdiff_catalog.training.loop import FitResult, StepResult, TrainConfig, fit
 
 log = logging.getLogger(__name__)
@@ -132,7 +129,7 @@ class DiffusionTask:
         train: DiffusionData,
         val: DiffusionData,
         standardisation: Standardisation,
-        bandset,
+        bandset: BandSet,
         flux_noise: float = 0.0,
     ):
         self.train, self.val = train, val
@@ -170,10 +167,12 @@ class DiffusionTask:
         self, model: DiffusionTrainee, batch: DiffusionBatch, device: torch.device, train: bool
     ) -> StepResult:
         x0 = torch.as_tensor(batch.x0, device=device)
-        if train:
-            loss = model.model.loss(x0, batch.features, batch.missing)
+        if train:  # band dropout, then the loss's own draws, all from the global generator
+            missing = torch.as_tensor(batch.missing, dtype=torch.bool, device=device)
+            missing = drop_bands(missing, model.model.config.band_dropout, None)
+            loss = model.model.loss(x0, batch.features, missing)
         else:  # validate the averaged weights, with the same noise at every epoch
-            generator = torch.Generator(device=device).manual_seed(batch.seed)
+            generator = torch.Generator(device=device).manual_seed(batch.seed or 0)
             loss = model.averaged.loss(x0, batch.features, batch.missing, generator)
         return StepResult(loss=loss)
 
@@ -182,13 +181,6 @@ class DiffusionTask:
 
 
 # --- data ----------------------------------------------------------------------------------
-
-
-def _photometry_columns(objects, bandset) -> dict[str, np.ndarray]:
-    """The raw band-set columns of the objects table that ``photometric_features`` reads."""
-    upper = {c.upper(): c for c in objects.columns}
-    names = [c for b in bandset.bands for c in (b.flux, b.ivar, b.mw_transmission)] + [bandset.ebv_column]
-    return {n: objects[upper[n.upper()]].to_numpy() for n in names if n.upper() in upper}
 
 
 def encode_trainset(
@@ -203,23 +195,25 @@ def encode_trainset(
     """
     cache = model_dir / WORKDIR / LATENTS
     config = store.read_config(model_dir)
+    if config.autoencoder is None:
+        raise store.ModelDirectoryError(
+            f"{model_dir}: the model has no autoencoder (train autoencoder first)"
+        )
     key = {
-        "autoencoder_sha256": config["files"].get(
-            config["autoencoder"].get("file", "autoencoder.safetensors")
-        ),
+        "autoencoder_sha256": config.autoencoder.weights.sha256,
         "trainset": str(Path(trainset.path).resolve()),
         "n_objects": len(trainset),
     }
     meta = cache.with_suffix(".json")
     if cache.exists() and meta.exists() and json.loads(meta.read_text()) == key:
         return np.load(cache, allow_pickle=False)
-    autoencoder = load_autoencoder(model_dir, device)
+    autoencoder = load_autoencoder(model_dir, device, config=config)
     wave = trainset.wave
     latent = np.full((len(trainset), autoencoder.config.latent_size), np.nan, dtype=np.float32)
     start, done = time.perf_counter(), 0
     for batch in trainset.batches(None, batch_size):
         ebv = batch.objects["EBV"].to_numpy() if autoencoder.config.deredden else None
-        encoded = autoencoder.encode_spectra(wave, batch.flux, batch.ivar, batch.objects["Z"].to_numpy(), ebv)
+        encoded = autoencoder.encode_spectra(wave, *batch.spectra(), batch.objects["Z"].to_numpy(), ebv)
         latent[batch.rows] = encoded.latent
         done += len(batch.rows)
     log.info("encoded %d spectra in %.0f s", done, time.perf_counter() - start)
@@ -240,49 +234,31 @@ class PreparedData:
 
 
 def prepare_data(
-    trainset: TrainingSet, bandset, latent: np.ndarray | None, z_transform: str = "log1p"
+    trainset: TrainingSet, latent: np.ndarray | None, z_transform: str = "log1p"
 ) -> PreparedData:
-    """Features of every object, usable rows of each split, and ``Standardisation.fit`` on train.
+    """The usable rows of each split (``TrainingSet.usable``) and ``Standardisation.fit`` on train.
 
-    Skipped (and counted): rows without usable photometry (NO_PHOTOMETRY, by the features or
-    the training set's FLAGS column), without a finite Z > -1, or whose spectrum could not be
-    encoded (NaN latent). latent: (N, S) in row order, or None for photo-z-only.
+    latent: (N, S) in row order, or None for photo-z-only; rows whose spectrum could not
+    be encoded (NaN latent) are skipped and counted with the others.
     """
     objects = trainset.objects
     n = len(objects)
-    rows = trainset.rows()  # ROW of each objects-table entry
-    features = photometric_features(objects, bandset)
-    flags = features.flags | (
-        objects["FLAGS"].to_numpy(dtype=np.uint16) if "FLAGS" in objects else np.uint16(0)
-    )
-    z = objects["Z"].to_numpy(dtype=np.float64)
-    lat = np.zeros((n, 0), np.float32) if latent is None else latent[rows]
-    no_phot = (flags & Flag.NO_PHOTOMETRY) != 0
-    bad_z = ~no_phot & ~(np.isfinite(z) & (z > -1))
-    no_latent = ~no_phot & ~bad_z & ~np.isfinite(lat).all(axis=1)
-    usable = ~(no_phot | bad_z | no_latent)
-    split = objects["SPLIT"].to_numpy()
+    lat = np.zeros((n, 0), np.float32) if latent is None else latent[trainset.rows()]
+    usable = trainset.usable(lat)
     everything = DiffusionData(
         objects["TARGETID"].to_numpy(np.int64),
-        z,
+        objects["Z"].to_numpy(dtype=np.float64),
         lat.astype(np.float32),
-        features,
-        _photometry_columns(objects, bandset),
+        trainset.features,
+        trainset.photometry(),
     )
-    train = everything.take(np.flatnonzero(usable & (split == "train")))
-    val = everything.take(np.flatnonzero(usable & (split == "val")))
+    train = everything.take(np.flatnonzero(usable.mask & trainset.split("train")))
+    val = everything.take(np.flatnonzero(usable.mask & trainset.split("val")))
     if len(train) == 0 or len(val) == 0:
         raise ValueError(
             f"{trainset.path}: needs usable objects in both splits, has {len(train)} train and {len(val)} val"
         )
-    counts = {
-        "n_objects": n,
-        "n_train": len(train),
-        "n_val": len(val),
-        "n_skipped_no_photometry": int(no_phot.sum()),
-        "n_skipped_bad_z": int(bad_z.sum()),
-        "n_skipped_unusable_spectrum": int(no_latent.sum()),
-    }
+    counts = {"n_objects": n, "n_train": len(train), "n_val": len(val), **usable.counts()}
     log.info(
         "diffusion data: %d train, %d val; skipped %d without usable photometry (NO_PHOTOMETRY), "
         "%d without a finite Z, %d unusable spectra",
@@ -306,8 +282,8 @@ def validate_pdfs(
     val: DiffusionData,
     *,
     n_samples: int = VAL_SAMPLES,
-    seed: int = 0,
-    sampler: str = "dpmpp2m",
+    seed: int = defaults.SEED,
+    sampler: str = defaults.SAMPLER,
     steps: int | None = None,
 ) -> dict[str, Any]:
     """Photo-z metrics of the validation split: PDF medians (PointMetrics) and samples (PdfMetrics)."""
@@ -341,13 +317,14 @@ def train_diffusion(
     data: str | Path,
     model_dir: str | Path,
     *,
-    preset: str | Path = "small",
+    preset: str | Path = defaults.PRESET,
     epochs: int | None = None,
     batch_size: int | None = None,
     device: str | None = None,
     seed: int | None = None,
     no_spectra: bool = False,
     flux_noise: float = 0.0,
+    bands: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
     stop_after=None,
@@ -356,24 +333,25 @@ def train_diffusion(
 
     With spectra (default) ``model_dir`` must hold a trained autoencoder, whose encoder
     gives the latent targets; ``no_spectra`` trains on [t(z)] only (data may be a Parquet
-    file of photometry + Z). The preset gives architecture and training defaults; epochs,
-    batch_size, device and seed override them. Checkpoints, log.jsonl and the latent
-    cache go to MODEL/training/diffusion/ (``resume`` continues there). When all epochs
-    ran, the EMA weights of the best epoch are written to MODEL/diffusion.safetensors
-    with the ``diffusion`` section of config.json (architecture, standardisation,
-    training summary and validation metrics of the PDFs).
+    file of photometry + Z, whose band set ``bands`` names: a preset or TOML/JSON file,
+    default what the training set records, else ls-grzw1w2). The preset gives
+    architecture and training defaults; epochs, batch_size, device and seed override
+    them. Checkpoints, log.jsonl and the latent cache go to MODEL/training/diffusion/
+    (``resume`` continues there). When all epochs ran, the EMA weights of the best epoch
+    are written to MODEL/diffusion.safetensors with the ``diffusion`` section of
+    config.json (architecture, standardisation, training summary and validation metrics
+    of the PDFs), and the training-set coverage score in its feature space
+    (``training.coverage.train_coverage``, default settings).
     """
     model_dir = Path(model_dir)
     model_config, train_config = load_diffusion_preset(preset)
-    overrides = {"epochs": epochs, "batch_size": batch_size, "device": device, "seed": seed}
-    train_config = dataclasses.replace(train_config, **{k: v for k, v in overrides.items() if v is not None})
-    trainset = TrainingSet.open(data)
-    bandset = trainset_bandset(trainset)
-    check_model_bands(model_dir, bandset)
+    train_config = train_config.overridden(epochs=epochs, batch_size=batch_size, device=device, seed=seed)
+    trainset = TrainingSet.open(data, bands)
+    config = store.read_config(model_dir, missing_ok=True)
+    config.check_bands(trainset.bandset, model_dir)
     latent = None
     if not no_spectra:
-        config = store.read_config(model_dir) if (model_dir / store.CONFIG).exists() else {}
-        if "autoencoder" not in config:
+        if config.autoencoder is None:
             raise ValueError(
                 f"{model_dir}: no trained autoencoder to encode the spectra with; "
                 "run `train autoencoder` into it first, or use --no-spectra (photo-z only)"
@@ -381,10 +359,10 @@ def train_diffusion(
         if not trainset.has_spectra:
             raise ValueError(f"{data}: this training set has no spectra; use --no-spectra (photo-z only)")
         latent = encode_trainset(trainset, model_dir)
-    prepared = prepare_data(trainset, bandset, latent)
+    prepared = prepare_data(trainset, latent, model_config.z_transform)
     torch.manual_seed(train_config.seed)
     trainee = DiffusionTrainee(DiffusionModel(model_config, prepared.standardisation), model_config.ema_decay)
-    task = DiffusionTask(prepared.train, prepared.val, prepared.standardisation, bandset, flux_noise)
+    task = DiffusionTask(prepared.train, prepared.val, prepared.standardisation, trainset.bandset, flux_noise)
     job = {
         "model": dataclasses.asdict(model_config),
         "data": str(Path(data).resolve()),
@@ -406,26 +384,32 @@ def train_diffusion(
         model = trainee.averaged.cpu().eval()
         validation = validate_pdfs(model, prepared.val, seed=train_config.seed)
         best = result.history[result.best_epoch]
-        training = {
-            "preset": str(preset),
-            **dataclasses.asdict(train_config),
-            "epochs_run": len(result.history),
-            "best_epoch": result.best_epoch,
-            "seconds": float(sum(r["seconds"] for r in result.history)),
-            "flux_noise": flux_noise,
-            "no_spectra": no_spectra,
-            "validation_loss": {"best": best["val"]["loss"], "last": result.history[-1]["val"]["loss"]},
-        }
-        data_summary = {"path": str(trainset.path), **prepared.counts}
-        model.save(
-            model_dir,
-            n_parameters=sum(p.numel() for p in model.parameters()),
-            training=training,
-            training_data=data_summary,
+        record = store.TrainingRecord(
+            preset=str(preset),
+            data=str(trainset.path),
+            seed=train_config.seed,
+            seconds=float(sum(r["seconds"] for r in result.history)),
+            settings={
+                **dataclasses.asdict(train_config),
+                "flux_noise": flux_noise,
+                "no_spectra": no_spectra,
+                "validation_loss": {"best": best["val"]["loss"], "last": result.history[-1]["val"]["loss"]},
+            },
+            counts=prepared.counts,
+            best_step=result.best_epoch,
+            steps_run=len(result.history),
             validation=validation,
         )
-        sections: dict[str, Any] = {"bands": bandset.to_dict()}
-        if "simulated" in trainset.summary:
-            sections["simulated"] = bool(trainset.summary["simulated"])
-        store.update_config(model_dir, **sections)
+        section = store.DiffusionSection(
+            weights=store.write_tensors(model_dir, store.DIFFUSION_FILE, model.net.state_dict()),
+            config=model.config,
+            standardisation=model.standardisation,
+            n_parameters=sum(p.numel() for p in model.parameters()),
+            training=record,
+        )
+        config = dataclasses.replace(config, diffusion=section)
+        store.write_config(
+            model_dir, config.with_training_set(trainset.bandset, trainset.summary, trainset.simulated)
+        )
+        train_coverage(model_dir, data)  # the coverage score in this network's feature space
     return result

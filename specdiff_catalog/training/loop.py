@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -63,6 +63,23 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0
 
+    def overridden(
+        self,
+        *,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        device: str | None = None,
+        seed: int | None = None,
+    ) -> TrainConfig:
+        """This config with the options a user gave on the command line (None: keep)."""
+        return dataclasses.replace(
+            self,
+            epochs=self.epochs if epochs is None else epochs,
+            batch_size=self.batch_size if batch_size is None else batch_size,
+            device=self.device if device is None else device,
+            seed=self.seed if seed is None else seed,
+        )
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "training config") -> TrainConfig:
         config = from_dict(cls, data, source=source)
@@ -83,8 +100,11 @@ class StepResult:
     metrics: Metrics = field(default_factory=dict)
 
 
-class TrainingTask(Protocol):
-    """The data and loss of one model; everything the loop needs to know about it."""
+ModelT = TypeVar("ModelT", bound=nn.Module, contravariant=True)
+
+
+class TrainingTask(Protocol[ModelT]):
+    """The data and loss of one model (of type ModelT); everything the loop needs to know about it."""
 
     val_metric: str  # the validation metric (lower is better) that picks the best epoch
 
@@ -97,12 +117,15 @@ class TrainingTask(Protocol):
     def val_batches(self, batch_size: int) -> Iterable[Any]:
         """The validation batches, in a fixed order."""
 
-    def loss(self, model: nn.Module, batch: Any, device: torch.device, train: bool) -> StepResult:
+    def loss(self, model: ModelT, batch: Any, device: torch.device, train: bool) -> StepResult:
         """Move the batch to ``device``, run the model, return the loss and metric sums."""
 
     # Optional: ``after_step(model)``, called after every optimiser step (e.g. to update
     # an exponential moving average of the weights kept inside the model, so that it is
     # checkpointed and resumed with it).
+
+
+TrainedT = TypeVar("TrainedT", bound=nn.Module)
 
 
 @dataclass
@@ -247,7 +270,7 @@ def _model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     os.replace(tmp, path)
@@ -392,8 +415,8 @@ class Run:
 
 
 def fit(
-    model: nn.Module,
-    task: TrainingTask,
+    model: TrainedT,
+    task: TrainingTask[TrainedT],
     config: TrainConfig,
     workdir: str | Path,
     *,
@@ -457,7 +480,7 @@ def fit(
         if improved:
             run.best_metric, run.best_epoch = metric, run.epoch
             run.save_best()
-        record = {
+        record: dict[str, Any] = {
             "epoch": run.epoch,
             "train": train_metrics,
             "val": val_metrics,

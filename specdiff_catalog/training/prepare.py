@@ -1,6 +1,6 @@
 """``prepare``: DESI coadd + redrock files -> a training set, streamed one file at a time.
 
-Each coadd file is read, joined with its redrock file, cut by a ``Selection`` and
+Each coadd file is read, joined with its redrock file, cut by a ``SpectroSelection`` and
 appended to a ``TrainingSetWriter``; only one file is in memory at a time. Kept
 spectra whose photometry is unusable stay in the set with their ``Flag`` bits (they
 still train the autoencoder; the diffusion job skips NO_PHOTOMETRY rows). A file
@@ -17,20 +17,19 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from specdiff_catalog import defaults
 from specdiff_catalog.bands import BandSet, resolve_columns
 from specdiff_catalog.features import photometric_features
 from specdiff_catalog.flags import Flag, describe
-from specdiff_catalog.io.desi import (
+from specdiff_catalog.io.desi import WAVE, read_coadd, read_redrock, redrock_path_for
+from specdiff_catalog.io.trainset import TrainingSetWriter
+from specdiff_catalog.selection import (
     REJECTION_REASONS,
-    WAVE,
-    Selection,
+    WHAT_TO_CHECK,
     SelectionResult,
-    read_coadd,
-    read_redrock,
-    redrock_path_for,
+    SpectroSelection,
     select,
 )
-from specdiff_catalog.io.trainset import TrainingSetWriter
 
 COADD_PATTERNS = ("coadd-*.fits", "coadd-*.fits.gz")
 # Object-table columns taken from the joined fibermap + redrock table, with the fill
@@ -56,7 +55,10 @@ class PrepareReport:
     files_read: coadd files used, relative to the input directory; failed_files:
     {file: one-line reason}; n_spectra: spectra in the files read; n_kept: spectra
     written; rejected: {reason: count}; flagged: {Flag name: count} among the kept;
-    notes: one line per file-level oddity that did not stop the file (absent columns).
+    notes: one line per file-level oddity that did not stop the file (absent columns);
+    selection: the cuts applied; warnings: one line per cut that removed more than
+    ``defaults.CUT_WARNING_FRACTION`` of the spectra read (printed to stderr by the CLI,
+    recorded in trainset.json).
     """
 
     out: Path
@@ -65,17 +67,42 @@ class PrepareReport:
     n_spectra: int = 0
     n_kept: int = 0
     rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REJECTION_REASONS, 0))
-    flagged: dict[str, int] = field(default_factory=lambda: {flag.name: 0 for flag in Flag})
+    flagged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(Flag.__members__, 0))
     notes: list[str] = field(default_factory=list)
+    selection: SpectroSelection = field(default_factory=SpectroSelection)
+
+    def _percent(self, count: int) -> str:
+        return f"{100.0 * count / self.n_spectra:.1f}%" if self.n_spectra else "-"
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per cut that removed more than CUT_WARNING_FRACTION of the spectra read."""
+        return [
+            f"prepare: the {reason} cut removed {count} of {self.n_spectra} spectra "
+            f"({self._percent(count)}); {WHAT_TO_CHECK[reason]}"
+            for reason, count in self.rejected.items()
+            if self.n_spectra and count > defaults.CUT_WARNING_FRACTION * self.n_spectra
+        ]
 
     def summary(self) -> str:
-        """A few human-readable lines."""
-        rejected = ", ".join(f"{k} {v}" for k, v in self.rejected.items() if v) or "none"
+        """A few human-readable lines: what each cut removed (count, share of the spectra read)."""
+        z_max = "no upper cut" if self.selection.z_max is None else f"< {self.selection.z_max:g}"
+        cuts = {
+            "missing_redshift": "no redrock row",
+            "fiberstatus": "COADD_FIBERSTATUS != 0",
+            "zwarn": "ZWARN != 0",
+            "spectype": f"SPECTYPE != {self.selection.spectype}",
+            "z_range": f"Z outside >= {self.selection.z_min:g}, {z_max}",
+        }
         flagged = ", ".join(f"{k} {v}" for k, v in self.flagged.items() if v) or "none"
         lines = [
             f"training set {self.out}: {self.n_kept} spectra kept of {self.n_spectra} "
             f"from {len(self.files_read)} coadd file(s)",
-            f"rejected: {rejected}",
+            "removed by each cut (a spectrum counts under its first failing cut):",
+            *(
+                f"  {reason:<17} {count:>8} ({self._percent(count)})  {cuts[reason]}"
+                for reason, count in self.rejected.items()
+            ),
             f"flagged (kept): {flagged}",
             *(f"note: {note}" for note in self.notes),
         ]
@@ -136,24 +163,26 @@ def prepare_training_set(
     desi_dir: str | Path,
     out: str | Path,
     *,
-    bands: str | Path | BandSet = "ls-grzw1w2",
-    selection: Selection = Selection(),
+    bands: str | Path | BandSet = defaults.BANDSET,
+    selection: SpectroSelection | None = None,
     overwrite: bool = False,
 ) -> PrepareReport:
     """Turn every coadd-*.fits under ``desi_dir`` (with its redrock file) into a training set at ``out``.
 
     Spectra are on ``io.desi.WAVE`` (7781 px, 3600-9824 A, 1e-17 erg/s/cm^2/A); the
     objects table holds TARGETID, Z, ZERR, ZWARN, DELTACHI2, SPECTYPE, TARGET_RA,
-    TARGET_DEC, PHOTSYS, EBV, the band set's photometry, FLAGS (uint16) and SOURCE_FILE.
+    TARGET_DEC, PHOTSYS, EBV, the band set's photometry, FLAGS (uint16) and SOURCE_FILE;
+    trainset.json records the band set itself. selection: default ``SpectroSelection()``.
     Raises FileNotFoundError when ``desi_dir`` holds no coadd file; files that cannot
     be read are listed in ``PrepareReport.failed_files``.
     """
     desi_dir = Path(desi_dir)
+    selection = selection or SpectroSelection()
     bandset = bands if isinstance(bands, BandSet) else BandSet.load(bands)
     files = find_coadd_files(desi_dir)
     if not files:
         raise FileNotFoundError(f"no coadd-*.fits files under {desi_dir}")
-    report = PrepareReport(out=Path(out))
+    report = PrepareReport(out=Path(out), selection=selection)
     writer = TrainingSetWriter(out, WAVE, overwrite=overwrite)
     for path in tqdm(files, desc="prepare", unit="file", disable=None):
         source = path.relative_to(desi_dir).as_posix()
@@ -180,13 +209,14 @@ def prepare_training_set(
             "kind": "desi",
             "source_dir": str(desi_dir),
             "selection": dataclasses.asdict(selection),
-            "bands": bandset.name,
             "source_files": report.files_read,
             "failed_files": report.failed_files,
             "n_spectra_read": report.n_spectra,
             "rejected": report.rejected,
             "flagged": report.flagged,
             "notes": report.notes,
-        }
+            "warnings": report.warnings,
+        },
+        bands=bandset,
     )
     return report

@@ -1,0 +1,186 @@
+#!/usr/bin/env python
+"""How well trained autoencoders fit a training set's validation spectra, by redshift and S/N.
+
+    python benchmarks/autoencoder_fit.py --data TRAIN --model NAME=MODEL [--model NAME=MODEL ...]
+        [--truth MOCK/truth] [--split val] [--json out.json]
+
+For each model, on the split's spectra (the model's own preprocessing: rebinning,
+de-reddening, normalisation; "amplitude" models at each spectrum's best amplitude):
+
+- skipped: the share of spectra the normalisation could not handle (training skips them);
+- chi^2 per valid pixel (sum chi^2 / sum pixels, the training metric) overall, per bin of
+  redshift and per bin of S/N, defined model-independently as the median over valid pixels
+  of flux x sqrt(ivar) after rebinning the 0.8 A spectrum by 4 (3.2 A pixels);
+- with --truth (a mock's truth directory): the floor, i.e. the same chi^2 of the noiseless
+  truth (truth/rest_spectra.zarr: aperture x rest flux at lambda / (1 + z), for the
+  targets it holds) with its best amplitude on the same pixels, and the decoded Dn4000
+  minus the truth's (truth/spectroscopic.parquet DN4000) per TARGET_CLASS: median and NMAD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from specdiff_catalog import spectral
+from specdiff_catalog.io.trainset import TrainingSet
+from specdiff_catalog.models import load_model
+from specdiff_catalog.models.autoencoder import chi2, redshift_spectra
+
+Z_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.7)
+SNR_EDGES = (0.0, 1.0, 2.0, 5.0, 10.0, 1e9)
+
+
+def snr(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+    """(N,) median S/N per 3.2 A pixel (the 0.8 A spectrum rebinned by 4) over valid pixels."""
+    _, f, i = spectral.rebin(wave, flux, ivar, 4)
+    with np.errstate(invalid="ignore"):
+        return np.nanmedian(np.where(i > 0, f * np.sqrt(i), np.nan), axis=1)
+
+
+def truth_spectra(truth: Path | None) -> tuple[np.ndarray, np.ndarray, dict[int, int]] | None:
+    """rest_spectra.zarr's wavelength (L,), flux x aperture (n, L) and TARGETID -> row."""
+    if truth is None or not (truth / "rest_spectra.zarr").exists():
+        return None
+    import zarr
+
+    group = zarr.open_group(truth / "rest_spectra.zarr", mode="r")
+    ids = np.asarray(group["targetid"][:])
+    flux = np.asarray(group["flux"][:]) * np.asarray(group["aperture"][:])[:, None]
+    return np.asarray(group["wavelength"][:], dtype=np.float64), flux, {int(t): i for i, t in enumerate(ids)}
+
+
+def evaluate(model_dir: Path, ts: TrainingSet, split: str, truth: Path | None) -> pd.DataFrame:
+    """One row per spectrum: TARGETID, Z, snr, chi2, n, floor, n_floor, skipped, dn4000."""
+    ae = load_model(model_dir, notice=False).autoencoder
+    rest_wave = ae.rest_wave()
+    noiseless = truth_spectra(truth)
+    rows = []
+    for batch in ts.batches(split, 256):
+        ids = batch.objects["TARGETID"].to_numpy()
+        z = batch.objects["Z"].to_numpy()
+        flux, ivar = batch.spectra()
+        ebv = batch.objects["EBV"].to_numpy() if ae.config.deredden else None
+        prep = ae.prepare(ts.wave, flux, ivar, z, ebv)
+        skipped = (prep.flags & spectral.SpectrumFlag.skip()) != 0
+        with torch.no_grad():
+            latent, _, observed, inside = ae(*(torch.as_tensor(a) for a in (prep.flux, prep.ivar, prep.z)))
+            c, n = chi2(torch.as_tensor(prep.flux), torch.as_tensor(prep.ivar), observed, inside)
+        decoded = ae.decode_latents(latent.numpy())
+        floor, n_floor = np.full(len(z), np.nan), np.zeros(len(z))
+        if noiseless is not None:
+            t_wave, t_flux, where = noiseless
+            have = np.array([int(t) in where for t in ids])
+            if have.any():
+                model = redshift_spectra(t_wave, t_flux[[where[int(t)] for t in ids[have]]], z[have], ts.wave)
+                _, t_obs, _ = spectral.rebin(
+                    ts.wave, np.nan_to_num(model), ivar[have] * np.isfinite(model), ae.config.rebin
+                )
+                w = prep.ivar[have] * inside.numpy()[have] * (t_obs != 0)
+                amp = (w * prep.flux[have] * t_obs).sum(1) / (w * t_obs**2).sum(1)
+                floor[have] = (w * (prep.flux[have] - amp[:, None] * t_obs) ** 2).sum(1)
+                n_floor[have] = (w > 0).sum(1)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "TARGETID": ids,
+                    "Z": z,
+                    "snr": snr(ts.wave, flux, ivar),
+                    "chi2": c.numpy(),
+                    "n": n.numpy(),
+                    "floor": floor,
+                    "n_floor": n_floor,
+                    "skipped": skipped,
+                    "dn4000": spectral.dn4000(rest_wave, decoded),
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def binned(frame: pd.DataFrame, column: str, edges: tuple[float, ...]) -> list[dict]:
+    """chi^2 per pixel (and its floor) per bin of a column, pixel-weighted, skipped spectra left out."""
+    out = []
+    used = frame[~frame["skipped"]]
+    for lo, hi in itertools.pairwise(edges):
+        sel = used[(used[column] >= lo) & (used[column] < hi)]
+        if len(sel):
+            has_floor = sel["n_floor"] > 0
+            out.append(
+                {
+                    column: f"[{lo:g}, {hi:g})",
+                    "n": len(sel),
+                    "chi2_per_pixel": float(sel["chi2"].sum() / sel["n"].sum()),
+                    "median_chi2_per_pixel": float((sel["chi2"] / sel["n"]).median()),
+                    "floor_per_pixel": float(sel["floor"][has_floor].sum() / sel["n_floor"][has_floor].sum())
+                    if has_floor.any()
+                    else None,
+                    "n_floor": int(has_floor.sum()),
+                }
+            )
+    return out
+
+
+def dn4000_by_class(frame: pd.DataFrame, truth: Path | None) -> dict:
+    if truth is None or not (truth / "spectroscopic.parquet").exists():
+        return {}
+    table = pd.read_parquet(truth / "spectroscopic.parquet")
+    if "DN4000" not in table:
+        return {}
+    columns = ["TARGETID", "DN4000"] + (["TARGET_CLASS"] if "TARGET_CLASS" in table else [])
+    joined = frame.merge(table[columns], on="TARGETID", how="inner")
+    classes = joined["TARGET_CLASS"].fillna("") if "TARGET_CLASS" in joined else pd.Series([""] * len(joined))
+    out = {}
+    for name in ["all", *sorted(set(classes) - {""})]:
+        sel = joined if name == "all" else joined[classes.to_numpy() == name]
+        d = (sel["dn4000"] - sel["DN4000"]).to_numpy()
+        d = d[np.isfinite(d)]
+        if d.size:
+            med = float(np.median(d))
+            out[name] = {"n": int(d.size), "median": med, "nmad": float(1.4826 * np.median(np.abs(d - med)))}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--model", required=True, action="append", metavar="NAME=DIR")
+    parser.add_argument("--truth", type=Path, help="mock truth directory (floor and Dn4000)")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    ts = TrainingSet.open(args.data)
+    results = {}
+    for item in args.model:
+        name, _, path = item.partition("=")
+        start = time.perf_counter()
+        frame = evaluate(Path(path), ts, args.split, args.truth)
+        used = frame[~frame["skipped"]]
+        results[name] = {
+            "model": path,
+            "n": len(frame),
+            "skipped_fraction": float(frame["skipped"].mean()),
+            "chi2_per_pixel": float(used["chi2"].sum() / used["n"].sum()),
+            "by_z": binned(frame, "Z", Z_EDGES),
+            "by_snr": binned(frame, "snr", SNR_EDGES),
+            "snr_above_5": binned(frame, "snr", (5.0, 1e9)),
+            "dn4000_minus_truth": dn4000_by_class(frame, args.truth),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+    text = json.dumps(results, indent=1)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Paths and URLs at the package's edges: local paths and fsspec URLs (file://, memory://, s3://, ...).
+
+Every reader and writer of user data takes ``str | os.PathLike`` or a URL plus
+``storage_options`` and turns it into a ``UPath`` here, so that a scheme nobody
+implements, or one whose filesystem package is not installed, is a one-line
+``PathError`` before anything is read or written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import fsspec
+from upath import UPath
+
+PathLike = str | os.PathLike[str] | UPath
+"""What a user may pass where the package reads or writes data."""
+
+
+class PathError(ValueError):
+    """A path or URL the package cannot use; the message names it and the reason."""
+
+
+def to_upath(path: PathLike, storage_options: Mapping[str, Any] | None = None) -> UPath:
+    """``path`` as a UPath (a plain local path stays a local path).
+
+    storage_options: passed to the URL's fsspec filesystem (e.g. ``{"anon": True}`` for
+    s3://). Raises PathError when the scheme is unknown or its filesystem package (s3fs,
+    gcsfs, ...) is not installed.
+    """
+    options = dict(storage_options or {})
+    protocol = path.protocol if isinstance(path, UPath) else fsspec.utils.get_protocol(os.fspath(path))
+    if protocol not in ("", "file", "local"):
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except ImportError as err:
+            raise PathError(
+                f"{path}: the {protocol}:// filesystem needs a package that is not installed ({err})"
+            ) from err
+        except ValueError as err:
+            raise PathError(
+                f"{path}: unknown URL scheme {protocol!r} (no fsspec filesystem implements it)"
+            ) from err
+    if isinstance(path, UPath) and not options:
+        return path
+    upath = UPath(path, **options)
+    return upath
+
+
+def is_local(path: PathLike) -> bool:
+    """True for a path on the local filesystem (a plain path or file://)."""
+    return to_upath(path).protocol in ("", "file", "local")
