@@ -200,8 +200,13 @@ def conditional_latent(
             (z - z0[:, None]) / bandwidth[:, None],
             np.where(z == z0[:, None], 0.0, np.inf),
         )
-    w = np.exp(-0.5 * u**2)
-    w = np.where(np.isfinite(w) & np.isfinite(s).all(axis=2), w, 0.0)
+    u2 = np.where(np.isfinite(s).all(axis=2), u**2, np.inf)
+    nearest = np.min(u2, axis=1, keepdims=True)
+    # the nearest sample's weight is 1 (a constant factor, which cancels): weights cannot all
+    # underflow to 0 when z0 lies many bandwidths from every sample
+    with np.errstate(invalid="ignore"):
+        w = np.exp(-0.5 * (u2 - np.where(np.isfinite(nearest), nearest, 0.0)))
+    w = np.where(np.isfinite(w), w, 0.0)
     total = w.sum(axis=1, keepdims=True)
     s = np.where(w[..., None] > 0, s, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):

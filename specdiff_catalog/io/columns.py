@@ -89,7 +89,8 @@ def output_columns(n_quantiles: int, latent_size: int, n_samples_saved: int) -> 
         _dimensionless(
             "coverage",
             "training-set coverage score: fraction of training-like objects in sparser regions "
-            "of feature space (docs/coverage.md)",
+            "of feature space (docs/coverage.md); NaN: the model has no coverage section",
+            finite=False,
         ),
     ]
     if latent_size:
@@ -100,10 +101,13 @@ def output_columns(n_quantiles: int, latent_size: int, n_samples_saved: int) -> 
             _dimensionless(
                 "ppc_chi2",
                 "posterior-predictive chi^2 of the fluxes against spectra decoded from the posterior "
-                "(free amplitude; mean over draws)",
+                "(free amplitude; mean over draws); NaN: not checked (ppc_dof 0)",
+                finite=False,
             ),
             Column("ppc_dof", "int8", "degrees of freedom of ppc_chi2 (0: not checked)", "1", -1),
-            _dimensionless("ppc_pvalue", "posterior-predictive p-value of the photometry"),
+            _dimensionless(
+                "ppc_pvalue", "posterior-predictive p-value of the photometry; NaN: not checked", finite=False
+            ),
         ]
     if n_samples_saved:
         columns.append(
@@ -120,6 +124,8 @@ def _dimensionless(
     dims: tuple[str, ...] = ("object",),
     width: int | None = None,
     dtype: str = "float32",
+    finite: bool = True,
 ) -> Column:
-    """A float model output of a dimensionless quantity (units "1"), NaN in padding rows."""
-    return Column(name, dtype, long_name, "1", np.nan, dims, width, finite=True)
+    """A float model output of a dimensionless quantity (units "1"), NaN in padding rows;
+    finite=False for a check that may not be computed for an object (NaN: not checked)."""
+    return Column(name, dtype, long_name, "1", np.nan, dims, width, finite=finite)
