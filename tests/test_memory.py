@@ -11,7 +11,6 @@ from specdiff_catalog.pipeline.memory import (
     BYTES_PER_SAMPLER_ROW,
     MIB,
     MIN_BATCH,
-    SAMPLER_CHUNK_ROWS,
     MemoryLimitError,
     fit_batch,
     usable_fraction,
@@ -23,20 +22,12 @@ MODEL = default_model_dir()
 
 def test_the_footprint_is_runtime_model_and_sampling_rows_up_to_the_sampler_chunk():
     small, chunk, large = (worker_footprint(MODEL, b, k) for b, k in ((64, 16), (2048, 16), (2048, 100)))
-    assert small.runtime == large.runtime and small.model == large.model > 80 * MIB  # 29.4 MiB of weights
-    assert chunk.sampling - small.sampling == (32768 - 1024) * (
+    assert small.runtime == large.runtime and small.model == large.model > 80 * MIB  # 30.4 MiB of weights
+    assert chunk.prediction - small.prediction == (32768 - 1024) * (
         BYTES_PER_SAMPLER_ROW + BYTES_PER_OBJECT_SAMPLE
     )
-    assert large.sampling - chunk.sampling == (204800 - 32768) * BYTES_PER_OBJECT_SAMPLE  # past the chunk
-    assert 600 * MIB < small.total < large.total < 900 * MIB  # measured 634 and 853 MiB
-
-
-def test_the_sampler_chunk_is_the_samplers_own():
-    import inspect
-
-    from specdiff_catalog.models.sampling import sample
-
-    assert inspect.signature(sample).parameters["batch_size"].default == SAMPLER_CHUNK_ROWS
+    assert large.prediction - chunk.prediction == (204800 - 32768) * BYTES_PER_OBJECT_SAMPLE  # past the chunk
+    assert 800 * MIB < small.total < large.total < 1000 * MIB  # measured 819 (64 x 16) and 917 (512 x 100)
 
 
 def test_a_batch_that_fits_is_kept_and_none_means_no_limit():
@@ -58,6 +49,16 @@ def test_a_limit_below_the_fixed_part_is_refused_with_what_is_needed():
     assert message.startswith("a worker memory limit of 191 MiB is too small")
     assert f"even at --batch-size {MIN_BATCH}" in message and "use a limit of at least" in message
     assert "\n" not in message
+
+
+def test_the_pause_line_is_dasks_even_before_distributed_is_imported():
+    """The fraction comes from distributed's config defaults, which exist only once it is imported."""
+    import subprocess
+    import sys
+
+    code = "from specdiff_catalog.pipeline.memory import usable_fraction; print(usable_fraction())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "0.8"
 
 
 @pytest.mark.parametrize("limit", ["50MB", "200MB"])

@@ -13,21 +13,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from specdiff_catalog import defaults
+
 MIB = 2**20
-RUNTIME_BYTES = 340 * MIB
+RUNTIME_BYTES = 415 * MIB
 """A worker process after importing the pipeline (Python, Dask, numpy, pandas, pyarrow,
-torch): measured 335-341 MiB (benchmarks/worker_memory.py, docs/performance.md)."""
-MODEL_BYTES_PER_FILE_BYTE = 3.2
-"""Loading the model (autoencoder, diffusion, CatBoost baseline) per byte of its weight
-files: measured +89 to +97 MiB for the bundled model's 29.4 MiB of files."""
-FIRST_CALL_BYTES = 200 * MIB
-"""What the first prediction keeps allocated besides its arrays (torch and oneDNN working
-memory, the allocator's arenas): measured 204 MiB at 64 objects x 16 samples."""
-SAMPLER_CHUNK_ROWS = 32768
-"""Rows (objects x samples) the sampler evaluates at once: ``models.sampling.sample``'s
-``batch_size`` default (a test keeps the two equal)."""
-BYTES_PER_SAMPLER_ROW = 7 * 1024
-"""The denoiser's activations per sampler row: measured 6.5 KiB (hidden width 256)."""
+torch): measured 406-415 MiB (benchmarks/worker_memory.py, docs/performance.md)."""
+MODEL_BYTES_PER_FILE_BYTE = 2.8
+"""Loading the model (autoencoder, diffusion, CatBoost baseline, coverage sample) per byte
+of its weight files: measured +82 to +83 MiB for the bundled model's 30.4 MiB of files."""
+FIRST_CALL_BYTES = 322 * MIB
+"""What the first prediction keeps allocated besides the sampler's rows (the coverage
+score's distance blocks, the photometry check's flux tables, torch and oneDNN working
+memory, the allocator's arenas): measured 316-325 MiB from 64 x 16 to 512 x 16."""
+LATER_TASKS_BYTES = 40 * MIB
+"""What the allocator keeps on top of the first prediction's peak over the next ones: measured
++38 MiB after 6 batches of 512 x 16 (818 -> 856 MiB)."""
+BYTES_PER_SAMPLER_ROW = 3482
+"""The denoiser's activations per sampler row, ``defaults.SAMPLER_BATCH_ROWS`` rows at a
+time: measured 3.4 KiB (+105 MiB from 1,024 to 32,768 rows, hidden width 256)."""
 BYTES_PER_OBJECT_SAMPLE = 100
 """The batch's sample arrays per object x sample ((K, latent + 1) float32 and their copies)."""
 MIN_BATCH = 64
@@ -40,20 +44,20 @@ class MemoryLimitError(ValueError):
 
 @dataclass(frozen=True)
 class Footprint:
-    """Estimated peak resident bytes of one worker: runtime (Python, Dask, torch) + model + sampling."""
+    """Estimated peak resident bytes of one worker: runtime (Python, Dask, torch) + model + prediction."""
 
     runtime: int
     model: int
-    sampling: int
+    prediction: int
 
     @property
     def total(self) -> int:
-        return self.runtime + self.model + self.sampling
+        return self.runtime + self.model + self.prediction
 
     def describe(self) -> str:
         return (
             f"~{self.total / MIB:.0f} MiB (Python, Dask and torch ~{self.runtime / MIB:.0f}, "
-            f"model ~{self.model / MIB:.0f}, sampling ~{self.sampling / MIB:.0f})"
+            f"model ~{self.model / MIB:.0f}, prediction ~{self.prediction / MIB:.0f})"
         )
 
 
@@ -65,15 +69,17 @@ def model_bytes(model_dir: Path) -> int:
 def worker_footprint(model_dir: str | Path, batch_size: int, n_samples: int) -> Footprint:
     """The estimated peak of a worker running ``batch_size`` objects x ``n_samples`` samples at a time.
 
-    A calibration on the bundled model (docs/performance.md), within 3% above every
-    measured peak from 64 x 16 to 8192 x 16 and 2048 x 100.
+    A calibration on the bundled model (docs/performance.md): 2-9% above the first
+    prediction's measured peak from 64 x 16 to 8192 x 16 and 512 x 100, 4% above the peak
+    after 6 batches of 512 x 16.
     """
     rows = int(batch_size) * int(n_samples)
     return Footprint(
         runtime=RUNTIME_BYTES,
         model=int(model_bytes(Path(model_dir)) * MODEL_BYTES_PER_FILE_BYTE),
-        sampling=FIRST_CALL_BYTES
-        + min(rows, SAMPLER_CHUNK_ROWS) * BYTES_PER_SAMPLER_ROW
+        prediction=FIRST_CALL_BYTES
+        + LATER_TASKS_BYTES
+        + min(rows, defaults.SAMPLER_BATCH_ROWS) * BYTES_PER_SAMPLER_ROW
         + rows * BYTES_PER_OBJECT_SAMPLE,
     )
 
@@ -82,6 +88,7 @@ def usable_fraction() -> float:
     """The fraction of its limit a worker can fill and still run tasks: Dask's pause line,
     else its terminate line, else 1 (both disabled)."""
     import dask
+    import distributed.config  # noqa: F401  (registers the distributed.* defaults with dask.config)
 
     for key in ("distributed.worker.memory.pause", "distributed.worker.memory.terminate"):
         value = dask.config.get(key, False)
@@ -109,7 +116,8 @@ def fit_batch(limit: int | None, model_dir: str | Path, batch_size: int, n_sampl
         raise MemoryLimitError(
             f"a worker memory limit of {limit / MIB:.0f} MiB is too small: a worker needs {need.describe()} "
             f"{even}at --batch-size {batch}, --n-samples {n_samples}, and Dask pauses it at {fraction:.0%} "
-            f"of its limit; use a limit of at least {_round_up_gib(need.total / fraction)}"
+            f"of its limit; use a limit of at least {_round_up_gib(need.total / fraction)} "
+            "(--memory-limit; with the default auto, fewer --n-workers each get more)"
         )
     return batch
 
