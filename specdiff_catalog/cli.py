@@ -486,23 +486,36 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--scheduler-file", type=Path, help="connect through a scheduler file (the HPC pattern)")
     g.add_argument("--n-workers", type=int, help="local workers (default: one per core / GPU)")
     g.add_argument("--threads-per-worker", type=int, help="threads per local worker (default 1)")
-    g.add_argument("--memory-limit", default="auto", help="memory per local worker, e.g. 4GiB (default auto)")
+    g.add_argument(
+        "--memory-limit",
+        default="auto",
+        help="memory per local worker, e.g. 4GiB (default auto); checked against model and batch up front",
+    )
     g.add_argument(
         "--dashboard-address", default=":8787", help="dashboard address (default :8787; :0 any port)"
     )
-    g.add_argument("--max-in-flight", type=int, help="partitions queued at once (default 2 x worker threads)")
+    g.add_argument(
+        "--max-in-flight",
+        type=int,
+        help="partition tasks submitted ahead of the workers (default: 4 per worker thread connected now, "
+        "at least 256; the scheduler gives each worker about one per thread)",
+    )
     g.add_argument("--retries", type=int, default=2, help="retries of a failed partition task (default 2)")
     g.add_argument("--shard-rows", type=int, help="rows per Zarr shard (default from the partition sizes)")
     g.add_argument("--overwrite", action="store_true", help="start the store over instead of resuming")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g = p.add_argument_group("SLURM through dask-jobqueue (--cluster slurm)")
+    g = p.add_argument_group(
+        "SLURM through dask-jobqueue (--cluster slurm; options not given come from jobqueue.yaml)"
+    )
     g.add_argument("--slurm-queue", help="partition/queue")
     g.add_argument("--slurm-account", help="account to charge")
-    g.add_argument("--slurm-walltime", default="02:00:00", help="per job (default 02:00:00)")
+    g.add_argument("--slurm-qos", help="quality of service (#SBATCH --qos)")
+    g.add_argument("--slurm-constraint", help="node features (#SBATCH --constraint), e.g. gpu")
+    g.add_argument("--slurm-walltime", help="per job, e.g. 04:00:00")
     g.add_argument("--slurm-jobs", type=int, default=1, help="worker jobs to submit (default 1)")
-    g.add_argument("--slurm-cores", type=int, default=8, help="cores per job (default 8)")
-    g.add_argument("--slurm-memory", default="32GiB", help="memory per job (default 32GiB)")
-    g.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job (default 0)")
+    g.add_argument("--slurm-cores", type=int, help="CPU cores per job")
+    g.add_argument("--slurm-memory", help="memory per job, e.g. 32GiB")
+    g.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job: 0 (CPU workers) or 1 (default 0)")
     g.add_argument("--slurm-local-directory", help="node-local scratch for worker spill files")
     p.set_defaults(handler=_run)
 
@@ -544,6 +557,8 @@ def _run(args: argparse.Namespace) -> int:
     slurm = SlurmOptions(
         queue=args.slurm_queue,
         account=args.slurm_account,
+        qos=args.slurm_qos,
+        constraint=args.slurm_constraint,
         walltime=args.slurm_walltime,
         jobs=args.slurm_jobs,
         cores=args.slurm_cores,
@@ -576,7 +591,7 @@ def _run(args: argparse.Namespace) -> int:
         out_storage_options=args.out_storage_options,
     )
     print(report.summary())
-    return 1 if report.failed else 0
+    return 1 if report.failed or report.stopped else 0
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:

@@ -39,9 +39,65 @@ def test_gpu_script_uses_the_scheduler_file_pattern():
         for key in ("dask scheduler", "dask cuda worker", "specdiff-catalog run")
     )
     assert "--scheduler-file /shared/s.json" in scheduler and scheduler.endswith("&")
-    assert "--resources GPU=1" in workers and "--scheduler-file /shared/s.json" in workers
+    assert "--nthreads 1" in workers and "--scheduler-file /shared/s.json" in workers
     assert client == "specdiff-catalog run --input ls_dr10 --out pz.zarr --scheduler-file /shared/s.json"
-    assert lines.index(next(line for line in lines if "dask scheduler" in line)) < lines.index(client)
+    assert lines.index(scheduler) < lines.index(client)
+    assert lines[-1].startswith("stop workers and scheduler") and not any("scancel" in line for line in lines)
+
+
+STUB = """#!/bin/bash
+echo "$$ $*" >> "$STUBS/calls"
+case "$(basename "$0") $1" in
+    "dask scheduler") while [[ $1 != --scheduler-file ]]; do shift; done; echo '{}' > "$2"; exec sleep 300 ;;
+    "dask cuda") exec sleep 300 ;;
+    srun*) while [[ $1 == --* ]]; do shift; done; exec "$@" ;;
+    specdiff-catalog*) exit "$RUN_STATUS" ;;
+    *) exit 99 ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("run_status", [0, 1, 2])
+def test_gpu_script_stops_its_services_and_ends_with_the_run_status(tmp_path, run_status):
+    """Real processes: stub dask/srun/specdiff-catalog/scancel on PATH; the script must exit with the
+    run's status (not be cancelled by scancel) and leave no scheduler or worker behind."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for name in ("dask", "srun", "specdiff-catalog", "scancel"):
+        (stubs / name).write_text(STUB)
+        (stubs / name).chmod(0o755)
+    result = subprocess.run(
+        ["bash", str(JOBS / "run_catalog_gpu.slurm")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            "PATH": f"{stubs}:{os.environ['PATH']}",
+            "STUBS": str(stubs),
+            "RUN_STATUS": str(run_status),
+            "INPUT": "cat",
+            "OUT": str(tmp_path / "pz.zarr"),
+            "SCHEDULER_FILE": str(tmp_path / "s.json"),
+            "STOP_SECONDS": "5",
+        },
+    )
+    assert result.returncode == run_status, result.stderr
+    calls = [line.split(" ", 1) for line in (stubs / "calls").read_text().splitlines()]
+    commands = [args.split()[0:2] for _, args in calls]
+    assert ["scheduler", "--scheduler-file"] in commands and ["run", "--input"] in commands
+    assert not any("scancel" in args for _, args in calls)
+    for pid, args in calls:
+        if args.startswith(("scheduler", "cuda")):
+            assert not _alive(int(pid)), f"left running: {args}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_gpu_script_refuses_without_input():
@@ -56,11 +112,37 @@ def test_gpu_script_refuses_without_input():
 
 def test_jobqueue_script_passes_slurm_options():
     (line,) = dry_run(
-        "run_catalog_jobqueue.sh", INPUT="cat", OUT="o.zarr", ACCOUNT="proj", JOBS="4", GPUS="2"
+        "run_catalog_jobqueue.sh",
+        INPUT="cat",
+        OUT="o.zarr",
+        ACCOUNT="proj",
+        QOS="regular",
+        CONSTRAINT="gpu",
+        QUEUE="gpu",
+        JOBS="4",
     )
     assert line.startswith("specdiff-catalog run --input cat --out o.zarr --cluster slurm")
-    for option in ("--slurm-account proj", "--slurm-jobs 4", "--slurm-gpus 2", "--slurm-queue gpu"):
+    for option in (
+        "--slurm-account proj",
+        "--slurm-qos regular",
+        "--slurm-constraint gpu",
+        "--slurm-jobs 4",
+        "--slurm-gpus 1",
+        "--slurm-queue gpu",
+    ):
         assert option in line
+
+
+def test_jobqueue_script_leaves_unset_options_to_jobqueue_yaml():
+    (line,) = dry_run("run_catalog_jobqueue.sh", INPUT="cat", OUT="o.zarr")
+    for option in (
+        "--slurm-account",
+        "--slurm-qos",
+        "--slurm-constraint",
+        "--slurm-queue",
+        "--slurm-walltime",
+    ):
+        assert option not in line
 
 
 def test_train_script_runs_the_three_jobs_in_order_on_the_gpu(tmp_path):

@@ -44,14 +44,23 @@ class ClusterConfig:
 
 @dataclass
 class SlurmOptions:
-    """dask-jobqueue SLURMCluster options for ``--cluster slurm`` (one worker per job)."""
+    """dask-jobqueue SLURMCluster options for ``--cluster slurm``; None: from jobqueue.yaml.
+
+    Every option left None is read by dask-jobqueue from its configuration
+    (``jobqueue.slurm.*`` in ~/.config/dask/jobqueue.yaml), never overridden with an
+    empty value. qos, constraint and gpus_per_job become ``#SBATCH --qos/--constraint/--gpus``
+    lines added to the configuration's ``job-extra-directives``. cores: CPU cores per job;
+    memory: per job, e.g. "32GiB". gpus_per_job: 0 (CPU workers) or 1 (one GPU worker per job).
+    """
 
     queue: str | None = None
     account: str | None = None
-    walltime: str = "02:00:00"
+    qos: str | None = None
+    constraint: str | None = None
+    walltime: str | None = None
     jobs: int = 1
-    cores: int = 8
-    memory: str = "32GiB"
+    cores: int | None = None
+    memory: str | None = None
     gpus_per_job: int = 0
     local_directory: str | None = None
     job_extra_directives: list[str] = field(default_factory=list)
@@ -102,31 +111,88 @@ def _cuda_cluster(config: ClusterConfig):
         threads_per_worker=config.threads_per_worker or 1,
         memory_limit=config.memory_limit,
         dashboard_address=config.dashboard_address,
-        resources={"GPU": 1},
         **kwargs,
     )
 
 
+def _jobqueue_setting(name: str):
+    """``jobqueue.slurm.<name>`` from dask's configuration (jobqueue.yaml); None when unset."""
+    import dask
+
+    return dask.config.get(f"jobqueue.slurm.{name}", None)
+
+
 def slurm_cluster_options(config: ClusterConfig) -> dict:
-    """Keyword arguments of dask_jobqueue.SLURMCluster for ``config`` (one worker process per job)."""
+    """Keyword arguments of dask_jobqueue.SLURMCluster for ``config``.
+
+    Only what ``config.slurm`` sets is passed, so jobqueue.yaml supplies the rest; the
+    lists and dicts we must extend (job-extra-directives, scheduler-options) are the
+    configuration's plus ours. CPU jobs run one single-threaded worker process per core
+    (as ``--cluster local``) unless jobqueue.yaml sets ``processes``; a GPU job runs one
+    single-threaded worker (one partition at a time on its GPU) and asks SLURM for
+    ``cores`` CPUs (``job_cpu``).
+    """
     opts = config.slurm or SlurmOptions()
-    directives = list(opts.job_extra_directives)
-    worker_args: list[str] = []
-    if opts.gpus_per_job:
-        directives.append(f"--gpus={opts.gpus_per_job}")
-        worker_args = ["--resources", f"GPU={opts.gpus_per_job}"]
-    return {
+    if opts.gpus_per_job not in (0, 1):
+        raise ValueError(
+            f"--slurm-gpus {opts.gpus_per_job}: a worker job drives one GPU; "
+            "use --slurm-gpus 1 and --slurm-jobs N for N GPUs"
+        )
+    cores = opts.cores or _jobqueue_setting("cores")
+    memory = opts.memory or _jobqueue_setting("memory")
+    if cores is None or memory is None:
+        raise ValueError(
+            "--cluster slurm needs the cores and memory of a worker job: --slurm-cores and --slurm-memory, "
+            "or cores and memory under jobqueue: slurm: in ~/.config/dask/jobqueue.yaml"
+        )
+    extra = [
+        f"--{name}={value}"
+        for name, value in (("qos", opts.qos), ("constraint", opts.constraint), ("gpus", opts.gpus_per_job))
+        if value
+    ] + list(opts.job_extra_directives)
+    kwargs: dict = {
         "queue": opts.queue,
         "account": opts.account,
         "walltime": opts.walltime,
-        "cores": opts.cores,
         "memory": opts.memory,
-        "processes": 1,
         "local_directory": opts.local_directory,
-        "job_extra_directives": directives,
-        "worker_extra_args": worker_args,
-        "scheduler_options": {"dashboard_address": config.dashboard_address},
+        "scheduler_options": {
+            **(_jobqueue_setting("scheduler-options") or {}),
+            "dashboard_address": config.dashboard_address,
+        },
     }
+    if extra:
+        kwargs["job_extra_directives"] = list(_jobqueue_setting("job-extra-directives") or []) + extra
+    if opts.gpus_per_job:
+        kwargs |= {"cores": 1, "processes": 1, "job_cpu": int(cores)}
+    else:
+        kwargs |= {"cores": opts.cores, "processes": None if _jobqueue_setting("processes") else int(cores)}
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def worker_memory_limit(config: ClusterConfig) -> int | None:
+    """Memory limit in bytes of each worker this run will start; None when it starts none
+    (a running scheduler: its workers come with their own limits) or sets no limit."""
+    import logging
+
+    from dask.utils import parse_bytes
+    from distributed.worker_memory import parse_memory_limit
+
+    if config.scheduler_file is not None or config.scheduler_address is not None:
+        return None
+    kind = resolve_kind(config)
+    if kind == "slurm":
+        options = slurm_cluster_options(config)
+        memory = options.get("memory") or _jobqueue_setting("memory")
+        processes = options.get("processes") or _jobqueue_setting("processes") or 1
+        return int(parse_bytes(memory) / processes)
+    threads = config.threads_per_worker or 1
+    workers = config.n_workers or (
+        gpu_count() if kind == "cuda" else max(1, (os.cpu_count() or 1) // threads)
+    )
+    return parse_memory_limit(
+        config.memory_limit, threads, total_cores=workers * threads, logger=logging.getLogger(__name__)
+    )
 
 
 def _slurm_cluster(config: ClusterConfig):

@@ -1,9 +1,12 @@
 """The main job: every partition of a catalog -> ``inference.predict`` -> its region of the store.
 
-One Dask task per partition, a bounded number in flight, retries; each worker loads
-the model once (cached by its sha256) and writes its own shard-aligned region of the
-Zarr store, so no data flows back through the scheduler. A partition that cannot be
-read is marked failed with a message naming the file; the others finish.
+One Dask task per partition, handed to whichever workers are connected now
+(``pipeline.schedule``), retries; each worker loads the model once (cached by its
+sha256) and writes its own shard-aligned region of the Zarr store, so no data flows
+back through the scheduler. A partition that cannot be read is marked failed with a
+message naming the file; the others finish. The worker memory limit is checked against
+the batch's footprint before anything starts (``pipeline.memory``), and a run whose
+workers keep dying stops with the cause.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from distributed import Client, as_completed, get_worker
+from distributed import Client, get_worker
 from tqdm.auto import tqdm
 
 from specdiff_catalog import __version__, defaults
@@ -27,8 +30,10 @@ from specdiff_catalog.io.fingerprint import input_fingerprint, partition_sources
 from specdiff_catalog.io.paths import PathLike, to_upath
 from specdiff_catalog.io.store import OutputStore, StoreLayout, StoreRef, choose_shard_rows, create_store
 from specdiff_catalog.io.store_lock import store_lock
-from specdiff_catalog.pipeline.cluster import ClusterConfig, connect, dashboard_link
+from specdiff_catalog.pipeline.cluster import ClusterConfig, connect, dashboard_link, worker_memory_limit
+from specdiff_catalog.pipeline.memory import fit_batch, worker_footprint
 from specdiff_catalog.pipeline.preflight import preflight
+from specdiff_catalog.pipeline.schedule import Outcome, Stop, StopRules, run_tasks
 from specdiff_catalog.summaries import SampleCountWarning, sample_count_note
 
 if TYPE_CHECKING:
@@ -87,7 +92,8 @@ class PartitionOutcome:
 
 @dataclass
 class RunReport:
-    """What a run did: partitions done now, skipped (done before), failed (with messages)."""
+    """What a run did: partitions done now, skipped (done before), failed (with messages),
+    and why it stopped early (``stopped``, empty when it ran every partition)."""
 
     store: PathLike
     n_partitions: int
@@ -97,6 +103,7 @@ class RunReport:
     n_objects: int = 0
     seconds: float = 0.0
     checks: dict[str, int] = field(default_factory=dict)  # objects written, and per CHECKED flag
+    stopped: str = ""
 
     def summary(self) -> str:
         rate = self.n_objects / self.seconds if self.seconds else 0.0
@@ -106,6 +113,9 @@ class RunReport:
             f"{self.seconds:.1f} s ({rate:.0f} objects/s)"
         ]
         lines += [f"  failed partition {i}: {msg}" for i, msg in sorted(self.failed.items())]
+        if self.stopped:
+            left = self.n_partitions - self.skipped - self.done - len(self.failed)
+            lines.append(f"stopped early, {left} partitions not run (re-run to resume): {self.stopped}")
         total = self.checks.get("written", 0)
         for name, (expected, meaning, absent) in CHECKED.items():
             if name not in self.checks:
@@ -256,12 +266,6 @@ def _store_attrs(
     }
 
 
-def _gpu_resources(client: Client) -> dict[str, int] | None:
-    """{'GPU': 1} when every worker advertises a GPU resource, else None (CPU workers)."""
-    workers = client.scheduler_info()["workers"].values()
-    return {"GPU": 1} if workers and all("GPU" in w.get("resources", {}) for w in workers) else None
-
-
 def run_catalog(
     input_path: PathLike | None,
     out: PathLike,
@@ -276,6 +280,7 @@ def run_catalog(
     progress: bool = True,
     storage_options: Mapping[str, Any] | None = None,
     out_storage_options: Mapping[str, Any] | None = None,
+    rules: StopRules | None = None,
 ) -> RunReport:
     """Photo-z PDF summaries and latents for every object of ``input_path`` into ``out``.
 
@@ -293,6 +298,11 @@ def run_catalog(
     made for another input, model or options is refused (``overwrite`` starts over). The
     store's lock (``io.store_lock``) is held for the whole run: a second run on the same
     ``out`` is refused. A store replaced under the run makes it fail (StoreReplacedError).
+
+    max_in_flight: partition tasks submitted ahead (None: follow the connected workers).
+    A worker memory limit too small for the model and one batch raises
+    ``memory.MemoryLimitError`` before anything starts (a smaller batch is used when one fits);
+    a run stopped by ``rules`` (default ``StopRules()``) returns with ``report.stopped`` set.
     """
     from specdiff_catalog.models import simulation_notice
     from specdiff_catalog.models.store import model_id
@@ -310,6 +320,7 @@ def run_catalog(
     notice = simulation_notice(config, model_dir)
     if notice:
         print(notice, file=sys.stderr, flush=True)
+    options = _fit_memory(options, model_dir, cluster)
     sha = model_id(model_dir)
     layout = StoreLayout(
         quantiles=options.quantiles,
@@ -346,6 +357,7 @@ def run_catalog(
                 max_in_flight=max_in_flight,
                 retries=retries,
                 progress=progress,
+                rules=rules or StopRules(),
             )
         report.seconds = time.perf_counter() - start
         report.checks = _count_checks(store, _checked(config))
@@ -361,6 +373,20 @@ def run_catalog(
     return report
 
 
+def _fit_memory(options: RunOptions, model_dir: Path, cluster: ClusterConfig) -> RunOptions:
+    """``options`` with a batch that fits the memory limit of the workers this run starts."""
+    batch = fit_batch(worker_memory_limit(cluster), model_dir, options.batch_size, options.n_samples)
+    if batch == options.batch_size:
+        return options
+    print(
+        f"note: --batch-size {options.batch_size} does not fit the worker memory limit; using {batch} "
+        "(results do not depend on the batch size)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return replace(options, batch_size=batch)
+
+
 def _submit_all(
     client: Client,
     catalog: Catalog,
@@ -374,54 +400,58 @@ def _submit_all(
     max_in_flight: int | None,
     retries: int,
     progress: bool,
+    rules: StopRules,
 ) -> None:
-    """Keep at most ``max_in_flight`` partition tasks queued; record each outcome as it lands."""
-    threads = sum(client.nthreads().values()) or 1
-    limit = max_in_flight or 2 * threads
-    resources = _gpu_resources(client)
+    """One task per partition in ``todo`` on the connected workers; record each outcome as it lands."""
     queue = [catalog.partitions[i] for i in todo]
-    total = sum(p.n_rows for p in queue)
-    bar = tqdm(total=total, unit="obj", unit_scale=True, disable=not progress, desc="objects", smoothing=0.1)
+    bar = tqdm(
+        total=sum(p.n_rows for p in queue),
+        unit="obj",
+        unit_scale=True,
+        disable=not progress,
+        desc="objects",
+        smoothing=0.1,
+    )
 
-    def submit(partition: Partition):
-        return client.submit(
-            process_partition,
-            partition,
-            store.ref(),
-            model_dir,
-            sha,
-            options,
-            key=f"partition-{partition.index}-{sha[:8]}",
-            retries=retries,
-            pure=False,
-            resources=resources,
-        )
-
-    pending = as_completed([submit(p) for p in queue[:limit]], with_results=False)
-    queued = min(limit, len(queue))
-    for future in pending:
-        partition = catalog.partitions[int(future.key.split("-")[1])]
-        try:
-            outcome = future.result()
-        except Exception as err:  # a task that failed every retry: record it, finish the rest
-            outcome = PartitionOutcome(
-                partition.index, 0, 0.0, f"{type(err).__name__}: {err}".splitlines()[0]
-            )
+    def record(outcome: Outcome) -> None:
+        partition: Partition = outcome.item
+        result = outcome.value or PartitionOutcome(partition.index, 0, 0.0, outcome.error)
+        if outcome.error:  # the task failed every retry (process_partition marks unreadable files itself)
             store.mark_failed(partition.index, outcome.error)
-        if outcome.error:
-            report.failed[outcome.index] = (
-                f"{partition.path}: {outcome.error}"
-                if str(partition.path) not in outcome.error
-                else outcome.error
+        if result.error:
+            report.failed[result.index] = (
+                result.error if str(partition.path) in result.error else f"{partition.path}: {result.error}"
             )
         else:
             report.done += 1
-            report.n_objects += outcome.n_rows
+            report.n_objects += result.n_rows
         bar.update(partition.n_rows)
         bar.set_postfix(
             partitions=f"{report.done + len(report.failed)}/{len(queue)}", failed=len(report.failed)
         )
-        if queued < len(queue):
-            pending.add(submit(queue[queued]))
-            queued += 1
+
+    stop = run_tasks(
+        client,
+        process_partition,
+        queue,
+        key=lambda p: f"partition-{p.index}-{sha[:8]}",
+        on_outcome=record,
+        kwargs={"store_ref": store.ref(), "model_dir": model_dir, "sha": sha, "options": options},
+        window=max_in_flight,
+        retries=retries,
+        rules=rules,
+    )
     bar.close()
+    if stop is not None:
+        report.stopped = _stop_message(stop, model_dir, options)
+
+
+def _stop_message(stop: Stop, model_dir: str, options: RunOptions) -> str:
+    """The stop's message, with what a worker needs when workers were killed over memory."""
+    if stop.cause != "memory":
+        return stop.message
+    need = worker_footprint(model_dir, options.batch_size, options.n_samples)
+    return (
+        f"{stop.message}; a worker needs {need.describe()} at --batch-size {options.batch_size}: "
+        "give the workers more memory or lower --batch-size"
+    )
