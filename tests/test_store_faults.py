@@ -24,6 +24,7 @@ import pytest
 import zarr
 
 from specdiff_catalog.cli import main
+from specdiff_catalog.flags import Flag
 from specdiff_catalog.io.catalog import demo_catalog_dir, open_catalog, write_hats
 from specdiff_catalog.io.spectra_file import ReconstructedSpectra, write_zarr
 from specdiff_catalog.io.store import open_store
@@ -312,6 +313,32 @@ def test_a_failing_partition_leaves_no_valid_row(small_catalogs, tmp_path, capsy
         assert main(["info", "--json", str(out)]) == 0
         assert '"valid": 0' in capsys.readouterr().out
         assert main(["export", "qp", "--pz", str(out), "--out", str(tmp_path / "x.hdf5")]) == 2
+
+
+# --- issue 13 case 8: absurd fluxes give flagged rows, not a failed partition ---------------
+
+
+def test_an_absurd_flux_everywhere_gives_flagged_rows_in_a_finished_store(small_catalogs, tmp_path):
+    """FLUX_G = -50 for every object (issue 13 case 8): every object loses its g band with a flag and
+    keeps a PDF. Object 43981768784621569 has no FLUX_Z either, so too few bands are left for the
+    photometry check (ppc_dof 0, NaN ppc_chi2): the writer refused its partition for that, on every
+    retry, with a worker traceback, and `run` exited 1 (benchmarks/hostile_inputs.py, case flux_g_-50)."""
+    table = pd.concat([pq.read_table(p.path).to_pandas() for p in open_catalog(small_catalogs[0]).partitions])
+    write_hats(table.assign(FLUX_G=-50.0), tmp_path / "g", order=3, catalog_name="g_minus_50")
+    out = tmp_path / "pz.zarr"
+    assert _run(tmp_path / "g", out) == 0
+    store = open_store(out, mode="r")
+    assert store.partitions()["status"].tolist() == ["done"] * 3
+    rows = store.read_results(["object_id", "flags", "z_median", "ppc_dof", "ppc_chi2"])
+    assert len(rows["object_id"]) == 60
+    measured_g = table.set_index("OBJECT_ID").loc[rows["object_id"], "FLUX_IVAR_G"].to_numpy() > 0
+    lost_g = int(Flag.UNPHYSICAL_INPUT | Flag.MISSING_BAND)
+    assert measured_g.sum() == 58 and ((rows["flags"][measured_g] & lost_g) == lost_g).all()
+    usable = (rows["flags"] & int(Flag.NO_PHOTOMETRY)) == 0  # two objects have no band measured at all
+    assert (usable == measured_g).all() and np.isfinite(rows["z_median"][usable]).all()
+    assert (rows["z_median"][usable] >= 0).all()
+    unchecked = rows["object_id"] == 43981768784621569
+    assert rows["ppc_dof"][unchecked].tolist() == [0] and np.isnan(rows["ppc_chi2"][unchecked]).all()
 
 
 # --- issue 11 item 3: output URLs ----------------------------------------------------------

@@ -23,7 +23,9 @@ class Column:
 
     fill: the value of padding rows (valid = 0); units: CF units or None (no attribute).
     finite: a model output, finite in every object row unless its flags say why not
-    (``flags.NO_RESULT``); cf: further CF attributes (name, value) pairs.
+    (``flags.NO_RESULT``) or, for a column with ``nan_when_zero``, that integer column is 0
+    in the row (``ppc_dof`` 0: the photometry check did not run); cf: further CF attributes
+    (name, value) pairs.
     """
 
     name: str
@@ -34,6 +36,7 @@ class Column:
     dims: tuple[str, ...] = ("object",)
     width: int | None = None
     finite: bool = False
+    nan_when_zero: str | None = None
     cf: tuple[tuple[str, Any], ...] = ()
 
     @property
@@ -101,9 +104,12 @@ def output_columns(n_quantiles: int, latent_size: int, n_samples_saved: int) -> 
                 "ppc_chi2",
                 "posterior-predictive chi^2 of the fluxes against spectra decoded from the posterior "
                 "(free amplitude; mean over draws)",
+                nan_when_zero="ppc_dof",
             ),
             Column("ppc_dof", "int8", "degrees of freedom of ppc_chi2 (0: not checked)", "1", -1),
-            _dimensionless("ppc_pvalue", "posterior-predictive p-value of the photometry"),
+            _dimensionless(
+                "ppc_pvalue", "posterior-predictive p-value of the photometry", nan_when_zero="ppc_dof"
+            ),
         ]
     if n_samples_saved:
         columns.append(
@@ -120,6 +126,7 @@ def _dimensionless(
     dims: tuple[str, ...] = ("object",),
     width: int | None = None,
     dtype: str = "float32",
+    nan_when_zero: str | None = None,
 ) -> Column:
     """A float model output of a dimensionless quantity (units "1"), NaN in padding rows."""
-    return Column(name, dtype, long_name, "1", np.nan, dims, width, finite=True)
+    return Column(name, dtype, long_name, "1", np.nan, dims, width, finite=True, nan_when_zero=nan_when_zero)
