@@ -341,6 +341,45 @@ def test_an_absurd_flux_everywhere_gives_flagged_rows_in_a_finished_store(small_
     assert rows["ppc_dof"][unchecked].tolist() == [0] and np.isnan(rows["ppc_chi2"][unchecked]).all()
 
 
+def test_outputs_the_writer_refuses_fail_the_partition_once_without_retries(
+    small_catalogs, tmp_path, monkeypatch
+):
+    """A partition whose outputs break the writer's rules (here a NaN z_median without a flag) is
+    marked failed with the writer's message by the task itself: it used to raise, so Dask retried
+    it twice (the same outputs each time) and every worker printed a "Compute Failed" traceback."""
+    from distributed import LocalCluster
+
+    import specdiff_catalog.inference as inference
+    from specdiff_catalog.pipeline.cluster import ClusterConfig
+    from specdiff_catalog.pipeline.run import RunOptions, run_catalog
+
+    calls = []
+    real = inference.predict_columns
+
+    def unexplained_nan(*args, **kwargs):
+        calls.append(1)
+        columns = real(*args, **kwargs)
+        columns["z_median"][0] = np.nan  # no NO_PHOTOMETRY / SAMPLER_FAILURE flag says why
+        return columns
+
+    monkeypatch.setattr(inference, "predict_columns", unexplained_nan)
+    out = tmp_path / "pz.zarr"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        report = run_catalog(
+            small_catalogs[0],
+            out,
+            None,
+            RunOptions(n_samples=8, steps=2, quantiles=(0.16, 0.5, 0.84)),
+            ClusterConfig(scheduler_address=cluster.scheduler_address),
+            progress=False,
+            retries=2,
+        )
+    assert len(calls) == 3 and report.done == 0 and sorted(report.failed) == [0, 1, 2]
+    assert all("z_median is not finite for 1 objects" in message for message in report.failed.values())
+    store = open_store(out, mode="r")
+    assert store.partitions()["status"].tolist() == ["failed"] * 3 and not store.read("valid").any()
+
+
 # --- issue 11 item 3: output URLs ----------------------------------------------------------
 
 
