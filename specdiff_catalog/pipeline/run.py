@@ -298,10 +298,10 @@ def run_catalog(
     out = to_upath(out, out_storage_options)  # PathError for an unusable URL, before anything happens
     options = options or RunOptions()
     cluster = cluster or ClusterConfig()
-    note = sample_count_note(options.quantiles, options.n_samples)
+    checked = preflight(input_path, model_dir, options, cluster, storage_options=storage_options)
+    note = sample_count_note(options.quantiles, options.n_samples)  # options are valid: after preflight
     if note:
         warnings.warn(note, SampleCountWarning, stacklevel=2)
-    checked = preflight(input_path, model_dir, options, cluster, storage_options=storage_options)
     catalog, model_dir, config = checked.catalog, checked.model_dir, checked.config
     assert config.diffusion is not None  # preflight refuses a model without one
     notice = simulation_notice(config, model_dir)
