@@ -49,7 +49,7 @@ class Case:
     issue: str
     what: str
     make: Callable[[Path], tuple[list[str], Path | None]]
-    timeout: float = 600.0
+    timeout: float = 1800.0
 
 
 def _table(root: Path):
@@ -378,6 +378,10 @@ def store_summary(out: Path) -> dict:
     return summary
 
 
+def _text(output: bytes | str | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+
+
 def try_case(case: Case, root: Path) -> dict:
     argv, out = case.make(root)
     try:
@@ -391,7 +395,7 @@ def try_case(case: Case, root: Path) -> dict:
         )
         code, stderr, stdout = proc.returncode, proc.stderr, proc.stdout
     except subprocess.TimeoutExpired as err:
-        code, stderr, stdout = None, str(err.stderr or ""), str(err.output or "")
+        code, stderr, stdout = None, _text(err.stderr), _text(err.output)  # bytes, even with text=True
     lines = [line for line in stderr.splitlines() if line.strip() and not any(n in line for n in NOTES)]
     logs = [line for line in lines if DASK_LOG.match(line)]  # Dask's own log lines (a worker restarted...)
     said = [line for line in lines if not DASK_LOG.match(line)]
