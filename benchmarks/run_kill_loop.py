@@ -94,13 +94,14 @@ def command(catalog: Path, out: Path) -> list[str]:
     ]
 
 
-def _start(catalog: Path, out: Path) -> subprocess.Popen:
-    """The run, in a process group of its own; its output goes to files beside the store."""
+def start_run(catalog: Path, out: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The run, in a process group of its own (``env`` added to its environment); its output
+    goes to files beside the store."""
     with open(f"{out}.stdout", "a") as stdout, open(f"{out}.stderr", "a") as stderr:
         return subprocess.Popen(
             command(catalog, out),
             cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
@@ -124,7 +125,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
     raise RuntimeError(f"processes of group {proc.pid} survived SIGKILL")
 
 
-def _finish(proc: subprocess.Popen) -> int:
+def wait_run(proc: subprocess.Popen) -> int:
     try:
         return proc.wait(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -207,7 +208,7 @@ def reference_run(catalog: Path, out: Path) -> Timeline:
     """Run to the end, polling the disk (every 5 ms until the store is ready, then every 2 ms) for
     the lock, the creation sibling, the store, and each partition's first array and status."""
     began = time.monotonic()
-    proc = _start(catalog, out)
+    proc = start_run(catalog, out)
     seen: dict[str, float] = {}
     shards: list[int] = []
     while proc.poll() is None:
@@ -316,7 +317,7 @@ def kill_and_rerun(
     rng = random.Random(seed)
     aim = AIMS[seed % len(AIMS)]
     began = time.monotonic()
-    proc = _start(catalog, out)
+    proc = start_run(catalog, out)
     if aim == "creation":  # from the lock's appearance, over the reference's creation (+20%)
         _wait_for(proc, lambda: _lock(out).exists())
         delay = rng.uniform(0.0, 1.2 * (times.ready - times.lock))
@@ -335,7 +336,7 @@ def kill_and_rerun(
     _kill_group(proc)
     where = landed(out, exit_code)
     after_kill = compare(reference, store_arrays(out)) if _ready(out) else None
-    rerun = _finish(_start(catalog, out))
+    rerun = wait_run(start_run(catalog, out))
     result = {
         "seed": seed,
         "target": "run",
@@ -345,7 +346,7 @@ def kill_and_rerun(
         "rows_mixed_after_kill": after_kill["rows_mixed"] if after_kill else 0,
         "rerun_exit": rerun,
         "stale_lock_taken_over": "taking over the stale lock" in Path(f"{out}.stderr").read_text(),
-        **_final(out, reference),
+        **compare_finished(out, reference),
     }
     return result
 
@@ -358,7 +359,7 @@ def kill_worker(
     rng = random.Random(seed)
     p = rng.randrange(len(SIZES))
     began = time.monotonic()
-    proc = _start(catalog, out)
+    proc = start_run(catalog, out)
     if p == 0:  # from the worker's start, over the reference's cluster start, model load and partition 0
         _wait_for(proc, lambda: bool(_workers(proc)), every=0.05)
         delay = rng.uniform(0.0, times.status_written[0] - times.ready)
@@ -371,7 +372,7 @@ def kill_worker(
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     where = landed(out, None) if pids else "after the run ended"
-    exit_code = _finish(proc)
+    exit_code = wait_run(proc)
     return {
         "seed": seed,
         "target": "worker",
@@ -382,11 +383,11 @@ def kill_worker(
         "rows_mixed_after_kill": 0,
         "rerun_exit": exit_code,
         "stale_lock_taken_over": False,
-        **_final(out, reference),
+        **compare_finished(out, reference),
     }
 
 
-def _final(out: Path, reference: dict[str, np.ndarray]) -> dict:
+def compare_finished(out: Path, reference: dict[str, np.ndarray]) -> dict:
     """The finished store against the reference, and what is left beside it."""
     compared = compare(reference, store_arrays(out)) if _ready(out) else {"arrays_differing": ["<no store>"]}
     leftovers = [*out.parent.glob(f".{out.name}.*"), *out.parent.glob(f"{out.name}.lock*")]
@@ -460,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         catalog = make_catalog(workdir / "catalog")
         times = reference_run(catalog, workdir / "reference.zarr")
         reference = store_arrays(workdir / "reference.zarr")
-        _finish(_start(catalog, workdir / "control.zarr"))
+        wait_run(start_run(catalog, workdir / "control.zarr"))
         control = compare(reference, store_arrays(workdir / "control.zarr"))["arrays_differing"]
         print(f"control: a second uninterrupted run differs from the reference in {control or 'no array'}")
         one = kill_and_rerun if args.target == "run" else kill_worker
