@@ -431,7 +431,12 @@ def summary(results: list[dict], times: Timeline) -> str:
     stale = sum(r["stale_lock_taken_over"] for r in results)
     lines.append(
         f"{len(results)} kills: {identical} (re-)runs exited 0 with a store identical to the reference and "
-        f"nothing left beside it; {stale} re-runs took over the killed run's stale lock"
+        f"nothing left beside it"
+        + (
+            f"; {stale} re-runs took over the killed run's stale lock"
+            if results[0]["target"] == "run"
+            else ""
+        )
     )
     return "\n".join(lines)
 
