@@ -50,7 +50,7 @@ def test_selections(model_and_store):
     assert np.array_equal(a, select_rows(store, ObjectSelection(random=25, seed=3))) and len(set(a)) == 25
     assert not np.array_equal(a, select_rows(store, ObjectSelection(random=25, seed=4)))
     assert (store.group["valid"][:][a] == 1).all()
-    with pytest.raises(ValueError, match=r"2 object id.*not in the store: 5, 1180"):
+    with pytest.raises(ValueError, match=r"2 object id.*not in the store's done partitions: 5, 1180"):
         select_rows(store, ObjectSelection(ids=(1000, 5, 1180)))
     assert ObjectSelection.parse("rows=3:7") == ObjectSelection(rows=(3, 7))
     assert ObjectSelection.parse("random=4", seed=2) == ObjectSelection(random=4, seed=2)
@@ -171,7 +171,7 @@ def test_cli_spectra(model_and_store, tmp_path, capsys):
     with fits.open(out) as hdul:
         assert hdul["OBS_WAVELENGTH"].data.size == WAVE.size and len(hdul["OBJECTS"].data) == 5
     assert main(["spectra", "--pz", str(path), "--select", "ids=77", "--out", str(tmp_path / "x.fits")]) == 2
-    assert "not in the store: 77" in capsys.readouterr().err
+    assert "not in the store's done partitions: 77" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
