@@ -380,6 +380,7 @@ def kill_worker(
         "killed_at_s": round(killed_at, 3),
         "landed": where,
         "workers_killed": len(pids),
+        "cluster_started_again": "a worker process died while starting" in Path(f"{out}.stderr").read_text(),
         "rows_mixed_after_kill": 0,
         "rerun_exit": exit_code,
         "stale_lock_taken_over": False,
@@ -428,15 +429,14 @@ def summary(results: list[dict], times: Timeline) -> str:
             f"{sum(r['rows_mixed'] + r['rows_mixed_after_kill'] for r in group)} |"
         )
     identical = sum(r["identical"] and not r["leftovers"] and r["rerun_exit"] == 0 for r in results)
-    stale = sum(r["stale_lock_taken_over"] for r in results)
+    if results[0]["target"] == "run":
+        stale = sum(r["stale_lock_taken_over"] for r in results)
+        then = f"{stale} re-runs took over the killed run's stale lock"
+    else:
+        then = f"{sum(r['cluster_started_again'] for r in results)} runs started their cluster again"
     lines.append(
         f"{len(results)} kills: {identical} (re-)runs exited 0 with a store identical to the reference and "
-        f"nothing left beside it"
-        + (
-            f"; {stale} re-runs took over the killed run's stale lock"
-            if results[0]["target"] == "run"
-            else ""
-        )
+        f"nothing left beside it; {then}"
     )
     return "\n".join(lines)
 
