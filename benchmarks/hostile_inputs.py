@@ -23,6 +23,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -378,24 +379,25 @@ def store_summary(out: Path) -> dict:
     return summary
 
 
-def _text(output: bytes | str | None) -> str:
-    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
-
-
 def try_case(case: Case, root: Path) -> dict:
     argv, out = case.make(root)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "specdiff_catalog", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        start_new_session=True,  # a process group of its own: a timed-out run goes with its workers
+    )
+    code: int | None
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "specdiff_catalog", *argv],
-            capture_output=True,
-            text=True,
-            cwd=root,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            timeout=case.timeout,
-        )
-        code, stderr, stdout = proc.returncode, proc.stderr, proc.stdout
-    except subprocess.TimeoutExpired as err:
-        code, stderr, stdout = None, _text(err.stderr), _text(err.output)  # bytes, even with text=True
+        stdout, stderr = proc.communicate(timeout=case.timeout)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        code = None
     lines = [line for line in stderr.splitlines() if line.strip() and not any(n in line for n in NOTES)]
     logs = [line for line in lines if DASK_LOG.match(line)]  # Dask's own log lines (a worker restarted...)
     said = [line for line in lines if not DASK_LOG.match(line)]
