@@ -266,31 +266,6 @@ def open_store(path: str | Path, storage_options: dict[str, Any] | None = None) 
     are coordinates. Lazily loaded (dask): ``ds["z_median"].values`` reads that array only.
     storage_options: for fsspec URLs (s3://, gs://, ...).
     """
-    return _open_results(path, storage_options)
+    from specdiff_catalog.io.store import open_dataset
 
-
-# --- TEMPORARY: until io.store.open_dataset (the store helper, issue 11 item 5) is on main ---------
-# open_store above must then become ``return io.store.open_dataset(path, storage_options)``
-# and this function go away.
-def _open_results(path: str | Path, storage_options: dict[str, Any] | None) -> xr.Dataset:
-    import xarray as xr
-
-    from specdiff_catalog.io.store import PartitionStatus
-    from specdiff_catalog.io.store import open_store as open_output_store
-
-    if storage_options:
-        raise ValueError("storage_options need io.store.open_dataset (fsspec URLs), not on this branch yet")
-    store = open_output_store(path, mode="r")
-    table = store.partitions()
-    done = np.zeros(store.n_rows(), dtype=bool)
-    for index, part in table.iterrows():
-        if part["status"] == PartitionStatus.DONE.label:
-            done[store.region(int(index))] = True
-    keep = done & (store.read("valid") == 1)
-    left_out = int(table.loc[table["status"] != PartitionStatus.DONE.label, "n_rows"].sum())
-    if left_out:
-        warnings.warn(
-            f"{path}: {left_out} objects of failed or pending partitions are not in the dataset", stacklevel=3
-        )
-    ds = xr.open_zarr(str(path), consolidated=True)
-    return ds.isel(object=np.flatnonzero(keep)).set_coords("object_id").drop_vars("valid")
+    return open_dataset(path, storage_options)

@@ -190,10 +190,7 @@ def conditional_latent(
     w_k = exp(-(z_k - z0)^2 / 2h^2) (Nadaraya-Watson): the result estimates
     E[s | z = z0] and the spread of s there, so for a multimodal redshift PDF the latent
     belongs to the redshift it is decoded at rather than averaging galaxies of the other
-    mode. Samples with a non-finite z or latent get zero weight. The weights are taken
-    relative to the nearest sample's (u^2 - min u^2, which cancels in the ratio), so a row
-    whose every sample lies > 38 bandwidths from z0 (exp underflows to 0) gets its nearest
-    samples' latents rather than 0/0. Returns two (N, S) arrays.
+    mode. Samples with a non-finite z or latent get zero weight. Returns two (N, S) arrays.
     """
     z = _finite(z_samples)
     s = np.asarray(latent_samples, dtype=np.float64)
@@ -203,11 +200,13 @@ def conditional_latent(
             (z - z0[:, None]) / bandwidth[:, None],
             np.where(z == z0[:, None], 0.0, np.inf),
         )
-    usable = np.isfinite(u) & np.isfinite(s).all(axis=2)
-    u2 = np.where(usable, u**2, np.inf)
-    nearest = np.min(u2, axis=1, keepdims=True, initial=np.inf)
+    u2 = np.where(np.isfinite(s).all(axis=2), u**2, np.inf)
+    nearest = np.min(u2, axis=1, keepdims=True)
+    # the nearest sample's weight is 1 (a constant factor, which cancels): weights cannot all
+    # underflow to 0 when z0 lies many bandwidths from every sample
     with np.errstate(invalid="ignore"):
-        w = np.where(usable & np.isfinite(nearest), np.exp(-0.5 * (u2 - nearest)), 0.0)
+        w = np.exp(-0.5 * (u2 - np.where(np.isfinite(nearest), nearest, 0.0)))
+    w = np.where(np.isfinite(w), w, 0.0)
     total = w.sum(axis=1, keepdims=True)
     s = np.where(w[..., None] > 0, s, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -40,19 +40,31 @@ def _check_join(joined: pd.DataFrame, catalog_rows: int, store_frame: pd.DataFra
     assert got.notna().sum() == expected.notna().sum() > 0.9 * catalog_rows
 
 
-def test_docs_have_the_five_examples():
-    assert len(_blocks()) == 5
+def test_docs_have_the_six_examples():
+    assert len(_blocks()) == 6
+
+
+def test_flags_example(tiny_run):
+    from specdiff_catalog.flags import Flag
+    from specdiff_catalog.io.store import open_dataset
+
+    ds = open_dataset(tiny_run)
+    namespace = {"ds": ds}
+    exec(compile(_blocks()[0], str(DOC), "exec"), namespace)
+    trusted = namespace["trusted"]
+    assert trusted.shape == (ds.sizes["object"],) and 0 < trusted.sum() <= trusted.size
+    assert not ((ds["flags"].values[trusted] & int(Flag.untrusted())) != 0).any()
 
 
 def test_pandas_join(trained_tiny, tiny_run, store_frame):
-    ns = _run(_blocks()[0], **{"OUT.zarr": tiny_run, "CATALOG": trained_tiny.catalog})
+    ns = _run(_blocks()[1], **{"OUT.zarr": tiny_run, "CATALOG": trained_tiny.catalog})
     _check_join(ns["joined"], len(ns["catalog"]), store_frame)
     assert ns["joined"]["z_q0.5"].notna().sum() == store_frame["z_median"].notna().sum()
 
 
 def test_lsdb_join(trained_tiny, tiny_run, store_frame):
     pytest.importorskip("lsdb")
-    ns = _run(_blocks()[1], **{"OUT.zarr": tiny_run, "CATALOG": trained_tiny.catalog})
+    ns = _run(_blocks()[2], **{"OUT.zarr": tiny_run, "CATALOG": trained_tiny.catalog})
     _check_join(ns["joined"], 400, store_frame)
 
 
@@ -62,13 +74,13 @@ def test_specutils_example(tiny_run, tmp_path):
     assert (
         main(["spectra", "--pz", str(tiny_run), "--select", "random=4", "--observed", "--out", str(out)]) == 0
     )
-    ns = _run(_blocks()[2], **{"s.fits": out})
+    ns = _run(_blocks()[3], **{"s.fits": out})
     assert ns["rest"].flux.shape == (4, ns["wave"].size) and ns["observed"].flux.shape == (4, 7781)
     assert 1000 < ns["wave"].value.min() < ns["wave"].value.max() < 12000
 
 
 def test_spectra_example(tiny_run):
-    ns = _run(_blocks()[3], **{"OUT.zarr": tiny_run})
+    ns = _run(_blocks()[4], **{"OUT.zarr": tiny_run})
     assert len(ns["table"]) == 20 and ns["rest_flux"].shape == (20, ns["rest_wave"].size)
     assert ns["table"]["has_latent"].sum() >= 19 and ns["spectra"].flux_obs.shape[1] == 7781
 
@@ -77,7 +89,7 @@ def test_qp_example(tiny_run, store_frame, tmp_path):
     pytest.importorskip("qp")
     out = tmp_path / "pz.hdf5"
     assert main(["export", "qp", "--pz", str(tiny_run), "--out", str(out)]) == 0
-    ns = _run(_blocks()[4], **{"pz.hdf5": out})
+    ns = _run(_blocks()[5], **{"pz.hdf5": out})
     with_pdf = store_frame[store_frame["z_median"].notna()]
     assert np.array_equal(ns["ids"], with_pdf["object_id"])
     assert np.abs(ns["medians"] - with_pdf["z_median"]).max() < QP_DZ  # within one histogram bin

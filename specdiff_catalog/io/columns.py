@@ -23,9 +23,7 @@ class Column:
 
     fill: the value of padding rows (valid = 0); units: CF units or None (no attribute).
     finite: a model output, finite in every object row unless its flags say why not
-    (``flags.NO_RESULT``) or, for a column with ``nan_when_zero``, that integer column is 0
-    in the row (``ppc_dof`` 0: the photometry check did not run); cf: further CF attributes
-    (name, value) pairs.
+    (``flags.NO_RESULT``); cf: further CF attributes (name, value) pairs.
     """
 
     name: str
@@ -36,7 +34,6 @@ class Column:
     dims: tuple[str, ...] = ("object",)
     width: int | None = None
     finite: bool = False
-    nan_when_zero: str | None = None
     cf: tuple[tuple[str, Any], ...] = ()
 
     @property
@@ -92,7 +89,8 @@ def output_columns(n_quantiles: int, latent_size: int, n_samples_saved: int) -> 
         _dimensionless(
             "coverage",
             "training-set coverage score: fraction of training-like objects in sparser regions "
-            "of feature space (docs/coverage.md)",
+            "of feature space (docs/coverage.md); NaN: the model has no coverage section",
+            finite=False,
         ),
     ]
     if latent_size:
@@ -103,12 +101,12 @@ def output_columns(n_quantiles: int, latent_size: int, n_samples_saved: int) -> 
             _dimensionless(
                 "ppc_chi2",
                 "posterior-predictive chi^2 of the fluxes against spectra decoded from the posterior "
-                "(free amplitude; mean over draws)",
-                nan_when_zero="ppc_dof",
+                "(free amplitude; mean over draws); NaN: not checked (ppc_dof 0)",
+                finite=False,
             ),
             Column("ppc_dof", "int8", "degrees of freedom of ppc_chi2 (0: not checked)", "1", -1),
             _dimensionless(
-                "ppc_pvalue", "posterior-predictive p-value of the photometry", nan_when_zero="ppc_dof"
+                "ppc_pvalue", "posterior-predictive p-value of the photometry; NaN: not checked", finite=False
             ),
         ]
     if n_samples_saved:
@@ -126,7 +124,8 @@ def _dimensionless(
     dims: tuple[str, ...] = ("object",),
     width: int | None = None,
     dtype: str = "float32",
-    nan_when_zero: str | None = None,
+    finite: bool = True,
 ) -> Column:
-    """A float model output of a dimensionless quantity (units "1"), NaN in padding rows."""
-    return Column(name, dtype, long_name, "1", np.nan, dims, width, finite=True, nan_when_zero=nan_when_zero)
+    """A float model output of a dimensionless quantity (units "1"), NaN in padding rows;
+    finite=False for a check that may not be computed for an object (NaN: not checked)."""
+    return Column(name, dtype, long_name, "1", np.nan, dims, width, finite=finite)

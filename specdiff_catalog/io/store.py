@@ -561,20 +561,15 @@ class OutputStore:
             raise PartitionDataError(f"{where}: flags: the PADDING bit is set on object rows")
         unexplained = (flags & np.uint16(NO_RESULT)) == 0
         for name in sorted(expected):
-            column = spec[name]
-            if not column.finite:
+            if not spec[name].finite:
                 continue
             values = cast[name]
             bad = unexplained & ~np.isfinite(values).all(axis=tuple(range(1, values.ndim)))
-            reason = "flags do not say why (no NO_PHOTOMETRY or SAMPLER_FAILURE)"
-            if column.nan_when_zero is not None:
-                bad &= cast[column.nan_when_zero] != 0
-                reason += f" and whose {column.nan_when_zero} is not 0"
             if bad.any():
                 ids = ", ".join(str(i) for i in cast["object_id"][bad][:3])
                 raise PartitionDataError(
-                    f"{where}: {name} is not finite for {int(bad.sum())} objects whose {reason}, "
-                    f"e.g. object_id {ids}"
+                    f"{where}: {name} is not finite for {int(bad.sum())} objects whose flags do not say "
+                    f"why (no NO_PHOTOMETRY or SAMPLER_FAILURE), e.g. object_id {ids}"
                 )
         padded = {}
         for name, values in cast.items():

@@ -299,7 +299,7 @@ def run_catalog(
     options = options or RunOptions()
     cluster = cluster or ClusterConfig()
     checked = preflight(input_path, model_dir, options, cluster, storage_options=storage_options)
-    note = sample_count_note(options.quantiles, options.n_samples)  # options are valid: after preflight
+    note = sample_count_note(options.quantiles, options.n_samples)
     if note:
         warnings.warn(note, SampleCountWarning, stacklevel=2)
     catalog, model_dir, config = checked.catalog, checked.model_dir, checked.config
