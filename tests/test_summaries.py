@@ -158,7 +158,8 @@ def test_latent_summary_is_finite_when_every_kernel_weight_underflows():
     """Samples > 38 bandwidths from z0 all got weight exp(-u^2/2) = 0, so latent = 0/0 = NaN in a row
     without a flag, and the store refused the whole partition (the tiny model's posteriors piled
     against z = 0: S_20 ~ 1e-8, h ~ 4e-9, mode 0.0027). The weights are relative to the nearest
-    sample now: the same where nothing underflows, the nearest samples' latents where all would."""
+    sample now: the same where nothing underflows, the nearest samples' latents where all would,
+    also in a row with a NaN z sample (row 0: it made the nearest weight NaN and the latent NaN)."""
     z = np.array([[0.0, 0.1, 0.2, np.nan], [0.29, 0.3, 0.31, 0.5]])
     latent = np.array([[[1.0], [3.0], [7.0], [9.0]], [[1.0], [2.0], [3.0], [np.nan]]])
     z0, h = np.array([0.05, 0.3]), np.array([1e-3, 0.01])
