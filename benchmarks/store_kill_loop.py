@@ -41,6 +41,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (300, 1, 0, 700, 64, 65, 129, 512, 17, 3, 250, 640)
 QUANTILES = (0.025, 0.16, 0.5, 0.84, 0.975)
+MODEL_OUTPUTS = ("z_quantiles", "z_median", "z_mode", "z_mean", "z_std", "latent", "latent_std", "z_samples")
+MODEL_OUTPUTS += ("coverage", "ppc_chi2", "ppc_pvalue")  # NaN without photometry, as run writes them
 
 
 def partition_columns(index: int, n: int, latent_size: int = 4, n_samples: int = 8) -> dict[str, np.ndarray]:
@@ -64,9 +66,13 @@ def partition_columns(index: int, n: int, latent_size: int = 4, n_samples: int =
         "latent": rng.normal(size=(n, latent_size)),
         "latent_std": rng.uniform(size=(n, latent_size)),
         "z_samples": rng.uniform(0, 2, (n, n_samples)),
+        "coverage": rng.uniform(0, 1, n),
+        "ppc_chi2": rng.chisquare(3, n),
+        "ppc_dof": np.full(n, 3),
+        "ppc_pvalue": rng.uniform(0, 1, n),
     }
     no_result = (flags & int(Flag.NO_PHOTOMETRY)) != 0
-    for name in ("z_quantiles", "z_median", "z_mode", "z_mean", "z_std", "latent", "latent_std", "z_samples"):
+    for name in MODEL_OUTPUTS:
         columns[name][no_result] = np.nan
     return columns
 

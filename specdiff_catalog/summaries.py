@@ -200,7 +200,8 @@ def conditional_latent(
             (z - z0[:, None]) / bandwidth[:, None],
             np.where(z == z0[:, None], 0.0, np.inf),
         )
-    u2 = np.where(np.isfinite(s).all(axis=2), u**2, np.inf)
+    # a NaN z (a failed draw, or one beyond SAMPLE_LIMIT) would make min() NaN: it gets u^2 = inf
+    u2 = np.where(np.isfinite(u) & np.isfinite(s).all(axis=2), u**2, np.inf)
     nearest = np.min(u2, axis=1, keepdims=True)
     # the nearest sample's weight is 1 (a constant factor, which cancels): weights cannot all
     # underflow to 0 when z0 lies many bandwidths from every sample

@@ -417,6 +417,23 @@ def test_nan_outputs_are_accepted_where_a_flag_says_why(store):
     assert list(rows["valid"][:5]) == [1] * 5 and np.isnan(rows["z_median"][:2]).all()
 
 
+def test_an_object_the_photometry_check_skipped_is_written(store):
+    """ppc_chi2 and ppc_pvalue are NaN without a flag when the check did not run (ppc_dof 0: fewer
+    than two usable bands, docs/coverage.md); the writer refused the whole partition for it
+    (FLUX_G = -50 on an object without FLUX_Z failed its partition on every retry)."""
+    columns = _columns(5, seed=1)
+    columns["flags"][:] = 0
+    columns["ppc_dof"][:2] = 0
+    columns["ppc_chi2"][:2] = np.nan
+    columns["ppc_pvalue"][:2] = np.nan
+    store.write_partition(1, columns)
+    group = zarr.open_group(store.path, mode="r")
+    region = store.region(1)
+    assert list(group["valid"][region][:5]) == [1] * 5 and list(group["ppc_dof"][region][:3]) == [0, 0, 2]
+    assert np.isnan(group["ppc_chi2"][region][:2]).all()
+    assert np.isfinite(group["ppc_pvalue"][region][2:5]).all()
+
+
 def test_failed_partition_rows_are_not_valid_and_readers_skip_them(store):
     """A partition written, then marked failed (a retry that failed), leaves valid = 0; a partition
     whose arrays were written but not its status (writer killed) is pending: no reader takes either."""

@@ -24,6 +24,7 @@ import pytest
 import zarr
 
 from specdiff_catalog.cli import main
+from specdiff_catalog.flags import Flag
 from specdiff_catalog.io.catalog import demo_catalog_dir, open_catalog, write_hats
 from specdiff_catalog.io.spectra_file import ReconstructedSpectra, write_zarr
 from specdiff_catalog.io.store import open_store
@@ -312,6 +313,71 @@ def test_a_failing_partition_leaves_no_valid_row(small_catalogs, tmp_path, capsy
         assert main(["info", "--json", str(out)]) == 0
         assert '"valid": 0' in capsys.readouterr().out
         assert main(["export", "qp", "--pz", str(out), "--out", str(tmp_path / "x.hdf5")]) == 2
+
+
+# --- issue 13 case 8: absurd fluxes give flagged rows, not a failed partition ---------------
+
+
+def test_an_absurd_flux_everywhere_gives_flagged_rows_in_a_finished_store(small_catalogs, tmp_path):
+    """FLUX_G = -50 for every object (issue 13 case 8): every object loses its g band with a flag and
+    keeps a PDF. Object 43981768784621569 has no FLUX_Z either, so too few bands are left for the
+    photometry check (ppc_dof 0, NaN ppc_chi2): the writer refused its partition for that, on every
+    retry, with a worker traceback, and `run` exited 1 (benchmarks/hostile_inputs.py, case flux_g_-50)."""
+    table = pd.concat([pq.read_table(p.path).to_pandas() for p in open_catalog(small_catalogs[0]).partitions])
+    write_hats(table.assign(FLUX_G=-50.0), tmp_path / "g", order=3, catalog_name="g_minus_50")
+    out = tmp_path / "pz.zarr"
+    assert _run(tmp_path / "g", out) == 0
+    store = open_store(out, mode="r")
+    assert store.partitions()["status"].tolist() == ["done"] * 3
+    rows = store.read_results(["object_id", "flags", "z_median", "ppc_dof", "ppc_chi2"])
+    assert len(rows["object_id"]) == 60
+    measured_g = table.set_index("OBJECT_ID").loc[rows["object_id"], "FLUX_IVAR_G"].to_numpy() > 0
+    lost_g = int(Flag.UNPHYSICAL_INPUT | Flag.MISSING_BAND)
+    assert measured_g.sum() == 58 and ((rows["flags"][measured_g] & lost_g) == lost_g).all()
+    usable = (rows["flags"] & int(Flag.NO_PHOTOMETRY)) == 0  # two objects have no band measured at all
+    assert (usable == measured_g).all() and np.isfinite(rows["z_median"][usable]).all()
+    assert (rows["z_median"][usable] >= 0).all()
+    unchecked = rows["object_id"] == 43981768784621569
+    assert rows["ppc_dof"][unchecked].tolist() == [0] and np.isnan(rows["ppc_chi2"][unchecked]).all()
+
+
+def test_outputs_the_writer_refuses_fail_the_partition_once_without_retries(
+    small_catalogs, tmp_path, monkeypatch
+):
+    """A partition whose outputs break the writer's rules (here a NaN z_median without a flag) is
+    marked failed with the writer's message by the task itself: it used to raise, so Dask retried
+    it twice (the same outputs each time) and every worker printed a "Compute Failed" traceback."""
+    from distributed import LocalCluster
+
+    import specdiff_catalog.inference as inference
+    from specdiff_catalog.pipeline.cluster import ClusterConfig
+    from specdiff_catalog.pipeline.run import RunOptions, run_catalog
+
+    calls = []
+    real = inference.predict_columns
+
+    def unexplained_nan(*args, **kwargs):
+        calls.append(1)
+        columns = real(*args, **kwargs)
+        columns["z_median"][0] = np.nan  # no NO_PHOTOMETRY / SAMPLER_FAILURE flag says why
+        return columns
+
+    monkeypatch.setattr(inference, "predict_columns", unexplained_nan)
+    out = tmp_path / "pz.zarr"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        report = run_catalog(
+            small_catalogs[0],
+            out,
+            None,
+            RunOptions(n_samples=8, steps=2, quantiles=(0.16, 0.5, 0.84)),
+            ClusterConfig(scheduler_address=cluster.scheduler_address),
+            progress=False,
+            retries=2,
+        )
+    assert len(calls) == 3 and report.done == 0 and sorted(report.failed) == [0, 1, 2]
+    assert all("z_median is not finite for 1 objects" in message for message in report.failed.values())
+    store = open_store(out, mode="r")
+    assert store.partitions()["status"].tolist() == ["failed"] * 3 and not store.read("valid").any()
 
 
 # --- issue 11 item 3: output URLs ----------------------------------------------------------

@@ -4,6 +4,7 @@ from scipy import stats
 
 from specdiff_catalog.summaries import (
     check_levels,
+    conditional_latent,
     kde_bandwidth,
     kde_mode,
     sample_quantiles,
@@ -151,6 +152,25 @@ def test_latent_summary_of_independent_samples_is_their_mean():
     # ~40% of the samples carry the kernel weight: scatter ~0.5/sqrt(80) = 0.056 around 2
     assert abs(out["latent"].mean() - 2.0) < 0.01 and out["latent"].std() < 0.08
     assert np.mean(out["latent_std"]) == pytest.approx(0.5, abs=0.02)
+
+
+def test_latent_summary_is_finite_when_every_kernel_weight_underflows():
+    """Samples > 38 bandwidths from z0 all got weight exp(-u^2/2) = 0, so latent = 0/0 = NaN in a row
+    without a flag, and the store refused the whole partition (the tiny model's posteriors piled
+    against z = 0: S_20 ~ 1e-8, h ~ 4e-9, mode 0.0027). The weights are relative to the nearest
+    sample now: the same where nothing underflows, the nearest samples' latents where all would,
+    also in a row with a NaN z sample (row 0: it made the nearest weight NaN and the latent NaN)."""
+    z = np.array([[0.0, 0.1, 0.2, np.nan], [0.29, 0.3, 0.31, 0.5]])
+    latent = np.array([[[1.0], [3.0], [7.0], [9.0]], [[1.0], [2.0], [3.0], [np.nan]]])
+    z0, h = np.array([0.05, 0.3]), np.array([1e-3, 0.01])
+    mean, std = conditional_latent(z, latent, z0, h)
+    assert mean[0, 0] == pytest.approx(2.0) and std[0, 0] == pytest.approx(1.0)  # 0.0 and 0.1, equally near
+    w = np.exp(-0.5 * np.array([1.0, 0.0, 1.0]))  # nothing underflows: the plain Nadaraya-Watson weights
+    assert mean[1, 0] == pytest.approx((w @ [1.0, 2.0, 3.0]) / w.sum(), rel=1e-12)
+    rng = np.random.default_rng(0)
+    piled = np.concatenate([10 ** rng.uniform(-16, -7, 15), 10 ** rng.uniform(-2.3, 0.15, 49)])[None, :]
+    out = summarize(piled, rng.normal(size=(1, 64, 2)), [0.5])
+    assert np.isfinite(out["latent"]).all() and np.isfinite(out["latent_std"]).all()
 
 
 def test_min_samples_is_where_the_outer_levels_stop_being_clamped():

@@ -7,6 +7,7 @@ dask-cuda and dask-jobqueue are optional extras, imported only when asked for.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -208,11 +209,39 @@ def _slurm_cluster(config: ClusterConfig):
 
 
 _FACTORIES = {"local": _local_cluster, "cuda": _cuda_cluster, "slurm": _slurm_cluster}
+START_ATTEMPTS = 2
+"""Tries at starting a local cluster: a worker process that dies while it starts (killed,
+out of memory) makes LocalCluster raise "Nanny failed to start."; the next try usually
+works, and a worker that dies every time is not worth a third."""
+
+
+class ClusterStartError(OSError):
+    """The local Dask cluster did not start (START_ATTEMPTS tries); the message says why."""
+
+
+def _start_cluster(config: ClusterConfig):
+    """The cluster of ``config``'s kind, started again when a worker died while it started."""
+    factory = _FACTORIES[resolve_kind(config)]
+    failure = ""
+    for _ in range(START_ATTEMPTS):
+        try:
+            return factory(config)
+        except RuntimeError as err:  # distributed: "Nanny failed to start." (cause: the worker process)
+            if "failed to start" not in str(err):
+                raise
+            failure = f"{err} ({err.__cause__})" if err.__cause__ else str(err)
+            print(f"note: {failure}: a worker process died while starting", file=sys.stderr, flush=True)
+    raise ClusterStartError(
+        f"the local Dask cluster did not start in {START_ATTEMPTS} tries ({failure}): its worker "
+        "processes die while starting (out of memory? a broken environment? see the lines above)"
+    )
 
 
 @contextmanager
 def connect(config: ClusterConfig) -> Iterator[Client]:
-    """A Client for ``config``; a cluster started here is closed on exit."""
+    """A Client for ``config``; a cluster started here is closed on exit. A local cluster whose
+    worker died while starting is started again once (``START_ATTEMPTS``), then
+    ClusterStartError."""
     if config.scheduler_file is not None:
         with Client(scheduler_file=str(config.scheduler_file)) as client:
             yield client
@@ -221,7 +250,7 @@ def connect(config: ClusterConfig) -> Iterator[Client]:
         with Client(config.scheduler_address) as client:
             yield client
         return
-    with _FACTORIES[resolve_kind(config)](config) as cluster, Client(cluster) as client:
+    with _start_cluster(config) as cluster, Client(cluster) as client:
         yield client
 
 

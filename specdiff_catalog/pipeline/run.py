@@ -28,7 +28,14 @@ from specdiff_catalog import __version__, defaults
 from specdiff_catalog.io.catalog import Catalog, Partition, read_objects, spatial_index
 from specdiff_catalog.io.fingerprint import input_fingerprint, partition_sources
 from specdiff_catalog.io.paths import PathLike, to_upath
-from specdiff_catalog.io.store import OutputStore, StoreLayout, StoreRef, choose_shard_rows, create_store
+from specdiff_catalog.io.store import (
+    OutputStore,
+    PartitionDataError,
+    StoreLayout,
+    StoreRef,
+    choose_shard_rows,
+    create_store,
+)
 from specdiff_catalog.io.store_lock import store_lock
 from specdiff_catalog.pipeline.cluster import ClusterConfig, connect, dashboard_link, worker_memory_limit
 from specdiff_catalog.pipeline.memory import fit_batch, worker_footprint
@@ -201,7 +208,9 @@ def process_partition(
     """Read one partition, predict every row, write its region; runs on a worker.
 
     The store is opened and checked to be this run's (``StoreRef.open``) before anything is
-    read, and again before each write: a replaced store raises StoreReplacedError."""
+    read, and again before each write: a replaced store raises StoreReplacedError. Outputs
+    the writer refuses (``PartitionDataError``) mark the partition failed with its message
+    instead of raising: a retry would compute the same outputs (and print a worker traceback)."""
     from specdiff_catalog.inference import predict_columns
 
     start = time.perf_counter()
@@ -236,7 +245,12 @@ def process_partition(
         precision=options.precision,
     )
     columns = {**_position_columns(table), "object_id": ids, **result}
-    store.write_partition(partition.index, columns)
+    try:
+        store.write_partition(partition.index, columns)
+    except PartitionDataError as err:  # the same outputs on every retry: fail it once, in one line
+        message = str(err).splitlines()[0]
+        store.mark_failed(partition.index, message)
+        return PartitionOutcome(partition.index, 0, time.perf_counter() - start, message)
     return PartitionOutcome(partition.index, len(table), time.perf_counter() - start)
 
 
