@@ -2,7 +2,7 @@
 """How well trained autoencoders fit a training set's validation spectra, by redshift and S/N.
 
     python benchmarks/autoencoder_fit.py --data TRAIN --model NAME=MODEL [--model NAME=MODEL ...]
-        [--truth MOCK/truth] [--split val] [--json out.json]
+        [--truth MOCK/truth] [--split val|train|all] [--json out.json]
 
 For each model, on the split's spectra (the model's own preprocessing: rebinning,
 de-reddening, normalisation; "amplitude" models at each spectrum's best amplitude):
@@ -57,7 +57,7 @@ def truth_spectra(truth: Path | None) -> tuple[np.ndarray, np.ndarray, dict[int,
     return np.asarray(group["wavelength"][:], dtype=np.float64), flux, {int(t): i for i, t in enumerate(ids)}
 
 
-def evaluate(model_dir: Path, ts: TrainingSet, split: str, truth: Path | None) -> pd.DataFrame:
+def evaluate(model_dir: Path, ts: TrainingSet, split: str | None, truth: Path | None) -> pd.DataFrame:
     """One row per spectrum: TARGETID, Z, snr, chi2, n, floor, n_floor, skipped, dn4000."""
     ae = load_model(model_dir, notice=False).autoencoder
     rest_wave = ae.rest_wave()
@@ -155,7 +155,12 @@ def main() -> None:
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--model", required=True, action="append", metavar="NAME=DIR")
     parser.add_argument("--truth", type=Path, help="mock truth directory (floor and Dn4000)")
-    parser.add_argument("--split", default="val")
+    parser.add_argument(
+        "--split",
+        default="val",
+        choices=("val", "train", "all"),
+        help="the training set's split to score (all: every spectrum, e.g. of a held-out set)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     ts = TrainingSet.open(args.data)
@@ -163,7 +168,7 @@ def main() -> None:
     for item in args.model:
         name, _, path = item.partition("=")
         start = time.perf_counter()
-        frame = evaluate(Path(path), ts, args.split, args.truth)
+        frame = evaluate(Path(path), ts, None if args.split == "all" else args.split, args.truth)
         used = frame[~frame["skipped"]]
         results[name] = {
             "model": path,
