@@ -2,7 +2,7 @@
 """How well trained autoencoders fit a training set's validation spectra, by redshift and S/N.
 
     python benchmarks/autoencoder_fit.py --data TRAIN --model NAME=MODEL [--model NAME=MODEL ...]
-        [--truth MOCK/truth] [--split val] [--json out.json]
+        [--truth MOCK/truth] [--split val|train|all] [--json out.json]
 
 For each model, on the split's spectra (the model's own preprocessing: rebinning,
 de-reddening, normalisation; "amplitude" models at each spectrum's best amplitude):
@@ -14,7 +14,10 @@ de-reddening, normalisation; "amplitude" models at each spectrum's best amplitud
 - with --truth (a mock's truth directory): the floor, i.e. the same chi^2 of the noiseless
   truth (truth/rest_spectra.zarr: aperture x rest flux at lambda / (1 + z), for the
   targets it holds) with its best amplitude on the same pixels, and the decoded Dn4000
-  minus the truth's (truth/spectroscopic.parquet DN4000) per TARGET_CLASS: median and NMAD.
+  minus the truth's (truth/spectroscopic.parquet DN4000) per TARGET_CLASS: median and NMAD,
+  overall and per bin of the true Dn4000 (``DN4000_EDGES``); where the truth holds the
+  noiseless spectrum, also the Dn4000 of that spectrum sampled on the model's rest grid minus
+  DN4000 (``grid_minus_truth``: what the rest grid alone changes in the index).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from specdiff_catalog.models.autoencoder import chi2, redshift_spectra
 
 Z_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.7)
 SNR_EDGES = (0.0, 1.0, 2.0, 5.0, 10.0, 1e9)
+DN4000_EDGES = (0.0, 1.2, 1.4, 1.6, 1.8, 3.0)
+NMAD_SCALE = 1.4826
 
 
 def snr(wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
@@ -57,8 +62,9 @@ def truth_spectra(truth: Path | None) -> tuple[np.ndarray, np.ndarray, dict[int,
     return np.asarray(group["wavelength"][:], dtype=np.float64), flux, {int(t): i for i, t in enumerate(ids)}
 
 
-def evaluate(model_dir: Path, ts: TrainingSet, split: str, truth: Path | None) -> pd.DataFrame:
-    """One row per spectrum: TARGETID, Z, snr, chi2, n, floor, n_floor, skipped, dn4000."""
+def evaluate(model_dir: Path, ts: TrainingSet, split: str | None, truth: Path | None) -> pd.DataFrame:
+    """One row per spectrum: TARGETID, Z, snr, chi2, n, floor, n_floor, skipped, dn4000 (decoded),
+    dn4000_grid (the noiseless truth on the model's rest grid; NaN without it)."""
     ae = load_model(model_dir, notice=False).autoencoder
     rest_wave = ae.rest_wave()
     noiseless = truth_spectra(truth)
@@ -74,7 +80,7 @@ def evaluate(model_dir: Path, ts: TrainingSet, split: str, truth: Path | None) -
             latent, _, observed, inside = ae(*(torch.as_tensor(a) for a in (prep.flux, prep.ivar, prep.z)))
             c, n = chi2(torch.as_tensor(prep.flux), torch.as_tensor(prep.ivar), observed, inside)
         decoded = ae.decode_latents(latent.numpy())
-        floor, n_floor = np.full(len(z), np.nan), np.zeros(len(z))
+        floor, n_floor, dn4000_grid = np.full(len(z), np.nan), np.zeros(len(z)), np.full(len(z), np.nan)
         if noiseless is not None:
             t_wave, t_flux, where = noiseless
             have = np.array([int(t) in where for t in ids])
@@ -87,6 +93,8 @@ def evaluate(model_dir: Path, ts: TrainingSet, split: str, truth: Path | None) -
                 amp = (w * prep.flux[have] * t_obs).sum(1) / (w * t_obs**2).sum(1)
                 floor[have] = (w * (prep.flux[have] - amp[:, None] * t_obs) ** 2).sum(1)
                 n_floor[have] = (w > 0).sum(1)
+                on_grid = redshift_spectra(t_wave, t_flux[[where[int(t)] for t in ids[have]]], 0.0, rest_wave)
+                dn4000_grid[have] = spectral.dn4000(rest_wave, on_grid)
         rows.append(
             pd.DataFrame(
                 {
@@ -99,6 +107,7 @@ def evaluate(model_dir: Path, ts: TrainingSet, split: str, truth: Path | None) -
                     "n_floor": n_floor,
                     "skipped": skipped,
                     "dn4000": spectral.dn4000(rest_wave, decoded),
+                    "dn4000_grid": dn4000_grid,
                 }
             )
         )
@@ -128,7 +137,17 @@ def binned(frame: pd.DataFrame, column: str, edges: tuple[float, ...]) -> list[d
     return out
 
 
+def _median_nmad(d: np.ndarray) -> dict:
+    d = d[np.isfinite(d)]
+    if not d.size:
+        return {"n": 0}
+    med = float(np.median(d))
+    return {"n": int(d.size), "median": med, "nmad": float(NMAD_SCALE * np.median(np.abs(d - med)))}
+
+
 def dn4000_by_class(frame: pd.DataFrame, truth: Path | None) -> dict:
+    """Per TARGET_CLASS (and all): decoded minus true Dn4000 (median, NMAD), the same per bin of the
+    true Dn4000, and the truth on the rest grid minus the true Dn4000 where the truth has spectra."""
     if truth is None or not (truth / "spectroscopic.parquet").exists():
         return {}
     table = pd.read_parquet(truth / "spectroscopic.parquet")
@@ -140,11 +159,17 @@ def dn4000_by_class(frame: pd.DataFrame, truth: Path | None) -> dict:
     out = {}
     for name in ["all", *sorted(set(classes) - {""})]:
         sel = joined if name == "all" else joined[classes.to_numpy() == name]
-        d = (sel["dn4000"] - sel["DN4000"]).to_numpy()
-        d = d[np.isfinite(d)]
-        if d.size:
-            med = float(np.median(d))
-            out[name] = {"n": int(d.size), "median": med, "nmad": float(1.4826 * np.median(np.abs(d - med)))}
+        row = _median_nmad((sel["dn4000"] - sel["DN4000"]).to_numpy())
+        if row["n"]:
+            row["by_true_dn4000"] = {
+                f"[{lo:g}, {hi:g})": _median_nmad((part["dn4000"] - part["DN4000"]).to_numpy())
+                for lo, hi in itertools.pairwise(DN4000_EDGES)
+                if len(part := sel[(sel["DN4000"] >= lo) & (sel["DN4000"] < hi)])
+            }
+            grid = _median_nmad((sel["dn4000_grid"] - sel["DN4000"]).to_numpy())
+            if grid["n"]:
+                row["grid_minus_truth"] = grid
+            out[name] = row
     return out
 
 
@@ -155,7 +180,12 @@ def main() -> None:
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--model", required=True, action="append", metavar="NAME=DIR")
     parser.add_argument("--truth", type=Path, help="mock truth directory (floor and Dn4000)")
-    parser.add_argument("--split", default="val")
+    parser.add_argument(
+        "--split",
+        default="val",
+        choices=("val", "train", "all"),
+        help="the training set's split to score (all: every spectrum, e.g. of a held-out set)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     ts = TrainingSet.open(args.data)
@@ -163,7 +193,7 @@ def main() -> None:
     for item in args.model:
         name, _, path = item.partition("=")
         start = time.perf_counter()
-        frame = evaluate(Path(path), ts, args.split, args.truth)
+        frame = evaluate(Path(path), ts, None if args.split == "all" else args.split, args.truth)
         used = frame[~frame["skipped"]]
         results[name] = {
             "model": path,

@@ -172,6 +172,12 @@ def test_report_has_every_figure_and_the_metrics(report_dir):
     spectra = metrics["spectra"]
     assert spectra["n_objects"] == 120 and spectra["chi2_pix_mean"] > 0.9
     assert spectra["dn4000_high_snr"]["n"] >= 1
+    # the per-object table, for joins the report does not make (e.g. Dn4000 per target class)
+    import pandas as pd
+
+    objects = pd.read_parquet(report_dir / "spectra.parquet")
+    assert len(objects) == 120 and objects["targetid"].is_unique
+    assert np.isfinite(objects["dn4000_rec"]).all() and np.isfinite(objects["dn4000_true"]).all()
 
 
 @pytest.mark.skipif(not any(shutil.which(n) for n in CHROMIUM_NAMES), reason="no Chromium binary on PATH")

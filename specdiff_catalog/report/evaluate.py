@@ -29,7 +29,7 @@ from specdiff_catalog.metrics import crps, photoz_table, pit, stacked_nz
 from specdiff_catalog.summaries import SampleCountWarning, sample_count_note
 
 MAG_EDGES = (10.0, 19.0, 20.0, 21.0, 21.5, 22.0, 22.5, 30.0)
-ZPHOT_EDGES = (-0.1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 2.0)
+ZPHOT_EDGES = (-0.1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2, 1.4, 1.6, 2.0)  # to z 1.6 (DESI ELGs)
 COVERAGE_EDGES = (0.0, 0.01, 0.1, 1.0 + 1e-6)  # [0, 0.01) is LOW_COVERAGE (docs/coverage.md)
 CHECK_COLUMNS = ("coverage", "ppc_chi2", "ppc_dof", "ppc_pvalue")  # carried into objects when stored
 QUANTILE_DRAWS = 100  # pseudo-samples per object when only quantiles are stored

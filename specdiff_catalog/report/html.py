@@ -366,7 +366,9 @@ def write_report(
     title: str = "specdiff-catalog validation report",
     high_snr: float | None = None,
 ) -> Report:
-    """Write report.html, one PNG per figure and metrics.json into ``out_dir`` (created).
+    """Write report.html, one PNG per figure and metrics.json into ``out_dir`` (created); with
+    ``spectra`` also spectra.parquet, its per-object table (``SpectralValidation.objects``: e.g.
+    to join Dn4000 to a mock's target classes).
 
     evaluation: an ``EvaluationResult`` (photo-z section); spectra: a ``SpectralValidation``
     (spectra section); at least one of them. high_snr: the S/N_4000 threshold of the
@@ -386,6 +388,7 @@ def write_report(
     if spectra is not None:
         _spectra_section(page, spectra, high_snr)
         metrics["spectra"] = spectra.summary(*(() if high_snr is None else (high_snr,)))
+        spectra.objects.to_parquet(out_dir / "spectra.parquet", index=False)
     path = out_dir / "report.html"
     path.write_text(page.render(), encoding="utf-8")
     metrics_path = out_dir / "metrics.json"
