@@ -88,6 +88,13 @@ class RunOptions:
         chosen = choose_sampling(config, self.sampler, self.steps, self.n_samples)
         return replace(self, sampler=chosen.sampler, steps=chosen.steps, n_samples=chosen.n_samples)
 
+    @property
+    def samples(self) -> int:
+        """n_samples of options ``resolved`` for a model (ValueError before)."""
+        if self.n_samples is None:
+            raise ValueError("the run options are not resolved for a model (n_samples None)")
+        return self.n_samples
+
 
 @dataclass
 class PartitionOutcome:
@@ -327,8 +334,7 @@ def run_catalog(
     checked = preflight(input_path, model_dir, options, cluster, storage_options=storage_options)
     catalog, model_dir, config, options = checked.catalog, checked.model_dir, checked.config, checked.options
     assert config.diffusion is not None  # preflight refuses a model without one
-    assert options.n_samples is not None  # preflight resolved the options for the model
-    note = sample_count_note(options.quantiles, options.n_samples)
+    note = sample_count_note(options.quantiles, options.samples)
     if note:
         warnings.warn(note, SampleCountWarning, stacklevel=2)
     notice = simulation_notice(config, model_dir)
@@ -389,7 +395,7 @@ def run_catalog(
 
 def _fit_memory(options: RunOptions, model_dir: Path, cluster: ClusterConfig) -> RunOptions:
     """``options`` with a batch that fits the memory limit of the workers this run starts."""
-    batch = fit_batch(worker_memory_limit(cluster), model_dir, options.batch_size, options.n_samples)
+    batch = fit_batch(worker_memory_limit(cluster), model_dir, options.batch_size, options.samples)
     if batch == options.batch_size:
         return options
     print(
@@ -464,7 +470,7 @@ def _stop_message(stop: Stop, model_dir: str, options: RunOptions) -> str:
     """The stop's message, with what a worker needs when workers were killed over memory."""
     if stop.cause != "memory":
         return stop.message
-    need = worker_footprint(model_dir, options.batch_size, options.n_samples)
+    need = worker_footprint(model_dir, options.batch_size, options.samples)
     return (
         f"{stop.message}; a worker needs {need.describe()} at --batch-size {options.batch_size}: "
         "give the workers more memory or lower --batch-size"
