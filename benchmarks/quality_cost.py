@@ -26,7 +26,8 @@ default is the cheapest setting (FLOP per galaxy) whose CRPS and sigma_NMAD are 
 1.02 x the 20-step 100-sample teacher's and whose PIT KS is at most 0.01 above it, among
 those drawing at least ``summaries.min_samples(defaults.QUANTILES)`` samples (39: fewer
 would clamp ``run``'s outer quantiles). ``--set-default`` records the cheapest such
-student of the main model in its config.json (``training.distill.set_production_default``),
+setting of the main model (a student, or the teacher at fewer steps) in its config.json
+(``training.distill.set_production_default``),
 so that ``run`` uses it. Writes OUT.md (table), OUT.json (every number) and OUT.png (CRPS
 and sigma_NMAD against FLOP per galaxy).
 """
@@ -370,7 +371,7 @@ def main() -> None:
     parser.add_argument(
         "--set-default",
         action="store_true",
-        help="record the cheapest passing student of the main model as its production setting",
+        help="record the cheapest passing setting of the main model as its production setting",
     )
     args = parser.parse_args()
     if args.threads:
@@ -399,10 +400,8 @@ def main() -> None:
     result = with_references(rows, main_label)
     candidates = result[result["eligible"]].sort_values(["flop_per_galaxy", "pdf_crps"])
     chosen = candidates.iloc[0] if len(candidates) else None
-    students = candidates[
-        (candidates["model"] == main_label) & (candidates["sampler"] == defaults.STUDENT_SAMPLER)
-    ]
-    student = students.iloc[0] if len(students) else None
+    own = candidates[(candidates["model"] == main_label) & (candidates["subset"] == "all")]
+    production = own.iloc[0] if len(own) else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     text = markdown(result, chosen)
     args.out.with_suffix(".md").write_text(text)
@@ -415,7 +414,7 @@ def main() -> None:
         "tolerances": {"crps": CRPS_TOLERANCE, "sigma_nmad": NMAD_TOLERANCE, "pit_ks": PIT_KS_TOLERANCE},
         "min_production_samples": MIN_PRODUCTION_SAMPLES,
         "chosen": None if chosen is None else chosen.to_dict(),
-        "chosen_student_of_main": None if student is None else student.to_dict(),
+        "chosen_of_main": None if production is None else production.to_dict(),
         "rows": result.to_dict(orient="records"),
     }
     args.out.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=float))
@@ -424,19 +423,22 @@ def main() -> None:
         print("production default: no setting passes the rule")
         return
     print("production default:", chosen[["model", "sampler", "evaluations", "samples"]].to_dict())
-    if student is None:
-        print("no student of the main model passes the rule: nothing to record")
+    if production is None:
+        print("no setting of the main model passes the rule: nothing to record")
         return
-    if student.name != chosen.name:
+    if production.name != chosen.name:
         print(
-            "the cheapest passing setting is not a student of the main model; its cheapest passing "
-            f"student: {student['evaluations']} evaluations x {student['samples']} samples"
+            "the cheapest passing setting is not the main model's; its cheapest passing setting: "
+            f"{production['sampler']} {production['evaluations']} evaluations x "
+            f"{production['samples']} samples"
         )
     if args.set_default:
-        set_production_default(args.model, int(student["evaluations"]), int(student["samples"]))
+        set_production_default(
+            args.model, int(production["evaluations"]), int(production["samples"]), str(production["sampler"])
+        )
         print(
-            f"recorded in {args.model}/config.json: the {student['evaluations']}-evaluation student, "
-            f"{student['samples']} samples per object"
+            f"recorded in {args.model}/config.json: {production['sampler']} at {production['evaluations']} "
+            f"evaluations, {production['samples']} samples per object"
         )
 
 

@@ -146,8 +146,7 @@ def test_flop_per_galaxy_counts_the_matrix_products():
 
 
 def test_choose_sampling_follows_the_student_section():
-    config = read_config(default_model_dir())
-    assert config.student is None
+    config = dataclasses.replace(read_config(default_model_dir()), student=None)
     assert choose_sampling(config) == choose_sampling(config, "auto", None, None)
     assert (choose_sampling(config).sampler, choose_sampling(config).n_samples) == ("dpmpp2m", 100)
     with pytest.raises(ValueError, match="no distilled student"):
@@ -166,6 +165,12 @@ def test_choose_sampling_follows_the_student_section():
     assert astuple(choose_sampling(config, "dpmpp2m")) == ("dpmpp2m", None, defaults.N_SAMPLES)
     with pytest.raises(ValueError, match=r"no 4-evaluation student; it has \[1, 2\]"):
         choose_sampling(config, "student", 4)
+    # the production setting may be the teacher at fewer steps (no student passed the rule)
+    teacher = dataclasses.replace(student, default=ProductionSetting(8, 100, sampler="dpmpp2m"))
+    config = dataclasses.replace(config, student=teacher)
+    assert astuple(choose_sampling(config)) == ("dpmpp2m", 8, 100)
+    assert astuple(choose_sampling(config, "auto", 12)) == ("dpmpp2m", 12, 100)
+    assert astuple(choose_sampling(config, "student")) == ("student", 2, 100)
 
 
 # --- a student of a trained teacher -------------------------------------------------------
@@ -270,6 +275,12 @@ def test_the_production_setting_is_what_predict_samples_by_default(distilled, ca
     auto = predict(model, table.iloc[:30], ids, seed=2)
     one = predict(model, table.iloc[:30], ids, seed=2, sampler="student", steps=1, n_samples=24)
     assert auto.z_samples.shape == (30, 24) and np.array_equal(auto.z_samples, one.z_samples, equal_nan=True)
+    # a teacher setting (no student passed the rule) is what "auto" samples with then
+    set_production_default(model_dir, 6, 40, sampler="dpmpp2m")
+    model = load_model(model_dir)
+    auto = predict(model, table.iloc[:30], ids, seed=2)
+    six = predict(model, table.iloc[:30], ids, seed=2, sampler="dpmpp2m", steps=6, n_samples=40)
+    assert auto.z_samples.shape == (30, 40) and np.array_equal(auto.z_samples, six.z_samples, equal_nan=True)
 
 
 @pytest.mark.slow

@@ -92,21 +92,30 @@ def choose_sampling(
 ) -> Sampling:
     """The sampler options a caller gave, made concrete for a model.
 
-    sampler "auto": the model's production student (``config.student.default``) when it
-    has students, else ``defaults.TEACHER_SAMPLER``. "student": steps picks it by its
-    network evaluations (default: the production one). n_samples None: the production
-    count when sampling a student, else ``defaults.N_SAMPLES``. ValueError, one line, for
-    a student the model does not have.
+    sampler "auto": the model's production setting (``config.student.default``: a student, or
+    the teacher at the fewest steps that pass the quality rule) when it has students, else
+    ``defaults.TEACHER_SAMPLER``. "student": steps picks it by its network evaluations
+    (default: the production student, else the one with the most evaluations). n_samples
+    None: the production count for "auto" and "student" with students, else
+    ``defaults.N_SAMPLES``. ValueError, one line, for a student the model does not have.
     """
     student = config.student
+    production = student.default if student is not None else None
     if sampler == "auto":
-        sampler = defaults.STUDENT_SAMPLER if student is not None else defaults.TEACHER_SAMPLER
+        if production is None:
+            sampler = defaults.TEACHER_SAMPLER
+        else:
+            sampler, steps = production.sampler, production.evaluations if steps is None else steps
+            n_samples = production.n_samples if n_samples is None else n_samples
     if sampler == defaults.STUDENT_SAMPLER:
         if student is None:
             raise ValueError(
                 "the model has no distilled student (make them with `train distill --model MODEL`)"
             )
-        steps = student.default.evaluations if steps is None else steps
+        if steps is None:
+            steps = (
+                student.default.evaluations if student.default.sampler == sampler else max(student.samplers)
+            )
         if steps not in student.samplers:
             raise ValueError(
                 f"the model has no {steps}-evaluation student; it has {sorted(student.samplers)} "

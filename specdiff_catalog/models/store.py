@@ -165,11 +165,13 @@ class StudentSampler:
 
 @dataclass(frozen=True)
 class ProductionSetting:
-    """What ``run`` samples with by default: the ``evaluations``-evaluation student,
-    ``n_samples`` samples per object (docs/distillation.md: chosen by benchmarks/quality_cost.py)."""
+    """What ``run`` samples with by default (docs/distillation.md: the cheapest setting that
+    passes benchmarks/quality_cost.py's rule): ``sampler`` "student" (the ``evaluations``-evaluation
+    student) or a teacher sampler at ``evaluations`` steps, ``n_samples`` samples per object."""
 
     evaluations: int
     n_samples: int
+    sampler: str = "student"
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,7 @@ class StudentSection:
             raise ValueError(
                 f"student samplers {wrong} are stored under another evaluation count than theirs"
             )
-        if self.default.evaluations not in self.samplers:
+        if self.default.sampler == "student" and self.default.evaluations not in self.samplers:
             raise ValueError(
                 f"the default student makes {self.default.evaluations} evaluations, but the samplers "
                 f"are {sorted(self.samplers)}"

@@ -425,22 +425,28 @@ def student_section(
     samplers = {**(old.samplers if old is not None else {}), **new}
     default = (
         old.default
-        if old is not None and old.default.evaluations in samplers
+        if old is not None
+        and (old.default.sampler != defaults.STUDENT_SAMPLER or old.default.evaluations in samplers)
         else ProductionSetting(evaluations=max(new), n_samples=defaults.N_SAMPLES)
     )
     return StudentSection(method=METHOD, teacher_sha256=teacher_sha256, default=default, samplers=samplers)
 
 
-def set_production_default(model_dir: str | Path, evaluations: int, n_samples: int) -> None:
-    """Record the ``evaluations``-evaluation student at ``n_samples`` samples per object as the
-    production setting of ``model_dir`` (what ``run`` samples with by default)."""
+def set_production_default(
+    model_dir: str | Path, evaluations: int, n_samples: int, sampler: str = defaults.STUDENT_SAMPLER
+) -> None:
+    """Record ``sampler`` (the ``evaluations``-evaluation student, or a teacher sampler at
+    ``evaluations`` steps) at ``n_samples`` samples per object as the production setting of
+    ``model_dir`` (what ``run`` samples with by default; the model must have students)."""
     config = store.read_config(model_dir)
-    if config.student is None or evaluations not in config.student.samplers:
-        have = sorted(config.student.samplers) if config.student is not None else []
+    have = sorted(config.student.samplers) if config.student is not None else []
+    if config.student is None or (sampler == defaults.STUDENT_SAMPLER and evaluations not in have):
         raise store.ModelDirectoryError(
             f"{model_dir}: no {evaluations}-evaluation student to make the default (it has {have})"
         )
-    setting = ProductionSetting(evaluations=evaluations, n_samples=n_samples)
+    if sampler not in (defaults.STUDENT_SAMPLER, *defaults.SAMPLER_STEPS):
+        raise ValueError(f"unknown sampler {sampler!r}: one of {defaults.SAMPLERS[1:]}")
+    setting = ProductionSetting(evaluations=evaluations, n_samples=n_samples, sampler=sampler)
     store.write_config(
         model_dir, dataclasses.replace(config, student=dataclasses.replace(config.student, default=setting))
     )
