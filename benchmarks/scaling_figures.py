@@ -118,7 +118,7 @@ def tiny_run(cluster: LocalCluster, tmp: Path, n_parts: int, rows: int, figures:
         catalog,
         tmp / "tiny.zarr",
         None,
-        RunOptions(n_samples=2, steps=1, batch_size=rows),
+        RunOptions(n_samples=2, sampler="dpmpp2m", steps=1, batch_size=rows),
         ClusterConfig(scheduler_address=cluster.scheduler_address),
         progress=False,
     )
@@ -161,7 +161,13 @@ def store_metadata(tmp: Path, n_parts: int, figures: Figures) -> None:
 
 
 def disk_per_object(
-    cluster: LocalCluster, tmp: Path, n: int, rows: int, samples: int, steps: int, figures: Figures
+    cluster: LocalCluster,
+    tmp: Path,
+    n: int,
+    rows: int,
+    samples: int | None,
+    steps: int | None,
+    figures: Figures,
 ) -> None:
     catalog = write_catalog(n, rows, tmp / "real", seed=2)
     out = tmp / "real.zarr"
@@ -170,7 +176,7 @@ def disk_per_object(
         catalog,
         out,
         None,
-        RunOptions(n_samples=samples, steps=steps),
+        RunOptions(n_samples=samples, steps=steps),  # steps None: the model's production setting
         ClusterConfig(scheduler_address=cluster.scheduler_address),
         progress=False,
     )
@@ -183,7 +189,8 @@ def disk_per_object(
     figures.array_files_per_shard = len(arrays)
     per_array = {name: tree_size(out / name)[1] / n for name in arrays}
     print(
-        f"4. {n} objects in {report.n_partitions} partitions of {rows} ({samples} samples x {steps} steps, "
+        f"4. {n} objects in {report.n_partitions} partitions of {rows} ({samples or 'production'} samples x "
+        f"{steps or 'production'} steps, "
         f"{wall:.0f} s): {nbytes / MIB:.2f} MiB, {files} files, {figures.bytes_per_object:.1f} bytes/object; "
         f"shard {store.layout.shard_rows} rows, {shards} shards x {len(arrays)} arrays",
         flush=True,
@@ -227,8 +234,8 @@ def main() -> None:
     parser.add_argument("--store-partitions", type=int, default=10_000)
     parser.add_argument("--objects", type=int, default=20_000)
     parser.add_argument("--partition-rows", type=int, default=10_000)
-    parser.add_argument("--samples", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=None, help="default: the production setting's")
+    parser.add_argument("--steps", type=int, default=None, help="default: the production setting's")
     parser.add_argument("--cpu-objects-per-s", type=float, default=21.6, help="docs/performance.md, 2 cores")
     parser.add_argument("--gpu-objects-per-s", type=float, default=0.0, help="0: not measured yet")
     parser.add_argument("--project", nargs="*", default=[], metavar="N:P")

@@ -1,10 +1,13 @@
 #!/bin/bash
 # Rebuild the bundled default model and demo catalog end to end from fixed-seed mock surveys
 # (docs/photoz.md "The bundled default model"):
-#   mock (seed 1: 24,000 spectra) -> prepare -> train autoencoder (small) -> train diffusion
-#   (small) -> train baseline (small) -> specdiff_catalog/data/default_model/
+#   mock (seed 1: 20,000 spectra) -> prepare -> train autoencoder (small) -> train diffusion
+#   (small) -> train baseline (small) -> train distill (students 4, 2, 1)
+#   mock (seed 2: held out) -> a narrower denoiser -> benchmarks/quality_cost.py --set-default
+#   (the production setting, docs/distillation.md)
+#   -> specdiff_catalog/data/default_model/ (with the production student only: size)
 #   mock (seed 3: 2,000 catalog objects) -> specdiff_catalog/data/demo_catalog/{catalog,truth.parquet}
-# Run from the repository root. ~1 h on 2 CPU cores (most of it the autoencoder), minutes on a GPU.
+# Run from the repository root. ~2 h on 2 CPU cores (most of it the autoencoder), minutes on a GPU.
 #
 # Run:    bash jobs/build_default_model.sh            (WORK=DIR keeps the intermediate files there)
 # Check:  DRY_RUN=1 bash jobs/build_default_model.sh
@@ -14,6 +17,7 @@ PYTHON=${PYTHON:-python}
 WORK=${WORK:-build/default_model}          # mock surveys, training set, full model directory with checkpoints
 DATA=${DATA:-specdiff_catalog/data}
 SEED=${SEED:-1}                            # the training survey
+HELD_OUT_SEED=${HELD_OUT_SEED:-2}          # the quality-vs-cost survey: never trained on
 DEMO_SEED=${DEMO_SEED:-3}                  # the demo catalog: another seed, so no object is shared
 DEVICE=${DEVICE:-auto}
 
@@ -32,7 +36,7 @@ has() {  # has COMPONENT: MODEL/config.json has that section
 sys.exit(getattr(read_config(sys.argv[1]), sys.argv[2]) is None)" "$MODEL" "$1"
 }
 [[ -n "${DRY_RUN:-}" || ! -f "$WORK/mock/mock.json" ]] &&
-    sdc mock --out "$WORK/mock" --n-spec 24000 --n-phot 20000 --seed "$SEED" --overwrite
+    sdc mock --out "$WORK/mock" --n-spec 20000 --n-phot 2000 --seed "$SEED" --n-rest 0 --overwrite
 [[ -n "${DRY_RUN:-}" || ! -f "$WORK/train/trainset.json" ]] &&
     sdc prepare --desi "$WORK/mock/spectra" --out "$WORK/train" --overwrite
 has autoencoder ||
@@ -41,6 +45,8 @@ has diffusion ||
     sdc train diffusion --data "$WORK/train" --model "$MODEL" --preset small --seed 0 --device "$DEVICE" --no-progress
 has baseline ||
     sdc train baseline --data "$WORK/train" --model "$MODEL" --preset small --seed 0
+has student ||
+    sdc train distill --model "$MODEL" --device "$DEVICE" --no-progress
 # what the model was trained on, and that it is simulated (printed wherever it is used)
 run "$PYTHON" -c "
 import dataclasses, sys
@@ -52,16 +58,49 @@ store.write_config(sys.argv[1], dataclasses.replace(
     training_data=dataclasses.replace(
         config.training_data,
         description='specdiff-catalog mock survey (simulated galaxies), seed ' + sys.argv[2] + ': '
-        'DESI-format spectra of SkyPy galaxies at 0 < z <= 0.8, r < 22.5, with Legacy Surveys '
-        'g,r,z,W1,W2 photometry at DR10 depths (docs/mock.md)',
-        command='specdiff-catalog mock --n-spec 24000 --n-phot 20000 --seed ' + sys.argv[2],
+        'DESI-format spectra of bagpipes stellar-population galaxies (BC03 + Cloudy nebular '
+        'emission, dust, varied star-formation histories) at 0 < z <= 1.6 selected by the DESI '
+        'BGS Bright, LRG and ELG target cuts, with Legacy Surveys g,r,z,W1,W2 photometry at DR10 '
+        'depths (docs/mock.md)',
+        command='specdiff-catalog mock --n-spec 20000 --n-phot 2000 --n-rest 0 --seed ' + sys.argv[2],
         script='jobs/build_default_model.sh')))
 " "$MODEL" "$SEED"
-# the package keeps config.json and the weights, not the checkpoints or the latent cache
-run rm -rf "$DATA/default_model"
-run mkdir -p "$DATA/default_model"
-run cp "$MODEL/config.json" "$MODEL/autoencoder.safetensors" "$MODEL/diffusion.safetensors" "$MODEL/baseline.cbm" \
-    "$MODEL/coverage.safetensors" "$DATA/default_model/"
+# the production setting: the cheapest sampler setting within the quality rule, measured on a
+# held-out survey against the 20-step teacher and a narrower denoiser (docs/distillation.md)
+[[ -n "${DRY_RUN:-}" || ! -f "$WORK/held_out/mock.json" ]] &&
+    sdc mock --out "$WORK/held_out" --n-spec 3000 --n-phot 20000 --seed "$HELD_OUT_SEED" --n-rest 500 --overwrite
+NARROW="$WORK/narrow"
+if [[ -n "${DRY_RUN:-}" || ! -f "$NARROW/diffusion.safetensors" ]]; then
+    run rm -rf "$NARROW"
+    run cp -r "$MODEL" "$NARROW"  # the same autoencoder; its new diffusion network drops the students
+    run rm -rf "$NARROW/training" "$NARROW"/student-*.safetensors
+    sdc train diffusion --data "$WORK/train" --model "$NARROW" --preset benchmarks/diffusion_narrow.toml \
+        --seed 0 --no-progress
+fi
+run "$PYTHON" benchmarks/quality_cost.py --model "$MODEL" --extra-model "narrow=$NARROW" --mock "$WORK/held_out" \
+    --objects 1500 --spectra 300 --ddpm-objects 60 --out "$WORK/quality_cost" --set-default
+# the package keeps config.json and the weights (the production student, or the 4-evaluation
+# one when the teacher is the production setting), not the checkpoints or the latent cache;
+# config.json records the work directory as build/default_model, not this machine's path
+run "$PYTHON" -c "
+import dataclasses, os, shutil, sys
+from pathlib import Path
+from specdiff_catalog.models import store
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+config = store.read_config(src)
+if config.student is not None:
+    default = config.student.default
+    keep = default.evaluations if default.sampler == 'student' else max(config.student.samplers)
+    config = dataclasses.replace(config, student=dataclasses.replace(
+        config.student, samplers={keep: config.student.samplers[keep]}))
+shutil.rmtree(dst, ignore_errors=True)
+dst.mkdir(parents=True)
+for weights in config.weight_files():
+    shutil.copyfile(src / weights.file, dst / weights.file)
+store.write_config(dst, config)
+text = (dst / 'config.json').read_text().replace(os.path.abspath(sys.argv[3]), 'build/default_model')
+(dst / 'config.json').write_text(text)
+" "$MODEL" "$DATA/default_model" "$WORK"
 
 sdc mock --out "$WORK/demo" --n-spec 1 --n-phot 2000 --seed "$DEMO_SEED" --n-rest 0 --order 3 --overwrite
 run rm -rf "$DATA/demo_catalog"

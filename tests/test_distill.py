@@ -333,7 +333,7 @@ def test_run_samples_with_the_student_by_default(distilled, trained_tiny, catalo
 
 def test_a_model_without_students_runs_the_teacher_by_default():
     """``run`` without --sampler on a model without students samples with dpmpp2m, 100 samples."""
-    options = RunOptions().resolved(read_config(default_model_dir()))
+    options = RunOptions().resolved(dataclasses.replace(read_config(default_model_dir()), student=None))
     assert (options.sampler, options.steps, options.n_samples) == ("dpmpp2m", None, defaults.N_SAMPLES)
 
 

@@ -26,7 +26,7 @@ def dry_run(script: str, **env: str) -> list[str]:
         capture_output=True,
         text=True,
         env={**os.environ, "DRY_RUN": "1", **env},
-        timeout=30,
+        timeout=300,  # a hang guard: each `has` check imports the package (slow on a loaded machine)
     )
     assert result.returncode == 0, result.stderr
     return [line[2:] for line in result.stdout.splitlines() if line.startswith("+ ")]
@@ -145,7 +145,7 @@ def test_jobqueue_script_leaves_unset_options_to_jobqueue_yaml():
         assert option not in line
 
 
-def test_train_script_runs_the_three_jobs_in_order_on_the_gpu(tmp_path):
+def test_train_script_runs_the_jobs_in_order_on_the_gpu(tmp_path):
     lines = dry_run(
         "train_gpu.slurm", DESI="desi", TRAIN=str(tmp_path / "train"), MODEL=str(tmp_path / "model")
     )
@@ -154,6 +154,7 @@ def test_train_script_runs_the_three_jobs_in_order_on_the_gpu(tmp_path):
         ["train", "autoencoder"],
         ["train", "diffusion"],
         ["train", "baseline"],
+        ["train", "distill"],
     ]
     assert all("--device cuda" in line and "--preset paper" in line for line in lines[1:3])
     assert not any("--resume" in line for line in lines)
@@ -165,8 +166,15 @@ def test_train_script_after_requeue_skips_finished_parts_and_resumes_the_interru
     (train / "trainset.json").write_text("{}")
     (model / "training" / "diffusion").mkdir(parents=True)
     (model / "training" / "diffusion" / "last.json").write_text("{}")
-    finished = dataclasses.replace(read_config(default_model_dir()), diffusion=None, baseline=None)
+    finished = dataclasses.replace(
+        read_config(default_model_dir()), diffusion=None, baseline=None, student=None
+    )
     (model / "config.json").write_text(json.dumps(config_to_json(finished)))  # the autoencoder is trained
     lines = dry_run("train_gpu.slurm", DESI="desi", TRAIN=str(train), MODEL=str(model), PYTHON=sys.executable)
-    assert len(lines) == 2 and lines[0].split()[1:3] == ["train", "diffusion"] and "--resume" in lines[0]
+    assert len(lines) == 3 and lines[0].split()[1:3] == ["train", "diffusion"] and "--resume" in lines[0]
     assert lines[1].split()[1:3] == ["train", "baseline"]
+    assert lines[2].split()[1:3] == ["train", "distill"] and "--resume" not in lines[2]
+    (model / "training" / "distill" / "student-2").mkdir(parents=True)
+    (model / "training" / "distill" / "student-2" / "last.json").write_text("{}")
+    lines = dry_run("train_gpu.slurm", DESI="desi", TRAIN=str(train), MODEL=str(model), PYTHON=sys.executable)
+    assert lines[2].split()[1:3] == ["train", "distill"] and "--resume" in lines[2]

@@ -412,8 +412,9 @@ def open_dataset(path: PathLike, storage_options: Mapping[str, Any] | None = Non
     """The results of an output store as an xarray Dataset: the object rows of done partitions only.
 
     No padding rows, no rows of failed or pending partitions (a warning says how many
-    objects are left out); CF-decoded, lazily loaded (dask), with ``object_id`` as the
-    ``object`` coordinate and the quantile levels as the ``quantile`` coordinate.
+    objects are left out), no ``valid`` array (every row kept is a result); CF-decoded,
+    lazily loaded (dask), with ``object_id`` as the ``object`` coordinate and the quantile
+    levels as the ``quantile`` coordinate.
     ``flags`` carries CF ``flag_masks`` / ``flag_meanings``; group attributes that are
     not netCDF types are JSON strings (their names in ``json_attributes``).
     """
@@ -431,7 +432,7 @@ def open_dataset(path: PathLike, storage_options: Mapping[str, Any] | None = Non
         + [store.result_mask(rows, block["valid"]) for rows, block in store.blocks(["valid"])]
     )
     ds = xr.open_zarr(_zarr_store(store.path, read_only=True), consolidated=True)
-    return ds.isel(object=np.flatnonzero(keep))
+    return ds.isel(object=np.flatnonzero(keep)).drop_vars("valid")  # every kept row is valid
 
 
 class OutputStore:

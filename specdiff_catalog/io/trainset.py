@@ -171,11 +171,11 @@ class TrainingSet:
         self._spectra = spectra
 
     @classmethod
-    def open(cls, path: str | Path, bands: str | Path | None = None) -> TrainingSet:
+    def open(cls, path: str | Path, bands: str | Path | BandSet | None = None) -> TrainingSet:
         """Open a training-set directory, or a photometry + Z Parquet file (no spectra).
 
-        bands: the band set (preset name or TOML/JSON file) of a Parquet file's columns
-        (default ``defaults.BANDSET``); for a directory it must agree with the band set
+        bands: the band set (preset name, TOML/JSON file or a ``BandSet``) of a Parquet file's
+        columns (default ``defaults.BANDSET``); for a directory it must agree with the band set
         ``prepare`` recorded, or ValueError names both.
         """
         path = Path(path)
@@ -185,7 +185,8 @@ class TrainingSet:
             if "SPLIT" not in objects:
                 val = validation_mask(objects["TARGETID"].to_numpy(), VALIDATION_FRACTION)
                 objects["SPLIT"] = np.where(val, "val", "train")
-            return cls(path, objects, {"source": str(path), "bands": str(bands or defaults.BANDSET)}, None)
+            named = bands.to_dict() if isinstance(bands, BandSet) else str(bands or defaults.BANDSET)
+            return cls(path, objects, {"source": str(path), "bands": named}, None)
         if not (path / OBJECTS).exists():
             raise FileNotFoundError(
                 f"{path} is not a training set (no {OBJECTS}); make one with `specdiff-catalog prepare`"
@@ -193,7 +194,7 @@ class TrainingSet:
         summary = json.loads((path / SUMMARY).read_text()) if (path / SUMMARY).exists() else {}
         spectra = zarr.open_group(path / SPECTRA, mode="r") if (path / SPECTRA).exists() else None
         trainset = cls(path, pd.read_parquet(path / OBJECTS), summary, spectra)
-        asked = None if bands is None else BandSet.load(bands).name
+        asked = None if bands is None else (bands if isinstance(bands, BandSet) else BandSet.load(bands)).name
         if asked is not None and asked != trainset.bandset.name:
             raise ValueError(f"{path} was prepared with band set {trainset.bandset.name!r}, not {asked!r}")
         return trainset

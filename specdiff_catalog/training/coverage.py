@@ -42,6 +42,8 @@ def train_coverage(
 ) -> store.CoverageSection:
     """Build the coverage score of ``model_dir`` from training set ``data`` (default: the one
     its diffusion section records) and write it into the model directory. Returns the section.
+    A photometry Parquet file is read with the model's band set (the one its diffusion
+    network was trained on, e.g. ``train diffusion --bands lsst``).
 
     Rows: the training set's usable objects (``TrainingSet.usable``: photometry and a finite
     Z); reference from the train split (up to n_reference, leaving at least 5% of it, at most
@@ -57,7 +59,7 @@ def train_coverage(
         if recorded is None or not recorded.data:
             raise ValueError(f"{model_dir}: no training set recorded; give the training data (--data)")
         data = recorded.data
-    trainset = TrainingSet.open(data)
+    trainset = TrainingSet.open(data, model_config.bands if Path(data).is_file() else None)
     model_config.check_bands(trainset.bandset, model_dir)
     start = time.perf_counter()
     usable = trainset.usable().mask
