@@ -34,7 +34,18 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-RUN = ["--n-samples", "16", "--steps", "5", "--n-workers", "1", "--threads-per-worker", "1"]
+RUN = [
+    "--n-samples",
+    "16",
+    "--sampler",
+    "dpmpp2m",
+    "--steps",
+    "5",
+    "--n-workers",
+    "1",
+    "--threads-per-worker",
+    "1",
+]
 RUN += ["--no-progress", "--dashboard-address", ":0", "--memory-limit", "2GiB"]
 NOTES = ("NOTE: the bundled default model", "too few for the quantile levels", "Dask dashboard:")
 DASK_LOG = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - distributed\.")

@@ -56,7 +56,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (60, 1, 45, 7, 33, 52, 20, 12)  # objects per partition of the test catalog
-OPTIONS = ("--n-samples", "16", "--steps", "5", "--n-workers", "1", "--threads-per-worker", "1")
+OPTIONS = ("--n-samples", "16", "--sampler", "dpmpp2m", "--steps", "5", "--n-workers", "1")
+OPTIONS += ("--threads-per-worker", "1")
 OPTIONS += ("--memory-limit", "2GiB", "--no-progress", "--dashboard-address", ":0")
 AIMS = ("creation", "writes", "anywhere", "anywhere")  # seed % 4: what a seed's kill aims at
 TIMEOUT = 900.0  # s: a (re-)run that takes longer counts as hung

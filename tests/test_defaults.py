@@ -1,5 +1,6 @@
 """One home for defaults: the CLI, the pipeline and the library functions read defaults.py."""
 
+import dataclasses
 import inspect
 
 from specdiff_catalog import api, defaults
@@ -20,7 +21,7 @@ def test_cli_pipeline_and_library_share_the_defaults():
     # student, else defaults.N_SAMPLES (one rule, models.choose_sampling)
     assert (run.n_samples, options.n_samples, _default(predict, "n_samples")) == (None,) * 3
     assert _default(predict_columns, "n_samples") is _default(api.predict, "n_samples") is None
-    no_student = read_config(default_model_dir())
+    no_student = dataclasses.replace(read_config(default_model_dir()), student=None)
     assert choose_sampling(no_student, run.sampler, run.steps, run.n_samples).n_samples == defaults.N_SAMPLES
     assert options.resolved(no_student).n_samples == defaults.N_SAMPLES
     assert run.precision == options.precision == _default(sample, "precision") == defaults.PRECISION

@@ -489,6 +489,17 @@ def test_open_dataset_gives_the_results_only(store):
     )
 
 
+def test_open_dataset_of_a_relative_path_reads_the_same_store_after_a_chdir(store, tmp_path, monkeypatch):
+    """The dataset is lazy: a relative path resolved at read time read missing chunks after a change
+    of directory, i.e. fill values (object_id -1, valid 0) without an error (found by the docs test)."""
+    _write_all(store.path, range(len(PARTITIONS)))
+    monkeypatch.chdir(store.path.parent)
+    ds = open_dataset(store.path.name)
+    monkeypatch.chdir(tmp_path.parent)
+    assert (ds["valid"].values == 1).all() and (ds["object_id"].values >= 0).all()
+    assert ds.sizes["object"] == sum(n for _, _, n in PARTITIONS)
+
+
 # --- shard size held to the catalog -----------------------------------------------------------
 
 

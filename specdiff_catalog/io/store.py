@@ -412,7 +412,7 @@ def open_dataset(path: PathLike, storage_options: Mapping[str, Any] | None = Non
     """The results of an output store as an xarray Dataset: the object rows of done partitions only.
 
     No padding rows, no rows of failed or pending partitions (a warning says how many
-    objects are left out), no ``valid`` array (every row kept is a result); CF-decoded,
+    objects are left out; ``valid`` is 1 on every row kept); CF-decoded,
     lazily loaded (dask), with ``object_id`` as the ``object`` coordinate and the quantile
     levels as the ``quantile`` coordinate.
     ``flags`` carries CF ``flag_masks`` / ``flag_meanings``; group attributes that are
@@ -432,7 +432,7 @@ def open_dataset(path: PathLike, storage_options: Mapping[str, Any] | None = Non
         + [store.result_mask(rows, block["valid"]) for rows, block in store.blocks(["valid"])]
     )
     ds = xr.open_zarr(_zarr_store(store.path, read_only=True), consolidated=True)
-    return ds.isel(object=np.flatnonzero(keep)).drop_vars("valid")  # every kept row is valid
+    return ds.isel(object=np.flatnonzero(keep))
 
 
 class OutputStore:
@@ -772,8 +772,10 @@ def _location(path: PathLike, storage_options: Mapping[str, Any] | None = None) 
 
 
 def _zarr_store(loc: UPath, read_only: bool = False) -> Store:
+    """The Zarr store of ``loc``; a local path made absolute now, so that lazy (dask) reads
+    after a change of working directory read this store, not missing chunks (fill values)."""
     if is_local(loc):
-        return zarr.storage.LocalStore(loc.path, read_only=read_only)
+        return zarr.storage.LocalStore(Path(loc.path).resolve(), read_only=read_only)
     return zarr.storage.FsspecStore.from_url(
         str(loc), storage_options=dict(loc.storage_options), read_only=read_only
     )
