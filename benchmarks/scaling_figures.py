@@ -35,13 +35,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distributed import Client, LocalCluster, wait
 
+from benchmarks.pipeline_scaling import write_catalog
 from specdiff_catalog import defaults
 from specdiff_catalog.io.catalog import demo_catalog_dir, open_catalog, read_partition
 from specdiff_catalog.io.store import StoreLayout, choose_shard_rows, create_store, open_store, shard_files
@@ -62,17 +62,10 @@ def tree_size(path: Path) -> tuple[int, int]:
     return len(files), sum(f.stat().st_size for f in files)
 
 
-def write_catalog(n: int, rows_per_partition: int, out: Path, seed: int) -> Path:
-    """n demo-catalog rows drawn with replacement into Parquet files of ``rows_per_partition``; ids 0..n-1."""
+def demo_rows() -> pd.DataFrame:
+    """Every row of the bundled demo catalog (what the catalogs here are resampled from)."""
     demo = open_catalog(demo_catalog_dir())
-    rows = pd.concat([read_partition(p, list(demo.columns)) for p in demo.partitions], ignore_index=True)
-    out.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    for k, lo in enumerate(range(0, n, rows_per_partition)):
-        take = rows.iloc[rng.integers(0, len(rows), min(rows_per_partition, n - lo))].reset_index(drop=True)
-        take["OBJECT_ID"] = np.arange(lo, lo + len(take), dtype=np.int64)
-        take.to_parquet(out / f"part-{k:06d}.parquet", index=False)
-    return out
+    return pd.concat([read_partition(p, list(demo.columns)) for p in demo.partitions], ignore_index=True)
 
 
 @dataclass
@@ -108,7 +101,7 @@ def scheduling(client: Client, n: int, threads: int, figures: Figures) -> None:
 
 def tiny_run(cluster: LocalCluster, tmp: Path, n_parts: int, rows: int, figures: Figures) -> None:
     start = time.perf_counter()
-    catalog = write_catalog(n_parts * rows, rows, tmp / "tiny", seed=1)
+    catalog = write_catalog(demo_rows(), n_parts * rows, rows, tmp / "tiny", seed=1)
     written = time.perf_counter() - start
     start = time.perf_counter()
     opened = open_catalog(catalog)
@@ -169,7 +162,7 @@ def disk_per_object(
     steps: int | None,
     figures: Figures,
 ) -> None:
-    catalog = write_catalog(n, rows, tmp / "real", seed=2)
+    catalog = write_catalog(demo_rows(), n, rows, tmp / "real", seed=2)
     out = tmp / "real.zarr"
     start = time.perf_counter()
     report = run_catalog(
