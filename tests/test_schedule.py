@@ -132,3 +132,24 @@ def test_a_run_left_without_workers_stops_after_the_grace_time(cluster):
     assert stop is not None and stop.cause == "no-workers"
     assert stop.message.startswith("no worker has been connected for")
     assert 3 <= len(outcomes) < 200
+
+
+def test_a_result_lost_with_its_retired_worker_goes_back_to_waiting_instead_of_hanging(cluster):
+    """The finished task's result lived on a worker that retired: no outcome, no hang."""
+    from distributed import as_completed, wait
+
+    from specdiff_catalog.pipeline import schedule
+
+    with Client(cluster) as client:
+        future = client.submit(slow, 5, key="slow-5", pure=False)
+        wait(future)
+        pending = as_completed(with_results=False)
+        cluster.scale(0)
+        while client.scheduler_info()["workers"]:
+            time.sleep(0.05)
+        live = {"slow-5": (future, 5)}
+        started = time.monotonic()
+        outcomes = schedule._outcomes([future], live, pending)
+        waited = time.monotonic() - started
+    assert outcomes == [] and "slow-5" in live and pending.count() == 1, future.status
+    assert waited < schedule.GATHER_SECONDS + 5

@@ -33,6 +33,9 @@ TASKS_PER_THREAD = 4
 POLL_SECONDS = 2.0
 """How often the client re-reads the connected workers (window size, no-worker timer)."""
 TICK_SECONDS = 0.05
+GATHER_SECONDS = 10.0
+"""How long a finished task's result may take to arrive before it counts as lost with
+its worker (and the task as recomputing)."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,7 @@ def run_tasks(
                 live.update((str(f.key), (f, item)) for f, item in zip(futures, batch, strict=True))
                 pending.update(futures)
                 submitted += len(batch)
-            for outcome in _outcomes(client, _ready(pending), live):
+            for outcome in _outcomes(_ready(pending), live, pending):
                 if not outcome.error:
                     deaths.progress()
                 elif outcome.error.startswith("KilledWorker") and deaths.memory_kills:
@@ -201,30 +204,30 @@ def _ready(pending: as_completed) -> list[Future]:
     return pending.next_batch(block=False)
 
 
-def _outcomes(client: Client, done: list[Future], live: dict[str, tuple[Future, Any]]) -> list[Outcome]:
-    """Outcomes of finished futures: values gathered in one round trip, errors one line each."""
-    finished = [f for f in done if f.status == "finished"]
-    try:
-        values = dict(zip([f.key for f in finished], client.gather(finished), strict=True))
-    except Exception:  # a result lost with its worker meanwhile: fetch one by one (the rest erred)
-        values = {f.key: f.result() for f in finished if _succeeds(f)}
+def _outcomes(
+    done: list[Future], live: dict[str, tuple[Future, Any]], pending: as_completed
+) -> list[Outcome]:
+    """Outcomes of finished futures: values, or errors one line each.
+
+    A result that does not arrive within ``GATHER_SECONDS`` was lost with its worker (a
+    worker retired or died after the task finished): the scheduler recomputes the task,
+    so its future goes back into ``pending`` and gets no outcome now.
+    """
     outcomes = []
     for future in done:
-        item = live.pop(str(future.key))[1]
-        if future.key in values:
-            outcomes.append(Outcome(item, values[future.key]))
-        else:
-            outcomes.append(Outcome(item, error=_one_line(future)))
+        if future.status not in ("error", "cancelled"):  # finished, or lost and recomputing
+            try:
+                value = future.result(timeout=GATHER_SECONDS)
+            except TimeoutError:
+                pending.add(future)
+                continue
+            except Exception:  # recomputed meanwhile, and that failed: an error below
+                pass
+            else:
+                outcomes.append(Outcome(live.pop(str(future.key))[1], value))
+                continue
+        outcomes.append(Outcome(live.pop(str(future.key))[1], error=_one_line(future)))
     return outcomes
-
-
-def _succeeds(future: Future) -> bool:
-    """Whether the future (now) ends with a result; waits for a recomputation."""
-    try:
-        future.result()
-    except Exception:
-        return False
-    return True
 
 
 def _one_line(future: Future) -> str:
