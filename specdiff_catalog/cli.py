@@ -452,7 +452,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "--steps",
         type=int,
         help=f"sampler steps (default: {steps}), or for student the network evaluations of the one to "
-        "use (default: the model's production student)",
+        "use (default: the model's production student); with auto, a count no student has runs the teacher "
+        "at that many steps",
     )
     g.add_argument(
         "--precision",

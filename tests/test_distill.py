@@ -163,6 +163,8 @@ def test_choose_sampling_follows_the_student_section():
     assert astuple(choose_sampling(config, "auto", 1, 32)) == ("student", 1, 32)
     assert astuple(choose_sampling(config, "student", 1)) == ("student", 1, 64)
     assert astuple(choose_sampling(config, "dpmpp2m")) == ("dpmpp2m", None, defaults.N_SAMPLES)
+    # a step count no student has: the teacher at that many steps, with the teacher's samples
+    assert astuple(choose_sampling(config, "auto", 5)) == ("dpmpp2m", 5, defaults.N_SAMPLES)
     with pytest.raises(ValueError, match=r"no 4-evaluation student; it has \[1, 2\]"):
         choose_sampling(config, "student", 4)
     # the production setting may be the teacher at fewer steps (no student passed the rule)

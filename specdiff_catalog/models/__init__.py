@@ -94,15 +94,20 @@ def choose_sampling(
 
     sampler "auto": the model's production setting (``config.student.default``: a student, or
     the teacher at the fewest steps that pass the quality rule) when it has students, else
-    ``defaults.TEACHER_SAMPLER``. "student": steps picks it by its network evaluations
-    (default: the production student, else the one with the most evaluations). n_samples
+    ``defaults.TEACHER_SAMPLER``; with ``steps`` that no student has, the teacher at
+    ``steps``. "student": steps picks it by its network evaluations (default: the
+    production student, else the one with the most evaluations). n_samples
     None: the production count for "auto" and "student" with students, else
     ``defaults.N_SAMPLES``. ValueError, one line, for a student the model does not have.
     """
     student = config.student
     production = student.default if student is not None else None
     if sampler == "auto":
-        if production is None:
+        if production is None or (
+            steps is not None
+            and production.sampler == defaults.STUDENT_SAMPLER
+            and steps not in student.samplers
+        ):  # no students, or a step count none of them has: the teacher at that many steps
             sampler = defaults.TEACHER_SAMPLER
         else:
             sampler, steps = production.sampler, production.evaluations if steps is None else steps
