@@ -103,10 +103,14 @@ def choose_sampling(
     student = config.student
     production = student.default if student is not None else None
     if sampler == "auto":
-        if production is None or (
-            steps is not None
-            and production.sampler == defaults.STUDENT_SAMPLER
-            and steps not in student.samplers
+        if (
+            student is None
+            or production is None
+            or (
+                steps is not None
+                and production.sampler == defaults.STUDENT_SAMPLER
+                and steps not in student.samplers
+            )
         ):  # no students, or a step count none of them has: the teacher at that many steps
             sampler = defaults.TEACHER_SAMPLER
         else:
