@@ -8,8 +8,9 @@ import time
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, as_completed, wait
 
+from specdiff_catalog.pipeline import schedule
 from specdiff_catalog.pipeline.schedule import MIN_WINDOW, Outcome, StopRules, run_tasks
 
 
@@ -136,10 +137,6 @@ def test_a_run_left_without_workers_stops_after_the_grace_time(cluster):
 
 def test_a_result_lost_with_its_retired_worker_goes_back_to_waiting_instead_of_hanging(cluster):
     """The finished task's result lived on a worker that retired: no outcome, no hang."""
-    from distributed import as_completed, wait
-
-    from specdiff_catalog.pipeline import schedule
-
     with Client(cluster) as client:
         future = client.submit(slow, 5, key="slow-5", pure=False)
         wait(future)

@@ -101,19 +101,15 @@ def choose_sampling(
     ``defaults.N_SAMPLES``. ValueError, one line, for a student the model does not have.
     """
     student = config.student
-    production = student.default if student is not None else None
     if sampler == "auto":
-        if (
-            student is None
-            or production is None
-            or (
-                steps is not None
-                and production.sampler == defaults.STUDENT_SAMPLER
-                and steps not in student.samplers
-            )
+        if student is None or (
+            steps is not None
+            and student.default.sampler == defaults.STUDENT_SAMPLER
+            and steps not in student.samplers
         ):  # no students, or a step count none of them has: the teacher at that many steps
             sampler = defaults.TEACHER_SAMPLER
         else:
+            production = student.default
             sampler, steps = production.sampler, production.evaluations if steps is None else steps
             n_samples = production.n_samples if n_samples is None else n_samples
     if sampler == defaults.STUDENT_SAMPLER:

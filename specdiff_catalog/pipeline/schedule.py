@@ -215,10 +215,13 @@ def _outcomes(
     """
     outcomes = []
     for future in done:
-        if future.status not in ("error", "cancelled"):  # finished, or lost and recomputing
+        if future.status == "lost":  # its result left with its worker: the task is recomputing
+            pending.add(future)
+            continue
+        if future.status not in ("error", "cancelled"):
             try:
                 value = future.result(timeout=GATHER_SECONDS)
-            except TimeoutError:
+            except TimeoutError:  # lost after the status was read
                 pending.add(future)
                 continue
             except Exception:  # recomputed meanwhile, and that failed: an error below
