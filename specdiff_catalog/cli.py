@@ -30,6 +30,13 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
         "--n-phot", type=int, default=20000, help="galaxies in the HATS photometric catalog (default 20000)"
     )
     p.add_argument(
+        "--n-deep",
+        type=int,
+        default=0,
+        help="galaxies with spectra from a deep calibration field: catalog galaxies that are not "
+        "DESI targets, TARGET_CLASS DEEP (default 0)",
+    )
+    p.add_argument(
         "--seed", type=int, default=0, help="random seed 0..1023; seeds never share object ids (default 0)"
     )
     p.add_argument(
@@ -53,6 +60,7 @@ def _mock(args: argparse.Namespace) -> None:
     config = MockConfig(
         n_spec=args.n_spec,
         n_phot=args.n_phot,
+        n_deep=args.n_deep,
         seed=args.seed,
         population=replace(defaults.population, z_max=args.z_max),
         order=args.order,

@@ -348,6 +348,34 @@ def test_target_classes_have_desi_like_redshifts_and_pass_their_cuts(survey):
     )
 
 
+def test_a_deep_field_adds_spectra_of_the_catalog_galaxies_the_desi_selections_leave_out(tmp_path):
+    from scipy.stats import ks_2samp
+
+    from specdiff_catalog.io.desi import read_coadd
+
+    config = MockConfig(n_spec=200, n_phot=600, n_deep=300, seed=8, n_rest_spectra=5)
+    summary = make_mock_survey(tmp_path, config)
+    assert summary["counts"]["n_deep"] == 300 and summary["counts"]["target_class"]["DEEP"] == 300
+    truth = pd.read_parquet(tmp_path / "truth" / "spectroscopic.parquet")
+    catalog = pd.read_parquet(tmp_path / "truth" / "photometric.parquet")
+    deep = truth[truth["TARGET_CLASS"] == "DEEP"]
+    assert truth["TARGETID"].is_unique and (truth["TARGET_CLASS"] != "DEEP").sum() == 200
+    assert (deep["DESI_TARGET"] == 0).all() and (deep["BGS_TARGET"] == 0).all()
+
+    def r_mag(rows: pd.DataFrame) -> np.ndarray:
+        return 22.5 - 2.5 * np.log10(rows["FLUX_R_TRUE"].to_numpy())
+
+    # as faint as the catalog (seed 8: median r 22.85 vs 22.79; KS p 0.14 on z, 0.57 on r)
+    assert ks_2samp(deep["Z"], catalog["Z"]).pvalue > 0.01
+    assert ks_2samp(r_mag(deep), r_mag(catalog)).pvalue > 0.01
+    assert np.median(r_mag(deep)) > np.median(r_mag(truth[truth["TARGET_CLASS"] != "DEEP"]))
+    fibermap = pd.concat(read_coadd(f).fibermap for f in sorted((tmp_path / "spectra").glob("coadd-*.fits")))
+    exptime = fibermap.set_index("TARGETID").loc[deep["TARGETID"], "COADD_EXPTIME"]
+    assert (exptime == config.exptime["DEEP"]).all()
+    with pytest.raises(ValueError, match="n-deep"):
+        MockConfig(n_deep=-1).validate()
+
+
 def _resolve(resolution: np.ndarray, flux: np.ndarray) -> np.ndarray:
     """(N, P) R @ flux per spectrum with a coadd's RESOLUTION data (N, ndiag, P), desispec's convention:
     diagonal d holds offset k = ndiag//2 - d and R[p, p + k] = data[d, p + k]."""

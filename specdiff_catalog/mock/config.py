@@ -12,16 +12,22 @@ from specdiff_catalog.mock.population import PopulationModel
 from specdiff_catalog.mock.reddening import ReddeningModel
 from specdiff_catalog.mock.redrock import RedrockModel
 from specdiff_catalog.mock.spectra import REST_RANGE, FibreModel
-from specdiff_catalog.mock.targets import CLASS_PRIORITY, PhotometricLimit
+from specdiff_catalog.mock.targets import CLASS_PRIORITY, DEEP_CLASS, PhotometricLimit
 
 # effective exposure (s) per target class: BGS in bright time, LRG and ELG in dark time (DESI's
-# survey design: 180 s and 1000 s effective; Schlafly et al. 2023, AJ 166, 259)
-DEFAULT_EXPTIME = {"BGS": 180.0, "LRG": 1000.0, "ELG": 1000.0}
+# survey design: 180 s and 1000 s effective; Schlafly et al. 2023, AJ 166, 259); the deep
+# calibration field four times the dark-time depth
+DEFAULT_EXPTIME = {"BGS": 180.0, "LRG": 1000.0, "ELG": 1000.0, DEEP_CLASS: 4000.0}
+SPECTRO_CLASSES = (*CLASS_PRIORITY, DEEP_CLASS)
 
 
 @dataclass(frozen=True)
 class MockConfig:
     """A mock survey. n_spec: DESI targets with spectra; n_phot: rows of the HATS catalog.
+
+    n_deep: galaxies of a deep calibration field with spectra (TARGET_CLASS "DEEP"): catalog
+    galaxies (the photometric limit) that are not among the DESI targets, as photo-z training
+    sets add magnitude-limited deep surveys to the bright targets (docs/mock.md); 0: none.
 
     seed: 0..1023; each seed gives a fresh survey whose ids no other seed uses.
     population: the galaxy population (redshift range 0 < z <= population.z_max, 1.6 by default).
@@ -36,6 +42,7 @@ class MockConfig:
 
     n_spec: int = 2000
     n_phot: int = 20000
+    n_deep: int = 0
     seed: int = 0
     order: int = 4
     n_rest_spectra: int = 500
@@ -57,8 +64,11 @@ class MockConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible setting."""
-        if self.n_spec <= 0 or self.n_phot <= 0:
-            raise ValueError(f"--n-spec and --n-phot must be positive, got {self.n_spec}, {self.n_phot}")
+        if self.n_spec <= 0 or self.n_phot <= 0 or self.n_deep < 0:
+            raise ValueError(
+                f"--n-spec and --n-phot must be positive and --n-deep >= 0, "
+                f"got {self.n_spec}, {self.n_phot}, {self.n_deep}"
+            )
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(
                 f"--seed must be in 0..{MAX_SEED} (ids stay disjoint across seeds), got {self.seed}"
@@ -78,7 +88,7 @@ class MockConfig:
                 "resolution_sigma_pix must give a positive sigma for arms b, r, z, "
                 f"got {self.resolution_sigma_pix}"
             )
-        if set(self.exptime) != set(CLASS_PRIORITY):
+        if set(self.exptime) != set(SPECTRO_CLASSES):
             raise ValueError(
-                f"exptime must give every target class {CLASS_PRIORITY}, got {sorted(self.exptime)}"
+                f"exptime must give every spectroscopic class {SPECTRO_CLASSES}, got {sorted(self.exptime)}"
             )

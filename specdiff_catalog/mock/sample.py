@@ -2,9 +2,10 @@
 
 Each round draws the population over an area, synthesises its true photometry, observes
 it as Legacy Surveys rows (noise, Milky Way dust, defects), keeps the rows that pass the
-set's selection (the photometric limit, and for the spectroscopic set a DESI target class),
-and sizes the next area from the density seen so far. A random ``n`` of the kept rows are
-used, and their ids are assigned last so that they are unique within the set.
+set's selection (the photometric limit, and for DESI targets a target class), and sizes the
+next area from the density seen so far. A random ``n_targets`` DESI targets and then a random
+``n_any`` of the other kept rows are used, and their ids are assigned last so that they are
+unique within the set.
 """
 
 from __future__ import annotations
@@ -36,11 +37,18 @@ MAX_PER_ROUND = 150_000  # galaxies synthesised per round (memory stays ~1 GB)
 
 @dataclass(frozen=True)
 class SetRequest:
-    """n rows of one set (kind: footprint.PHOTOMETRIC or SPECTROSCOPIC); targets_only: keep DESI targets."""
+    """Rows of one set (kind: footprint.PHOTOMETRIC or SPECTROSCOPIC): n_targets DESI targets,
+    then n_any catalog rows that are not among them (the photometric catalog; or a deep
+    calibration field's spectra, which, with the targets drawn first, are of the galaxies the
+    DESI selections leave out)."""
 
-    n: int
     kind: int
-    targets_only: bool
+    n_targets: int = 0
+    n_any: int = 0
+
+    @property
+    def n(self) -> int:
+        return self.n_targets + self.n_any
 
 
 def completeness_mass(
@@ -107,26 +115,40 @@ def draw_set(
     galaxies, tables = [], []
     drawn_density = float(expected_counts(model, log_m_min).sum())  # galaxies synthesised per deg^2
     max_area = MAX_PER_ROUND / drawn_density
-    kept, area, drawn_area = 0, max_area / 20, 0.0
-    while kept < request.n:
+    kept, kept_targets, area, drawn_area = 0, 0, max_area / 20, 0.0
+    while kept < request.n or kept_targets < request.n_targets:
         g = draw_parameters(area, model, log_m_min, rng)
         drawn_area += area
         if len(g):
             g.flux = bandset.maggies_to_flux(model_maggies(g, filters))
             table = observe(g, rng)
             table = pd.concat([table, select_targets(table)], axis=1)
-            keep = limit(table) & ((table["TARGET_CLASS"] != "").to_numpy() | (not request.targets_only))
-            chosen = g.take(keep)
-            chosen.dn4000 = true_dn4000(chosen)
-            galaxies.append(chosen)
+            target = (table["TARGET_CLASS"] != "").to_numpy()
+            keep = limit(table) & (target | (request.n_any > 0))
+            galaxies.append(g.take(keep))
             tables.append(table[keep])
             kept += int(keep.sum())
-        density = max(kept, 1) / drawn_area
-        area = min(1.15 * (request.n - kept) / density + 1e-3, max_area)
+            kept_targets += int((keep & target).sum())
+        need = max(
+            (request.n - kept) * drawn_area / max(kept, 1),
+            (request.n_targets - kept_targets) * drawn_area / max(kept_targets, 1),
+        )
+        area = min(1.15 * need + 1e-3, max_area)
     every = Galaxies.concatenate(galaxies)
     rows = pd.concat(tables, ignore_index=True)
-    pick = rng.permutation(len(every))[: request.n]
+    pick = _pick(rows["TARGET_CLASS"].to_numpy() != "", request, rng)
     chosen, rows = every.take(pick), rows.iloc[pick].reset_index(drop=True)
+    chosen.dn4000 = true_dn4000(chosen)
     brick = brick_ids(rows["RA"].to_numpy(), rows["DEC"].to_numpy())
     rows["OBJID"], rows["OBJECT_ID"] = object_ids(brick, seed, request.kind)
-    return chosen, rows, kept / drawn_area
+    return chosen, rows, (kept_targets if request.n_targets else kept) / drawn_area
+
+
+def _pick(target: np.ndarray, request: SetRequest, rng: np.random.Generator) -> np.ndarray:
+    """Row indices: a random ``n_targets`` of the targets, then a random ``n_any`` of the rest."""
+    targets = np.flatnonzero(target)
+    chosen = targets[rng.permutation(len(targets))[: request.n_targets]] if request.n_targets else targets[:0]
+    if not request.n_any:
+        return chosen
+    rest = np.setdiff1d(np.arange(len(target)), chosen)
+    return np.concatenate([chosen, rest[rng.permutation(len(rest))[: request.n_any]]])

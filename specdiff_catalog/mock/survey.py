@@ -33,6 +33,7 @@ from specdiff_catalog.mock.spectra import (
     rest_frame_flux,
     rest_wavelength,
 )
+from specdiff_catalog.mock.targets import DEEP_CLASS
 
 # random streams: (seed, stream[, file]) -> independent generators
 _POPULATION, _IMAGING, _SPECTRA, _REDROCK = 1, 2, 3, 4
@@ -56,9 +57,10 @@ def _prepare_dir(out: Path, overwrite: bool) -> None:
 
 
 def _draw_set(
-    config: MockConfig, n: int, kind: int, bandset: BandSet
+    config: MockConfig, request: SetRequest, bandset: BandSet
 ) -> tuple[Galaxies, pd.DataFrame, float]:
     """Galaxies, their Legacy Surveys rows (+ TARGET_CLASS, DESI_TARGET, BGS_TARGET) and surface density."""
+    kind = request.kind
 
     def observe(galaxies: Galaxies, rng: np.random.Generator) -> pd.DataFrame:
         return imaging_catalog(
@@ -75,7 +77,7 @@ def _draw_set(
         )
 
     return draw_set(
-        SetRequest(n, kind, targets_only=kind == SPECTROSCOPIC),
+        request,
         seed=config.seed,
         model=config.population,
         limit=config.photometric_limit,
@@ -313,7 +315,7 @@ def _make_mock_survey(out: Path, config: MockConfig, overwrite: bool) -> dict[st
     _prepare_dir(out, overwrite)
     bandset = BandSet.load(config.bands)
 
-    phot, phot_table, phot_density = _draw_set(config, config.n_phot, PHOTOMETRIC, bandset)
+    phot, phot_table, phot_density = _draw_set(config, SetRequest(PHOTOMETRIC, n_any=config.n_phot), bandset)
     catalog_only = [c for c in phot_table if c.startswith("FIBERFLUX_")] + [
         "TARGET_CLASS",
         "DESI_TARGET",
@@ -331,7 +333,10 @@ def _make_mock_survey(out: Path, config: MockConfig, overwrite: bool) -> dict[st
         out / "truth" / "photometric.parquet"
     )
 
-    spec, spec_table, target_density = _draw_set(config, config.n_spec, SPECTROSCOPIC, bandset)
+    spec, spec_table, target_density = _draw_set(
+        config, SetRequest(SPECTROSCOPIC, n_targets=config.n_spec, n_any=config.n_deep), bandset
+    )
+    spec_table.loc[config.n_spec :, "TARGET_CLASS"] = DEEP_CLASS  # the deep field's rows come last
     aperture = config.fibre.aperture(spec.half_light_radius, spec.population)
     redrock = [
         _write_spectra_file(
@@ -364,7 +369,8 @@ def _make_mock_survey(out: Path, config: MockConfig, overwrite: bool) -> dict[st
         "config": dataclasses.asdict(config),
         "versions": _versions(),
         "counts": {
-            "n_spec": len(spec),
+            "n_spec": config.n_spec,
+            "n_deep": config.n_deep,
             "n_phot": len(phot),
             "spectra_files": len(redrock),
             "catalog_partitions": len(catalog.partitions),

@@ -28,6 +28,8 @@ DESI_TARGET_BITS = {"LRG": 0, "ELG": 1, "ELG_LOP": 5, "ELG_VLO": 7, "BGS_ANY": 6
 BGS_TARGET_BITS = {"BGS_BRIGHT": 1}
 # one class per target; an object selected by several is labelled by the first of these
 CLASS_PRIORITY = ("LRG", "ELG", "BGS")
+# the class of a deep calibration field's spectra: catalog galaxies observed whatever their targeting
+DEEP_CLASS = "DEEP"
 
 
 @dataclass(frozen=True)
