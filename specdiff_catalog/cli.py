@@ -33,8 +33,8 @@ def _add_mock(sub: argparse._SubParsersAction) -> None:
         "--n-deep",
         type=int,
         default=0,
-        help="galaxies with spectra from a deep calibration field: catalog galaxies that are not "
-        "DESI targets, TARGET_CLASS DEEP (default 0)",
+        help="galaxies with spectra from a deep calibration field: catalog galaxies other than "
+        "the DESI targets with spectra, TARGET_CLASS DEEP (default 0)",
     )
     p.add_argument(
         "--seed", type=int, default=0, help="random seed 0..1023; seeds never share object ids (default 0)"

@@ -26,8 +26,9 @@ class MockConfig:
     """A mock survey. n_spec: DESI targets with spectra; n_phot: rows of the HATS catalog.
 
     n_deep: galaxies of a deep calibration field with spectra (TARGET_CLASS "DEEP"): catalog
-    galaxies (the photometric limit) that are not among the DESI targets, as photo-z training
-    sets add magnitude-limited deep surveys to the bright targets (docs/mock.md); 0: none.
+    galaxies (the photometric limit) other than the DESI targets given spectra; drawn after
+    them, so nearly all are galaxies the DESI selections leave out; as photo-z training sets
+    add magnitude-limited deep surveys to the bright targets (docs/mock.md); 0: none.
 
     seed: 0..1023; each seed gives a fresh survey whose ids no other seed uses.
     population: the galaxy population (redshift range 0 < z <= population.z_max, 1.6 by default).
