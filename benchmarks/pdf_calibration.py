@@ -1,7 +1,7 @@
 """Why are a diffusion model's PDFs too wide or too narrow? Its calibration under several settings.
 
     python benchmarks/pdf_calibration.py --model MODEL [--data TRAIN] [--train-objects 1923]
-        [--setting NAME ...] [--json OUT]
+        [--mock MOCK [--objects 3000]] [--setting NAME ...] [--json OUT]
 
 On the objects of the training set the model was trained on (default: the one its diffusion
 section records), 100 samples per object with the same noise (counter-based: object id and
@@ -14,6 +14,10 @@ seed), for each setting:
                   (MODEL/training/diffusion/best.safetensors): is the EMA?
     ema-train-20  ``--train-objects`` objects of the train split: do the objects the network was
                   fitted to come out just as wide (the network, not generalisation)?
+    catalog-20    with ``--mock``: ``--objects`` objects of a held-out mock's photometric catalog
+                  (MOCK/catalog, true z from MOCK/truth/photometric.parquet; the fixed hash-order
+                  subset of benchmarks/quality_cost.py), 20 steps: is the model calibrated on
+                  the photometric sample, not only on objects like its spectroscopic targets?
 
 Prints per setting n, sigma_NMAD, bias, CRPS, PIT KS, 68/95% coverage and the median width of
 the central 68% interval over (1 + z_true); for the validation settings also, paired with the
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -32,7 +37,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from quality_cost import load_photometry  # benchmarks/: run as a script
 
+from specdiff_catalog.bands import BandSet
+from specdiff_catalog.features import photometric_features
+from specdiff_catalog.flags import Flag
 from specdiff_catalog.io.trainset import TrainingSet
 from specdiff_catalog.metrics import pdf_metrics, point_metrics
 from specdiff_catalog.models import load_model
@@ -70,6 +79,14 @@ def split_objects(trainset: TrainingSet, split: str, limit: int | None, seed: in
         feats.values[rows],
         feats.missing[rows],
     )
+
+
+def catalog_objects(mock: Path, bands: BandSet, n: int) -> Objects:
+    """``n`` objects of MOCK's photometric catalog with their true z (those with photometry)."""
+    table, ids, z = load_photometry(mock, bands, n)
+    feats = photometric_features(table, bands)
+    keep = (feats.flags & np.uint16(Flag.NO_PHOTOMETRY)) == 0
+    return Objects(ids[keep], z[keep], feats.values[keep], feats.missing[keep])
 
 
 def raw_weights(model_dir: Path, ema: DiffusionModel) -> DiffusionModel:
@@ -132,7 +149,9 @@ def main() -> None:
         "--data", type=Path, help="training set (default: the one the diffusion model records)"
     )
     parser.add_argument("--train-objects", type=int, default=1923, help="train-split objects (default 1923)")
-    parser.add_argument("--setting", action="append", help="settings to run (default: all four)")
+    parser.add_argument("--mock", type=Path, help="held-out mock survey: adds the catalog-20 setting")
+    parser.add_argument("--objects", type=int, default=3000, help="catalog objects (default 3000)")
+    parser.add_argument("--setting", action="append", help="settings to run (default: all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -140,19 +159,24 @@ def main() -> None:
     ema = loaded.diffusion
     if ema is None or loaded.config.diffusion is None or loaded.config.diffusion.training is None:
         raise SystemExit(f"{args.model}: no trained diffusion model")
-    trainset = TrainingSet.open(args.data or loaded.config.diffusion.training.data)
-    val = split_objects(trainset, "val", None, SEED)
+    training = loaded.config.diffusion.training
+    trainset = functools.cache(lambda: TrainingSet.open(args.data or training.data))
+    val = functools.cache(lambda: split_objects(trainset(), "val", None, SEED))
+    train = functools.cache(lambda: split_objects(trainset(), "train", args.train_objects, SEED))
     settings: dict[str, Callable[[], tuple[np.ndarray, Objects]]] = {
-        "ema-val-20": lambda: (z_samples(ema, val, 20), val),
-        "ema-val-50": lambda: (z_samples(ema, val, 50), val),
-        "raw-val-20": lambda: (z_samples(raw_weights(args.model, ema), val, 20), val),
-        "ema-train-20": lambda: (
-            z_samples(ema, train := split_objects(trainset, "train", args.train_objects, SEED), 20),
-            train,
-        ),
+        "ema-val-20": lambda: (z_samples(ema, val(), 20), val()),
+        "ema-val-50": lambda: (z_samples(ema, val(), 50), val()),
+        "raw-val-20": lambda: (z_samples(raw_weights(args.model, ema), val(), 20), val()),
+        "ema-train-20": lambda: (z_samples(ema, train(), 20), train()),
     }
+    if args.mock is not None:
+        bands = loaded.bands
+        if bands is None:
+            raise SystemExit(f"{args.model}: config.json records no band set")
+        catalog = functools.cache(lambda: catalog_objects(args.mock, bands, args.objects))
+        settings["catalog-20"] = lambda: (z_samples(ema, catalog(), 20), catalog())
     wanted = args.setting or list(settings)
-    if REFERENCE not in wanted:
+    if REFERENCE not in wanted and any(name.split("-")[1] == "val" for name in wanted):
         wanted.insert(0, REFERENCE)
     results, reference = {}, None
     for name in wanted:

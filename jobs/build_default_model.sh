@@ -1,8 +1,9 @@
 #!/bin/bash
 # Rebuild the bundled default model and demo catalog end to end from fixed-seed mock surveys
 # (docs/photoz.md "The bundled default model"):
-#   mock (seed 1: 20,000 spectra) -> prepare -> train autoencoder (small) -> train diffusion
-#   (small) -> train baseline (small) -> train distill (students 4, 2, 1)
+#   mock (seed 1: 20,000 DESI-target spectra + 5,000 deep-field spectra of other catalog galaxies)
+#   -> prepare -> train autoencoder (small) -> train diffusion (small) -> train baseline (small)
+#   -> train distill (students 4, 2, 1)
 #   mock (seed 2: held out) -> a narrower denoiser -> benchmarks/quality_cost.py --set-default
 #   (the production setting, docs/distillation.md)
 #   -> specdiff_catalog/data/default_model/ (with the production student only: size)
@@ -10,6 +11,8 @@
 # Run from the repository root. ~2 h on 2 CPU cores (most of it the autoencoder), minutes on a GPU.
 #
 # Run:    bash jobs/build_default_model.sh            (WORK=DIR keeps the intermediate files there)
+#         AUTOENCODER=DIR bash jobs/build_default_model.sh  starts the model from DIR's trained
+#         autoencoder (its weights and training record) instead of training one
 # Check:  DRY_RUN=1 bash jobs/build_default_model.sh
 set -euo pipefail
 
@@ -19,6 +22,8 @@ DATA=${DATA:-specdiff_catalog/data}
 SEED=${SEED:-1}                            # the training survey
 HELD_OUT_SEED=${HELD_OUT_SEED:-2}          # the quality-vs-cost survey: never trained on
 DEMO_SEED=${DEMO_SEED:-3}                  # the demo catalog: another seed, so no object is shared
+N_DEEP=${N_DEEP:-5000}                     # deep-field spectra: the training set covers the catalog (docs/photoz.md)
+AUTOENCODER=${AUTOENCODER:-}               # a model directory whose autoencoder to start from
 DEVICE=${DEVICE:-auto}
 
 run() {
@@ -36,9 +41,23 @@ has() {  # has COMPONENT: MODEL/config.json has that section
 sys.exit(getattr(read_config(sys.argv[1]), sys.argv[2]) is None)" "$MODEL" "$1"
 }
 [[ -n "${DRY_RUN:-}" || ! -f "$WORK/mock/mock.json" ]] &&
-    sdc mock --out "$WORK/mock" --n-spec 20000 --n-phot 2000 --seed "$SEED" --n-rest 0 --overwrite
+    sdc mock --out "$WORK/mock" --n-spec 20000 --n-deep "$N_DEEP" --n-phot 2000 --seed "$SEED" --n-rest 0 --overwrite
 [[ -n "${DRY_RUN:-}" || ! -f "$WORK/train/trainset.json" ]] &&
     sdc prepare --desi "$WORK/mock/spectra" --out "$WORK/train" --overwrite
+if [[ -n "$AUTOENCODER" ]] && ! has autoencoder; then
+    run "$PYTHON" -c "
+import shutil, sys
+from pathlib import Path
+from specdiff_catalog.models import store
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+config = store.read_config(src)
+if config.autoencoder is None:
+    sys.exit(f'{src}: no trained autoencoder')
+dst.mkdir(parents=True, exist_ok=True)
+shutil.copyfile(src / config.autoencoder.weights.file, dst / config.autoencoder.weights.file)
+store.write_config(dst, store.ModelConfig(bands=config.bands, autoencoder=config.autoencoder))
+" "$AUTOENCODER" "$MODEL"
+fi
 has autoencoder ||
     sdc train autoencoder --data "$WORK/train" --model "$MODEL" --preset small --seed 0 --device "$DEVICE" --no-progress
 has diffusion ||
@@ -61,10 +80,12 @@ store.write_config(sys.argv[1], dataclasses.replace(
         'DESI-format spectra of bagpipes stellar-population galaxies (BC03 + Cloudy nebular '
         'emission, dust, varied star-formation histories) at 0 < z <= 1.6 selected by the DESI '
         'BGS Bright, LRG and ELG target cuts, with Legacy Surveys g,r,z,W1,W2 photometry at DR10 '
-        'depths (docs/mock.md)',
-        command='specdiff-catalog mock --n-spec 20000 --n-phot 2000 --n-rest 0 --seed ' + sys.argv[2],
+        'depths (docs/mock.md), and ' + sys.argv[3] + ' deep-field spectra of catalog galaxies '
+        'outside those targets (4,000 s)',
+        command='specdiff-catalog mock --n-spec 20000 --n-deep ' + sys.argv[3]
+        + ' --n-phot 2000 --n-rest 0 --seed ' + sys.argv[2],
         script='jobs/build_default_model.sh')))
-" "$MODEL" "$SEED"
+" "$MODEL" "$SEED" "$N_DEEP"
 # the production setting: the cheapest sampler setting within the quality rule, measured on a
 # held-out survey against the 20-step teacher and a narrower denoiser (docs/distillation.md)
 [[ -n "${DRY_RUN:-}" || ! -f "$WORK/held_out/mock.json" ]] &&
