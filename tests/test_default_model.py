@@ -65,8 +65,9 @@ def test_default_model_predicts_the_demo_catalog(caplog):
     truth = pd.read_parquet(DEMO_TRUTH).set_index("OBJECT_ID").loc[table["OBJECT_ID"], "Z"].to_numpy()
     metrics = point_metrics(pred.summaries["z_median"], truth)
     assert metrics.n_missing <= 0.02 * len(table)  # the mock's rows without photometry
-    # the whole demo (docs/photoz.md): sigma_NMAD 0.073, eta_0.15 0.12; this partition, K = 32: 0.073
-    assert metrics.sigma_nmad < 0.09 and metrics.eta_015 < 0.17
+    # the whole demo (docs/photoz.md): sigma_NMAD 0.057, eta_0.15 0.085; this partition (173 objects),
+    # K = 32: 0.062 and 0.092 (the earlier targets-only model: 0.073, which this bound rejects)
+    assert metrics.sigma_nmad < 0.068 and metrics.eta_015 < 0.11
     assert pred.summaries["latent"].shape == (len(table), model.autoencoder.config.latent_size)
 
 
