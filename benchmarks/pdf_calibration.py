@@ -170,6 +170,8 @@ def main() -> None:
         "ema-train-20": lambda: (z_samples(ema, train(), 20), train()),
     }
     if args.mock is not None:
+        if not (args.mock / "truth" / "photometric.parquet").is_file():
+            raise SystemExit(f"{args.mock}: not a mock survey (no truth/photometric.parquet)")
         bands = loaded.bands
         if bands is None:
             raise SystemExit(f"{args.model}: config.json records no band set")
