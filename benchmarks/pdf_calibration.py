@@ -1,28 +1,36 @@
 """Why are a diffusion model's PDFs too wide or too narrow? Its calibration under several settings.
 
     python benchmarks/pdf_calibration.py --model MODEL [--data TRAIN] [--train-objects 1923]
-        [--mock MOCK [--objects 3000]] [--setting NAME ...] [--json OUT]
+        [--mock MOCK [--objects 3000] [--class BGS ...]] [--other-model NAME=DIR ...]
+        [--setting NAME ...] [--json OUT]
 
-On the objects of the training set the model was trained on (default: the one its diffusion
-section records), 100 samples per object with the same noise (counter-based: object id and
-seed), for each setting:
+100 samples per object with the same noise (counter-based: object id and seed) for each
+setting WEIGHTS-OBJECTS-STEPS, DPM-Solver++(2M) with STEPS steps:
 
-    ema-val-20    the saved (EMA) weights, validation split, DPM-Solver++(2M) 20 steps (the
-                  reference: what `train diffusion` stores as its validation metrics)
-    ema-val-50    the same at 50 steps: is the sampler's discretisation widening the PDFs?
-    raw-val-20    the raw (not averaged) weights of the same best epoch
-                  (MODEL/training/diffusion/best.safetensors): is the EMA?
-    ema-train-20  ``--train-objects`` objects of the train split: do the objects the network was
-                  fitted to come out just as wide (the network, not generalisation)?
-    catalog-20    with ``--mock``: ``--objects`` objects of a held-out mock's photometric catalog
-                  (MOCK/catalog, true z from MOCK/truth/photometric.parquet; the fixed hash-order
-                  subset of benchmarks/quality_cost.py), 20 steps: is the model calibrated on
-                  the photometric sample, not only on objects like its spectroscopic targets?
+    WEIGHTS  ema      the saved (EMA) weights
+             raw      the raw (not averaged) weights of the same best epoch
+                      (MODEL/training/diffusion/best.safetensors): is the EMA widening them?
+             NAME     the saved weights of ``--other-model NAME=DIR`` (e.g. a photo-z-only
+                      model of the same training set): is the joint [latent, z] target?
+    OBJECTS  val      the validation split of the training set (default: the one the
+                      diffusion section records)
+             train    ``--train-objects`` objects of the train split: do the objects the
+                      network was fitted to come out just as wide (the network, not
+                      generalisation)?
+             catalog  with ``--mock``: ``--objects`` objects of a held-out mock's photometric
+                      catalog (MOCK/catalog, true z and TARGET_CLASS from
+                      MOCK/truth/photometric.parquet; the fixed hash-order subset of
+                      benchmarks/quality_cost.py, of the ``--class`` classes only if given):
+                      is the model calibrated on the photometric sample?
+    STEPS    20 is what `train diffusion` stores as its validation metrics; 50: is the
+             sampler's discretisation widening the PDFs?
 
-Prints per setting n, sigma_NMAD, bias, CRPS, PIT KS, 68/95% coverage and the median width of
-the central 68% interval over (1 + z_true); for the validation settings also, paired with the
-reference on the same objects and noise, the median ratio of the 68% widths and the change in
-68% coverage. Only photometry and redshift are used (no spectra, no latents).
+Default settings: ema-val-20 (the reference), ema-val-50, raw-val-20, ema-train-20, and
+ema-catalog-20 with ``--mock``. Prints per setting n, sigma_NMAD, bias, CRPS, PIT KS, 68/95%
+coverage and the median width of the central 68% interval over (1 + z_true), on catalog
+objects also per target class; paired with ema-OBJECTS-20 (when run) on the same objects
+and noise, the median ratio of the 68% widths and the change in 68% coverage. Only
+photometry and redshift are used (no spectra, no latents).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from quality_cost import load_photometry  # benchmarks/: run as a script
 
@@ -52,17 +61,19 @@ from specdiff_catalog.training.loop import model_state
 
 N_SAMPLES = 100
 SEED = 0
-REFERENCE = "ema-val-20"
+REFERENCE_STEPS = 20
 
 
 @dataclasses.dataclass(frozen=True)
 class Objects:
-    """object_id (N,) int64, z (N,), features (N, F) raw photometric features, missing (N, B)."""
+    """object_id (N,) int64, z (N,), features (N, F) raw photometric features, missing (N, B),
+    target class (N,) str ("" for none) where known."""
 
     object_id: np.ndarray
     z: np.ndarray
     features: np.ndarray
     missing: np.ndarray
+    target_class: np.ndarray | None = None
 
 
 def split_objects(trainset: TrainingSet, split: str, limit: int | None, seed: int) -> Objects:
@@ -81,12 +92,18 @@ def split_objects(trainset: TrainingSet, split: str, limit: int | None, seed: in
     )
 
 
-def catalog_objects(mock: Path, bands: BandSet, n: int) -> Objects:
-    """``n`` objects of MOCK's photometric catalog with their true z (those with photometry)."""
-    table, ids, z = load_photometry(mock, bands, n)
+def catalog_objects(mock: Path, bands: BandSet, n: int, classes: list[str] | None) -> Objects:
+    """``n`` objects of MOCK's photometric catalog (of ``classes`` only, if given) with their
+    true z and target class (those with photometry)."""
+    table, ids, z = load_photometry(mock, bands, None if classes else n)
+    truth = pd.read_parquet(mock / "truth" / "photometric.parquet", columns=["OBJECT_ID", "TARGET_CLASS"])
+    target_class = truth.set_index("OBJECT_ID").loc[ids, "TARGET_CLASS"].to_numpy(str)
     feats = photometric_features(table, bands)
     keep = (feats.flags & np.uint16(Flag.NO_PHOTOMETRY)) == 0
-    return Objects(ids[keep], z[keep], feats.values[keep], feats.missing[keep])
+    if classes:
+        keep &= np.isin(target_class, classes)
+        keep &= np.cumsum(keep) <= n
+    return Objects(ids[keep], z[keep], feats.values[keep], feats.missing[keep], target_class[keep])
 
 
 def raw_weights(model_dir: Path, ema: DiffusionModel) -> DiffusionModel:
@@ -142,6 +159,14 @@ def paired(samples: np.ndarray, reference: np.ndarray, z: np.ndarray) -> dict[st
     }
 
 
+def per_class(samples: np.ndarray, objects: Objects) -> dict[str, dict[str, float]]:
+    """summary() of each target class ("none" for objects of no class)."""
+    if objects.target_class is None:
+        return {}
+    rows = {name: objects.target_class == name for name in np.unique(objects.target_class)}
+    return {name or "none": summary(samples[row], objects.z[row]) for name, row in rows.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path)
@@ -149,9 +174,15 @@ def main() -> None:
         "--data", type=Path, help="training set (default: the one the diffusion model records)"
     )
     parser.add_argument("--train-objects", type=int, default=1923, help="train-split objects (default 1923)")
-    parser.add_argument("--mock", type=Path, help="held-out mock survey: adds the catalog-20 setting")
+    parser.add_argument("--mock", type=Path, help="held-out mock survey: the catalog objects")
     parser.add_argument("--objects", type=int, default=3000, help="catalog objects (default 3000)")
-    parser.add_argument("--setting", action="append", help="settings to run (default: all)")
+    parser.add_argument(
+        "--class", dest="classes", action="append", help="only catalog objects of this TARGET_CLASS"
+    )
+    parser.add_argument(
+        "--other-model", action="append", default=[], metavar="NAME=DIR", help="weights named NAME"
+    )
+    parser.add_argument("--setting", action="append", help="WEIGHTS-OBJECTS-STEPS (default: see above)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -161,13 +192,9 @@ def main() -> None:
         raise SystemExit(f"{args.model}: no trained diffusion model")
     training = loaded.config.diffusion.training
     trainset = functools.cache(lambda: TrainingSet.open(args.data or training.data))
-    val = functools.cache(lambda: split_objects(trainset(), "val", None, SEED))
-    train = functools.cache(lambda: split_objects(trainset(), "train", args.train_objects, SEED))
-    settings: dict[str, Callable[[], tuple[np.ndarray, Objects]]] = {
-        "ema-val-20": lambda: (z_samples(ema, val(), 20), val()),
-        "ema-val-50": lambda: (z_samples(ema, val(), 50), val()),
-        "raw-val-20": lambda: (z_samples(raw_weights(args.model, ema), val(), 20), val()),
-        "ema-train-20": lambda: (z_samples(ema, train(), 20), train()),
+    objects: dict[str, Callable[[], Objects]] = {
+        "val": functools.cache(lambda: split_objects(trainset(), "val", None, SEED)),
+        "train": functools.cache(lambda: split_objects(trainset(), "train", args.train_objects, SEED)),
     }
     if args.mock is not None:
         if not (args.mock / "truth" / "photometric.parquet").is_file():
@@ -175,25 +202,51 @@ def main() -> None:
         bands = loaded.bands
         if bands is None:
             raise SystemExit(f"{args.model}: config.json records no band set")
-        catalog = functools.cache(lambda: catalog_objects(args.mock, bands, args.objects))
-        settings["catalog-20"] = lambda: (z_samples(ema, catalog(), 20), catalog())
-    wanted = args.setting or list(settings)
-    if REFERENCE not in wanted and any(name.split("-")[1] == "val" for name in wanted):
-        wanted.insert(0, REFERENCE)
-    results, reference = {}, None
+        objects["catalog"] = functools.cache(
+            lambda: catalog_objects(args.mock, bands, args.objects, args.classes)
+        )
+    weights: dict[str, Callable[[], DiffusionModel]] = {
+        "ema": lambda: ema,
+        "raw": functools.cache(lambda: raw_weights(args.model, ema)),
+    }
+    for spec in args.other_model:
+        name, _, path = spec.partition("=")
+        weights[name] = functools.cache(lambda path=path: _diffusion(Path(path)))
+    wanted = args.setting or ["ema-val-20", "ema-val-50", "raw-val-20", "ema-train-20"]
+    if not args.setting and args.mock is not None:
+        wanted.append("ema-catalog-20")
     for name in wanted:
+        model_name, kind, steps = [*name.split("-"), "", "", ""][:3]
+        if model_name not in weights or kind not in objects or not steps.isdigit():
+            known = f"weights {sorted(weights)}, objects {sorted(objects)}"
+            raise SystemExit(f"setting {name}: unknown; WEIGHTS-OBJECTS-STEPS with {known}")
+    wanted.sort(key=lambda name: not name.startswith("ema-") or not name.endswith(f"-{REFERENCE_STEPS}"))
+    results, references = {}, {}
+    for name in wanted:
+        model_name, kind, steps = name.split("-")
+        reference = f"ema-{kind}-{REFERENCE_STEPS}"
         start = time.perf_counter()
-        samples, objects = settings[name]()
-        row: dict[str, float | str] = {"setting": name, **summary(samples, objects.z)}
-        if name == REFERENCE:
-            reference = samples
-        elif name.split("-")[1] == "val" and reference is not None:
-            row |= paired(samples, reference, objects.z)
+        samples, these = z_samples(weights[model_name](), objects[kind](), int(steps)), objects[kind]()
+        row: dict[str, object] = {"setting": name, **summary(samples, these.z)}
+        if name == reference:
+            references[kind] = samples
+        elif kind in references:
+            row |= paired(samples, references[kind], these.z)
+        if classes := per_class(samples, these):
+            row["by_class"] = classes
         row["seconds"] = round(time.perf_counter() - start, 1)
         results[name] = row
         print(json.dumps(row))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+
+
+def _diffusion(path: Path) -> DiffusionModel:
+    """The saved diffusion weights of the model directory ``path``."""
+    model = load_model(path, notice=False).diffusion
+    if model is None:
+        raise SystemExit(f"{path}: no trained diffusion model")
+    return model
 
 
 if __name__ == "__main__":

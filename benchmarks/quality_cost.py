@@ -108,9 +108,10 @@ class HeldOut:
     spectra: HeldSpectra | None
 
 
-def load_photometry(mock: Path, bands: BandSet, n: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """The first ``n`` objects of MOCK's photometric catalog in hash order (a fixed random subset):
-    the band set's columns, their exact ids, and the true z of MOCK/truth/photometric.parquet."""
+def load_photometry(mock: Path, bands: BandSet, n: int | None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The first ``n`` (None: all) objects of MOCK's photometric catalog in hash order (a fixed
+    random subset): the band set's columns, their exact ids, and the true z of
+    MOCK/truth/photometric.parquet."""
     catalog = open_catalog(mock / "catalog")
     columns = [c for b in bands.bands for c in (b.flux, b.ivar)]
     optional = [b.mw_transmission for b in bands.bands] + [bands.ebv_column]

@@ -124,6 +124,31 @@ def test_condition_input_standardises_and_zeroes_missing_bands():
     assert np.array_equal(cond[:, F:], missing.astype(np.float32))
 
 
+def test_z_weight_weights_the_redshift_dimension_of_the_loss():
+    # zero-initialised output: the prediction is 0, so the squared error of dimension d is
+    # target_d^2 with the loss's own draws of t and eps (replayed from the same generator seed);
+    # the z column (last) is scaled by 3 so that its error differs from the latents'
+    n = 4000
+    x0 = torch.randn(n, S + 1, generator=torch.Generator().manual_seed(1))
+    x0[:, -1] *= 3
+    features = np.random.default_rng(2).normal(20, 2, (n, F)).astype(np.float32)
+    missing = np.zeros((n, B), bool)
+    model = DiffusionModel(DiffusionConfig.load("tiny"), standardisation())
+    replay = torch.Generator().manual_seed(0)
+    t = torch.rand(n, generator=replay) * model.config.timesteps
+    eps = torch.randn(x0.shape, generator=replay)
+    abar = model.schedule.alpha_bar(t.double()).float()[:, None]
+    per_dim = ((abar.sqrt() * eps - (1 - abar).sqrt() * x0) ** 2).mean(0)  # (S + 1,)
+    assert per_dim[-1] > 3 * per_dim[:-1].mean()
+    for weight in (1.0, 10.0):
+        model.config = dataclasses.replace(model.config, z_weight=weight)
+        loss = model.loss(x0, features, missing, torch.Generator().manual_seed(0)).item()
+        expected = (per_dim[:-1].sum() + weight * per_dim[-1]) / (S + weight)
+        assert loss == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ConfigError, match="z_weight"):
+        dataclasses.replace(model.config, z_weight=0.0)
+
+
 def test_loss_is_unit_at_initialisation_and_decreases():
     # zero-initialised output: prediction 0, so the loss is E[target^2] = 1 for v and for eps
     # when x0 has unit variance (v = alpha eps - sigma x0, alpha^2 + sigma^2 = 1)

@@ -51,7 +51,8 @@ class DiffusionConfig:
     prediction: "v" or "eps". timesteps: T. cosine_s, beta_max: the cosine schedule's
         offset and its clip of the last beta.
     band_dropout: training probability of hiding each present band. ema_decay: of the
-        weights' exponential moving average.
+        weights' exponential moving average. z_weight: the loss weight of the redshift
+        dimension relative to each latent dimension (1: all alike).
     z_transform: the redshift transform of the target (a key of ``Z_TRANSFORMS``); the
         default log1p is what models before "softplus_log1p" were trained with.
     """
@@ -69,6 +70,7 @@ class DiffusionConfig:
     band_dropout: float = 0.1
     ema_decay: float = 0.999
     z_transform: str = "log1p"
+    z_weight: float = 1.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -84,6 +86,8 @@ class DiffusionConfig:
             problems.append("n_blocks, mlp_ratio, cond_layers and timesteps must be >= 1")
         if not (0 <= self.band_dropout < 1 and 0 <= self.dropout < 1 and 0 <= self.ema_decay < 1):
             problems.append("band_dropout, dropout and ema_decay must be in [0, 1)")
+        if not self.z_weight > 0:
+            problems.append(f"z_weight={self.z_weight} must be > 0")
         if not 0 < self.beta_max < 1:
             problems.append(f"beta_max={self.beta_max} must be in (0, 1)")
         if problems:
@@ -453,7 +457,8 @@ class DiffusionModel(nn.Module):
     def loss(
         self, x0: torch.Tensor, features: Any, missing: Any, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Mean squared error of the v (or eps) prediction at t ~ U(0, T), one draw per row.
+        """Mean squared error of the v (or eps) prediction at t ~ U(0, T), one draw per row,
+        the redshift dimension weighted by ``config.z_weight`` (weights normalised to mean 1).
 
         x0: (N, D) standardised targets (``Standardisation.to_standard``); features (N, F)
         raw with NaN; missing (N, B) (band dropout, if any, already applied:
@@ -468,7 +473,10 @@ class DiffusionModel(nn.Module):
         abar = self.schedule.alpha_bar(t.double()).float()[:, None].to(self.device)
         alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
         target = alpha * eps - sigma * x0 if self.config.prediction == "v" else eps
-        return F.mse_loss(self.net(alpha * x0 + sigma * eps, t, cond_emb), target)
+        err = (self.net(alpha * x0 + sigma * eps, t, cond_emb) - target) ** 2
+        weight = torch.ones(x0.shape[1], device=self.device)
+        weight[-1] = self.config.z_weight
+        return (err * weight).mean() * (x0.shape[1] / weight.sum())
 
     def to_physical(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(z (N, K), latent (N, K, S)) from standardised samples x (N, K, D)."""
