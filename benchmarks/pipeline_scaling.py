@@ -66,6 +66,8 @@ def sampler_alone(model_dir: Path, catalog: Path, options: RunOptions, n: int) -
     after a 16-row warm-up call (the per-process setup a run pays once per worker)."""
     torch.set_num_threads(1)
     model = load_model(model_dir)
+    if model.bands is None:
+        raise SystemExit(f"{model_dir}: config.json records no band set")
     part = open_catalog(catalog).partitions[0]
     table = read_partition(
         part,
