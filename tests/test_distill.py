@@ -305,6 +305,7 @@ def test_a_student_of_other_diffusion_weights_is_refused_and_retraining_drops_it
         and config.diffusion.weights.sha256 != content["diffusion"]["weights"]["sha256"]
     )
     assert load_model(model_dir).students == {}
+    assert sorted(model_dir.glob("student-*")) == []  # their files are removed with the section
 
 
 @pytest.mark.slow

@@ -348,7 +348,8 @@ def train_diffusion(
     config.json (architecture, standardisation, training summary and validation metrics
     of the PDFs), and the training-set coverage score in its feature space
     (``training.coverage.train_coverage``, default settings). Distilled students of earlier
-    diffusion weights are dropped from config.json (they no longer match their teacher).
+    diffusion weights are dropped from config.json and their files removed (they no longer
+    match their teacher).
     """
     model_dir = Path(model_dir)
     model_config, train_config = load_diffusion_preset(preset)
@@ -414,15 +415,18 @@ def train_diffusion(
             n_parameters=sum(p.numel() for p in model.parameters()),
             training=record,
         )
-        if config.student is not None:
+        stale = [] if config.student is None else [s.weights for s in config.student.samplers.values()]
+        if stale:
             log.warning(
                 "%s: the distilled students were made from the previous diffusion weights; they are "
-                "dropped from config.json (run `train distill` again)",
+                "dropped from config.json and their files removed (run `train distill` again)",
                 model_dir,
             )
         config = dataclasses.replace(config, diffusion=section, student=None)
         store.write_config(
             model_dir, config.with_training_set(trainset.bandset, trainset.summary, trainset.simulated)
         )
+        for weights in stale:
+            (model_dir / weights.file).unlink(missing_ok=True)
         train_coverage(model_dir, data)  # the coverage score in this network's feature space
     return result
