@@ -216,14 +216,14 @@ def main() -> None:
     if not args.setting and args.mock is not None:
         wanted.append("ema-catalog-20")
     for name in wanted:
-        model_name, kind, steps = [*name.split("-"), "", "", ""][:3]
+        model_name, kind, steps = [*name.split("-", 2), "", "", ""][:3]
         if model_name not in weights or kind not in objects or not steps.isdigit():
             known = f"weights {sorted(weights)}, objects {sorted(objects)}"
             raise SystemExit(f"setting {name}: unknown; WEIGHTS-OBJECTS-STEPS with {known}")
     wanted.sort(key=lambda name: not name.startswith("ema-") or not name.endswith(f"-{REFERENCE_STEPS}"))
     results, references = {}, {}
     for name in wanted:
-        model_name, kind, steps = name.split("-")
+        model_name, kind, steps = name.split("-", 2)
         reference = f"ema-{kind}-{REFERENCE_STEPS}"
         start = time.perf_counter()
         samples, these = z_samples(weights[model_name](), objects[kind](), int(steps)), objects[kind]()
