@@ -211,6 +211,8 @@ def main() -> None:
     }
     for spec in args.other_model:
         name, _, path = spec.partition("=")
+        if not name or "-" in name or name in weights or not path:
+            raise SystemExit(f"--other-model {spec}: NAME=DIR, NAME without '-' and not {sorted(weights)}")
         weights[name] = functools.cache(lambda path=path: _diffusion(Path(path)))
     wanted = args.setting or ["ema-val-20", "ema-val-50", "raw-val-20", "ema-train-20"]
     if not args.setting and args.mock is not None:
