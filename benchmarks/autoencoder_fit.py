@@ -57,15 +57,24 @@ def truth_spectra(truth: Path | None) -> tuple[np.ndarray, np.ndarray, dict[int,
     import zarr
 
     group = zarr.open_group(truth / "rest_spectra.zarr", mode="r")
-    ids = np.asarray(group["targetid"][:])
-    flux = np.asarray(group["flux"][:]) * np.asarray(group["aperture"][:])[:, None]
-    return np.asarray(group["wavelength"][:], dtype=np.float64), flux, {int(t): i for i, t in enumerate(ids)}
+
+    def read(name: str) -> np.ndarray:
+        node = group[name]
+        if not isinstance(node, zarr.Array):
+            raise SystemExit(f"{truth}/rest_spectra.zarr: {name} is not an array")
+        return np.asarray(node[:])
+
+    ids = read("targetid")
+    flux = read("flux") * read("aperture")[:, None]
+    return np.asarray(read("wavelength"), dtype=np.float64), flux, {int(t): i for i, t in enumerate(ids)}
 
 
 def evaluate(model_dir: Path, ts: TrainingSet, split: str | None, truth: Path | None) -> pd.DataFrame:
     """One row per spectrum: TARGETID, Z, snr, chi2, n, floor, n_floor, skipped, dn4000 (decoded),
     dn4000_grid (the noiseless truth on the model's rest grid; NaN without it)."""
     ae = load_model(model_dir, notice=False).autoencoder
+    if ae is None:
+        raise SystemExit(f"{model_dir}: no trained autoencoder")
     rest_wave = ae.rest_wave()
     noiseless = truth_spectra(truth)
     rows = []
@@ -93,7 +102,9 @@ def evaluate(model_dir: Path, ts: TrainingSet, split: str | None, truth: Path | 
                 amp = (w * prep.flux[have] * t_obs).sum(1) / (w * t_obs**2).sum(1)
                 floor[have] = (w * (prep.flux[have] - amp[:, None] * t_obs) ** 2).sum(1)
                 n_floor[have] = (w > 0).sum(1)
-                on_grid = redshift_spectra(t_wave, t_flux[[where[int(t)] for t in ids[have]]], 0.0, rest_wave)
+                on_grid = redshift_spectra(
+                    t_wave, t_flux[[where[int(t)] for t in ids[have]]], np.zeros(int(have.sum())), rest_wave
+                )
                 dn4000_grid[have] = spectral.dn4000(rest_wave, on_grid)
         rows.append(
             pd.DataFrame(

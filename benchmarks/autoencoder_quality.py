@@ -39,7 +39,7 @@ from specdiff_catalog import spectral
 from specdiff_catalog.io.trainset import TrainingSet
 from specdiff_catalog.mock.spectra import instrument_resolution, mw_transmission_spectrum
 from specdiff_catalog.models import load_model
-from specdiff_catalog.models.autoencoder import chi2, redshift_spectra
+from specdiff_catalog.models.autoencoder import AutoencoderConfig, chi2, redshift_spectra
 
 # the truth columns that set a spectrum's shape (not its amplitude): the floor of latent-z correlations
 SHAPE_PARAMETERS = [
@@ -75,15 +75,24 @@ def normalise_rest(wave: np.ndarray, flux: np.ndarray) -> np.ndarray:
     return flux / np.median(flux[:, window], axis=1, keepdims=True)
 
 
+def zarr_array(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of ``group``; SystemExit if it is a group."""
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise SystemExit(f"{group.store_path}: {name} is not an array")
+    return node
+
+
 def check_rest_spectra(mock: Path, truth: pd.DataFrame) -> float:
     """Largest |difference| between normalised truth/rest_spectra.zarr and the re-synthesised truth."""
     group = zarr.open_group(mock / "truth" / "rest_spectra.zarr", mode="r")
-    ids = np.asarray(group["targetid"][:])
+    ids = np.asarray(zarr_array(group, "targetid")[:])
     common = np.flatnonzero(np.isin(ids, truth.index))[:100]
     if not common.size:
         return float("nan")
-    wave = np.asarray(group["wavelength"][:])
-    theirs = normalise_rest(wave, np.asarray(group["flux"].get_orthogonal_selection((common, slice(None)))))
+    wave = np.asarray(zarr_array(group, "wavelength")[:])
+    flux = zarr_array(group, "flux").get_orthogonal_selection((common, slice(None)))
+    theirs = normalise_rest(wave, np.asarray(flux))
     t_wave, t_flux = true_rest(truth, ids[common])
     ours = normalise_rest(wave, np.stack([np.interp(wave, t_wave, m) for m in t_flux]))
     return float(np.abs(theirs - ours).max())
@@ -119,6 +128,8 @@ def robust(d: np.ndarray) -> dict[str, float]:
 def evaluate(model_dir: Path, ts: TrainingSet, truth: pd.DataFrame, split: str) -> dict:
     """Per-object arrays of one model on one split (see the module docstring)."""
     ae = load_model(model_dir).autoencoder
+    if ae is None:
+        raise SystemExit(f"{model_dir}: no trained autoencoder")
     rest_wave = ae.rest_wave()
     out: dict[str, list] = {
         k: []
@@ -148,7 +159,8 @@ def evaluate(model_dir: Path, ts: TrainingSet, truth: pd.DataFrame, split: str) 
         ids = batch.objects["TARGETID"].to_numpy()
         z = batch.objects["Z"].to_numpy()
         ebv = batch.objects["EBV"].to_numpy() if ae.config.deredden else None
-        prep = ae.prepare(ts.wave, batch.flux, batch.ivar, z, ebv)
+        flux, ivar = batch.spectra()
+        prep = ae.prepare(ts.wave, flux, ivar, z, ebv)
         with torch.no_grad():
             latent, rest, observed, inside = ae(*(torch.as_tensor(a) for a in (prep.flux, prep.ivar, prep.z)))
             c, n = chi2(torch.as_tensor(prep.flux), torch.as_tensor(prep.ivar), observed, inside)
@@ -161,15 +173,13 @@ def evaluate(model_dir: Path, ts: TrainingSet, truth: pd.DataFrame, split: str) 
         full = np.where(
             np.isfinite(full), instrument_resolution(np.nan_to_num(full), RESOLUTION_SIGMA_PIX), np.nan
         )
-        _, t_obs, _ = spectral.rebin(
-            ts.wave, np.nan_to_num(full), batch.ivar * np.isfinite(full), ae.config.rebin
-        )
+        _, t_obs, _ = spectral.rebin(ts.wave, np.nan_to_num(full), ivar * np.isfinite(full), ae.config.rebin)
         w = prep.ivar * inside.numpy() * (t_obs != 0)
         amp = (w * prep.flux * t_obs).sum(1) / (w * t_obs**2).sum(1)
         floor = (w * (prep.flux - amp[:, None] * t_obs) ** 2).sum(1)
         # the same at the instrument's full resolution (0.8 A): what rebinning by k gave up
-        flux_f, ivar_f = spectral.clean(batch.flux, batch.ivar)
-        if ae.config.deredden:
+        flux_f, ivar_f = spectral.clean(flux, ivar)
+        if ebv is not None:  # the model de-reddens
             flux_f, ivar_f, _ = spectral.deredden(ts.wave, flux_f, ivar_f, ebv)
         flux_f, ivar_f = spectral.normalise(flux_f, ivar_f, prep.norm)
         model_f = redshift_spectra(rest_wave, rest.numpy().astype(np.float64), z, ts.wave)
@@ -215,7 +225,7 @@ def evaluate(model_dir: Path, ts: TrainingSet, truth: pd.DataFrame, split: str) 
             ),
         ):
             out[key].append(value)
-    result = {k: np.concatenate(v) for k, v in out.items()}
+    result: dict[str, np.ndarray | AutoencoderConfig] = {k: np.concatenate(v) for k, v in out.items()}
     result["rest_wave"], result["wave_obs"] = rest_wave, ae.wave_obs.numpy().astype(np.float64)
     result["config"] = ae.config
     return result
@@ -372,7 +382,9 @@ def main() -> None:
     torch.set_num_threads(1)
     ts = TrainingSet.open(args.data)
     truth = pd.read_parquet(args.mock / "truth" / "spectroscopic.parquet").set_index("TARGETID")
-    results = {"rest_spectra_check_max_abs_diff": check_rest_spectra(args.mock, truth)}
+    results: dict[str, float | dict] = {
+        "rest_spectra_check_max_abs_diff": check_rest_spectra(args.mock, truth)
+    }
     for k, spec in enumerate(args.model):
         label, path = spec.split("=", 1)
         start = time.perf_counter()
@@ -382,8 +394,9 @@ def main() -> None:
             args.img.mkdir(parents=True, exist_ok=True)
             plot_examples(r, f, truth, args.img / f"autoencoder_{label}_examples.png", label)
             plot_dn4000(r, f, args.img / f"autoencoder_{label}_dn4000.png", label)
-        results[label] = {key: value for key, value in f.items() if not key.startswith("_")}
-        results[label]["eval_seconds"] = time.perf_counter() - start
+        row = {key: value for key, value in f.items() if not key.startswith("_")}
+        row["eval_seconds"] = time.perf_counter() - start
+        results[label] = row
     text = json.dumps(results, indent=1)
     print(text)
     if args.json:

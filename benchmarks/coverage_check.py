@@ -89,15 +89,17 @@ def run(
     if model.coverage is None or model.diffusion is None:
         raise SystemExit(f"{model_dir}: needs a diffusion model with a coverage section (train coverage)")
     bands = model.bands
+    if bands is None:
+        raise SystemExit(f"{model_dir}: config.json records no band set")
     table = read_mock(catalog, truth, bands, n, seed)
     columns = {c: table[c].to_numpy() for c in table.columns if c not in ("TARGET_CLASS",)}
     ids = table["object_id"].to_numpy(np.int64)
     parts, seconds = [], {"sampler": 0.0, "coverage": 0.0, "ppc": 0.0, "predict": 0.0}
-    for lo in range(0, len(table), BATCH):
-        chunk = {k: v[lo : lo + BATCH] for k, v in columns.items()}
+    for i in range(0, len(table), BATCH):
+        chunk = {k: v[i : i + BATCH] for k, v in columns.items()}
         start = time.perf_counter()
         pred = predict(  # the teacher, whose sampler alone is timed below
-            model, chunk, ids[lo : lo + BATCH], n_samples=n_samples, seed=seed, sampler=TEACHER, steps=steps
+            model, chunk, ids[i : i + BATCH], n_samples=n_samples, seed=seed, sampler=TEACHER, steps=steps
         )
         seconds["predict"] += time.perf_counter() - start
         feats = photometric_features(chunk, bands)
@@ -107,7 +109,7 @@ def run(
             model.diffusion,
             feats.values[use],
             feats.missing[use],
-            ids[lo : lo + BATCH][use],
+            ids[i : i + BATCH][use],
             n_samples=n_samples,
             seed=seed,
             sampler=TEACHER,
@@ -179,10 +181,11 @@ def run(
         result["low_coverage_outside_selection"] = float(
             np.mean(((flags & Flag.LOW_COVERAGE) != 0)[~selected])
         )
-    if parts[0][2] is not None:
-        chi2_draws = np.concatenate([c.chi2_draws for _, _, c in parts])
-        dof = np.concatenate([c.dof for _, _, c in parts])
-        pvalue = np.concatenate([c.pvalue for _, _, c in parts])
+    checks = [c for _, _, c in parts if c is not None]  # every batch's or none (no autoencoder)
+    if checks:
+        chi2_draws = np.concatenate([c.chi2_draws for c in checks])
+        dof = np.concatenate([c.dof for c in checks])
+        pvalue = np.concatenate([c.pvalue for c in checks])
         covered = coverage >= 0.1
         ks = {}
         for d in np.unique(dof[dof > 0]):

@@ -110,7 +110,7 @@ def finished(root: Path, case: str) -> Path:
     return out
 
 
-def model(root: Path, name: str, damage: Callable[[Path], None]) -> Path:
+def model(root: Path, name: str, damage: Callable[[Path], object]) -> Path:
     """A copy of the bundled default model, damaged by ``damage(model_dir)``."""
     from specdiff_catalog.models.store import default_model_dir
 
@@ -414,7 +414,7 @@ def try_case(case: Case, root: Path) -> dict:
     said = [line for line in lines if not DASK_LOG.match(line)]
     failed = [line.strip() for line in stdout.splitlines() if line.strip().startswith("failed partition")]
     shown = said[-1] if said and code != 0 else (stdout.strip().splitlines() or said or [""])[0]
-    result = {
+    return {
         "case": case.name,
         "issue": case.issue,
         "input": case.what,
@@ -424,12 +424,8 @@ def try_case(case: Case, root: Path) -> dict:
         "traceback": "Traceback" in stderr,
         "said": shown.replace(f"{root}/", "W/"),
         "first_failed_partition": failed[0].replace(f"{root}/", "W/") if failed else None,
+        "store": store_summary(out) if out is not None and (out / "zarr.json").exists() else None,
     }
-    if out is not None and (out / "zarr.json").exists():
-        result["store"] = store_summary(out)
-    else:
-        result["store"] = None
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,14 +25,23 @@ import argparse
 import itertools
 import json
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
 
 from specdiff_catalog.mock.targets import DESI_TARGET_BITS
 
+
+class Published(TypedDict):
+    density: int  # deg^-2
+    z_median: float
+    z_range: tuple[float, float]
+    source: str
+
+
 # Published DESI main-survey numbers (south / full footprint), with their sources.
-PUBLISHED = {
+PUBLISHED: dict[str, Published] = {
     "BGS": {
         "density": 864,
         "z_median": 0.2,
@@ -216,7 +225,6 @@ def rank5_test(mock: Path, truth: pd.DataFrame, n_train: int, rank: int = 5, see
             fm = hdul["FIBERMAP"].data
             index = part["ROW"].to_numpy()
             ebv = np.nan_to_num(fm["EBV"][index].astype(float))
-            chi_true, chi_fit, npix, snr = 0.0, 0.0, 0, []
             design, data, weight, truth_model = [], [], [], []
             for arm, wave in ARM_WAVE.items():
                 up = arm.upper()

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", nargs="+", default=["dpmpp2m:20"], help="SAMPLER:STEPS ...")
     args = parser.parse_args(argv)
     model = load_model(read_model_archive(args.model))
+    if model.bands is None:
+        raise SystemExit(f"{args.model}: config.json records no band set")
     data = _data(TEST_FILE)["photometry"]
     take = np.linspace(0, len(data["redshift"]) - 1, args.objects).astype(int)
     table = {k: np.asarray(v)[take] for k, v in data.items()}

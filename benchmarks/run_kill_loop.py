@@ -39,6 +39,7 @@ two seeds of each target. Run it single-threaded and niced on a shared machine:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -56,7 +57,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (60, 1, 45, 7, 33, 52, 20, 12)  # objects per partition of the test catalog
-OPTIONS = ("--n-samples", "16", "--sampler", "dpmpp2m", "--steps", "5", "--n-workers", "1")
+OPTIONS: tuple[str, ...] = ("--n-samples", "16", "--sampler", "dpmpp2m", "--steps", "5", "--n-workers", "1")
 OPTIONS += ("--threads-per-worker", "1")
 OPTIONS += ("--memory-limit", "2GiB", "--no-progress", "--dashboard-address", ":0")
 AIMS = ("creation", "writes", "anywhere", "anywhere")  # seed % 4: what a seed's kill aims at
@@ -192,9 +193,11 @@ def _first_shards(out: Path) -> list[int]:
     import zarr
 
     group = zarr.open_group(out, mode="r")
-    shard_rows = group[FIRST_ARRAY].shards[0]
-    assert group["partitions/status"].chunks == (1,), "the loop reads one status chunk per partition"
-    return [int(start) // shard_rows for start in group["partitions/start"][...]]
+    first, status, starts = (group[n] for n in (FIRST_ARRAY, "partitions/status", "partitions/start"))
+    assert isinstance(first, zarr.Array) and first.shards is not None, f"{FIRST_ARRAY} is not sharded"
+    assert isinstance(status, zarr.Array) and isinstance(starts, zarr.Array)
+    assert status.chunks == (1,), "the loop reads one status chunk per partition"
+    return [int(start) // first.shards[0] for start in np.asarray(starts[...])]
 
 
 def _writes_began(out: Path, shard: int) -> bool:
@@ -216,8 +219,8 @@ def reference_run(catalog: Path, out: Path) -> Timeline:
         now = time.monotonic() - began
         marks = {"lock": _lock(out).exists, "creating": lambda: _creating(out), "ready": lambda: _ready(out)}
         for i, shard in enumerate(shards):
-            marks[f"began {i}"] = lambda shard=shard: _writes_began(out, shard)
-            marks[f"status {i}"] = lambda i=i: _status_written(out, i)
+            marks[f"began {i}"] = functools.partial(_writes_began, out, shard)
+            marks[f"status {i}"] = functools.partial(_status_written, out, i)
         for name, present in marks.items():
             if name not in seen and present():
                 seen[name] = now
@@ -245,8 +248,10 @@ def store_arrays(out: Path) -> dict[str, np.ndarray]:
     import zarr
 
     group = zarr.open_group(out, mode="r")
-    names = list(group.array_keys()) + [f"partitions/{n}" for n in group["partitions"].array_keys()]
-    return {n: np.asarray(group[n][...]) for n in names}
+    partitions = group["partitions"]
+    assert isinstance(partitions, zarr.Group), f"{out}: partitions is not a group"
+    arrays = [*group.arrays(), *((f"partitions/{n}", a) for n, a in partitions.arrays())]
+    return {n: np.asarray(a[...]) for n, a in arrays}
 
 
 def _equal(a: np.ndarray, b: np.ndarray) -> bool:

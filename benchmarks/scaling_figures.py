@@ -40,6 +40,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distributed import Client, LocalCluster, wait
+from upath import UPath
 
 from benchmarks.pipeline_scaling import write_catalog
 from specdiff_catalog import defaults
@@ -56,7 +57,7 @@ def noop(item: int) -> int:
     return item
 
 
-def tree_size(path: Path) -> tuple[int, int]:
+def tree_size(path: Path | UPath) -> tuple[int, int]:
     """(files, bytes) under ``path``."""
     files = [f for f in path.rglob("*") if f.is_file()]
     return len(files), sum(f.stat().st_size for f in files)

@@ -41,7 +41,16 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (300, 1, 0, 700, 64, 65, 129, 512, 17, 3, 250, 640)
 QUANTILES = (0.025, 0.16, 0.5, 0.84, 0.975)
-MODEL_OUTPUTS = ("z_quantiles", "z_median", "z_mode", "z_mean", "z_std", "latent", "latent_std", "z_samples")
+MODEL_OUTPUTS: tuple[str, ...] = (
+    "z_quantiles",
+    "z_median",
+    "z_mode",
+    "z_mean",
+    "z_std",
+    "latent",
+    "latent_std",
+    "z_samples",
+)
 MODEL_OUTPUTS += ("coverage", "ppc_chi2", "ppc_pvalue")  # NaN without photometry, as run writes them
 
 
@@ -120,8 +129,10 @@ def _arrays(path: Path) -> dict[str, np.ndarray]:
     import zarr
 
     group = zarr.open_group(path, mode="r")
-    names = list(group.array_keys()) + [f"partitions/{n}" for n in group["partitions"].array_keys()]
-    return {n: np.asarray(group[n][...]) for n in names}
+    partitions = group["partitions"]
+    assert isinstance(partitions, zarr.Group), f"{path}: partitions is not a group"
+    arrays = [*group.arrays(), *((f"partitions/{n}", a) for n, a in partitions.arrays())]
+    return {n: np.asarray(a[...]) for n, a in arrays}
 
 
 def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> list[str]:
