@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,19 @@ def test_tensors_round_trip_with_their_sha256(tmp_path):
     assert weights.file == "student-2.safetensors" and len(weights.sha256) == 64
     assert torch.equal(read_tensors(tmp_path, weights)["w"], tensors["w"])
     assert not list(tmp_path.glob("*.tmp"))  # written through a temporary file, renamed
+
+
+def test_written_files_get_the_mode_a_plain_open_gives(tmp_path):
+    """mkstemp's 0600 made a trained model unreadable by the rest of the user's group."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    mode = stat.S_IMODE(plain.stat().st_mode)  # 0644 under the usual umask 022
+    if mode == 0o600:
+        pytest.skip("umask 077: a plain open gives 0600 too, nothing to tell apart")
+    weights = write_tensors(tmp_path, "diffusion.safetensors", {"w": torch.zeros(3)})
+    write_config(tmp_path, ModelConfig(bands=None))
+    assert stat.S_IMODE((tmp_path / weights.file).stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / CONFIG).stat().st_mode) == mode
 
 
 def test_tampered_and_missing_files_are_refused(tmp_path):

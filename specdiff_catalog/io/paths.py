@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -52,3 +53,24 @@ def to_upath(path: PathLike, storage_options: Mapping[str, Any] | None = None) -
 def is_local(path: PathLike) -> bool:
     """True for a path on the local filesystem (a plain path or file://)."""
     return to_upath(path).protocol in ("", "file", "local")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()
+"""The mode ``open(path, "w")`` gives a new file under the umask the process started with."""
+
+
+def replace_readable(tmp: Path, path: Path) -> None:
+    """``os.replace(tmp, path)`` after giving ``tmp`` the mode ``FILE_MODE``.
+
+    The last step of an atomic write through ``tempfile.mkstemp``, whose 0600 would
+    otherwise make a model directory or cache written by one user unreadable by the group
+    the umask lets read it.
+    """
+    os.chmod(tmp, FILE_MODE)
+    os.replace(tmp, path)

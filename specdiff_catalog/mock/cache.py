@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from specdiff_catalog.io.paths import replace_readable
+
 _KEY = "__key__"
 
 
@@ -59,7 +61,7 @@ def _write(path: Path, text: str, arrays: dict[str, np.ndarray]) -> None:
         payload: dict[str, Any] = {_KEY: np.array(text), **arrays}
         with os.fdopen(fd, "wb") as f:
             np.savez(f, allow_pickle=False, **payload)
-        os.replace(name, path)
+        replace_readable(Path(name), path)
     finally:
         Path(name).unlink(missing_ok=True)
 

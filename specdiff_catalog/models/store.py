@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from specdiff_catalog import __version__
 from specdiff_catalog.bands import BandSet
 from specdiff_catalog.config import ConfigError
+from specdiff_catalog.io.paths import replace_readable
 from specdiff_catalog.models.autoencoder import AutoencoderConfig
 from specdiff_catalog.models.baseline import BaselineConfig, BaselineModel
 from specdiff_catalog.models.coverage import CoverageConfig
@@ -375,7 +376,7 @@ def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     tmp = Path(name)
     try:
         write(tmp)
-        os.replace(tmp, path)
+        replace_readable(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
