@@ -32,7 +32,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -59,6 +59,15 @@ class Setting:
     n_samples: int
 
 
+class SampleOptions(TypedDict):
+    """The options ``time_sampler`` passes to ``ChunkSampler`` and ``sample``."""
+
+    n_samples: int
+    seed: int
+    sampler: str
+    steps: int
+
+
 def synthetic_inputs(
     model: DiffusionModel, n: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -75,11 +84,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_sampler(setting: Setting, inputs, precision: str, batch_size: int | None, repeats: int) -> dict:
+def time_sampler(
+    setting: Setting,
+    inputs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    precision: str,
+    batch_size: int | None,
+    repeats: int,
+) -> dict[str, Any]:
     """Best-of-``repeats`` galaxies/s of one setting after a warm-up chunk, and its chunk size."""
     features, missing, ids = inputs
     device = setting.network.device
-    kw = {"n_samples": setting.n_samples, "seed": 0, "sampler": setting.sampler, "steps": setting.steps}
+    kw: SampleOptions = {
+        "n_samples": setting.n_samples,
+        "seed": 0,
+        "sampler": setting.sampler,
+        "steps": setting.steps,
+    }
     chunks = ChunkSampler(setting.network, features, missing, ids, precision=precision, **kw)
     galaxies = chunks.chunk_galaxies(batch_size)  # on CUDA: measures the footprint, from free memory
     sample(setting.network, features[:64], missing[:64], ids[:64], precision=precision, **kw)  # warm-up
@@ -227,7 +247,10 @@ def main() -> None:
     steps = chosen.steps or defaults.SAMPLER_STEPS.get(chosen.sampler) or teacher.schedule.timesteps
     network = students[steps] if is_student else teacher
     production = Setting("production", network, chosen.sampler, steps, chosen.n_samples)
-    reference = Setting("teacher", teacher, *TEACHER)
+    teacher_sampler, teacher_steps, teacher_samples = TEACHER  # steps: 20 (None, all T, is ddpm's only)
+    reference = Setting(
+        "teacher", teacher, teacher_sampler, teacher_steps or teacher.schedule.timesteps, teacher_samples
+    )
     for setting in (production, reference):
         compile_network(setting.network, args.compile)
     dtype = autocast_dtype(device, args.precision)
