@@ -1,7 +1,7 @@
 #!/bin/bash
 # Rebuild the bundled default model and demo catalog end to end from fixed-seed mock surveys
 # (docs/photoz.md "The bundled default model"):
-#   mock (seed 1: 20,000 DESI-target spectra + 5,000 deep-field spectra of other catalog galaxies)
+#   mock (seed 1: 20,000 DESI-target spectra + 15,000 deep-field spectra of other catalog galaxies)
 #   -> prepare -> train autoencoder (small) -> train diffusion (small) -> train baseline (small)
 #   -> train distill (students 4, 2, 1)
 #   mock (seed 2: held out) -> a narrower denoiser -> benchmarks/quality_cost.py --set-default
@@ -22,7 +22,7 @@ DATA=${DATA:-specdiff_catalog/data}
 SEED=${SEED:-1}                            # the training survey
 HELD_OUT_SEED=${HELD_OUT_SEED:-2}          # the quality-vs-cost survey: never trained on
 DEMO_SEED=${DEMO_SEED:-3}                  # the demo catalog: another seed, so no object is shared
-N_DEEP=${N_DEEP:-5000}                     # deep-field spectra: the training set covers the catalog (docs/photoz.md)
+N_DEEP=${N_DEEP:-15000}                    # deep-field spectra: the training set covers the catalog (docs/photoz.md)
 AUTOENCODER=${AUTOENCODER:-}               # a model directory whose autoencoder to start from
 DEVICE=${DEVICE:-auto}
 
