@@ -11,9 +11,6 @@ array. Synthetic partition sizes are drawn with ``numpy.random.default_rng(0)``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import cast
-
 import numpy as np
 
 from specdiff_catalog.io.catalog import demo_catalog_dir, open_catalog
@@ -21,15 +18,14 @@ from specdiff_catalog.io.store import choose_shard_rows, padding, shard_files
 
 
 def rows(name: str, n_rows: np.ndarray) -> list[str]:
-    sizes = cast(Sequence[int], n_rows)  # io.store's functions take any int array (np.asarray)
-    total, best = int(n_rows.sum()), choose_shard_rows(sizes)
+    total, best = int(n_rows.sum()), choose_shard_rows(n_rows)
     out = []
     for s in sorted({best, 64, 1024, 4096, 16384, 32768, 65536}):
-        pad = padding(sizes, s)
+        pad = padding(n_rows, s)
         shard = f"**{s:,}** (chosen)" if s == best else f"{s:,}"
         out.append(
             f"| {name} | {len(n_rows):,} | {total:,} | {shard} | {total + pad:,} | "
-            f"{100 * pad / total:.1f}% | {shard_files(sizes, s):,} |"
+            f"{100 * pad / total:.1f}% | {shard_files(n_rows, s):,} |"
         )
     return out
 

@@ -162,26 +162,30 @@ class PartitionDataError(ValueError):
     """A partition's results break the output row's spec; nothing of it was written."""
 
 
-def regions(n_rows: Sequence[int], shard_rows: int) -> tuple[np.ndarray, np.ndarray]:
+RowCounts = Sequence[int] | np.ndarray
+"""Rows of each partition: a list or an integer array."""
+
+
+def regions(n_rows: RowCounts, shard_rows: int) -> tuple[np.ndarray, np.ndarray]:
     """(start, stop) of each partition's rows: consecutive, each a whole number of shards."""
     sizes = -(-np.asarray(n_rows, dtype=np.int64) // shard_rows) * shard_rows
     stop = np.cumsum(sizes, dtype=np.int64)
     return stop - sizes, stop
 
 
-def padding(n_rows: Sequence[int], shard_rows: int) -> int:
+def padding(n_rows: RowCounts, shard_rows: int) -> int:
     """Padding rows the partitions ``n_rows`` need with ``shard_rows`` rows per shard."""
     n = np.asarray(n_rows, dtype=np.int64)
     return int((-(-n // shard_rows) * shard_rows - n).sum())
 
 
-def shard_files(n_rows: Sequence[int], shard_rows: int) -> int:
+def shard_files(n_rows: RowCounts, shard_rows: int) -> int:
     """Shards (files per array) the partitions ``n_rows`` take with ``shard_rows`` rows per shard."""
     return int((-(-np.asarray(n_rows, dtype=np.int64) // shard_rows)).sum())
 
 
 def choose_shard_rows(
-    n_rows: Sequence[int],
+    n_rows: RowCounts,
     *,
     max_padding: float = MAX_PADDING,
     bounds: tuple[int, int] = SHARD_BOUNDS,
