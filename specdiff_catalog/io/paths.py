@@ -9,7 +9,8 @@ implements, or one whose filesystem package is not installed, is a one-line
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +74,22 @@ FILE_MODE = 0o666 & ~_umask()
 """The mode ``open(path, "w")`` gives a new file under the umask the process started with."""
 
 
-def replace_readable(tmp: Path, path: Path) -> None:
-    """``os.replace(tmp, path)`` after giving ``tmp`` the mode ``FILE_MODE``.
+def write_atomic(path: Path, write: Callable[[Path], object], suffix: str = ".tmp") -> None:
+    """``write(tmp)`` to a temporary file next to ``path``, then rename it into place.
 
-    The last step of an atomic write through ``tempfile.mkstemp``, whose 0600 would
-    otherwise make a model directory or cache written by one user unreadable by the group
-    the umask lets read it.
+    A reader never sees a half-written file and a crash leaves the old one. The temporary
+    file (``tempfile.mkstemp``, unique per writer; ``suffix`` for writers that append their
+    own, like ``np.savez``) gets the mode ``FILE_MODE`` before the rename, since mkstemp's
+    0600 would otherwise make a model directory or cache written by one user unreadable by
+    the group the umask lets read it.
     """
-    os.chmod(tmp, FILE_MODE)
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from specdiff_catalog.io.paths import replace_readable
+from specdiff_catalog.io.paths import write_atomic
 
 _KEY = "__key__"
 
@@ -54,16 +53,9 @@ def _read(path: Path, text: str) -> dict[str, np.ndarray] | None:
 
 
 def _write(path: Path, text: str, arrays: dict[str, np.ndarray]) -> None:
-    """Write the npz to a temporary file next to ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    try:
-        payload: dict[str, Any] = {_KEY: np.array(text), **arrays}
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, allow_pickle=False, **payload)
-        replace_readable(Path(name), path)
-    finally:
-        Path(name).unlink(missing_ok=True)
+    """Write the npz atomically (``io.paths.write_atomic``)."""
+    payload: dict[str, Any] = {_KEY: np.array(text), **arrays}
+    write_atomic(path, lambda tmp: np.savez(tmp, allow_pickle=False, **payload), suffix=".npz")
 
 
 def cached_arrays(

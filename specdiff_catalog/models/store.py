@@ -25,11 +25,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from specdiff_catalog import __version__
 from specdiff_catalog.bands import BandSet
 from specdiff_catalog.config import ConfigError
-from specdiff_catalog.io.paths import replace_readable
+from specdiff_catalog.io.paths import write_atomic
 from specdiff_catalog.models.autoencoder import AutoencoderConfig
 from specdiff_catalog.models.baseline import BaselineConfig, BaselineModel
 from specdiff_catalog.models.coverage import CoverageConfig
@@ -368,19 +366,6 @@ def model_id(model_dir: str | Path) -> str:
     return sha256_file(Path(model_dir) / CONFIG)
 
 
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """``write(tmp)`` to a temporary file next to ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        replace_readable(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _recorded(model_dir: Path, filename: str) -> WeightFile:
     return WeightFile(file=filename, sha256=sha256_file(model_dir / filename))
 
@@ -391,14 +376,14 @@ def write_tensors(model_dir: str | Path, filename: str, tensors: Mapping[str, to
 
     model_dir = Path(model_dir)
     data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    _write_atomic(model_dir / filename, lambda tmp: save_file(data, str(tmp)))
+    write_atomic(model_dir / filename, lambda tmp: save_file(data, str(tmp)))
     return _recorded(model_dir, filename)
 
 
 def write_catboost(model_dir: str | Path, filename: str, booster: catboost.CatBoostRegressor) -> WeightFile:
     """Write a fitted CatBoost model to MODEL/filename (its own binary format, atomically)."""
     model_dir = Path(model_dir)
-    _write_atomic(model_dir / filename, lambda tmp: booster.save_model(str(tmp), format="cbm"))
+    write_atomic(model_dir / filename, lambda tmp: booster.save_model(str(tmp), format="cbm"))
     return _recorded(model_dir, filename)
 
 
@@ -521,7 +506,7 @@ def write_config(model_dir: str | Path, config: ModelConfig) -> ModelConfig:
     for weights in config.weight_files():
         verified_path(model_dir, weights)
     text = json.dumps(config_to_json(config), indent=2, sort_keys=True)
-    _write_atomic(model_dir / CONFIG, lambda tmp: tmp.write_text(text + "\n"))
+    write_atomic(model_dir / CONFIG, lambda tmp: tmp.write_text(text + "\n"))
     return config
 
 

@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from specdiff_catalog.config import from_dict
+from specdiff_catalog.io.paths import write_atomic
 
 Metrics = dict[str, tuple[torch.Tensor | float, torch.Tensor | float]]
 
@@ -270,12 +271,6 @@ def _model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def model_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The model's state dict from a checkpoint safetensors file (best or last)."""
     return {k[len("model.") :]: v for k, v in load_file(str(path)).items() if k.startswith("model.")}
@@ -317,7 +312,7 @@ class Run:
     def save(self) -> None:
         opt_tensors, groups = _optimizer_tensors(self.optimizer)
         tensors = _model_tensors(self.model) | opt_tensors | _rng_tensors()
-        _write_atomic(self.workdir / "last.safetensors", lambda p: save_file(tensors, str(p)))
+        write_atomic(self.workdir / "last.safetensors", lambda p: save_file(tensors, str(p)))
         meta = {
             "epoch": self.epoch,
             "best_metric": self.best_metric,
@@ -329,13 +324,13 @@ class Run:
             "job": self.extra,
             "history": self.history,
         }
-        _write_atomic(
+        write_atomic(
             self.workdir / "last.json", lambda p: p.write_text(json.dumps(meta, indent=1, default=float))
         )
 
     def save_best(self) -> None:
         tensors = _model_tensors(self.model)
-        _write_atomic(self.workdir / "best.safetensors", lambda p: save_file(tensors, str(p)))
+        write_atomic(self.workdir / "best.safetensors", lambda p: save_file(tensors, str(p)))
 
     def restore(self) -> None:
         meta_path = self.workdir / "last.json"
