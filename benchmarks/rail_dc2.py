@@ -4,7 +4,7 @@ Every method is trained (``inform``) on pz-rail-base's ``test_dc2_training_9816.
 (10,225 galaxies, LSST ugrizy magnitudes) and run (``estimate``) on
 ``test_dc2_validation_9816.hdf5`` (20,449 galaxies) through its RAIL stages with the stages'
 default configuration; specdiff through ``SpecdiffInformer``/``SpecdiffEstimator``
-(``--specdiff-preset``, default ``small``). Each method's qp ensemble is written to
+(``--specdiff-preset``, default ``photoz``, the Informer's). Each method's qp ensemble is written to
 OUT/<method>.hdf5 by RAIL and reused on a later run (``--rerun`` to redo it).
 
 All ensembles are scored the same way, with this package's metrics (``metrics.photoz_table``):
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--methods", default=",".join(METHODS), help=f"comma-separated, of {','.join(METHODS)}"
     )
-    parser.add_argument("--specdiff-preset", default="small", help="diffusion preset of SpecdiffInformer")
+    parser.add_argument("--specdiff-preset", default="photoz", help="diffusion preset of SpecdiffInformer")
     parser.add_argument("--seed", type=int, default=0, help="specdiff training and sampling seed")
     parser.add_argument("--levels", type=int, default=200, help="quantile levels per PDF for the scores")
     parser.add_argument(

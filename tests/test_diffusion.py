@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from specdiff_catalog.config import ConfigError, available_presets
+from specdiff_catalog.config import ConfigError, available_presets, load_preset
 from specdiff_catalog.features import feature_bands
 from specdiff_catalog.models import load_diffusion
 from specdiff_catalog.models.diffusion import (
@@ -95,6 +95,11 @@ def test_presets_load_and_bad_values_are_named():
         config = DiffusionConfig.load(name)
         sizes[name] = sum(p.numel() for p in DiffusionModel(config, standardisation()).parameters())
     assert sizes["tiny"] < sizes["small"] < sizes["paper"]
+    # photoz is small with dropout (the RAIL Informer's default, docs/rail.md): nothing else may drift
+    small, photoz = DiffusionConfig.load("small"), DiffusionConfig.load("photoz")
+    assert (small.dropout, photoz.dropout) == (0.0, 0.1)
+    assert dataclasses.replace(photoz, dropout=0.0) == small
+    assert load_preset("diffusion", "photoz")["training"] == load_preset("diffusion", "small")["training"]
     with pytest.raises(ConfigError, match="hidden=100 must be a positive multiple of 64"):
         DiffusionConfig(hidden=100)
     with pytest.raises(ConfigError, match="prediction='x0'"):

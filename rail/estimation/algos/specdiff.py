@@ -103,7 +103,7 @@ class SpecdiffInformer(CatInformer):
         redshift_col=SHARED_PARAMS,
         **_PHOTOMETRY_OPTIONS,
         band_set=Param(str, "lsst", msg="band preset name or TOML/JSON file that bands/err_bands map onto"),
-        preset=Param(str, "small", msg="diffusion preset name (tiny, small, paper) or TOML/JSON file"),
+        preset=Param(str, "photoz", msg="diffusion preset (tiny, small, photoz, paper) or TOML/JSON file"),
         epochs=Param(int, 0, msg="training epochs; 0: the preset's"),
         seed=Param(int, 0, msg="random seed of the training"),
         device=Param(str, "auto", msg="auto, cpu or cuda[:N]"),
