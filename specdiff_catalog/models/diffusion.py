@@ -95,7 +95,7 @@ class DiffusionConfig:
 
     @classmethod
     def load(cls, name_or_path: str | Path = "small") -> DiffusionConfig:
-        """A bundled preset (tiny, small, paper) or a user TOML/JSON file (its [training]
+        """A bundled preset (tiny, small, photoz, paper) or a user TOML/JSON file (its [training]
         table is the training job's, ``training.diffusion.load_diffusion_preset``)."""
         data = load_preset("diffusion", name_or_path)
         data.pop("training", None)

@@ -50,7 +50,7 @@ VAL_SAMPLES = 100  # diffusion samples per validation object for the PDF metrics
 
 
 def load_diffusion_preset(name_or_path: str | Path) -> tuple[DiffusionConfig, TrainConfig]:
-    """A bundled preset (tiny, small, paper) or TOML/JSON file: model keys + a [training] table."""
+    """A bundled preset (tiny, small, photoz, paper) or TOML/JSON file: model keys + a [training] table."""
     data = load_preset("diffusion", name_or_path)
     training = data.pop("training", {})
     return (
