@@ -5,7 +5,7 @@ model and sampler setting and prints this package's metrics of the raw samples (
 representation in between), so a change of calibration can be traced to the sampler, the
 training or generalisation: ``--set test`` is the validation file ``benchmarks/rail_dc2.py``
 scores; ``train`` / ``val`` are the training file's two splits as ``train diffusion`` made
-them (``hashing.validation_mask`` of the object ids), i.e. objects the model was fitted to
+them (``hashing.validation_mask`` of the Informer's TARGETID), i.e. objects the model was fitted to
 and objects it selected its epoch on.
 
     python -m benchmarks.rail_dc2_sampler --model build/rail_dc2/model_specdiff.zip \
@@ -27,6 +27,7 @@ import pandas as pd
 from benchmarks.rail_dc2 import TEST_FILE, TRAIN_FILE, _data
 from specdiff_catalog.hashing import validation_mask
 from specdiff_catalog.inference import predict
+from specdiff_catalog.io.trainset import VALIDATION_FRACTION
 from specdiff_catalog.metrics import pdf_metrics, point_metrics
 from specdiff_catalog.models import load_model
 from specdiff_catalog.rail.boundary import MagnitudeColumns, magnitudes_to_fluxes, read_model_archive
@@ -46,7 +47,10 @@ def objects(name: str, n: int) -> dict[str, np.ndarray]:
     data = {k: np.asarray(v) for k, v in photometry.items()}
     keep = np.ones(data["redshift"].size, bool)
     if name != "test":
-        val = validation_mask(data["id"].astype(np.int64))
+        # the Informer's TARGETID: RAIL's id_col ("object_id") where the table has it, else the row
+        # number (pz-rail-base's DC2 files have "id", so the row number)
+        ids = data.get("object_id", np.arange(data["redshift"].size)).astype(np.int64)
+        val = validation_mask(ids, VALIDATION_FRACTION)
         keep = val if name == "val" else ~val
     rows = np.flatnonzero(keep)
     rows = rows[np.linspace(0, rows.size - 1, min(n, rows.size)).astype(int)]
