@@ -41,16 +41,44 @@ def load_preset(kind: str, name_or_path: str | Path) -> dict[str, Any]:
     """Load ``presets/<kind>/<name>.toml``, or a user TOML/JSON file when given a path.
 
     A value containing a path separator or ending in .toml/.json is a file; anything
-    else is a preset name.
+    else is a preset name. A file may start from another of the same kind with a top-level
+    ``base = "<name or file>"`` (a relative file is read from the first file's directory):
+    its tables merge key by key, and every value it sets replaces the base's.
     """
-    text = str(name_or_path)
-    if "/" in text or text.endswith((".toml", ".json")):
-        return load_config_file(text)
-    path = PRESET_DIR / kind / f"{text}.toml"
-    if not path.exists():
-        known = ", ".join(available_presets(kind))
-        raise ConfigError(f"unknown {kind} preset {text!r}; bundled presets: {known}")
-    return load_config_file(path)
+    return _load(kind, str(name_or_path), Path(), ())
+
+
+def _is_file(reference: str) -> bool:
+    return "/" in reference or reference.endswith((".toml", ".json"))
+
+
+def _load(kind: str, reference: str, folder: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The preset or file ``reference`` (files relative to ``folder``), its base merged under it."""
+    if _is_file(reference):
+        path = folder / reference
+    else:
+        path = PRESET_DIR / kind / f"{reference}.toml"
+        if not path.exists():
+            known = ", ".join(available_presets(kind))
+            raise ConfigError(f"unknown {kind} preset {reference!r}; bundled presets: {known}")
+    if path.resolve() in chain:
+        raise ConfigError(f"{path}: its base chain comes back to itself ({' -> '.join(map(str, chain))})")
+    data = load_config_file(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be a {kind} preset name or file, not {base!r}")
+    return _merge(_load(kind, base, path.parent, (*chain, path.resolve())), data)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override``'s values; tables present in both merge recursively."""
+    merged = dict(base)
+    for key, value in override.items():
+        below = merged.get(key)
+        merged[key] = _merge(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return merged
 
 
 def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "configuration") -> T:
