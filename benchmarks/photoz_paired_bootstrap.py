@@ -47,14 +47,27 @@ CHUNK = 50  # bootstrap resamples evaluated at once (memory: CHUNK x objects x 5
 def per_object(objects: pd.DataFrame, samples: np.ndarray, method: str) -> dict[str, np.ndarray]:
     """(N,) dz, CRPS, PIT and whether z_true lies in the central 68% / 95% interval of the samples
     (the ``metrics.coverage_curve`` intervals: type-6 sample quantiles, inclusive)."""
-    z = objects["z_true"].to_numpy()
+    return scored_values(
+        objects[f"z_phot_{method}"].to_numpy(),
+        samples,
+        objects["z_true"].to_numpy(),
+        crps=objects[f"crps_{method}"].to_numpy(),
+        pit=objects[f"pit_{method}"].to_numpy(),
+    )
+
+
+def scored_values(
+    z_phot: np.ndarray, samples: np.ndarray, z_true: np.ndarray, *, crps: np.ndarray, pit: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The per-object values ``statistics`` reduces: dz, CRPS, PIT and in68 / in95 (z_true inside
+    the central interval of samples: (N, K)), for N objects."""
     q = sample_quantiles(samples, [0.16, 0.84, 0.025, 0.975])
     return {
-        "dz": delta_z(objects[f"z_phot_{method}"].to_numpy(), z),
-        "crps": objects[f"crps_{method}"].to_numpy(),
-        "pit": objects[f"pit_{method}"].to_numpy(),
-        "in68": ((z >= q[:, 0]) & (z <= q[:, 1])).astype(np.float64),
-        "in95": ((z >= q[:, 2]) & (z <= q[:, 3])).astype(np.float64),
+        "dz": delta_z(z_phot, z_true),
+        "crps": crps,
+        "pit": pit,
+        "in68": ((z_true >= q[:, 0]) & (z_true <= q[:, 1])).astype(np.float64),
+        "in95": ((z_true >= q[:, 2]) & (z_true <= q[:, 3])).astype(np.float64),
     }
 
 
@@ -84,26 +97,30 @@ def statistics(values: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def paired_bootstrap(
-    values: dict[str, dict[str, np.ndarray]], n: int, rng: np.random.Generator
+    values: dict[str, dict[str, np.ndarray]],
+    n: int,
+    rng: np.random.Generator,
+    methods: tuple[str, str] = METHODS,
 ) -> pd.DataFrame:
-    """One row per statistic: both methods, diffusion - baseline, its bootstrap s.e. and 95% interval."""
-    size = len(values["diffusion"]["dz"])
-    point = {m: statistics(values[m]) for m in METHODS}
+    """One row per statistic: both methods, first - second, its bootstrap s.e. and 95% interval."""
+    first, second = methods
+    size = len(values[first]["dz"])
+    point = {m: statistics(values[m]) for m in methods}
     diffs = []
     for start in range(0, n, CHUNK):
         draws = rng.integers(0, size, size=(min(CHUNK, n - start), size))
         diffs.append(
-            statistics({k: v[draws] for k, v in values["diffusion"].items()})
-            - statistics({k: v[draws] for k, v in values["baseline"].items()})
+            statistics({k: v[draws] for k, v in values[first].items()})
+            - statistics({k: v[draws] for k, v in values[second].items()})
         )
     boot = np.concatenate(diffs, axis=1)
     lo, hi = np.percentile(boot, [2.5, 97.5], axis=1)
     return pd.DataFrame(
         {
             "statistic": STATISTICS,
-            "diffusion": point["diffusion"],
-            "baseline": point["baseline"],
-            "difference": point["diffusion"] - point["baseline"],
+            first: point[first],
+            second: point[second],
+            "difference": point[first] - point[second],
             "se": boot.std(axis=1),
             "lo95": lo,
             "hi95": hi,

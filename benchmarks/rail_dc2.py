@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from specdiff_catalog.metrics import photoz_table
+from benchmarks.photoz_paired_bootstrap import paired_bootstrap, scored_values
+from specdiff_catalog.metrics import crps, photoz_table, pit
 
 TRAIN_FILE = "examples_data/testdata/test_dc2_training_9816.hdf5"
 TEST_FILE = "examples_data/testdata/test_dc2_validation_9816.hdf5"
@@ -121,8 +122,10 @@ def quantile_samples(ensemble: Any, levels: np.ndarray, chunk: int = 2000) -> np
     return out
 
 
-def score(out: Path, names: list[str], z_true: np.ndarray, n_levels: int) -> pd.DataFrame:
-    """This package's metrics of every method's ensemble (OUT/<name>.hdf5) on the same objects."""
+def score(
+    out: Path, names: list[str], z_true: np.ndarray, n_levels: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{method: (median (N,), quantile "samples" (N, K))} of every method's ensemble (OUT/<name>.hdf5)."""
     import qp
 
     levels = np.append((np.arange(n_levels) + 0.5) / n_levels, 0.5)  # the samples, then the median
@@ -132,7 +135,27 @@ def score(out: Path, names: list[str], z_true: np.ndarray, n_levels: int) -> pd.
         if quantiles.shape[0] != z_true.size:
             raise ValueError(f"{name}: {quantiles.shape[0]} PDFs for {z_true.size} objects")
         results[name] = (quantiles[:, -1], quantiles[:, :-1])
-    return photoz_table(results, z_true)
+    return results
+
+
+def paired_differences(
+    results: dict[str, tuple[np.ndarray, np.ndarray]], z_true: np.ndarray, n: int, seed: int = 0
+) -> pd.DataFrame:
+    """The first method minus each other one on the same bootstrap resamples of the objects:
+    ``photoz_paired_bootstrap.paired_bootstrap``'s statistics, difference, s.e. and 95% interval."""
+    values = {
+        name: scored_values(median, x, z_true, crps=crps(x, z_true), pit=pit(x, z_true, seed=seed))
+        for name, (median, x) in results.items()
+    }
+    first, *others = results
+    rng = np.random.default_rng(seed)
+    tables = [
+        paired_bootstrap(values, n, rng, (first, other))
+        .assign(versus=other)[["versus", "statistic", first, other, "difference", "se", "lo95", "hi95"]]
+        .rename(columns={other: "other"})
+        for other in others
+    ]
+    return pd.concat(tables, ignore_index=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -144,6 +167,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--specdiff-preset", default="photoz", help="diffusion preset of SpecdiffInformer")
     parser.add_argument("--seed", type=int, default=0, help="specdiff training and sampling seed")
     parser.add_argument("--levels", type=int, default=200, help="quantile levels per PDF for the scores")
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also print the first method minus each other's statistics over N paired bootstrap resamples",
+    )
     parser.add_argument(
         "--rerun", action="store_true", help="inform and estimate again even if OUT/<m>.hdf5 exists"
     )
@@ -166,12 +196,19 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: inform + estimate", flush=True)
             runs[name] = run_method(name, METHODS[name], train, test, args.out)
             runs_file.write_text(json.dumps(runs, indent=2))
-    table = score(args.out, names, np.asarray(test["photometry"]["redshift"]), args.levels)
+    z_true = np.asarray(test["photometry"]["redshift"])
+    results = score(args.out, names, z_true, args.levels)
+    table = photoz_table(results, z_true)
     table["inform_s"] = [runs.get(m, {}).get("inform_seconds", np.nan) for m in table["method"]]
     table["estimate_s"] = [runs.get(m, {}).get("estimate_seconds", np.nan) for m in table["method"]]
     table.to_csv(args.out / "metrics.csv", index=False)
     shown = table[["method", "n", *COLUMNS, "inform_s", "estimate_s"]]
     print(shown.to_markdown(index=False, floatfmt=".4f"))
+    if args.bootstrap:
+        differences = paired_differences(results, z_true, args.bootstrap)
+        differences.to_csv(args.out / "paired_bootstrap.csv", index=False)
+        print(f"\n{names[0]} minus each method, {args.bootstrap} paired bootstrap resamples of the objects")
+        print(differences.to_markdown(index=False, floatfmt=".5f"))
 
 
 if __name__ == "__main__":
