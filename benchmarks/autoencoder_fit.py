@@ -13,7 +13,8 @@ de-reddening, normalisation; "amplitude" models at each spectrum's best amplitud
   of flux x sqrt(ivar) after rebinning the 0.8 A spectrum by 4 (3.2 A pixels);
 - with --truth (a mock's truth directory): the floor, i.e. the same chi^2 of the noiseless
   truth (truth/rest_spectra.zarr: aperture x rest flux at lambda / (1 + z), for the
-  targets it holds) with its best amplitude on the same pixels, and the decoded Dn4000
+  targets it holds) with its best amplitude on the same pixels, chi^2 per pixel per
+  TARGET_CLASS (DEEP: a mock's deep-field spectra) below and above S/N 5, and the decoded Dn4000
   minus the truth's (truth/spectroscopic.parquet DN4000) per TARGET_CLASS: median and NMAD,
   overall and per bin of the true Dn4000 (``DN4000_EDGES``); where the truth holds the
   noiseless spectrum, also the Dn4000 of that spectrum sampled on the model's rest grid minus
@@ -156,20 +157,39 @@ def _median_nmad(d: np.ndarray) -> dict:
     return {"n": int(d.size), "median": med, "nmad": float(NMAD_SCALE * np.median(np.abs(d - med)))}
 
 
-def dn4000_by_class(frame: pd.DataFrame, truth: Path | None) -> dict:
-    """Per TARGET_CLASS (and all): decoded minus true Dn4000 (median, NMAD), the same per bin of the
-    true Dn4000, and the truth on the rest grid minus the true Dn4000 where the truth has spectra."""
+def with_truth(frame: pd.DataFrame, truth: Path | None) -> pd.DataFrame | None:
+    """The frame joined to the truth's DN4000 and TARGET_CLASS ("" where it has none) on TARGETID."""
     if truth is None or not (truth / "spectroscopic.parquet").exists():
-        return {}
+        return None
     table = pd.read_parquet(truth / "spectroscopic.parquet")
     if "DN4000" not in table:
-        return {}
+        return None
     columns = ["TARGETID", "DN4000"] + (["TARGET_CLASS"] if "TARGET_CLASS" in table else [])
     joined = frame.merge(table[columns], on="TARGETID", how="inner")
-    classes = joined["TARGET_CLASS"].fillna("") if "TARGET_CLASS" in joined else pd.Series([""] * len(joined))
+    joined["TARGET_CLASS"] = joined["TARGET_CLASS"].fillna("") if "TARGET_CLASS" in joined else ""
+    return joined
+
+
+def by_class(joined: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """("all", every row), then (class, its rows) for each TARGET_CLASS of the joined frame."""
+    names = sorted(set(joined["TARGET_CLASS"]) - {""})
+    return [("all", joined), *((name, joined[joined["TARGET_CLASS"] == name]) for name in names)]
+
+
+def chi2_by_class(joined: pd.DataFrame | None) -> dict:
+    """Per TARGET_CLASS (and all): chi^2 per pixel of every spectrum and of those at S/N > 5."""
+    if joined is None:
+        return {}
+    return {name: binned(sel, "snr", (0.0, 5.0, 1e9)) for name, sel in by_class(joined)}
+
+
+def dn4000_by_class(joined: pd.DataFrame | None) -> dict:
+    """Per TARGET_CLASS (and all): decoded minus true Dn4000 (median, NMAD), the same per bin of the
+    true Dn4000, and the truth on the rest grid minus the true Dn4000 where the truth has spectra."""
+    if joined is None:
+        return {}
     out = {}
-    for name in ["all", *sorted(set(classes) - {""})]:
-        sel = joined if name == "all" else joined[classes.to_numpy() == name]
+    for name, sel in by_class(joined):
         row = _median_nmad((sel["dn4000"] - sel["DN4000"]).to_numpy())
         if row["n"]:
             row["by_true_dn4000"] = {
@@ -205,7 +225,7 @@ def main() -> None:
         name, _, path = item.partition("=")
         start = time.perf_counter()
         frame = evaluate(Path(path), ts, None if args.split == "all" else args.split, args.truth)
-        used = frame[~frame["skipped"]]
+        used, joined = frame[~frame["skipped"]], with_truth(frame, args.truth)
         results[name] = {
             "model": path,
             "n": len(frame),
@@ -214,7 +234,8 @@ def main() -> None:
             "by_z": binned(frame, "Z", Z_EDGES),
             "by_snr": binned(frame, "snr", SNR_EDGES),
             "snr_above_5": binned(frame, "snr", (5.0, 1e9)),
-            "dn4000_minus_truth": dn4000_by_class(frame, args.truth),
+            "by_class_snr": chi2_by_class(joined),
+            "dn4000_minus_truth": dn4000_by_class(joined),
             "seconds": round(time.perf_counter() - start, 1),
         }
     text = json.dumps(results, indent=1)
