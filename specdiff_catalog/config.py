@@ -42,7 +42,7 @@ def load_preset(kind: str, name_or_path: str | Path) -> dict[str, Any]:
 
     A value containing a path separator or ending in .toml/.json is a file; anything
     else is a preset name. A file may start from another of the same kind with a top-level
-    ``base = "<name or file>"`` (a relative file is read from the first file's directory):
+    ``base = "<name or file>"`` (a relative file is read from the referring file's directory):
     its tables merge key by key, and every value it sets replaces the base's.
     """
     return _load(kind, str(name_or_path), Path(), ())
@@ -64,6 +64,8 @@ def _load(kind: str, reference: str, folder: Path, chain: tuple[Path, ...]) -> d
     if path.resolve() in chain:
         raise ConfigError(f"{path}: its base chain comes back to itself ({' -> '.join(map(str, chain))})")
     data = load_config_file(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: holds {type(data).__name__}, not a table (a JSON object)")
     base = data.pop("base", None)
     if base is None:
         return data

@@ -29,6 +29,9 @@ def test_bad_base_is_named(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text('base = "huge"\n')
     with pytest.raises(ConfigError, match="unknown diffusion preset 'huge'; bundled presets: paper, photoz"):
         load_preset("diffusion", tmp_path / "c.toml")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=r"list.json: holds list, not a table"):
+        load_preset("diffusion", tmp_path / "list.json")
     (tmp_path / "d.toml").write_text("base = 3\n")
     with pytest.raises(ConfigError, match=r"d.toml: base must be a diffusion preset name or file, not 3"):
         load_preset("diffusion", tmp_path / "d.toml")
