@@ -56,6 +56,8 @@ def _load(kind: str, reference: str, folder: Path, chain: tuple[Path, ...]) -> d
     """The preset or file ``reference`` (files relative to ``folder``), its base merged under it."""
     if _is_file(reference):
         path = folder / reference
+        if chain and not path.is_file():
+            raise ConfigError(f"{chain[-1]}: its base {path} is not a file")
     else:
         path = PRESET_DIR / kind / f"{reference}.toml"
         if not path.exists():

@@ -29,6 +29,9 @@ def test_bad_base_is_named(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text('base = "huge"\n')
     with pytest.raises(ConfigError, match="unknown diffusion preset 'huge'; bundled presets: paper, photoz"):
         load_preset("diffusion", tmp_path / "c.toml")
+    (tmp_path / "e.toml").write_text('base = "gone.toml"\n')
+    with pytest.raises(ConfigError, match=r"e.toml: its base .*gone.toml is not a file"):
+        load_preset("diffusion", tmp_path / "e.toml")
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match=r"list.json: holds list, not a table"):
         load_preset("diffusion", tmp_path / "list.json")
