@@ -95,10 +95,10 @@ def test_presets_load_and_bad_values_are_named():
         config = DiffusionConfig.load(name)
         sizes[name] = sum(p.numel() for p in DiffusionModel(config, standardisation()).parameters())
     assert sizes["tiny"] < sizes["small"] < sizes["paper"]
-    # photoz is small with dropout (the RAIL Informer's default, docs/rail.md): nothing else may drift
+    # photoz is small with dropout and H = 512 (the RAIL Informer's default, docs/rail.md): nothing else may drift
     small, photoz = DiffusionConfig.load("small"), DiffusionConfig.load("photoz")
-    assert (small.dropout, photoz.dropout) == (0.0, 0.1)
-    assert dataclasses.replace(photoz, dropout=0.0) == small
+    assert (small.dropout, photoz.dropout, small.hidden, photoz.hidden) == (0.0, 0.1, 256, 512)
+    assert dataclasses.replace(photoz, dropout=0.0, hidden=256) == small
     assert load_preset("diffusion", "photoz")["training"] == load_preset("diffusion", "small")["training"]
     with pytest.raises(ConfigError, match="hidden=100 must be a positive multiple of 64"):
         DiffusionConfig(hidden=100)
