@@ -95,7 +95,7 @@ def test_presets_load_and_bad_values_are_named():
         config = DiffusionConfig.load(name)
         sizes[name] = sum(p.numel() for p in DiffusionModel(config, standardisation()).parameters())
     assert sizes["tiny"] < sizes["small"] < sizes["paper"]
-    # photoz is small with dropout and H = 512 (the RAIL Informer's default, docs/rail.md): nothing else may drift
+    # photoz is small + dropout + H = 512 (the RAIL Informer default, docs/rail.md): nothing else may drift
     small, photoz = DiffusionConfig.load("small"), DiffusionConfig.load("photoz")
     assert (small.dropout, photoz.dropout, small.hidden, photoz.hidden) == (0.0, 0.1, 256, 512)
     assert dataclasses.replace(photoz, dropout=0.0, hidden=256) == small
