@@ -2,24 +2,27 @@
 """Validate the training-set coverage score and the posterior-predictive check on a mock survey.
 
     python benchmarks/coverage_check.py --model MODEL --mock MOCK [--n 4000] [--seed 0]
-        [--n-samples 100] [--steps 20] [--img docs/img] [--json out.json]
+        [--sampler auto] [--n-samples K] [--steps S] [--img docs/img] [--json out.json]
     (or --catalog CATALOG --truth TRUTH.parquet instead of --mock)
 
 On ``--n`` objects drawn (seeded) from the mock's photometric catalog (MOCK/catalog) with
 their truth (MOCK/truth/photometric.parquet: OBJECT_ID, Z, and TARGET_CLASS when the mock
-has target classes), ``inference.predict`` at production settings gives PDFs, the coverage
-score and the photometry check. Printed (and written with --json):
+has target classes), ``inference.predict`` gives PDFs, the coverage score and the photometry
+check (sampler, steps, K as ``models.choose_sampling`` makes them concrete: by default the
+model's production setting, what `run` uses). Printed (and written with --json):
 
 - photo-z metrics (docs/metrics.md) per coverage-score bin [0, 0.01) = LOW_COVERAGE,
   [0.01, 0.1), [0.1, 1], and inside / outside the DESI target selection, with 68%
   bootstrap intervals (200 resamples) of sigma_NMAD and CRPS;
 - the posterior-predictive check: for objects with coverage >= 0.1, the KS distance of the
   per-draw chi^2 from chi^2_dof (each draw follows it if the model is right) for each dof,
-  and the share flagged PHOTOMETRY_NOT_REPRODUCED per coverage bin;
+  and the share flagged PHOTOMETRY_NOT_REPRODUCED per coverage bin; when the truth has the
+  noiseless FLUX_<BAND>_TRUE, its error budget (``flux_error_budget``: the catalog's noise
+  against the IVAR, the per-draw chi^2 by S/N and flux floor, the draws' own flux error);
 - out of distribution by construction: 300 covered objects with their r flux doubled; the
   share each check flags;
-- cost per object of the sampler, the coverage score and the check, measured on the same
-  objects (wall time, this process, its torch threads).
+- cost per object of the sampler (the same setting, timed alone), the coverage score and the
+  check, measured on the same objects (wall time, this process, its torch threads).
 
 With --img: coverage_map.png (the LOW_COVERAGE share in colour-magnitude and colour-colour
 space, training-set contours) and ppc_chi2.png (per-draw chi^2 CDF against chi^2_dof;
@@ -29,6 +32,7 @@ p-values inside and outside coverage). Re-run it on the final model (docs/covera
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import time
@@ -36,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import stats
 
 from specdiff_catalog import defaults
@@ -44,13 +49,13 @@ from specdiff_catalog.flags import Flag
 from specdiff_catalog.inference import predict
 from specdiff_catalog.io.catalog import object_ids, open_catalog, read_partition
 from specdiff_catalog.metrics import crps, photoz_table
-from specdiff_catalog.models import load_model
+from specdiff_catalog.models import choose_sampling, load_model
 from specdiff_catalog.models.sampling import sample
 from specdiff_catalog.ppc import PhotometryCheck
+from specdiff_catalog.synphot import best_amplitude_chi2
 
 COVERAGE_EDGES = (0.0, 0.01, 0.1, 1.0 + 1e-6)
 BATCH = 1024
-TEACHER = defaults.TEACHER_SAMPLER  # the diffusion network itself, students or not
 
 
 def read_mock(catalog_dir: Path, truth_file: Path, bands, n: int, seed: int) -> pd.DataFrame:
@@ -65,7 +70,10 @@ def read_mock(catalog_dir: Path, truth_file: Path, bands, n: int, seed: int) -> 
     rows = pd.concat(frames, ignore_index=True)
     truth = pd.read_parquet(truth_file)
     truth = truth.rename(columns={"OBJECT_ID": "object_id", "Z": "z_true"})
-    keep = ["object_id", "z_true"] + (["TARGET_CLASS"] if "TARGET_CLASS" in truth else [])
+    true_fluxes = [
+        f"FLUX_{b.name.upper()}_TRUE" for b in bands.bands if f"FLUX_{b.name.upper()}_TRUE" in truth
+    ]
+    keep = ["object_id", "z_true"] + (["TARGET_CLASS"] if "TARGET_CLASS" in truth else []) + true_fluxes
     rows = rows.merge(truth[keep], on="object_id", how="inner", validate="one_to_one")
     pick = np.sort(np.random.default_rng(seed).choice(len(rows), size=min(n, len(rows)), replace=False))
     return rows.iloc[pick].reset_index(drop=True)
@@ -79,11 +87,19 @@ def bootstrap(values: np.ndarray, statistic, n: int = 200, seed: int = 0) -> tup
 
 
 def nmad(dz: np.ndarray) -> float:
+    dz = dz[np.isfinite(dz)]
     return float(1.4826 * np.median(np.abs(dz - np.median(dz))))
 
 
 def run(
-    model_dir: Path, catalog: Path, truth: Path, n: int, seed: int, n_samples: int, steps: int | None
+    model_dir: Path,
+    catalog: Path,
+    truth: Path,
+    n: int,
+    seed: int,
+    sampler: str,
+    n_samples: int | None,
+    steps: int | None,
 ) -> dict:
     model = load_model(model_dir, notice=False)
     if model.coverage is None or model.diffusion is None:
@@ -91,30 +107,36 @@ def run(
     bands = model.bands
     if bands is None:
         raise SystemExit(f"{model_dir}: config.json records no band set")
+    chosen = choose_sampling(model.config, sampler, steps, n_samples)
+    setting = {"sampler": chosen.sampler, "steps": chosen.steps, "n_samples": chosen.n_samples}
+    run_predict = functools.partial(
+        predict, seed=seed, sampler=chosen.sampler, steps=chosen.steps, n_samples=chosen.n_samples
+    )
     table = read_mock(catalog, truth, bands, n, seed)
-    columns = {c: table[c].to_numpy() for c in table.columns if c not in ("TARGET_CLASS",)}
+    columns = {
+        c: table[c].to_numpy() for c in table.columns if c != "TARGET_CLASS" and not c.endswith("_TRUE")
+    }
     ids = table["object_id"].to_numpy(np.int64)
     parts, seconds = [], {"sampler": 0.0, "coverage": 0.0, "ppc": 0.0, "predict": 0.0}
     for i in range(0, len(table), BATCH):
         chunk = {k: v[i : i + BATCH] for k, v in columns.items()}
         start = time.perf_counter()
-        pred = predict(  # the teacher, whose sampler alone is timed below
-            model, chunk, ids[i : i + BATCH], n_samples=n_samples, seed=seed, sampler=TEACHER, steps=steps
-        )
+        pred = run_predict(model, chunk, ids[i : i + BATCH])
         seconds["predict"] += time.perf_counter() - start
         feats = photometric_features(chunk, bands)
         use = (feats.flags & Flag.NO_PHOTOMETRY) == 0
         start = time.perf_counter()
-        sample(
-            model.diffusion,
-            feats.values[use],
-            feats.missing[use],
-            ids[i : i + BATCH][use],
-            n_samples=n_samples,
-            seed=seed,
-            sampler=TEACHER,
-            steps=steps,
-        )
+        with torch.inference_mode():
+            sample(
+                model.network(chosen.sampler, chosen.steps),
+                feats.values[use],
+                feats.missing[use],
+                ids[i : i + BATCH][use],
+                seed=seed,
+                sampler=chosen.sampler,
+                steps=chosen.steps,
+                n_samples=chosen.n_samples,
+            )
         seconds["sampler"] += time.perf_counter() - start
         start = time.perf_counter()
         model.coverage.score(feats.values, feats.missing)
@@ -140,8 +162,7 @@ def run(
         "catalog": str(catalog),
         "truth": str(truth),
         "n_objects": n_obj,
-        "n_samples": n_samples,
-        "steps": steps or defaults.SAMPLER_STEPS[TEACHER],
+        **setting,
         "ms_per_object": {k: 1e3 * v / n_obj for k, v in seconds.items()},
         "low_coverage_fraction": float(np.mean((flags & Flag.LOW_COVERAGE) != 0)),
     }
@@ -212,7 +233,9 @@ def run(
             result["ppc"]["flagged_in_selection"] = float(np.mean(flagged[selected]))
             result["ppc"]["flagged_outside_selection"] = float(np.mean(flagged[~selected]))
         result["_arrays"] = {"chi2_draws": chi2_draws, "dof": dof, "pvalue": pvalue}
-    result["perturbed"] = perturbed(model, columns, ids, coverage, n_samples, seed, steps)
+        latent = np.concatenate([p.latent_samples[:, : defaults.PPC_DRAWS] for p, _, _ in parts])
+        result["ppc"]["flux_error_budget"] = flux_error_budget(model, columns, table, z, latent, covered)
+    result["perturbed"] = perturbed(model, columns, ids, coverage, run_predict)
     result["_arrays"] = {
         **result.get("_arrays", {}),
         "coverage": coverage,
@@ -224,11 +247,80 @@ def run(
     return result
 
 
+SNR_EDGES = (0.0, 10.0, 30.0, 100.0, np.inf)
+FLOORS = (0.0, defaults.PPC_FLUX_FLOOR, 0.05)
+
+
+def flux_error_budget(
+    model, columns: dict, table: pd.DataFrame, z: np.ndarray, latent: np.ndarray, covered: np.ndarray
+) -> dict:
+    """Where the per-draw chi^2 departs from chi^2_dof, on covered objects with every checked band
+    (needs the truth's FLUX_<BAND>_TRUE, intrinsic noiseless fluxes): the chi^2 of the catalog
+    against the true fluxes (the catalog's noise alone; mean dof when the IVAR is right), the
+    per-draw chi^2 by S/N of the faintest checked band and for a few flux floors, and the
+    draws' own flux error: per band, the NMAD of (A x predicted - true) / true with the
+    equal-weight best amplitude A, over all draws and over draws within 0.01 (1 + z) of z_true."""
+    check = PhotometryCheck(model.autoencoder, model.bands)
+    names = [model.bands.bands[i].name for i in check.bands]
+    true_columns = [f"FLUX_{name.upper()}_TRUE" for name in names]
+    if not set(true_columns) <= set(table.columns):
+        return {}
+    phot = deredden(columns, model.bands)
+    flux, ivar = (
+        phot.flux[:, check.bands],
+        np.where(phot.missing[:, check.bands], 0.0, phot.ivar[:, check.bands]),
+    )
+    m = latent.shape[1]
+    ok = covered & (ivar > 0).all(axis=1) & np.isfinite(z[:, :m]).all(axis=1)
+    predicted, inside = check.predicted(z[ok, :m].reshape(-1), latent[ok].reshape(-1, latent.shape[-1]))
+    predicted = predicted.reshape(ok.sum(), m, -1)
+    ok_rows = inside.reshape(ok.sum(), m, -1).all(axis=(1, 2))
+    predicted = predicted[ok_rows]
+    rows = np.flatnonzero(ok)[ok_rows]
+    flux, ivar, true = flux[rows], ivar[rows], table[true_columns].to_numpy(np.float64)[rows]
+    dof = len(names) - 1
+    snr = (flux * np.sqrt(ivar)).min(axis=1)
+    out: dict = {"bands": names, "dof": dof, "n_objects": len(rows), "draws": m}
+    out["catalog_vs_true_mean_chi2"] = {
+        f"{f:g}": float(np.nanmean(best_amplitude_chi2(flux, ivar, true, f)[0])) for f in FLOORS
+    }
+    per_floor = {}
+    for f in FLOORS[1:]:
+        chi2 = best_amplitude_chi2(flux[:, None], ivar[:, None], predicted, f)[0]
+        bins = {}
+        for lo, hi in itertools.pairwise(SNR_EDGES):
+            x = chi2[(snr >= lo) & (snr < hi)].ravel()
+            x = x[np.isfinite(x)]
+            if x.size >= 50:
+                bins[f"[{lo:g}, {hi:g})"] = {
+                    "n_draws": int(x.size),
+                    "mean": float(x.mean()),
+                    "ks": float(stats.kstest(x, stats.chi2(dof).cdf).statistic),
+                }
+        x = chi2[np.isfinite(chi2)]
+        per_floor[f"{f:g}"] = {
+            "mean": float(x.mean()),
+            "ks": float(stats.kstest(x, stats.chi2(dof).cdf).statistic),
+            "by_snr": bins,
+        }
+    out["draws_chi2_by_floor"] = per_floor
+    amplitude = (predicted * true[:, None]).sum(-1, keepdims=True) / (predicted**2).sum(-1, keepdims=True)
+    residual = (amplitude * predicted - true[:, None]) / true[:, None]
+    z_true = table["z_true"].to_numpy()[rows]
+    near = np.abs(z[rows, :m] - z_true[:, None]) / (1 + z_true[:, None]) < 0.01
+    out["draw_flux_error_nmad"] = {
+        name: {"all": nmad(residual[..., i].ravel()), "near_z_true": nmad(residual[..., i][near])}
+        for i, name in enumerate(names)
+    }
+    out["n_draws_near_z_true"] = int(near.sum())
+    return out
+
+
 PERTURB = 2.0  # the r flux of covered objects times this: a colour no galaxy of the training set has
 N_PERTURBED = 300
 
 
-def perturbed(model, columns: dict, ids: np.ndarray, coverage: np.ndarray, n_samples: int, seed: int, steps):
+def perturbed(model, columns: dict, ids: np.ndarray, coverage: np.ndarray, run_predict) -> dict:
     """Out-of-distribution by construction: objects with coverage >= 0.1 whose r flux is doubled
     (0.75 mag; g - r and r - z change by as much). Shares flagged by each check, before and after."""
     rows = np.flatnonzero(coverage >= 0.1)[:N_PERTURBED]
@@ -237,7 +329,7 @@ def perturbed(model, columns: dict, ids: np.ndarray, coverage: np.ndarray, n_sam
     band = next(b for b in model.bands.bands if b.name == "r")
     chunk = {k: v[rows] for k, v in columns.items()}
     chunk[band.flux] = chunk[band.flux] * PERTURB
-    pred = predict(model, chunk, ids[rows], n_samples=n_samples, seed=seed, sampler=TEACHER, steps=steps)
+    pred = run_predict(model, chunk, ids[rows])
     share = {
         name: float(np.mean((pred.flags & Flag[name]) != 0))
         for name in ("LOW_COVERAGE", "PHOTOMETRY_NOT_REPRODUCED")
@@ -304,12 +396,12 @@ def figures(result: dict, img: Path) -> None:
         if x.size < 50:
             continue
         axes[0].plot(x, np.arange(1, x.size + 1) / x.size, label=f"draws, dof {d} (n = {x.size})")
-        grid = np.linspace(0, np.percentile(x, 99), 200)
+        grid = np.linspace(0, 15, 200)
         axes[0].plot(grid, stats.chi2(d).cdf(grid), "k--", lw=0.8)
     axes[0].set(
         xlabel="chi^2 of one posterior draw",
         ylabel="cumulative fraction",
-        xscale="linear",
+        xlim=(0, 15),
         title="coverage >= 0.1: per-draw chi^2 vs chi^2_dof (dashed)",
     )
     axes[0].legend(fontsize=8)
@@ -337,14 +429,15 @@ def main() -> None:
     parser.add_argument("--truth", type=Path, help="truth Parquet (default MOCK/truth/photometric.parquet)")
     parser.add_argument("--n", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-samples", type=int, default=defaults.N_SAMPLES)
+    parser.add_argument("--sampler", default="auto", choices=defaults.SAMPLERS)
+    parser.add_argument("--n-samples", type=int, help="default: the setting's (models.choose_sampling)")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--img", type=Path)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     catalog = args.catalog or args.mock / "catalog"
     truth = args.truth or args.mock / "truth" / "photometric.parquet"
-    result = run(args.model, catalog, truth, args.n, args.seed, args.n_samples, args.steps)
+    result = run(args.model, catalog, truth, args.n, args.seed, args.sampler, args.n_samples, args.steps)
     if args.img:
         args.img.mkdir(parents=True, exist_ok=True)
         figures(result, args.img)
