@@ -144,9 +144,7 @@ def run(
         check = None
         if model.autoencoder is not None:
             start = time.perf_counter()
-            check = PhotometryCheck(model.autoencoder, bands)(
-                deredden(chunk, bands), pred.z_samples, pred.latent_samples
-            )
+            check = PhotometryCheck.of(model)(deredden(chunk, bands), pred.z_samples, pred.latent_samples)
             seconds["ppc"] += time.perf_counter() - start
         parts.append((pred, feats, check))
     n_obj = len(table)
@@ -248,7 +246,7 @@ def run(
 
 
 SNR_EDGES = (0.0, 10.0, 30.0, 100.0, np.inf)
-FLOORS = (0.0, defaults.PPC_FLUX_FLOOR, 0.05)
+FLOORS = (0.0, defaults.PPC_FLUX_FLOOR, 0.05)  # fixed fractions, next to the model's calibrated floors
 
 
 def flux_error_budget(
@@ -257,10 +255,11 @@ def flux_error_budget(
     """Where the per-draw chi^2 departs from chi^2_dof, on covered objects with every checked band
     (needs the truth's FLUX_<BAND>_TRUE, intrinsic noiseless fluxes): the chi^2 of the catalog
     against the true fluxes (the catalog's noise alone; mean dof when the IVAR is right), the
-    per-draw chi^2 by S/N of the faintest checked band and for a few flux floors, and the
+    per-draw chi^2 by S/N of the faintest checked band for a few fixed flux floors and the
+    model's own (config.json's coverage section: "model"), and the
     draws' own flux error: per band, the NMAD of (A x predicted - true) / true with the
     equal-weight best amplitude A, over all draws and over draws within 0.01 (1 + z) of z_true."""
-    check = PhotometryCheck(model.autoencoder, model.bands)
+    check = PhotometryCheck.of(model)
     names = [model.bands.bands[i].name for i in check.bands]
     true_columns = [f"FLUX_{name.upper()}_TRUE" for name in names]
     if not set(true_columns) <= set(table.columns):
@@ -285,7 +284,9 @@ def flux_error_budget(
         f"{f:g}": float(np.nanmean(best_amplitude_chi2(flux, ivar, true, f)[0])) for f in FLOORS
     }
     per_floor = {}
-    for f in FLOORS[1:]:
+    floors: dict[str, float | np.ndarray] = {f"{f:g}": f for f in FLOORS[1:]} | {"model": check.floors}
+    out["model_floors"] = dict(zip(names, check.floors.tolist(), strict=True))
+    for label, f in floors.items():
         chi2 = best_amplitude_chi2(flux[:, None], ivar[:, None], predicted, f)[0]
         bins = {}
         for lo, hi in itertools.pairwise(SNR_EDGES):
@@ -298,7 +299,7 @@ def flux_error_budget(
                     "ks": float(stats.kstest(x, stats.chi2(dof).cdf).statistic),
                 }
         x = chi2[np.isfinite(chi2)]
-        per_floor[f"{f:g}"] = {
+        per_floor[label] = {
             "mean": float(x.mean()),
             "ks": float(stats.kstest(x, stats.chi2(dof).cdf).statistic),
             "by_snr": bins,

@@ -320,6 +320,13 @@ def _train_coverage(args: argparse.Namespace) -> None:
             if held is not None
             else ""
         )
+        + (
+            "photometry-check floors "
+            + ", ".join(f"{band} {100 * v:.1f}%" for band, v in section.ppc_floors.items())
+            + "; "
+            if section.ppc_floors
+            else ""
+        )
         + f"written to {args.out}"
     )
 

@@ -81,7 +81,11 @@ PPC_DRAWS = 8
 
 PPC_FLUX_FLOOR = 0.03
 """Fractional error of a predicted band flux added in quadrature in the check's chi^2: what
-the decoder, the fibre-to-total colour difference and flux calibration leave (docs/coverage.md)."""
+the decoder, the fibre-to-total colour difference and flux calibration leave (docs/coverage.md),
+for a model without floors calibrated on its validation split (``PPC_CALIBRATION``)."""
+
+PPC_CALIBRATION = 2000
+"""Validation objects whose posterior draws calibrate the check's per-band floors (``train coverage``)."""
 
 PPC_PVALUE = 0.001
 """PHOTOMETRY_NOT_REPRODUCED below this posterior-predictive p-value."""

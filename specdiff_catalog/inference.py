@@ -129,7 +129,7 @@ def predict(
     checks = {"coverage": coverage}
     if dim and model.autoencoder is not None:
         # built per call: 1 ms once the band set's filter curves are loaded (cached on the BandSet)
-        result = PhotometryCheck(model.autoencoder, bands)(deredden(table, bands), z, latent)
+        result = PhotometryCheck.of(model)(deredden(table, bands), z, latent)
         checks |= {"ppc_chi2": result.chi2, "ppc_dof": result.dof, "ppc_pvalue": result.pvalue}
         with np.errstate(invalid="ignore"):
             flags = flags | flag_where(result.pvalue < defaults.PPC_PVALUE, Flag.PHOTOMETRY_NOT_REPRODUCED)

@@ -10,7 +10,10 @@ a fractional floor; with n bands usable in every draw, dof = n - 1.
 
 If the model is right, one posterior draw is distributed, jointly with the data, like the
 galaxy's true spectrum (a draw from p(s, z | fluxes) given fluxes drawn from p(fluxes)),
-so each chi^2_m follows the chi^2 distribution with dof degrees of freedom. The stored
+so each chi^2_m follows the chi^2 distribution with dof degrees of freedom. A trained
+model's draws reproduce some bands less well than the IVAR says: the floor is per band,
+calibrated on the model's validation objects (``calibrate_floors``, run by ``train
+coverage``) and kept in the coverage section of config.json. The stored
 ``ppc_pvalue`` is the posterior-predictive p-value (Gelman, Meng & Stern 1996) computed
 analytically: the mean over draws of P(chi^2_dof > chi^2_m); ``ppc_chi2`` is the mean
 chi^2_m. PHOTOMETRY_NOT_REPRODUCED: p-value < ``defaults.PPC_PVALUE``.
@@ -19,6 +22,7 @@ chi^2_m. PHOTOMETRY_NOT_REPRODUCED: p-value < ``defaults.PPC_PVALUE``.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +32,7 @@ from scipy import stats
 from specdiff_catalog import defaults
 from specdiff_catalog.bands import BandSet
 from specdiff_catalog.features import Photometry
+from specdiff_catalog.models import SpecdiffModel
 from specdiff_catalog.models.autoencoder import SpectrumAutoencoder, redshift_resample
 from specdiff_catalog.synphot import SyntheticPhotometry, best_amplitude_chi2
 
@@ -160,6 +165,8 @@ class PhotometryCheck:
     """The check for one model: its decoder and the band set's synthetic photometry.
 
     bands: the indices (into the band set) of the coverable bands; the others never count.
+    floor: the fractional flux floor, one number or per band name (bands without one get
+    ``defaults.PPC_FLUX_FLOOR``); ``floors``: (B',) the floor of each checked band.
     """
 
     def __init__(
@@ -167,16 +174,28 @@ class PhotometryCheck:
         autoencoder: SpectrumAutoencoder,
         bandset: BandSet,
         draws: int = defaults.PPC_DRAWS,
-        floor: float = defaults.PPC_FLUX_FLOOR,
+        floor: float | Mapping[str, float] = defaults.PPC_FLUX_FLOOR,
     ) -> None:
-        self.autoencoder, self.draws, self.floor = autoencoder, draws, floor
+        self.autoencoder, self.draws = autoencoder, draws
         every = SyntheticPhotometry.from_bandset(bandset, autoencoder.config.rest_step)
         self.bands = np.flatnonzero(coverable_bands(autoencoder, every))
         self.synth = SyntheticPhotometry.from_bandset(bandset, autoencoder.config.rest_step, list(self.bands))
+        per_band = floor if isinstance(floor, Mapping) else dict.fromkeys(self.synth.names, floor)
+        self.floors = np.array([per_band.get(name, defaults.PPC_FLUX_FLOOR) for name in self.synth.names])
         device = autoencoder.wave_rest.device
         self._wave = torch.as_tensor(self.synth.wave, dtype=torch.float32, device=device)
         self._weights = torch.as_tensor(self.synth.weights, dtype=torch.float32, device=device)
         self._band_of = torch.as_tensor(self.synth.band_of, device=device)
+
+    @classmethod
+    def of(cls, model: SpecdiffModel) -> PhotometryCheck:
+        """The check of a loaded model with an autoencoder and a band set: its calibrated floors
+        (config.json's coverage section) where it has them."""
+        if model.autoencoder is None or model.bands is None:
+            raise ValueError(f"{model.path}: the photometry check needs an autoencoder and a band set")
+        coverage = model.config.coverage
+        floors = coverage.ppc_floors if coverage is not None else {}
+        return cls(model.autoencoder, model.bands, floor=floors)
 
     def predicted(self, z: np.ndarray, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Band fluxes (n, B') of the decoded spectra of latents (n, S) at redshifts z (n,), and
@@ -239,7 +258,7 @@ class PhotometryCheck:
         dof = used.sum(axis=1) - 1
         ivar = np.where(used, photometry.ivar[:, self.bands], 0.0)
         chi2, _ = best_amplitude_chi2(
-            flux[:, None, :], ivar[:, None, :], np.nan_to_num(predicted), self.floor
+            flux[:, None, :], ivar[:, None, :], np.nan_to_num(predicted), self.floors
         )
         checked = dof >= 1
         with np.errstate(invalid="ignore"):
@@ -250,3 +269,75 @@ class PhotometryCheck:
             pvalue=np.where(checked, pvalue, np.nan).astype(np.float32),
             chi2_draws=np.where(checked[:, None], chi2, np.nan).astype(np.float32),
         )
+
+
+CHI2_1_MEDIAN = float(stats.chi2(1).median())
+MIN_CALIBRATION_OBJECTS = 100
+
+
+def calibrate_floors(
+    check: PhotometryCheck,
+    photometry: Photometry,
+    z_samples: np.ndarray,
+    latent_samples: np.ndarray,
+    iterations: int = 10,
+) -> dict[str, float]:
+    """Per checked band, the fractional flux floor that makes the check's chi^2 honest on
+    objects the model should reproduce (its validation split): the floor s_b at which the
+    draws' normalised residuals w_b r_b^2 / (1 - h_b) in band b have the median of chi^2_1
+    (r_b = f_b - A p_b at the best amplitude A, w_b = 1 / (1/ivar_b + (s_b A p_b)^2), h_b the
+    band's leverage on A), 0 where the IVAR alone already gives it. A median, so a few
+    catastrophic draws do not set it; the amplitude is refitted ``iterations`` times (an error
+    in one band leaks into the others through the shared amplitude until it is down-weighted:
+    tests/test_ppc.py measures what is left).
+
+    photometry: the N objects' de-reddened photometry (``features.deredden``); z_samples
+    (N, K), latent_samples (N, K, S): their posterior draws (the first ``check.draws`` used).
+    Only objects with every checked band measured and covered in every draw count; with
+    fewer than ``MIN_CALIBRATION_OBJECTS`` of them (or one checked band) it returns {}.
+    """
+    n, k = z_samples.shape
+    m = min(check.draws, k)
+    flux, ivar = photometry.flux[:, check.bands], photometry.ivar[:, check.bands]
+    z, latent = z_samples[:, :m].reshape(-1), latent_samples[:, :m].reshape(n * m, -1)
+    finite = (np.isfinite(z) & np.isfinite(latent).all(axis=1)).reshape(n, m).all(axis=1)
+    rows = np.flatnonzero(finite & (~photometry.missing[:, check.bands] & (ivar > 0)).all(axis=1))
+    if len(rows) < MIN_CALIBRATION_OBJECTS or len(check.bands) < 2:
+        return {}
+    take = (rows[:, None] * m + np.arange(m)).reshape(-1)
+    predicted, covered = check.predicted(z[take], latent[take])
+    predicted, covered = predicted.reshape(len(rows), m, -1), covered.reshape(len(rows), m, -1)
+    keep = covered.all(axis=(1, 2))
+    if keep.sum() < MIN_CALIBRATION_OBJECTS:
+        return {}
+    p, f, iv = predicted[keep], flux[rows[keep]][:, None, :], ivar[rows[keep]][:, None, :]
+    floors = check.floors.astype(np.float64).copy()
+    for _ in range(iterations):
+        _, amplitude = best_amplitude_chi2(f, iv, p, floors)
+        model = amplitude[..., None] * p
+        residual2 = (f - model) ** 2
+        for b in range(len(floors)):
+            floors[b] = _band_floor(b, floors, iv, model, residual2)
+    return {name: float(v) for name, v in zip(check.synth.names, floors, strict=True)}
+
+
+def _band_floor(
+    b: int, floors: np.ndarray, ivar: np.ndarray, model: np.ndarray, residual2: np.ndarray
+) -> float:
+    """The floor of band b (the others held) at which median(w_b r_b^2 / (1 - h_b)) is
+    chi^2_1's median, by bisection on [0, 1] (the statistic falls as the floor grows)."""
+
+    def statistic(s: float) -> float:
+        trial = floors.copy()
+        trial[b] = s
+        weight = 1.0 / (1.0 / ivar + (trial * model) ** 2)
+        leverage = weight[..., b] * model[..., b] ** 2 / (weight * model**2).sum(axis=-1)
+        return float(np.median(weight[..., b] * residual2[..., b] / np.maximum(1.0 - leverage, 1e-6)))
+
+    if statistic(0.0) <= CHI2_1_MEDIAN:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if statistic(mid) > CHI2_1_MEDIAN else (lo, mid)
+    return 0.5 * (lo + hi)

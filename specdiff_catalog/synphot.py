@@ -83,14 +83,15 @@ class SyntheticPhotometry:
 
 
 def best_amplitude_chi2(
-    observed: np.ndarray, ivar: np.ndarray, predicted: np.ndarray, floor: float = 0.0
+    observed: np.ndarray, ivar: np.ndarray, predicted: np.ndarray, floor: float | np.ndarray = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """chi^2 (...,) of observed fluxes against predicted ones with a free amplitude, and the amplitude.
 
     observed, ivar: (..., B) with ivar 0 for bands that do not count; predicted: (..., B).
     The amplitude A minimises sum w (observed - A predicted)^2, w = 1 / (1/ivar + (floor A
-    predicted)^2): a fractional error ``floor`` of the prediction added in quadrature (found
-    in two passes: A from ivar alone, then the weights with that A, then A again).
+    predicted)^2): a fractional error ``floor`` (one number, or (B,) per band) of the
+    prediction added in quadrature (found in two passes: A from ivar alone, then the weights
+    with that A, then A again).
     """
     observed, ivar, predicted = (np.asarray(a, dtype=np.float64) for a in (observed, ivar, predicted))
     observed = np.where(ivar > 0, observed, 0.0)
@@ -102,7 +103,8 @@ def best_amplitude_chi2(
 
     amplitude = fit(ivar)
     weight = ivar
-    if floor > 0:
+    floor = np.asarray(floor, dtype=np.float64)
+    if np.any(floor > 0):
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             variance = (
                 np.where(ivar > 0, 1.0 / ivar, np.inf) + (floor * amplitude[..., None] * predicted) ** 2

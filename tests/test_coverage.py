@@ -144,3 +144,27 @@ def test_run_ends_with_the_share_outside_coverage_impossible_to_miss():
     lines = report.summary().splitlines()
     assert lines[1].startswith("9 of 1000 objects (0.9%) lie outside")  # ~1% is expected: no warning
     assert lines[2].startswith("2 of 1000 objects (0.2%) have fluxes that spectra decoded")
+
+
+def test_train_coverage_calibrates_the_photometry_check_floors_that_predict_uses(
+    trained_tiny, tmp_path, monkeypatch, capsys
+):
+    """`train coverage` of a model with an autoencoder stores per-band floors of the photometry
+    check from its validation objects' posterior draws; a loaded model's check uses them."""
+    import shutil
+
+    from specdiff_catalog import ppc
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained_tiny.model, model_dir)
+    monkeypatch.setattr(ppc, "MIN_CALIBRATION_OBJECTS", 10)  # the tiny survey has ~50 validation objects
+    argv = ["train", "coverage", "--model", str(model_dir), "--data", str(trained_tiny.trainset)]
+    assert main(argv) == 0
+    assert "photometry-check floors g " in capsys.readouterr().out
+    section = read_config(model_dir).coverage
+    assert section is not None and section.training is not None
+    assert set(section.ppc_floors) == {"g", "r", "z"}  # the bands inside the rest grid; not W1, W2
+    assert all(0.0 <= v < 1.0 for v in section.ppc_floors.values())
+    assert section.training.validation["ppc_calibration_objects"] >= 10
+    check = ppc.PhotometryCheck.of(load_model(model_dir, notice=False))
+    np.testing.assert_array_equal(check.floors, [section.ppc_floors[b] for b in check.synth.names])

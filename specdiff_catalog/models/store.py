@@ -237,7 +237,9 @@ class CoverageSection:
 
     feature_names: the ``photometric_features`` columns; n_reference, n_calibration: the
     samples' sizes; training: how it was built, with the fraction of held-out training
-    objects below the threshold in ``validation``.
+    objects below the threshold in ``validation``. ppc_floors: band name -> the fractional
+    flux floor of the posterior-predictive check, calibrated on validation objects
+    (``ppc.calibrate_floors``; empty: ``defaults.PPC_FLUX_FLOOR`` for every band).
     """
 
     weights: WeightFile
@@ -246,6 +248,7 @@ class CoverageSection:
     n_reference: int
     n_calibration: int
     training: TrainingRecord | None = None
+    ppc_floors: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 A reference sample of the training set's train split and a calibration sample of its
 validation split, in the standardised feature space of the model's diffusion network, are
-written to MODEL/coverage.safetensors with the ``coverage`` section of config.json.
+written to MODEL/coverage.safetensors with the ``coverage`` section of config.json. With
+an autoencoder, the section also holds the photometry check's per-band flux floors,
+calibrated on the posterior draws of validation objects (``ppc.calibrate_floors``).
 ``train diffusion`` does this at its end; ``train coverage`` adds it to an existing model
 (e.g. the bundled one) from the training set its diffusion section records, or another.
 """
@@ -15,9 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from specdiff_catalog import defaults
+from specdiff_catalog.features import deredden
+from specdiff_catalog.inference import predict
 from specdiff_catalog.io.trainset import TrainingSet
-from specdiff_catalog.models import store
+from specdiff_catalog.models import load_model, store
 from specdiff_catalog.models.coverage import CoverageConfig, CoverageModel
+from specdiff_catalog.ppc import PhotometryCheck, calibrate_floors
 
 HELD_OUT = 5000  # train-split objects kept out of the reference and scored to check the threshold
 
@@ -35,6 +41,25 @@ def _standardisation(config: store.ModelConfig, trainset: TrainingSet, train: np
     mean = np.where(finite, values, 0.0).sum(axis=0) / count
     std = np.sqrt(np.where(finite, (values - mean) ** 2, 0.0).sum(axis=0) / count)
     return mean, np.where(std > 1e-6, std, 1.0), feature_bands(trainset.features.missing.shape[1])
+
+
+def _ppc_floors(model_dir: Path, trainset: TrainingSet, rows: np.ndarray, seed: int) -> dict[str, float]:
+    """The photometry check's per-band floors from the posterior draws (the model's production
+    sampler, ``defaults.PPC_DRAWS`` each) of up to ``defaults.PPC_CALIBRATION`` of ``rows``;
+    {} for a model without an autoencoder or diffusion network."""
+    config = store.read_config(model_dir, missing_ok=True)
+    if config.autoencoder is None or config.diffusion is None:
+        return {}
+    model = load_model(model_dir, notice=False)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(rows, size=min(defaults.PPC_CALIBRATION, len(rows)), replace=False))
+    table = trainset.objects.iloc[rows].reset_index(drop=True)
+    ids = table["TARGETID"].to_numpy(np.int64) if "TARGETID" in table else None
+    draws = predict(model, table, ids, n_samples=defaults.PPC_DRAWS, seed=seed)
+    bands = trainset.bandset
+    return calibrate_floors(
+        PhotometryCheck.of(model), deredden(table, bands), draws.z_samples, draws.latent_samples
+    )
 
 
 def train_coverage(
@@ -77,6 +102,10 @@ def train_coverage(
     reference = train[np.sort(order[:n_reference])]
     held_out = train[np.sort(order[n_reference:][:HELD_OUT])]
     calibration = np.sort(rng.choice(val, size=min(config.n_calibration, len(val)), replace=False))
+    start_ppc = time.perf_counter()
+    floors = _ppc_floors(model_dir, trainset, calibration, config.seed)  # before the files change
+    ppc_seconds = time.perf_counter() - start_ppc
+    start = time.perf_counter()
     mean, std, bands = _standardisation(model_config, trainset, train)
     coverage = CoverageModel.fit(config, values[reference], values[calibration], mean, std, bands)
     fitted = time.perf_counter() - start
@@ -93,6 +122,8 @@ def train_coverage(
             "held_out_low_fraction": float(np.mean(coverage.low(scores))) if len(held_out) else None,
             "held_out_median_score": float(np.nanmedian(scores)) if len(held_out) else None,
             "seconds_per_object": seconds_per_object,
+            "ppc_calibration_objects": min(defaults.PPC_CALIBRATION, len(calibration)) if floors else 0,
+            "ppc_calibration_seconds": round(ppc_seconds, 2),
         },
     )
     section = store.CoverageSection(
@@ -102,6 +133,7 @@ def train_coverage(
         n_reference=len(coverage.reference),
         n_calibration=len(coverage.calibration),
         training=record,
+        ppc_floors=floors,
     )
     model_config = dataclasses.replace(model_config, coverage=section)
     store.write_config(
