@@ -5,7 +5,7 @@
 #   -> prepare -> train autoencoder (small) -> train diffusion (small) -> train baseline (small)
 #   -> train distill (students 4, 2, 1)
 #   mock (seed 2: held out) -> a narrower denoiser -> benchmarks/quality_cost.py --set-default
-#   (the production setting, docs/distillation.md)
+#   (the production setting, docs/distillation.md) -> train coverage (the photometry check's floors)
 #   -> specdiff_catalog/data/default_model/ (with the production student only: size)
 #   mock (seed 3: 2,000 catalog objects) -> specdiff_catalog/data/demo_catalog/{catalog,truth.parquet}
 # Run from the repository root. ~2 h on 2 CPU cores (most of it the autoencoder), minutes on a GPU.
@@ -100,6 +100,9 @@ if [[ -n "${DRY_RUN:-}" || ! -f "$NARROW/diffusion.safetensors" ]]; then
 fi
 run "$PYTHON" benchmarks/quality_cost.py --model "$MODEL" --extra-model "narrow=$NARROW" --mock "$WORK/held_out" \
     --objects 1500 --spectra 300 --ddpm-objects 60 --out "$WORK/quality_cost" --set-default
+# the photometry check's floors again, now from the production setting's draws (train diffusion
+# calibrated them on the teacher's, before there were students; docs/coverage.md)
+sdc train coverage --model "$MODEL" --data "$WORK/train"
 # the package keeps config.json and the weights (the production student, or the 4-evaluation
 # one when the teacher is the production setting), not the checkpoints or the latent cache;
 # config.json records the work directory as build/default_model, not this machine's path
