@@ -32,6 +32,7 @@ p-values inside and outside coverage). Re-run it on the final model (docs/covera
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import itertools
 import json
@@ -108,7 +109,6 @@ def run(
     if bands is None:
         raise SystemExit(f"{model_dir}: config.json records no band set")
     chosen = choose_sampling(model.config, sampler, steps, n_samples)
-    setting = {"sampler": chosen.sampler, "steps": chosen.steps, "n_samples": chosen.n_samples}
     run_predict = functools.partial(
         predict, seed=seed, sampler=chosen.sampler, steps=chosen.steps, n_samples=chosen.n_samples
     )
@@ -160,7 +160,7 @@ def run(
         "catalog": str(catalog),
         "truth": str(truth),
         "n_objects": n_obj,
-        **setting,
+        **dataclasses.asdict(chosen),
         "ms_per_object": {k: 1e3 * v / n_obj for k, v in seconds.items()},
         "low_coverage_fraction": float(np.mean((flags & Flag.LOW_COVERAGE) != 0)),
     }

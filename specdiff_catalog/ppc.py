@@ -311,7 +311,7 @@ def calibrate_floors(
     if keep.sum() < MIN_CALIBRATION_OBJECTS:
         return {}
     p, f, iv = predicted[keep], flux[rows[keep]][:, None, :], ivar[rows[keep]][:, None, :]
-    floors = check.floors.astype(np.float64).copy()
+    floors = np.full(len(check.bands), defaults.PPC_FLUX_FLOOR)  # not the check's own: reproducible
     for _ in range(iterations):
         _, amplitude = best_amplitude_chi2(f, iv, p, floors)
         model = amplitude[..., None] * p

@@ -43,22 +43,23 @@ def _standardisation(config: store.ModelConfig, trainset: TrainingSet, train: np
     return mean, np.where(std > 1e-6, std, 1.0), feature_bands(trainset.features.missing.shape[1])
 
 
-def _ppc_floors(model_dir: Path, trainset: TrainingSet, rows: np.ndarray, seed: int) -> dict[str, float]:
+def _ppc_floors(
+    model_dir: Path, config: store.ModelConfig, trainset: TrainingSet, rows: np.ndarray, seed: int
+) -> dict[str, float]:
     """The photometry check's per-band floors from the posterior draws (the model's production
     sampler, ``defaults.PPC_DRAWS`` each) of up to ``defaults.PPC_CALIBRATION`` of ``rows``;
     {} for a model without an autoencoder or diffusion network."""
-    config = store.read_config(model_dir, missing_ok=True)
     if config.autoencoder is None or config.diffusion is None:
         return {}
     model = load_model(model_dir, notice=False)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(rows, size=min(defaults.PPC_CALIBRATION, len(rows)), replace=False))
     table = trainset.objects.iloc[rows].reset_index(drop=True)
-    ids = table["TARGETID"].to_numpy(np.int64) if "TARGETID" in table else None
-    draws = predict(model, table, ids, n_samples=defaults.PPC_DRAWS, seed=seed)
-    bands = trainset.bandset
+    draws = predict(
+        model, table, table["TARGETID"].to_numpy(np.int64), n_samples=defaults.PPC_DRAWS, seed=seed
+    )
     return calibrate_floors(
-        PhotometryCheck.of(model), deredden(table, bands), draws.z_samples, draws.latent_samples
+        PhotometryCheck.of(model), deredden(table, trainset.bandset), draws.z_samples, draws.latent_samples
     )
 
 
@@ -102,13 +103,14 @@ def train_coverage(
     reference = train[np.sort(order[:n_reference])]
     held_out = train[np.sort(order[n_reference:][:HELD_OUT])]
     calibration = np.sort(rng.choice(val, size=min(config.n_calibration, len(val)), replace=False))
-    start_ppc = time.perf_counter()
-    floors = _ppc_floors(model_dir, trainset, calibration, config.seed)  # before the files change
-    ppc_seconds = time.perf_counter() - start_ppc
-    start = time.perf_counter()
     mean, std, bands = _standardisation(model_config, trainset, train)
     coverage = CoverageModel.fit(config, values[reference], values[calibration], mean, std, bands)
     fitted = time.perf_counter() - start
+    start = time.perf_counter()
+    floors = _ppc_floors(
+        model_dir, model_config, trainset, calibration, config.seed
+    )  # before the files change
+    ppc_seconds = time.perf_counter() - start
     start = time.perf_counter()
     scores = coverage.score(values[held_out], trainset.features.missing[held_out])
     seconds_per_object = (time.perf_counter() - start) / max(len(held_out), 1)
